@@ -1,0 +1,164 @@
+"""The typed experiment config: YAML file + `key=value` overrides, validated in full before any compute.
+
+Every field has a type, a default and help text (the `help` metadata). Unknown keys are errors with a "did you mean";
+wrong types name the dotted key and the file. Sections grow with the pipeline; the YAML files in experiments/ show
+every section in use.
+
+    cfg = load_config("experiments/default.yaml", ["task.n_dev=50", "engine.kind=hf"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CONFIG = Path(__file__).parent / "experiments" / "default.yaml"
+
+
+class ConfigError(ValueError):
+    """A config problem, with the file and dotted key it concerns and what to do."""
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class TaskConfig:
+    name: str = _f("reasoning_gym:basic_arithmetic", "gsm8k | reasoning_gym:<generator> | file")
+    path: str | None = _f(None, "gsm8k: directory with train.jsonl/test.jsonl (else the hub); file: a .jsonl/.parquet")
+    question_field: str = _f("question", "file tasks: the column holding the question")
+    answer_field: str = _f("answer", "file tasks: the column holding the gold answer (GSM8K '#### N' accepted)")
+    id_field: str | None = _f(None, "file tasks: a column with stable ids (default: the row number)")
+    generator_args: dict = _f({}, "reasoning_gym: keyword arguments of the generator's config")
+    n_train: int | None = _f(1000, "train problems (null: all that remain; reasoning_gym needs a number)")
+    n_dev: int = _f(100, "dev problems: the search selects on these")
+    n_test: int = _f(100, "test problems: only the final confirmation sees these")
+    seed: int = _f(0, "seed of the split (and of reasoning_gym generation)")
+
+
+@dataclass
+class EngineConfig:
+    kind: str = _f("auto", "auto (vLLM when importable, else HF) | vllm | hf")
+    dtype: str = _f("auto", "auto | float32 | bfloat16 | float16")
+    batch_size: int = _f(32, "prompts per engine call")
+    max_model_len: int = _f(2048, "context length the engine reserves")
+    kv_cache_gib: float | None = _f(None, "vLLM KV cache in GiB (null: 2 on CPU; on GPU sized by memory utilization)")
+
+
+@dataclass
+class GenerationConfig:
+    samples: int = _f(4, "rationales per question per teacher (k)")
+    temperature: float = _f(0.7, "teacher sampling temperature")
+    top_p: float = _f(1.0, "teacher nucleus sampling")
+    max_tokens: int = _f(256, "longest rationale, in tokens")
+    seed: int = _f(0, "sampling seed")
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = _f("default", "experiment name (run directory, report title)")
+    student: str = _f("packaged:smollm2-135m-instruct", "student model spec (packaged:<name> | local dir | hub id)")
+    teachers: list = _f([], "candidate teacher model specs")
+    task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "the task and its splits"})
+    engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "generation engine"})
+    generation: GenerationConfig = field(default_factory=GenerationConfig, metadata={"help": "teacher sampling"})
+    cache_dir: str | None = _f(None, "models and rationale caches (default $COTGAP_CACHE or ~/.cache/cotgap_ray)")
+    out_dir: str = _f("runs", "where run directories are created")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of the whole config: a run directory belongs to exactly one config."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML config (the embedded default when `path` is None), apply `a.b=value` overrides, validate."""
+    source = Path(path) if path is not None else DEFAULT_CONFIG
+    if not source.is_file():
+        raise ConfigError(f"config file {source} does not exist")
+    try:
+        raw = yaml.safe_load(source.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return build(ExperimentConfig, raw, where=str(source))
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} must look like key=value, e.g. task.n_dev=50")
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def build(cls, raw: dict, where: str, prefix: str = ""):
+    """Construct dataclass `cls` from a mapping, rejecting unknown keys and wrong types with the dotted key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" Did you mean '{prefix}{close[0]}'?" if close else f" Valid keys: {', '.join(fields)}."
+            raise ConfigError(f"{where}: unknown key '{prefix}{key}'.{hint}")
+    values = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = build(hint, value, where, prefix=f"{prefix}{name}.")
+        else:
+            values[name] = _check_type(value, hint, where, f"{prefix}{name}")
+    return cls(**values)
+
+
+def _check_type(value: Any, hint, where: str, key: str):
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for t in allowed:
+        origin = typing.get_origin(t) or t
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin in (str, bool, list, dict) and isinstance(value, origin):
+            return value
+    names = " | ".join(getattr(t, "__name__", str(t)) for t in allowed)
+    raise ConfigError(f"{where}: '{key}' must be {names}, got {value!r}")
+
+
+def describe(cls=ExperimentConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, help) for every field: the source of `--help-config` and the README table."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            rows += describe(hint, prefix=f"{prefix}{f.name}.")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((prefix + f.name, repr(default), f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,47 @@
+"""The generation-engine interface: formatted prompts + sampling parameters -> texts and token counts.
+
+Every engine (vLLM, HF transformers) takes prompts that are already rendered to text by cotgap_ray.prompts, so the
+exact same string reaches the model whichever engine runs it. Engines never apply chat templates themselves and never
+add special tokens beyond what the rendered prompt already holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings. temperature 0 means greedy; n samples per prompt; seed makes sampling repeatable."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    seed: int = 0
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One sampled completion: the text after the prompt (stop strings excluded) and its token count."""
+
+    text: str
+    n_tokens: int
+
+
+class Engine(Protocol):
+    """A loaded model that generates. One engine owns one model (and, on GPU, its devices) until close()."""
+
+    name: str  # "vllm" | "hf" | "hf-loop"
+
+    def generate(
+        self, prompts: list[str], params: SamplingParams, adapter: str | None = None
+    ) -> list[list[Generation]]:
+        """Return, for each prompt, `params.n` generations. `adapter` is a peft adapter directory or None."""
+        ...
+
+    def close(self) -> None:
+        """Release the model and its memory (and devices)."""
+        ...

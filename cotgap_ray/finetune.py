@@ -1,0 +1,418 @@
+"""LoRA fine-tune of the student on teacher rationales: one epoch loop, run by Ray Train's TorchTrainer or plainly.
+
+    result = train_student(student_dir, "rationales.parquet", {"p1": "What is 3 + 4?"}, LoraSettings(epochs=2),
+                           storage_path="/runs/x/train", name="trial-0007")
+    result.adapter_dir          -> ".../trial-0007/epoch_002"   (peft adapter, safetensors; load with PeftModel)
+    result.metrics_per_epoch    -> [{"epoch": 1, "train_loss": 2.31, "tokens": 5120, "seconds": 3.1,
+                                     "tokens_per_s": 1651.6, ...}, {"epoch": 2, ...}]
+
+Pieces, in the order they run:
+  check_target_modules   before anything expensive: every LoRA target names a linear layer of the student
+  count_examples         before Ray starts: zero usable rationales raise NoTrainingData (the trial's "no data")
+  train_loop_per_worker  the TorchTrainer worker: its shard of the length-bucketed batches, DDP when world size > 1,
+                         a report per epoch (metrics + the adapter as a checkpoint, written by rank 0)
+  train_student          builds and fit()s the TorchTrainer in the caller (the Train V2 pattern, so a Tune trial
+                         function can call it; pass `callbacks=[TuneReportCallback()]` to forward the epoch reports)
+  train_plain            the same loop without Ray: the benchmark's baseline and the debugging path
+
+Both paths share `_train` (load, wrap with LoRA, optimizer, epochs) and `run_epoch`; they differ only in how the
+model is placed (`prepare_model` vs `.to(device)`) and what happens at the end of an epoch (report vs save).
+Examples come from cotgap_ray.sft (prompt masked, loss on the rationale only). The student loads in float32 on
+CPU and bfloat16 on CUDA; peft keeps the adapter weights in float32 either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from cotgap_ray.sft import Example, build_examples, collate, length_bucketed_batches
+
+log = logging.getLogger(__name__)
+
+EvalFn = Callable[[str], dict]  # adapter dir -> metrics merged into the epoch report (e.g. {"dev_accuracy": 0.4})
+
+
+@dataclass
+class LoraSettings:
+    """Hyperparameters of one LoRA fine-tune (the `lora:` config section carries the same fields)."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    learning_rate: float = 2e-4
+    epochs: int = 2
+    batch_size: int = 8
+    max_length: int = 512
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        checks = {
+            "rank": self.rank >= 1, "alpha": self.alpha > 0, "dropout": 0 <= self.dropout < 1,
+            "target_modules": bool(self.target_modules) and all(isinstance(t, str) for t in self.target_modules),
+            "learning_rate": self.learning_rate > 0, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
+            "max_length": self.max_length >= 2, "weight_decay": self.weight_decay >= 0,
+            "warmup_ratio": 0 <= self.warmup_ratio < 1, "max_grad_norm": self.max_grad_norm > 0,
+        }
+        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid LoRA settings: {', '.join(bad)}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> LoraSettings:
+        """From a config section or a Tune sample; unknown keys are errors (a typo would silently use a default)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown LoRA setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: str  # the last epoch's adapter (peft, safetensors)
+    metrics_per_epoch: list[dict]
+    train_tokens: int  # non-padding tokens through the forward pass, all epochs, all workers
+    seconds: float  # wall time of the whole call, start-up included
+    n_examples: int = 0
+
+
+class NoTrainingData(ValueError):
+    """No usable SFT example: raised before any training starts. A search turns it into a "no data" trial result
+    (n_train_examples=0, no adapter, no dev score) rather than a failed trial."""
+
+
+class TrainingFailed(RuntimeError):
+    """The TorchTrainer run failed; the message names the student, the rationales and the run directory."""
+
+
+# ----------------------------------------------------------------------------------------------- checks before work
+
+
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """The distinct leaf names of the model's nn.Linear layers (e.g. q_proj, ..., down_proj, lm_head)."""
+    names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    return sorted(names)
+
+
+def check_target_modules(model: torch.nn.Module, target_modules: list[str]) -> None:
+    """Raise ValueError when a LoRA target is not the name of a linear layer of `model`.
+
+    Works on a meta-device skeleton (student_skeleton), so a typo fails before any weights load."""
+    available = linear_module_names(model)
+    missing = [t for t in target_modules if t not in available]
+    if missing:
+        raise ValueError(
+            f"LoRA target module(s) {', '.join(map(repr, missing))} not found in {type(model).__name__}; "
+            f"its linear modules are: {', '.join(available)}. Set lora.target_modules to some of these."
+        )
+
+
+def student_skeleton(student_path: str) -> torch.nn.Module:
+    """The student's architecture on the meta device: module names without loading (or allocating) weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(student_path)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def load_examples(student_path: str, rationales_path: str, problems: dict[str, str],
+                  max_length: int) -> tuple[object, list[Example]]:
+    """The student's tokenizer and one SFT example per usable rationale row (sft.build_examples)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(student_path)
+    rationales = pq.read_table(rationales_path)
+    return tokenizer, build_examples(rationales, problems, tokenizer, max_length)
+
+
+def count_examples(student_path: str, rationales_path: str, problems: dict[str, str], max_length: int) -> int:
+    """Usable examples (tokenizer only, no model); NoTrainingData when there are none."""
+    _, examples = load_examples(student_path, rationales_path, problems, max_length)
+    if not examples:
+        n_rows = pq.read_metadata(rationales_path).num_rows
+        raise NoTrainingData(
+            f"no SFT examples from {rationales_path}: {n_rows} rationale rows, none usable at max_length={max_length}"
+            + (" (every prompt alone fills max_length: raise lora.max_length)" if n_rows else
+               " (the filters kept no rationale)")
+        )
+    return len(examples)
+
+
+# ------------------------------------------------------------------------------------------------------ the loop
+
+
+def load_student(student_path: str, settings: LoraSettings, device: torch.device) -> torch.nn.Module:
+    """The student with fresh LoRA adapters (seeded), float32 on CPU / bfloat16 on CUDA, in train mode."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # fp32: bf16 matmuls are slow on most CPUs
+    model = AutoModelForCausalLM.from_pretrained(student_path, dtype=dtype)
+    check_target_modules(model, settings.target_modules)
+    torch.manual_seed(settings.seed)  # LoRA A is randomly initialized: the same seed gives the same adapter
+    lora = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    model.train()
+    return model
+
+
+def make_optimizer(model: torch.nn.Module, settings: LoraSettings, total_steps: int):
+    """AdamW over the trainable (LoRA) parameters, linear warmup then linear decay to 0 over total_steps."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    warmup = math.ceil(settings.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def shard_batches(batches: list[list[int]], rank: int, world_size: int) -> list[list[int]]:
+    """This rank's batches: every world_size-th one, the same count on every rank (DDP steps in lockstep, so an
+    extra step on one rank would hang the others); at most world_size - 1 trailing batches are left out."""
+    per_rank = len(batches) // world_size
+    return batches[rank::world_size][:per_rank]
+
+
+@dataclass
+class EpochStats:
+    loss_sum: float  # per-token loss summed over the completion tokens
+    label_tokens: int  # completion tokens that carried a loss
+    tokens: int  # non-padding tokens through the forward pass
+    batches: int
+    seconds: float
+
+
+def run_epoch(model, optimizer, scheduler, examples: list[Example], batches: list[list[int]], pad_id: int,
+              device: torch.device, max_grad_norm: float) -> EpochStats:
+    """One pass over `batches` (lists of example indices): forward, backward, clip, step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss_sum, label_tokens, tokens = 0.0, 0, 0
+    start = time.perf_counter()
+    for batch_idx in batches:
+        batch = {k: v.to(device) for k, v in collate([examples[i] for i in batch_idx], pad_id).items()}
+        loss = model(**batch).loss  # HF shifts the labels and averages over the tokens that are not IGNORE
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        n_labels = int((batch["labels"][:, 1:] != -100).sum())
+        loss_sum += float(loss.detach()) * n_labels
+        label_tokens += n_labels
+        tokens += int(batch["attention_mask"].sum())
+    return EpochStats(loss_sum, label_tokens, tokens, len(batches), time.perf_counter() - start)
+
+
+def all_reduce_stats(stats: EpochStats, device: torch.device) -> EpochStats:
+    """Sum the counts over the DDP ranks (no-op when torch.distributed is not initialized); seconds = the slowest."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return stats
+    sums = torch.tensor([stats.loss_sum, stats.label_tokens, stats.tokens, stats.batches], dtype=torch.float64,
+                        device=device)
+    dist.all_reduce(sums)
+    slowest = torch.tensor([stats.seconds], dtype=torch.float64, device=device)
+    dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+    loss_sum, label_tokens, tokens, batches = sums.tolist()
+    return EpochStats(loss_sum, int(label_tokens), int(tokens), int(batches), float(slowest))
+
+
+def epoch_metrics(epoch: int, stats: EpochStats, lr: float) -> dict:
+    return {
+        "epoch": epoch,
+        "train_loss": stats.loss_sum / max(1, stats.label_tokens),
+        "tokens": stats.tokens,
+        "label_tokens": stats.label_tokens,
+        "batches": stats.batches,  # all ranks together
+        "seconds": stats.seconds,
+        "tokens_per_s": stats.tokens / stats.seconds if stats.seconds > 0 else 0.0,
+        "lr": lr,
+        "threads": torch.get_num_threads(),  # per worker; Ray sets it from the CPUs a worker holds
+    }
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The PeftModel inside a DDP wrapper (save_pretrained lives there)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def save_adapter(model: torch.nn.Module, directory: str) -> None:
+    unwrap(model).save_pretrained(directory, safe_serialization=True)
+
+
+OnEpoch = Callable[[dict, torch.nn.Module], None]  # (epoch metrics, model) -> save / evaluate / report
+
+
+def _train(job: dict, rank: int, world_size: int, device: torch.device,
+           place: Callable[[torch.nn.Module], torch.nn.Module], on_epoch: OnEpoch) -> list[dict]:
+    """Load, wrap with LoRA, place, train settings.epochs epochs; on_epoch gets each epoch's metrics and the model."""
+    settings = LoraSettings.from_dict(job["settings"])
+    tokenizer, examples = load_examples(job["student_path"], job["rationales_path"], job["problems"],
+                                        settings.max_length)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    steps_per_epoch = len(shard_batches(length_bucketed_batches(examples, settings.batch_size, settings.seed),
+                                        rank, world_size))
+    if steps_per_epoch == 0:
+        raise NoTrainingData(f"{len(examples)} examples make fewer batches than the {world_size} workers")
+    model = place(load_student(job["student_path"], settings, device))
+    optimizer, scheduler = make_optimizer(model, settings, settings.epochs * steps_per_epoch)
+    history = []
+    for epoch in range(1, settings.epochs + 1):
+        # A new batch order every epoch (the seed moves with it); bucketing keeps similar lengths together.
+        batches = length_bucketed_batches(examples, settings.batch_size, settings.seed + epoch)
+        stats = run_epoch(model, optimizer, scheduler, examples, shard_batches(batches, rank, world_size), pad_id,
+                          device, settings.max_grad_norm)
+        metrics = epoch_metrics(epoch, all_reduce_stats(stats, device), scheduler.get_last_lr()[0])
+        on_epoch(metrics, model)
+        history.append(metrics)
+        if rank == 0:
+            log.info("epoch %d: loss %.4f, %d tokens, %.0f tok/s", epoch, metrics["train_loss"], metrics["tokens"],
+                     metrics["tokens_per_s"])
+    return history
+
+
+def _job(student_path: str, rationales_path: str, problems: dict[str, str], settings: LoraSettings,
+         eval_fn: EvalFn | None) -> dict:
+    """The picklable description of one fine-tune: what every worker needs (the worker reads the Parquet itself)."""
+    return {"student_path": str(student_path), "rationales_path": str(rationales_path), "problems": dict(problems),
+            "settings": asdict(settings), "eval_fn": eval_fn}
+
+
+# ------------------------------------------------------------------------------------------------------ Ray path
+
+
+def train_loop_per_worker(config: dict) -> list[dict]:
+    """The TorchTrainer worker function. `config` is a _job dict; returns the epoch metrics (Result.return_value)."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    eval_fn = config["eval_fn"]
+
+    def report(metrics: dict, model) -> None:
+        # All ranks report every epoch (report is a barrier); only rank 0 writes the adapter and evaluates it.
+        if rank != 0:
+            ray.train.report(metrics, checkpoint=None)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            save_adapter(model, directory)
+            if eval_fn is not None:
+                metrics.update(eval_fn(directory))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                             checkpoint_dir_name=f"epoch_{metrics['epoch']:03d}")
+
+    return _train(config, rank, world_size, ray.train.torch.get_device(), ray.train.torch.prepare_model, report)
+
+
+def _checks_before_training(student_path: str, rationales_path: str, problems: dict[str, str],
+                            settings: LoraSettings, num_workers: int) -> int:
+    """Everything that can fail cheaply, before Ray or the weights: paths, target modules, examples, batches."""
+    for what, path in (("student", student_path), ("rationales", rationales_path)):
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{what} path {path} does not exist")
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    check_target_modules(student_skeleton(student_path), settings.target_modules)
+    n_examples = count_examples(student_path, rationales_path, problems, settings.max_length)
+    n_batches = math.ceil(n_examples / settings.batch_size)
+    if n_batches < num_workers:
+        raise NoTrainingData(f"{n_examples} examples make {n_batches} batch(es) of {settings.batch_size}: fewer "
+                             f"than the {num_workers} workers (lower num_workers or lora.batch_size)")
+    return n_examples
+
+
+def train_student(student_path: str, rationales_path: str, problems: dict[str, str], settings: LoraSettings,
+                  storage_path: str, name: str, num_workers: int = 1, use_gpu: bool = False,
+                  eval_fn: EvalFn | None = None, cpus_per_worker: int = 1, keep_checkpoints: int | None = 1,
+                  callbacks: list | None = None) -> TrainResult:
+    """LoRA fine-tune of the student on the rationales in a Parquet file, with a TorchTrainer built and fit() here.
+
+    `problems` maps problem_id -> question. Raises NoTrainingData (before Ray starts) when no rationale makes an
+    example, ValueError for a LoRA target the student lacks, TrainingFailed when the run fails. The run lives in
+    storage_path/name; each epoch's adapter is a checkpoint there (the newest `keep_checkpoints` are kept; None:
+    all) and `adapter_dir` is the last one. `eval_fn(adapter_dir) -> dict` (picklable: a module-level function or a
+    functools.partial) runs on rank 0 after each epoch; its metrics join the epoch report, so a Tune scheduler can
+    stop the trial. In a Tune trial pass `callbacks=[ray.tune.integration.ray_train.TuneReportCallback()]`.
+    `cpus_per_worker` is also each worker's torch thread count (Ray sets OMP_NUM_THREADS from it). Reusing a `name`
+    starts training over: Ray Train loads the old run's checkpoint list, but this loop does not resume from it.
+    """
+    start = time.perf_counter()
+    n_examples = _checks_before_training(student_path, rationales_path, problems, settings, num_workers)
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig  # seconds to import: after the checks
+    from ray.train.torch import TorchTrainer
+
+    storage = Path(storage_path).expanduser().resolve()  # Ray Train wants an absolute storage path
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=_job(student_path, rationales_path, problems, settings, eval_fn),
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus_per_worker}),
+        run_config=RunConfig(storage_path=str(storage), name=name, callbacks=callbacks,
+                             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as e:  # noqa: BLE001 - TrainingFailedError / WorkerGroupError / ControllerError: say which run
+        raise TrainingFailed(f"LoRA training of {student_path} on {rationales_path} failed (run directory "
+                             f"{storage / name}): {e}") from e
+    if result.checkpoint is None or not result.return_value:
+        raise TrainingFailed(f"LoRA training of {student_path} in {storage / name} finished without an adapter")
+    history = result.return_value
+    return TrainResult(adapter_dir=_local_dir(result.checkpoint, storage / name), metrics_per_epoch=history,
+                       train_tokens=sum(m["tokens"] for m in history), seconds=time.perf_counter() - start,
+                       n_examples=n_examples)
+
+
+def _local_dir(checkpoint, run_dir: Path) -> str:
+    """The checkpoint as a local directory: its own path on local storage, else a download next to the run."""
+    import pyarrow.fs
+
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        return checkpoint.path
+    return checkpoint.to_directory(str(run_dir / "adapter"))
+
+
+# ---------------------------------------------------------------------------------------------------- plain path
+
+
+def train_plain(student_path: str, rationales_path: str, problems: dict[str, str], settings: LoraSettings,
+                out_dir: str, eval_fn: EvalFn | None = None, device: str = "auto") -> TrainResult:
+    """The same fine-tune without Ray, in this process: adapters go to out_dir/epoch_NNN. For the benchmark's
+    baseline and for debugging a trial (set breakpoints in run_epoch)."""
+    start = time.perf_counter()
+    n_examples = _checks_before_training(student_path, rationales_path, problems, settings, 1)
+    target = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    out = Path(out_dir)
+
+    def save(metrics: dict, model) -> None:
+        directory = out / f"epoch_{metrics['epoch']:03d}"
+        save_adapter(model, str(directory))
+        if eval_fn is not None:
+            metrics.update(eval_fn(str(directory)))
+
+    history = _train(_job(student_path, rationales_path, problems, settings, eval_fn), 0, 1, target,
+                     lambda model: model.to(target), save)
+    return TrainResult(adapter_dir=str(out / f"epoch_{settings.epochs:03d}"), metrics_per_epoch=history,
+                       train_tokens=sum(m["tokens"] for m in history), seconds=time.perf_counter() - start,
+                       n_examples=n_examples)

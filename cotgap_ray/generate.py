@@ -1,0 +1,565 @@
+"""Teacher generation on Ray Data: k rationales per problem per teacher, generated once into the rationale cache.
+
+    python -m cotgap_ray.generate --teacher packaged:smollm2-135m-instruct --task reasoning_gym:basic_arithmetic \
+        --samples 4 --temperature 0.7 [--out CACHE_DIR] [--address auto]
+
+Per teacher:
+    problems ─► fixed shards by position ─► pending = shards missing from the cache or failing their check
+      ─► ray.data.from_items(one row per pending shard)
+      ─► map_batches(ShardWorker, compute=ActorPoolStrategy(size=n)): each actor owns one engine
+         (GPU: gpus_per_actor each; tensor parallel > 1: one placement group of that many GPUs per actor, vLLM)
+      ─► driver: each finished shard's Parquet bytes are checked, written atomically and recorded in the manifest,
+         so an interrupted run keeps every finished shard (cache.py has the layout and the checks)
+
+One row through the worker (batch_size=1: one shard per call):
+    {"shard_id": 3, "seed": 91522..., "problem_ids": [64 ids], "questions": [...], "answers": [...]}
+      -> {"shard_id": 3, "rows": 256, "sha256": "9f..", "n_tokens": 20311, "seconds": 41.2, "node_id": "ab..",
+          "hostname": "gpu-3", "engine_calls": 1, "parquet": b"PAR1..."}
+
+Workers return the shard bytes instead of writing them, so the cache needs no filesystem shared across nodes: it
+lives where the driver runs (the head). Teachers run one after another; each one's actors (and placement groups)
+are released before the next starts. A fully cached teacher needs no Ray at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import os
+import socket
+import sys
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from cotgap_ray import cache
+from cotgap_ray.answers import extract_answer, is_correct
+from cotgap_ray.cache import CacheError, load_rationales
+from cotgap_ray.engines.base import SamplingParams
+from cotgap_ray.prompts import render_prompt, template_fingerprint
+from cotgap_ray.records import RATIONALE_SCHEMA, Problem
+
+__all__ = ["CacheError", "GenerationError", "GenerationResult", "Placement", "ResourceError", "generate_rationales",
+           "generate_teachers", "load_rationales", "rationale_rows", "summarize"]
+
+
+class GenerationError(RuntimeError):
+    """Generation of one teacher failed; the message names the teacher. Other teachers' caches are untouched."""
+
+
+class ResourceError(ValueError):
+    """The cluster cannot host what a teacher asks for (raised before any teacher starts)."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How generation is laid out on the cluster. `from_config` reads the same names from cfg.generation."""
+
+    shard_size: int = 64  # problems per shard: the unit of work, of caching and of resume
+    actors: int | None = None  # engines at once; None: every GPU slot (GPU cluster) or 1 (CPU), <= pending shards
+    cpus_per_actor: float | None = None  # None: 1 with GPUs; on CPU machines all CPUs of the largest node
+    gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    tensor_parallel: dict = field(default_factory=dict)  # teacher spec -> GPUs per engine (vLLM), default 1
+    timeout_s: float = 1800.0  # engine start, and one shard: past it the worker is killed (hung engines)
+
+    @classmethod
+    def from_config(cls, gen_cfg) -> Placement:
+        names = [f for f in cls.__dataclass_fields__ if hasattr(gen_cfg, f)]
+        return cls(**{f: getattr(gen_cfg, f) for f in names})
+
+    def tp(self, spec: str) -> int:
+        return int(self.tensor_parallel.get(spec, 1))
+
+
+@dataclass
+class GenerationResult:
+    """One teacher's cached rationales: the cache directory and the summary (see summarize + run statistics)."""
+
+    teacher: str
+    path: Path
+    summary: dict
+
+    def table(self) -> pa.Table:
+        return load_rationales(self.path)
+
+
+# ---------------------------------------------------------------------------------------------------- pure parts
+
+
+def sampling_params(gen_cfg) -> SamplingParams:
+    return SamplingParams(max_tokens=gen_cfg.max_tokens, temperature=gen_cfg.temperature, top_p=gen_cfg.top_p,
+                          n=gen_cfg.samples, seed=gen_cfg.seed)
+
+
+def shard_seed(seed: int, shard_id: int) -> int:
+    """A per-shard sampling seed: reruns of a shard repeat, and shards do not share random streams."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{shard_id}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def rationale_rows(problem_ids: list[str], answers: list[str], outputs: list, teacher: str) -> pa.Table:
+    """Score the k generations of each problem into RATIONALE_SCHEMA rows, in (problem, sample) order."""
+    if len(problem_ids) != len(outputs):
+        raise ValueError(f"{len(problem_ids)} problems but {len(outputs)} outputs")
+    rows = []
+    for pid, gold, gens in zip(problem_ids, answers, outputs):
+        for idx, gen in enumerate(gens):
+            pred = extract_answer(gen.text)
+            rows.append({"problem_id": pid, "teacher": teacher, "sample_idx": idx, "text": gen.text, "pred": pred,
+                         "correct": is_correct(pred, gold), "n_tokens": gen.n_tokens})
+    return pa.Table.from_pylist(rows, schema=RATIONALE_SCHEMA)
+
+
+def summarize(table: pa.Table, n_problems: int) -> dict:
+    """Teacher accuracy and yield from rationale rows (pure). Problems without rows count as wrong.
+
+    pass_at_1: mean over problems of the fraction of correct samples; majority_accuracy: the most frequent extracted
+    answer (ties: the earliest sample) is correct; yield_rows: fraction of rows correct; yield_problems: fraction of
+    problems with at least one correct rationale."""
+    rows = table.select(["problem_id", "sample_idx", "pred", "correct", "n_tokens"]).to_pylist()
+    per_problem: dict[str, list[dict]] = {}
+    for row in rows:
+        per_problem.setdefault(row["problem_id"], []).append(row)
+    pass1 = majority = any_correct = 0.0
+    for samples in per_problem.values():
+        samples.sort(key=lambda r: r["sample_idx"])
+        pass1 += sum(r["correct"] for r in samples) / len(samples)
+        votes = Counter(r["pred"] for r in samples if r["pred"] is not None)
+        if votes:
+            top = max(votes.values())
+            winner = next(r["pred"] for r in samples if votes.get(r["pred"]) == top)
+            majority += any(r["correct"] for r in samples if r["pred"] == winner)
+        any_correct += any(r["correct"] for r in samples)
+    n = max(n_problems, 1)
+    correct_rows = sum(r["correct"] for r in rows)
+    return {"n_problems": n_problems, "rows": len(rows), "correct_rows": correct_rows,
+            "pass_at_1": pass1 / n, "majority_accuracy": majority / n,
+            "yield_rows": correct_rows / len(rows) if rows else 0.0, "yield_problems": any_correct / n,
+            "mean_tokens": sum(r["n_tokens"] for r in rows) / len(rows) if rows else 0.0}
+
+
+# ------------------------------------------------------------------------------------------------ the Ray worker
+
+
+@contextmanager
+def deadline(seconds: float, what: str) -> Iterator[None]:
+    """Kill this worker process when `what` takes longer than `seconds`: a hung engine (e.g. out of memory, Ray issue
+    #59986) must fail the run instead of stalling it. The actor has max_restarts=0, so the run fails."""
+
+    def fire():
+        print(f"cotgap_ray.generate: {what} exceeded {seconds:.0f}s; killing this worker", file=sys.stderr, flush=True)
+        os._exit(75)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+class ShardWorker:
+    """A Ray Data actor owning one engine: one shard descriptor in, one shard of rationale rows (Parquet) out."""
+
+    def __init__(self, model_dir: str, teacher: str, kind: str, options: dict, sampling: dict, timeout_s: float):
+        import ray
+        from ray.util.metrics import Counter as Metric
+        from transformers import AutoTokenizer
+
+        from cotgap_ray.engines import load_engine
+
+        self.teacher, self.timeout_s = teacher, timeout_s
+        self.sampling = SamplingParams(**{**sampling, "stop": tuple(sampling.get("stop", ()))})
+        start = time.perf_counter()
+        with deadline(timeout_s, f"engine start for teacher {teacher}"):
+            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            self.engine = load_engine(model_dir, kind, **options)
+        self.engine_start_s = time.perf_counter() - start
+        self.node_id, self.hostname = ray.get_runtime_context().get_node_id(), socket.gethostname()
+        tags = ("teacher",)
+        self.tokens_metric = Metric("cotgap_teacher_tokens", "tokens generated by teachers", tag_keys=tags)
+        self.rows_metric = Metric("cotgap_teacher_rows", "rationale rows generated by teachers", tag_keys=tags)
+
+    def __call__(self, batch: dict) -> dict:
+        out: dict[str, list] = {}
+        for i in range(len(batch["shard_id"])):
+            meta = self.generate_shard(int(batch["shard_id"][i]), int(batch["seed"][i]),
+                                       [str(x) for x in batch["problem_ids"][i]], [str(x) for x in batch["questions"][i]],
+                                       [str(x) for x in batch["answers"][i]])
+            for k, v in meta.items():
+                out.setdefault(k, []).append(v)
+        return out
+
+    def generate_shard(self, shard_id: int, seed: int, ids: list[str], questions: list[str], answers: list[str]):
+        prompts = [render_prompt(q, self.tokenizer) for q in questions]
+        params = SamplingParams(**{**asdict(self.sampling), "seed": seed})
+        start = time.perf_counter()
+        with deadline(self.timeout_s, f"shard {shard_id} of teacher {self.teacher}"):
+            outputs = self.engine.generate(prompts, params)
+        seconds = time.perf_counter() - start
+        table = rationale_rows(ids, answers, outputs, self.teacher)
+        data = cache.table_to_parquet(table)
+        n_tokens = sum(table.column("n_tokens").to_pylist())
+        self.tokens_metric.inc(n_tokens, tags={"teacher": self.teacher})
+        self.rows_metric.inc(table.num_rows, tags={"teacher": self.teacher})
+        return {"shard_id": shard_id, "rows": table.num_rows, "sha256": cache.sha256_bytes(data), "n_tokens": n_tokens,
+                "seconds": seconds, "engine_start_s": self.engine_start_s, "node_id": self.node_id,
+                "hostname": self.hostname, "engine_calls": 1, "parquet": data}
+
+    def __del__(self):  # Ray Data calls it when the pool shuts down gracefully: free the model (and GPU) now
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
+
+
+# ---------------------------------------------------------------------------------------------- driver: planning
+
+
+@dataclass
+class TeacherJob:
+    """Everything known about one teacher before any generation: where its cache is and what is missing."""
+
+    spec: str
+    model: object  # models.ResolvedModel
+    path: Path
+    manifest: dict
+    pending: dict[int, str]  # shard id -> why it must be generated
+    problems: list[Problem]
+    sampling: SamplingParams
+    kind: str
+    options: dict
+    tp: int
+
+
+def plan_teacher(spec, problems: list[Problem], task: str, split: str, cfg, root: Path, placement: Placement):
+    """Resolve the teacher, compute its cache key and directory, and find the shards still to generate."""
+    from cotgap_ray.runtime import engine_kind, engine_options, resolve_all
+
+    if isinstance(spec, str):
+        (model,) = resolve_all([spec], cfg)  # models live in the config's cache, wherever the rationales go
+    else:
+        model, spec = spec, spec.spec
+    tp, kind = placement.tp(spec), engine_kind(cfg.engine)
+    options = engine_options(cfg.engine)
+    if tp > 1:
+        if kind != "vllm":
+            raise ResourceError(f"teacher {spec}: tensor_parallel={tp} needs engine kind vllm, not {kind}")
+        options["tensor_parallel_size"] = tp
+    sampling = sampling_params(cfg.generation)
+    material = {"teacher": model.fingerprint, "task": task, "split": split,
+                "problems": cache.problems_fingerprint(task, problems), "prompt": template_fingerprint(),
+                "sampling": asdict(sampling), "shard_size": placement.shard_size,
+                "engine": {"kind": kind, "dtype": cfg.engine.dtype,
+                           "batch_size": None if kind == "vllm" else cfg.engine.batch_size}}
+    key = cache.cache_key(material)
+    path = cache.cache_dir(root, model.name, key)
+    manifest = cache.open_manifest(path, key, material=material, teacher=model.name, n_problems=len(problems),
+                                   samples=sampling.n, shard_size=placement.shard_size)
+    pending = cache.pending_shards(path, manifest)
+    return TeacherJob(spec, model, path, manifest, pending, problems, sampling, kind, options, tp)
+
+
+def check_resources(jobs: list[TeacherJob], placement: Placement) -> None:
+    """Fail before anything starts when some teacher needs more GPUs (or CPUs) than the largest node has."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    max_gpus = max((n.get("GPU", 0) for n in nodes), default=0)
+    max_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+    for job in jobs:
+        need = job.tp if job.tp > 1 else actor_gpus(placement)
+        if need > max_gpus:
+            raise ResourceError(f"teacher {job.spec} needs {need:g} GPU(s) on one node (tensor_parallel={job.tp}, "
+                                f"gpus_per_actor={placement.gpus_per_actor}) but the largest node has {max_gpus:g}; "
+                                f"lower tensor_parallel for this teacher or add a larger GPU node")
+        if actor_cpus(placement) > max_cpus:
+            raise ResourceError(f"teacher {job.spec}: cpus_per_actor={actor_cpus(placement):g} but the largest "
+                                f"node has {max_cpus:g} CPUs")
+
+
+def actor_cpus(placement: Placement) -> float:
+    """CPUs per engine actor. On CPU machines one engine takes the whole node by default: Ray sets OMP_NUM_THREADS
+    to an actor's CPU count, so an engine given 1 CPU would run torch on one thread."""
+    import ray
+
+    if placement.cpus_per_actor is not None:
+        return placement.cpus_per_actor
+    if actor_gpus(placement) > 0:
+        return 1.0
+    return max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1.0) or 1.0
+
+
+def actor_gpus(placement: Placement) -> float:
+    import ray
+
+    if placement.gpus_per_actor is not None:
+        return placement.gpus_per_actor
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def actor_count(job: TeacherJob, placement: Placement) -> int:
+    """Engines to start: what the config asks for, else what fits (GPU slots, or 1 engine on CPU machines); never
+    more than fit on the nodes (GPUs and CPUs) nor than there are pending shards."""
+    import ray
+
+    gpus, cpus = (job.tp if job.tp > 1 else actor_gpus(placement)), max(actor_cpus(placement), 1e-9)
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    fits = sum(int(min(n.get("GPU", 0) // gpus if gpus > 0 else 1e9, n.get("CPU", 0) // cpus)) for n in nodes)
+    wanted = placement.actors or (fits if gpus > 0 else 1)
+    return max(1, min(wanted, fits, len(job.pending)))
+
+
+# --------------------------------------------------------------------------------------------- driver: running
+
+
+def run_pipeline(job: TeacherJob, placement: Placement, n_actors: int) -> Iterator[dict]:
+    """The Ray Data pipeline over the pending shards of one teacher; yields each finished shard's metadata + bytes.
+    Placement groups (tensor parallel) live exactly as long as this generator."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    bounds = cache.shard_bounds(len(job.problems), placement.shard_size)
+    work = []
+    for sid in sorted(job.pending):
+        chunk = job.problems[bounds[sid][0]:bounds[sid][1]]
+        work.append({"shard_id": sid, "seed": shard_seed(job.sampling.seed, sid),
+                     "problem_ids": [p.id for p in chunk], "questions": [p.question for p in chunk],
+                     "answers": [p.answer for p in chunk]})
+    # max_restarts=0: a dead actor (hung engine killed by its deadline, lost node) fails the run, which a re-run
+    # resumes; Ray Data's default (restart forever, retry the shard) would loop on a deterministic hang.
+    remote: dict = {"num_cpus": actor_cpus(placement), "num_gpus": actor_gpus(placement), "max_restarts": 0}
+    groups = []
+    try:
+        if job.tp > 1:  # one group of tp GPUs per engine; vLLM's Ray executor places its workers in it
+            bundles = [{"GPU": 1, "CPU": actor_cpus(placement)}] + [{"GPU": 1}] * (job.tp - 1)
+            groups = [ray.util.placement_group(bundles, strategy="STRICT_PACK") for _ in range(n_actors)]
+            try:
+                ray.get([g.ready() for g in groups], timeout=placement.timeout_s)
+            except ray.exceptions.GetTimeoutError as e:
+                raise ResourceError(f"teacher {job.spec}: {n_actors} placement group(s) of {job.tp} GPUs not ready "
+                                    f"after {placement.timeout_s:.0f}s") from e
+            turn = itertools.count()  # Ray Data calls the fn once per actor it starts (fixed pool, no restarts)
+            remote["num_gpus"] = 0
+            remote["ray_remote_args_fn"] = lambda: {"scheduling_strategy": PlacementGroupSchedulingStrategy(
+                groups[next(turn) % len(groups)], placement_group_capture_child_tasks=True)}
+        ctx = ray.data.DataContext.get_current()
+        saved_wait, ctx.wait_for_min_actors_s = ctx.wait_for_min_actors_s, int(placement.timeout_s)
+        try:
+            with warnings.catch_warnings():
+                # Ray 2.60 deprecates **ray_remote_args and ray_remote_args_fn (removal in 2.64) but has no named
+                # replacement yet for max_restarts or per-actor placement groups (ray-project/ray#65227).
+                warnings.simplefilter("ignore", category=DeprecationWarning)
+                ds = ray.data.from_items(work, override_num_blocks=len(work)).map_batches(
+                    ShardWorker, batch_size=1,
+                    compute=ray.data.ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=2),
+                    fn_constructor_kwargs={"model_dir": str(job.model.path), "teacher": job.model.name,
+                                           "kind": job.kind, "options": job.options,
+                                           "sampling": asdict(job.sampling), "timeout_s": placement.timeout_s},
+                    **remote)
+            yield from ds.iter_rows()
+        finally:
+            ctx.wait_for_min_actors_s = saved_wait
+    finally:
+        for group in groups:
+            ray.util.remove_placement_group(group)
+
+
+def wait_released(before: dict, timeout_s: float = 30.0) -> None:
+    """Wait until the CPUs/GPUs available before a teacher are available again (its actors have exited)."""
+    import ray
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        now = ray.available_resources()
+        if all(now.get(r, 0) >= before.get(r, 0) - 1e-6 for r in ("CPU", "GPU")):
+            return
+        time.sleep(0.2)
+    print(f"cotgap_ray.generate: resources not all back after {timeout_s:.0f}s (before {before}, now "
+          f"{ray.available_resources()})", file=sys.stderr)
+
+
+def print_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_teacher(job: TeacherJob, placement: Placement, progress=print_progress, on_shard=None) -> GenerationResult:
+    """Generate the pending shards of one teacher (nothing when none is pending) and summarize its cache."""
+    start = time.perf_counter()
+    run = {"started": time.time(), "generated_shards": 0, "engine_calls": 0, "tokens": 0, "rows": 0,
+           "regenerated": {str(i): why for i, why in job.pending.items() if why != "not recorded"}}
+    if job.pending:
+        import ray
+
+        job.path.mkdir(parents=True, exist_ok=True)
+        cache.drop_shards(job.manifest, job.pending)
+        check_resources([job], placement)
+        n_actors, before = actor_count(job, placement), ray.available_resources()
+        total_rows = sum(cache.expected_rows(job.manifest, i) for i in job.pending)
+        progress(f"[{job.model.name}] generating {len(job.pending)}/{job.manifest['n_shards']} shards "
+                 f"({total_rows} rows) on {n_actors} engine(s) -> {job.path}")
+        try:
+            for meta in run_pipeline(job, placement, n_actors):
+                meta = {k: v.item() if hasattr(v, "item") else v for k, v in meta.items()}  # numpy -> plain
+                sid = int(meta["shard_id"])
+                cache.record_shard(job.path, job.manifest, sid, meta.pop("parquet"), meta)
+                for k, n in (("generated_shards", 1), ("engine_calls", meta["engine_calls"]),
+                             ("tokens", meta["n_tokens"]), ("rows", meta["rows"])):
+                    run[k] += n
+                elapsed = time.perf_counter() - start
+                progress(f"[{job.model.name}] shard {sid} done: {run['rows']}/{total_rows} rows, "
+                         f"{run['tokens'] / elapsed:.0f} tok/s, {elapsed:.0f}s, node {meta['node_id'][:8]}")
+                if on_shard is not None:
+                    on_shard(meta)
+        except CacheError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one clear error naming the teacher; finished shards stay cached
+            run["error"] = f"{type(e).__name__}: {e}"
+            raise GenerationError(f"teacher {job.spec}: generation failed after {run['generated_shards']} of "
+                                  f"{len(job.pending)} shards ({_first_line(e)}); finished shards are kept in "
+                                  f"{job.path}") from e
+        finally:
+            run["wall_s"] = time.perf_counter() - start
+            job.manifest["runs"].append(run)
+            cache.write_manifest(job.path, job.manifest)
+            wait_released(before)
+    table = load_rationales(job.path)
+    summary = summarize(table, len(job.problems))
+    shards = job.manifest["shards"].values()
+    engine_s = sum(s["seconds"] for s in shards)
+    summary.update(teacher=job.model.name, spec=job.spec, path=str(job.path), key=job.manifest["key"],
+                   engine=job.kind, samples=job.sampling.n, temperature=job.sampling.temperature,
+                   tokens=sum(s["n_tokens"] for s in shards), engine_seconds=engine_s,
+                   engine_start_s=max((s.get("engine_start_s", 0.0) for s in shards), default=0.0),
+                   tokens_per_s=sum(s["n_tokens"] for s in shards) / engine_s if engine_s else 0.0,
+                   generation_wall_s=sum(r.get("wall_s", 0.0) for r in job.manifest["runs"]),
+                   wall_s=time.perf_counter() - start, generated_shards=run["generated_shards"],
+                   cached_shards=job.manifest["n_shards"] - run["generated_shards"],
+                   engine_calls=run["engine_calls"], run_tokens_per_s=run["tokens"] / (time.perf_counter() - start))
+    return GenerationResult(job.model.name, job.path, summary)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    useful = [line for line in lines if "Error" in line or "error" in line] or lines or [type(e).__name__]
+    return useful[-1][:300]
+
+
+# --------------------------------------------------------------------------------------------------- public API
+
+
+def _problems(problems, split: str, task: str | None, cfg) -> tuple[list[Problem], str]:
+    if hasattr(problems, "fingerprint"):  # a tasks.Splits
+        return list(problems[split]), task or problems.task
+    return list(problems), task or cfg.task.name
+
+
+def _root(cfg, cache_dir) -> Path:
+    from cotgap_ray.runtime import cache_root
+
+    return Path(cache_dir).expanduser() if cache_dir is not None else cache_root(cfg)
+
+
+def generate_teachers(teachers: list, problems, cfg, cache_dir=None, *, split: str = "train", task: str | None = None,
+                      placement: Placement | None = None, progress=print_progress, on_shard=None,
+                      address: str | None = None) -> list[GenerationResult]:
+    """Rationales of every teacher, one teacher after another (each releases its engines before the next).
+
+    `problems` is a list of Problem or a tasks.Splits (then `split` picks one). Everything that can fail cheaply
+    (model specs, resources) fails before the first teacher starts; a failing teacher stops the run with its name."""
+    placement = placement or Placement.from_config(cfg.generation)
+    problems, task = _problems(problems, split, task, cfg)
+    if not problems:
+        raise ValueError(f"no problems to generate rationales for (split {split})")
+    root = _root(cfg, cache_dir)
+    jobs = []
+    for spec in teachers:
+        try:
+            jobs.append(plan_teacher(spec, problems, task, split, cfg, root, placement))
+        except ResourceError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise GenerationError(f"teacher {getattr(spec, 'spec', spec)}: {e}") from e
+    if any(job.pending for job in jobs):
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=address)
+        check_resources([job for job in jobs if job.pending], placement)
+    return [run_teacher(job, placement, progress, on_shard) for job in jobs]
+
+
+def generate_rationales(teacher, problems, cfg, cache_dir=None, **kwargs) -> GenerationResult:
+    """Rationales of one teacher (spec or models.ResolvedModel); see generate_teachers for the arguments."""
+    return generate_teachers([teacher], problems, cfg, cache_dir, **kwargs)[0]
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m cotgap_ray.generate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--teacher", action="append", help="teacher spec (repeatable; default: the config's teachers)")
+    parser.add_argument("--task", help="task name, e.g. gsm8k, reasoning_gym:basic_arithmetic, file")
+    parser.add_argument("--task-path", help="gsm8k directory or file task path")
+    parser.add_argument("--split", default="train", choices=["train", "dev", "test"])
+    parser.add_argument("--limit", type=int, help="only the first N problems of the split")
+    parser.add_argument("--samples", type=int, help="rationales per problem (k)")
+    parser.add_argument("--temperature", type=float, help="sampling temperature")
+    parser.add_argument("--shard-size", type=int, help="problems per shard (default 64)")
+    parser.add_argument("--actors", type=int, help="engines at once (default: one per GPU, or 1 on CPU)")
+    parser.add_argument("--config", help="experiment YAML (default: the embedded default)")
+    parser.add_argument("--out", help="cache directory (default: config cache_dir, $COTGAP_CACHE, ~/.cache/cotgap_ray)")
+    parser.add_argument("--address", help="Ray cluster address (default: a running local cluster, else a new one)")
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. engine.kind=hf")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dataclasses import replace
+
+    from cotgap_ray.config import TaskConfig, load_config
+    from cotgap_ray.runtime import offline_unless_hub
+    from cotgap_ray.tasks import load_splits
+
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    cfg = load_config(args.config, args.overrides)
+    if args.task and args.task != cfg.task.name:
+        cfg.task = TaskConfig(name=args.task, n_dev=cfg.task.n_dev, n_test=cfg.task.n_test, seed=cfg.task.seed)
+    if args.task_path:
+        cfg.task.path = args.task_path
+    if args.samples is not None:
+        cfg.generation.samples = args.samples
+    if args.temperature is not None:
+        cfg.generation.temperature = args.temperature
+    teachers = args.teacher or cfg.teachers
+    if not teachers:
+        raise SystemExit("no teacher: pass --teacher SPEC or set teachers in the config")
+    placement = Placement.from_config(cfg.generation)
+    placement = replace(placement, **{k: v for k, v in (("shard_size", args.shard_size), ("actors", args.actors))
+                                      if v is not None})
+    offline_unless_hub(teachers)
+    problems = load_splits(cfg.task)[args.split]  # data first: a bad task fails before any model loads
+    if args.limit is not None:
+        problems = problems[: args.limit]
+    results = generate_teachers(teachers, problems, cfg, args.out, split=args.split, task=cfg.task.name,
+                                placement=placement, address=args.address)
+    print(f"\n{'teacher':32} {'pass@1':>7} {'maj@k':>7} {'yield':>7} {'solved':>7} {'tokens':>7} {'tok/s':>7} "
+          f"{'wall s':>7}  cache")
+    for r in results:
+        s = r.summary
+        print(f"{r.teacher[:32]:32} {s['pass_at_1']:7.3f} {s['majority_accuracy']:7.3f} {s['yield_rows']:7.3f} "
+              f"{s['yield_problems']:7.3f} {s['mean_tokens']:7.1f} {s['tokens_per_s']:7.1f} {s['wall_s']:7.1f}  "
+              f"{r.path} ({s['generated_shards']} generated, {s['cached_shards']} cached)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Glue between the experiment config and the heavy parts: cache locations, model resolution, engine options.
+
+Kept apart so that CLIs (evaluate, generate, search) open engines and resolve models the same way, and so importing
+it stays cheap (torch, transformers and vLLM load only inside the functions that need them).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from cotgap_ray.engines import resolve_kind
+
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def cache_root(cfg) -> Path:
+    """Where models, rationales and evaluations are cached: config, then $COTGAP_CACHE, then ~/.cache/cotgap_ray."""
+    root = cfg.cache_dir or os.environ.get("COTGAP_CACHE") or Path.home() / ".cache" / "cotgap_ray"
+    return Path(root).expanduser()
+
+
+def is_hub_id(spec: str) -> bool:
+    return not spec.startswith("packaged:") and not Path(spec).expanduser().exists() and bool(_HUB_ID.match(spec))
+
+
+def offline_unless_hub(specs: list[str]) -> None:
+    """Keep transformers and vLLM off the network unless a model must come from the hub.
+
+    Must run before huggingface_hub is imported (it reads the variable once). A user's explicit setting wins.
+    """
+    if not any(is_hub_id(s) for s in specs):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def resolve_all(specs: list[str], cfg) -> list:
+    """Resolve model specs (converting packaged GGUFs once into the cache) to local HF directories."""
+    from cotgap_ray.models import resolve_model
+
+    return [resolve_model(spec, cache_root(cfg) / "models") for spec in specs]
+
+
+def engine_kind(engine_cfg) -> str:
+    """The concrete engine `auto` stands for here: part of every cache key, since engines differ in numerics."""
+    return resolve_kind(engine_cfg.kind)
+
+
+def engine_options(engine_cfg, lora: bool = False, max_lora_rank: int = 16) -> dict:
+    kind = engine_kind(engine_cfg)
+    if kind == "vllm":
+        options = {"dtype": engine_cfg.dtype, "max_model_len": engine_cfg.max_model_len,
+                   "kv_cache_gib": engine_cfg.kv_cache_gib}
+        if lora:
+            options.update(enable_lora=True, max_lora_rank=max_lora_rank)
+        return options
+    options = {"dtype": engine_cfg.dtype}
+    if kind == "hf":
+        options["batch_size"] = engine_cfg.batch_size
+    return options
+
+
+def open_engine(model_dir: str, engine_cfg, lora: bool = False):
+    from cotgap_ray.engines import load_engine
+
+    return load_engine(model_dir, engine_kind(engine_cfg), **engine_options(engine_cfg, lora=lora))

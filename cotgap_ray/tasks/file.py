@@ -1,0 +1,65 @@
+"""Generic file task: a JSONL or Parquet file with a question column and a numeric gold-answer column.
+
+    {"question": "Tom has 3 apples and buys 4. How many?", "answer": "7"}   -> RawProblem("file:apples:0", ..., "7")
+
+Gold answers may use GSM8K's "... #### 7" form. Every row is checked before any model is loaded: a missing field or a
+non-numeric gold answer is an error naming the file and line (1-based, as an editor shows it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cotgap_ray.answers import parse_gold
+from cotgap_ray.tasks.splits import RawProblem
+
+
+def read_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line number, row) pairs of a .jsonl / .json-lines or .parquet file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"task file {path} does not exist")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(enumerate(pq.read_table(path).to_pylist(), start=1))
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            rows.append((lineno, row))
+    return rows
+
+
+def to_raw_problems(
+    path: Path, prefix: str, question_field: str, answer_field: str, id_field: str | None = None
+) -> list[RawProblem]:
+    problems = []
+    for lineno, row in read_rows(path):
+        for name in (question_field, answer_field) + ((id_field,) if id_field else ()):
+            if row.get(name) in (None, ""):
+                raise ValueError(
+                    f"{path}:{lineno}: row has no '{name}' field (fields: {', '.join(row) or 'none'}); "
+                    f"fix the row or set task.question_field / task.answer_field / task.id_field"
+                )
+        try:
+            gold = parse_gold(row[answer_field])
+        except ValueError as e:
+            raise ValueError(f"{path}:{lineno}: {e}; cotgap_ray tasks need numeric gold answers") from e
+        pid = f"{prefix}:{row[id_field]}" if id_field else f"{prefix}:{lineno}"
+        problems.append(RawProblem(id=pid, question=str(row[question_field]), answer=gold))
+    return problems
+
+
+def load_pools(cfg) -> dict[str, list[RawProblem]]:
+    if not cfg.path:
+        raise ValueError("task 'file' needs task.path: a .jsonl or .parquet file")
+    path = Path(cfg.path).expanduser()
+    return {"rest": to_raw_problems(path, f"file:{path.stem}", cfg.question_field, cfg.answer_field, cfg.id_field)}

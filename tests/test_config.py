@@ -1,0 +1,59 @@
+"""Config: YAML + overrides, validated before any compute, errors that name the key and suggest the fix."""
+
+import pytest
+
+from cotgap_ray.config import DEFAULT_CONFIG, ConfigError, ExperimentConfig, describe, load_config
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_embedded_default_loads():
+    cfg = load_config()
+    assert isinstance(cfg, ExperimentConfig) and cfg.student and len(cfg.teachers) >= 2
+    assert DEFAULT_CONFIG.read_text().startswith("#")  # starts with the command that runs it
+
+
+def test_overrides_apply_with_types(tmp_path):
+    cfg = load_config(_write(tmp_path, "student: a/b\ntask:\n  n_dev: 10\n"),
+                      ["task.n_dev=20", "engine.kind=hf", "generation.temperature=1", "teachers=[x/y, z/w]"])
+    assert cfg.task.n_dev == 20 and cfg.engine.kind == "hf"
+    assert cfg.generation.temperature == 1.0 and isinstance(cfg.generation.temperature, float)
+    assert cfg.teachers == ["x/y", "z/w"]
+
+
+def test_typo_gets_did_you_mean(tmp_path):
+    with pytest.raises(ConfigError, match=r"exp\.yaml: unknown key 'task\.n_deev'\. Did you mean 'task\.n_dev'\?"):
+        load_config(_write(tmp_path, "task:\n  n_deev: 10\n"))
+    with pytest.raises(ConfigError, match="unknown key 'techers'. Did you mean 'teachers'"):
+        load_config(_write(tmp_path, "techers: []\n"))
+
+
+def test_wrong_type_names_key(tmp_path):
+    with pytest.raises(ConfigError, match="'task.n_dev' must be int, got 'ten'"):
+        load_config(_write(tmp_path, "task:\n  n_dev: ten\n"))
+    with pytest.raises(ConfigError, match="'task.n_dev' must be int, got True"):
+        load_config(_write(tmp_path, "task:\n  n_dev: true\n"))
+    with pytest.raises(ConfigError, match="task must be a mapping"):
+        load_config(_write(tmp_path, "task: gsm8k\n"))
+
+
+def test_bad_override_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["task.n_dev"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_fingerprint_tracks_content(tmp_path):
+    a = load_config(None)
+    b = load_config(None, ["task.seed=99"])
+    assert a.fingerprint() == load_config(None).fingerprint() != b.fingerprint()
+
+
+def test_every_field_has_help():
+    rows = describe()
+    assert rows and all(help_text for _, _, help_text in rows)

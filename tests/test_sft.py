@@ -1,0 +1,191 @@
+"""SFT examples on the tiny char tokenizer (loss mask, EOS, truncation, the prefix check), length-bucketed batching,
+the pad-only collator, and student NLL on the tiny random Llama from conftest.py."""
+
+import math
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from cotgap_ray.filters import apply_filters
+from cotgap_ray.prompts import render_prompt
+from cotgap_ray.records import RATIONALE_SCHEMA
+from cotgap_ray.sft import (
+    IGNORE,
+    Example,
+    build_examples,
+    check_prompt_prefix,
+    collate,
+    length_bucketed_batches,
+    padding_waste,
+    student_nll,
+    with_student_nll,
+)
+
+PROBLEMS = {"p1": "What is 3 + 4?", "p2": "Calculate 5 - 2."}
+TEXTS = [("p1", " 3 + 4 = 7. The answer is 7."), ("p2", " 5 - 2 = 3.\nThe answer is 3."), ("p1", " 7")]
+
+
+def rationales(rows=TEXTS) -> pa.Table:
+    return pa.Table.from_pylist(
+        [{"problem_id": p, "teacher": "t", "sample_idx": i, "text": text, "pred": None, "correct": True,
+          "n_tokens": len(text)} for i, (p, text) in enumerate(rows)],
+        schema=RATIONALE_SCHEMA,
+    )
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_llama_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_llama_dir)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_llama_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+
+
+def prompt_ids(pid, tokenizer) -> list[int]:
+    return tokenizer(render_prompt(PROBLEMS[pid], tokenizer), add_special_tokens=False)["input_ids"]
+
+
+def test_loss_is_on_the_completion_only(tokenizer):
+    examples = build_examples(rationales(), PROBLEMS, tokenizer, max_length=512)
+    assert [e.problem_id for e in examples] == ["p1", "p2", "p1"]
+    for example, (pid, text) in zip(examples, TEXTS):
+        n_prompt = len(prompt_ids(pid, tokenizer))
+        assert example.input_ids[:n_prompt] == prompt_ids(pid, tokenizer)
+        assert example.labels[:n_prompt] == [IGNORE] * n_prompt
+        assert example.labels[n_prompt:] == example.input_ids[n_prompt:]
+        assert tokenizer.decode(example.input_ids[n_prompt:]) == text + tokenizer.eos_token
+        assert len(example.input_ids) == n_prompt + len(text) + 1  # char tokenizer: one id per character, + EOS
+    # render_prompt wrote the one BOS; add_special_tokens=False must not add a second.
+    assert examples[0].input_ids[:2] == [tokenizer.bos_token_id, tokenizer.convert_tokens_to_ids("u")]
+
+
+def test_truncation_from_the_right_and_dropping(tokenizer):
+    n_prompt = len(prompt_ids("p1", tokenizer))
+    table = rationales([("p1", " 3 + 4 = 7.")])
+    (example,) = build_examples(table, PROBLEMS, tokenizer, max_length=n_prompt + 3)
+    assert len(example.input_ids) == n_prompt + 3
+    assert tokenizer.decode(example.input_ids[n_prompt:]) == " 3 "  # the start of the rationale survives, no EOS
+    assert example.labels[n_prompt:] == example.input_ids[n_prompt:]
+    # The prompt alone fills max_length: no completion token would be trained, so the row is dropped.
+    assert build_examples(table, PROBLEMS, tokenizer, max_length=n_prompt) == []
+    assert len(build_examples(table, PROBLEMS, tokenizer, max_length=n_prompt + 1)) == 1
+
+
+def test_unknown_problem_is_named(tokenizer):
+    with pytest.raises(ValueError, match="problem 'p9'"):
+        build_examples(rationales([("p9", " x")]), PROBLEMS, tokenizer, max_length=64)
+
+
+class MergingTokenizer:
+    """A base-model tokenizer (no chat template, no BOS) that merges ': ' into one token, as BPE vocabularies do."""
+
+    chat_template = None
+    bos_token = None
+    eos_token, eos_token_id = "</s>", 0
+
+    def __call__(self, text, add_special_tokens=False):
+        ids, i = [], 0
+        while i < len(text):
+            if text.startswith(": ", i):
+                ids.append(1000)
+                i += 2
+            else:
+                ids.append(ord(text[i]))
+                i += 1
+        return {"input_ids": ids}
+
+
+def test_prefix_check_catches_a_merge_across_the_boundary():
+    # The plain prompt ends with "Answer:", the rationale starts with " ": the full text has ": " as one token.
+    with pytest.raises(ValueError, match="problem 'p2': the tokenized prompt is not a prefix"):
+        build_examples(rationales([("p1", "7"), ("p2", " 3")]), PROBLEMS, MergingTokenizer(), max_length=512)
+
+
+def test_check_prompt_prefix_directly():
+    check_prompt_prefix([1, 2], [1, 2, 3], "ok")
+    with pytest.raises(ValueError, match=r"problem 'x'.*differ at token 1 of 2"):
+        check_prompt_prefix([1, 2], [1, 5, 3], "x")
+    with pytest.raises(ValueError, match="differ at token 2 of 3"):
+        check_prompt_prefix([1, 2, 3], [1, 2], "x")
+
+
+def fake_examples(lengths) -> list[Example]:
+    return [Example([5] * n, [IGNORE] + [5] * (n - 1), f"p{i}") for i, n in enumerate(lengths)]
+
+
+def test_padding_waste_hand_computed():
+    examples = fake_examples([2, 4, 3, 3])
+    assert padding_waste([[0, 1]], examples) == pytest.approx(2 / 8)
+    assert padding_waste([[0, 1], [2, 3]], examples) == pytest.approx(2 / 14)
+    assert padding_waste([], examples) == 0.0
+
+
+def test_length_bucketing_covers_every_example_and_cuts_padding():
+    lengths = np.random.default_rng(0).integers(5, 500, size=1000).tolist()
+    examples = fake_examples(lengths)
+    batches = length_bucketed_batches(examples, batch_size=8, seed=1, mega_batch=25)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert all(len(b) == 8 for b in batches)
+    random_batches = np.random.default_rng(1).permutation(1000).reshape(-1, 8).tolist()
+    assert padding_waste(random_batches, examples) > 0.4
+    assert padding_waste(batches, examples) < 0.1
+    assert batches == length_bucketed_batches(examples, batch_size=8, seed=1, mega_batch=25)  # seeded
+    assert batches != length_bucketed_batches(examples, batch_size=8, seed=2, mega_batch=25)
+    # One mega-batch holds everything: batches are sorted inside, but their order is shuffled (not short-to-long).
+    one_chunk = length_bucketed_batches(examples, batch_size=8, seed=1, mega_batch=1000)
+    longest = [max(lengths[i] for i in b) for b in one_chunk]
+    assert padding_waste(one_chunk, examples) < 0.01 and longest != sorted(longest)
+
+
+def test_length_bucketing_without_shuffle_sorts_each_mega_batch():
+    examples = fake_examples([9, 1, 5, 3, 7])
+    assert length_bucketed_batches(examples, batch_size=2, seed=0, shuffle=False) == [[1, 3], [2, 4], [0]]
+    assert length_bucketed_batches(examples, batch_size=2, seed=0, shuffle=False, mega_batch=1) == [[1, 0], [3, 2], [4]]
+
+
+def test_collate_only_pads_on_the_right():
+    examples = [Example([7, 8, 9], [IGNORE, 8, 9], "a"), Example([4], [4], "b")]
+    batch = collate(examples, pad_id=0)
+    assert batch["input_ids"].tolist() == [[7, 8, 9], [4, 0, 0]]
+    assert batch["labels"].tolist() == [[IGNORE, 8, 9], [4, IGNORE, IGNORE]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert all(t.dtype == torch.long for t in batch.values())
+
+
+def test_student_nll_is_the_mean_completion_loss_whatever_the_batch(model, tokenizer):
+    table = rationales()
+    batched = student_nll(model, tokenizer, table, PROBLEMS, batch_size=3)
+    single = student_nll(model, tokenizer, table, PROBLEMS, batch_size=1)
+    assert len(batched) == 3 and all(math.isfinite(v) and v > 0 for v in batched)
+    assert batched == pytest.approx(single, abs=1e-4)  # right padding with a mask changes nothing
+    # HF's own loss with labels -100 over the prompt is the same mean over completion tokens.
+    (example, *_) = build_examples(table, PROBLEMS, tokenizer, max_length=512)
+    with torch.no_grad():
+        loss = model(input_ids=torch.tensor([example.input_ids]), labels=torch.tensor([example.labels])).loss
+    assert batched[0] == pytest.approx(loss.item(), abs=1e-4)
+    # A random model is near-uniform over ~100 tokens: a per-token NLL near log(vocab), whatever the length.
+    assert all(1.0 < v < 3 * math.log(len(tokenizer)) for v in batched)
+
+
+def test_student_nll_is_nan_when_the_prompt_fills_the_context(model, tokenizer):
+    n_prompt = len(prompt_ids("p1", tokenizer))
+    values = student_nll(model, tokenizer, rationales(), PROBLEMS, batch_size=2, max_length=n_prompt + 1)
+    assert math.isfinite(values[0]) and math.isnan(values[1]) and math.isfinite(values[2])  # p2's prompt is longer
+
+
+def test_with_student_nll_feeds_the_student_nll_filter(model, tokenizer):
+    table = with_student_nll(rationales(), model, tokenizer, PROBLEMS, batch_size=2)
+    assert table.column_names[-1] == "student_nll" and table.num_rows == 3
+    again = with_student_nll(table, model, tokenizer, PROBLEMS)  # replaces the column, never duplicates it
+    assert again.column_names.count("student_nll") == 1
+    kept, report = apply_filters(table, [{"name": "student_nll", "q": 0.5}])
+    best = min(table["student_nll"].to_pylist())
+    assert best in kept["student_nll"].to_pylist() and report.steps[0]["rows_kept"] == 2
