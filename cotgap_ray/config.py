@@ -67,6 +67,52 @@ class GenerationConfig:
 
 
 @dataclass
+class LoraSettings:
+    """Hyperparameters of one LoRA fine-tune of the student (the `lora:` section; finetune.py trains with it)."""
+
+    rank: int = _f(8, "LoRA rank r")
+    alpha: float = _f(16.0, "LoRA scaling alpha (the update is scaled by alpha / rank)")
+    dropout: float = _f(0.05, "dropout on the LoRA input")
+    target_modules: list = _f(["q_proj", "v_proj"], "names of the student's linear layers that get adapters")
+    learning_rate: float = _f(2e-4, "AdamW peak learning rate")
+    epochs: int = _f(2, "passes over the filtered rationales")
+    batch_size: int = _f(8, "examples per optimizer step (over all workers)")
+    max_length: int = _f(512, "prompt + rationale tokens; longer examples are right-truncated")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    warmup_ratio: float = _f(0.1, "fraction of steps with linear warm-up")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm")
+    seed: int = _f(0, "seed of LoRA init and batch order")
+
+    def __post_init__(self):
+        checks = {
+            "rank": self.rank >= 1, "alpha": self.alpha > 0, "dropout": 0 <= self.dropout < 1,
+            "target_modules": bool(self.target_modules) and all(isinstance(t, str) for t in self.target_modules),
+            "learning_rate": self.learning_rate > 0, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
+            "max_length": self.max_length >= 2, "weight_decay": self.weight_decay >= 0,
+            "warmup_ratio": 0 <= self.warmup_ratio < 1, "max_grad_norm": self.max_grad_norm > 0,
+        }
+        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid LoRA settings: {', '.join(bad)}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> LoraSettings:
+        """From a config section or a Tune sample; unknown keys are errors (a typo would silently use a default)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown LoRA setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+@dataclass
+class TrainConfig:
+    num_workers: int = _f(1, "Ray Train workers per fine-tune (> 1 means DDP)")
+    cpus_per_worker: int = _f(1, "CPUs per Ray Train worker (also its torch thread count)")
+    use_gpu: bool = _f(False, "one GPU per Ray Train worker")
+
+
+@dataclass
 class ExperimentConfig:
     name: str = _f("default", "experiment name (run directory, report title)")
     student: str = _f("packaged:smollm2-135m-instruct", "student model spec (packaged:<name> | local dir | hub id)")
@@ -74,6 +120,9 @@ class ExperimentConfig:
     task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "the task and its splits"})
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "generation engine"})
     generation: GenerationConfig = field(default_factory=GenerationConfig, metadata={"help": "teacher sampling"})
+    filters: list = _f([{"name": "correct_only"}], "rationale filter chain: steps {name, params}; see filters.FILTERS")
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA fine-tune of the student"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Ray Train resources per fine-tune"})
     cache_dir: str | None = _f(None, "models and rationale caches (default $COTGAP_CACHE or ~/.cache/cotgap_ray)")
     out_dir: str = _f("runs", "where run directories are created")
 
@@ -132,7 +181,24 @@ def build(cls, raw: dict, where: str, prefix: str = ""):
             values[name] = build(hint, value, where, prefix=f"{prefix}{name}.")
         else:
             values[name] = _check_type(value, hint, where, f"{prefix}{name}")
-    return cls(**values)
+    try:
+        built = cls(**values)
+    except ValueError as e:  # a section's own checks (e.g. LoraSettings.__post_init__)
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'}: {e}") from e
+    if cls is ExperimentConfig:
+        _check_filters(built.filters, where)
+    return built
+
+
+def _check_filters(steps: list, where: str) -> None:
+    from cotgap_ray.filters import validate_filters
+
+    if not all(isinstance(step, dict) for step in steps):
+        raise ConfigError(f"{where}: 'filters' must be a list of mappings like {{name: correct_only}}")
+    try:
+        validate_filters(steps)
+    except ValueError as e:
+        raise ConfigError(f"{where}: filters: {e}") from e
 
 
 def _check_type(value: Any, hint, where: str, key: str):

@@ -89,7 +89,8 @@ def result_from_rows(rows: pa.Table, model: str, adapter: str | None, split: str
     )
 
 
-def eval_key(model_fingerprint: str, problems: list[Problem], engine: str, dtype: str, adapter_fp: str | None) -> str:
+def eval_key(model_fingerprint: str, problems: list[Problem], engine: str, dtype: str, adapter_fp: str | None,
+             lora_rank: int | None = None) -> str:
     """Cache key of an evaluation: everything that can change its rows."""
     h = hashlib.sha256()
     material = {
@@ -101,6 +102,7 @@ def eval_key(model_fingerprint: str, problems: list[Problem], engine: str, dtype
         "sampling": asdict(EVAL_SAMPLING),
         "engine": engine,
         "dtype": dtype,
+        "lora_rank": lora_rank,
     }
     h.update(json.dumps(material, sort_keys=True).encode())
     return h.hexdigest()[:20]
@@ -147,10 +149,13 @@ def read_rows(path: Path) -> pa.Table | None:
     return table if table.schema.equals(EVAL_SCHEMA, check_metadata=False) else None
 
 
-def evaluate_cached(model, problem_sets: dict[str, list[Problem]], cfg, adapter: str | None = None):
+def evaluate_cached(model, problem_sets: dict[str, list[Problem]], cfg, adapter: str | None = None,
+                    lora_rank: int | None = None):
     """Evaluate `model` (a models.ResolvedModel) on several named problem lists, reusing cached rows.
 
     The engine is opened once, and only if some evaluation is not cached yet. Returns {name: EvalResult}.
+    `lora_rank` opens a LoRA-capable engine: pass it for the student's baseline too, so that the baseline and every
+    adapter are measured on identically configured engines (vLLM's LoRA kernels change the numerics slightly).
     """
     from cotgap_ray.runtime import cache_root, engine_kind, open_engine
 
@@ -158,7 +163,7 @@ def evaluate_cached(model, problem_sets: dict[str, list[Problem]], cfg, adapter:
     adapter_fp = _dir_fingerprint(adapter) if adapter else None
     results, todo = {}, {}
     for name, problems in problem_sets.items():
-        key = eval_key(model.fingerprint, problems, kind, cfg.engine.dtype, adapter_fp)
+        key = eval_key(model.fingerprint, problems, kind, cfg.engine.dtype, adapter_fp, lora_rank)
         path = cache_root(cfg) / "evals" / f"{model.name}-{key}" / "rows.parquet"
         rows = read_rows(path)
         if rows is not None and rows.num_rows == len(problems):
@@ -171,7 +176,7 @@ def evaluate_cached(model, problem_sets: dict[str, list[Problem]], cfg, adapter:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model.path)
-        engine = open_engine(model.path, cfg.engine, lora=adapter is not None)
+        engine = open_engine(model.path, cfg.engine, lora_rank=lora_rank)
         try:
             for name, (problems, path) in todo.items():
                 result = evaluate(engine, tokenizer, problems, model.name, name, adapter, path)
@@ -228,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit is not None:
         problems = problems[: args.limit]
     (model,) = resolve_all([spec], cfg)
-    result = evaluate_cached(model, {args.split: problems}, cfg, adapter=args.adapter)[args.split]
+    lora_rank = cfg.lora.rank if args.adapter else None
+    result = evaluate_cached(model, {args.split: problems}, cfg, args.adapter, lora_rank)[args.split]
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -28,56 +28,18 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
 
+from cotgap_ray.config import LoraSettings
 from cotgap_ray.sft import Example, build_examples, collate, length_bucketed_batches
 
 log = logging.getLogger(__name__)
 
 EvalFn = Callable[[str], dict]  # adapter dir -> metrics merged into the epoch report (e.g. {"dev_accuracy": 0.4})
-
-
-@dataclass
-class LoraSettings:
-    """Hyperparameters of one LoRA fine-tune (the `lora:` config section carries the same fields)."""
-
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-    learning_rate: float = 2e-4
-    epochs: int = 2
-    batch_size: int = 8
-    max_length: int = 512
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self):
-        checks = {
-            "rank": self.rank >= 1, "alpha": self.alpha > 0, "dropout": 0 <= self.dropout < 1,
-            "target_modules": bool(self.target_modules) and all(isinstance(t, str) for t in self.target_modules),
-            "learning_rate": self.learning_rate > 0, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
-            "max_length": self.max_length >= 2, "weight_decay": self.weight_decay >= 0,
-            "warmup_ratio": 0 <= self.warmup_ratio < 1, "max_grad_norm": self.max_grad_norm > 0,
-        }
-        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid LoRA settings: {', '.join(bad)}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> LoraSettings:
-        """From a config section or a Tune sample; unknown keys are errors (a typo would silently use a default)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown LoRA setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        return cls(**values)
 
 
 @dataclass

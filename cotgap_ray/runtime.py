@@ -46,13 +46,26 @@ def engine_kind(engine_cfg) -> str:
     return resolve_kind(engine_cfg.kind)
 
 
-def engine_options(engine_cfg, lora: bool = False, max_lora_rank: int = 16) -> dict:
+# vLLM 0.32 accepts only these max_lora_rank values (vllm.config.lora.MaxLoRARanks).
+_VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_max_lora_rank(rank: int) -> int:
+    """The smallest max_lora_rank vLLM accepts that fits adapters of `rank`."""
+    for allowed in _VLLM_LORA_RANKS:
+        if rank <= allowed:
+            return allowed
+    raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest max_lora_rank {_VLLM_LORA_RANKS[-1]}")
+
+
+def engine_options(engine_cfg, lora_rank: int | None = None) -> dict:
+    """Constructor options of the configured engine; `lora_rank` (the largest adapter rank) enables LoRA on vLLM."""
     kind = engine_kind(engine_cfg)
     if kind == "vllm":
         options = {"dtype": engine_cfg.dtype, "max_model_len": engine_cfg.max_model_len,
                    "kv_cache_gib": engine_cfg.kv_cache_gib}
-        if lora:
-            options.update(enable_lora=True, max_lora_rank=max_lora_rank)
+        if lora_rank is not None:
+            options.update(enable_lora=True, max_lora_rank=vllm_max_lora_rank(lora_rank))
         return options
     options = {"dtype": engine_cfg.dtype}
     if kind == "hf":
@@ -60,7 +73,7 @@ def engine_options(engine_cfg, lora: bool = False, max_lora_rank: int = 16) -> d
     return options
 
 
-def open_engine(model_dir: str, engine_cfg, lora: bool = False):
+def open_engine(model_dir: str, engine_cfg, lora_rank: int | None = None):
     from cotgap_ray.engines import load_engine
 
-    return load_engine(model_dir, engine_kind(engine_cfg), **engine_options(engine_cfg, lora=lora))
+    return load_engine(model_dir, engine_kind(engine_cfg), **engine_options(engine_cfg, lora_rank))

@@ -67,7 +67,8 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
     print(f"run {run_dir}: task {cfg.task.name} {splits.sizes()} (split {splits.fingerprint()})")
 
     (student,) = resolve_all([cfg.student], cfg)
-    baseline = evaluate_cached(student, {"dev": splits.dev, "test": splits.test}, cfg)
+    # LoRA-capable engine even without an adapter: the baseline runs on the engine the adapters will run on.
+    baseline = evaluate_cached(student, {"dev": splits.dev, "test": splits.test}, cfg, lora_rank=cfg.lora.rank)
     (run_dir / "baseline.json").write_text(json.dumps({k: v.summary() for k, v in baseline.items()}, indent=2))
     _print_baseline(student.name, baseline)
     return run_dir

