@@ -63,7 +63,13 @@ class GenerationConfig:
     temperature: float = _f(0.7, "teacher sampling temperature")
     top_p: float = _f(1.0, "teacher nucleus sampling")
     max_tokens: int = _f(256, "longest rationale, in tokens")
-    seed: int = _f(0, "sampling seed")
+    seed: int = _f(0, "sampling seed (each shard derives its own from it)")
+    shard_size: int = _f(64, "problems per shard: the unit of work, caching and resume")
+    actors: int | None = _f(None, "engines at once (null: one per GPU slot, or 1 on CPU machines)")
+    cpus_per_actor: float | None = _f(None, "CPUs per engine actor (null: 1 with GPUs, the whole node on CPU)")
+    gpus_per_actor: float | None = _f(None, "GPUs per engine actor (null: 1 when the cluster has GPUs, else 0)")
+    tensor_parallel: dict = _f({}, "teacher spec -> GPUs per engine (vLLM tensor parallel), default 1")
+    timeout_s: float = _f(1800.0, "limit on an engine start and on one shard; a hung engine fails the run")
 
 
 @dataclass

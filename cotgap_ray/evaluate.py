@@ -216,16 +216,13 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cotgap_ray.config import TaskConfig, load_config
-    from cotgap_ray.runtime import offline_unless_hub, resolve_all
+    from cotgap_ray.config import load_config
+    from cotgap_ray.runtime import apply_task_args, offline_unless_hub, resolve_all
     from cotgap_ray.tasks import load_splits
 
     args = _parse(sys.argv[1:] if argv is None else argv)
     cfg = load_config(args.config, args.overrides)
-    if args.task and args.task != cfg.task.name:
-        cfg.task = TaskConfig(name=args.task, n_dev=cfg.task.n_dev, n_test=cfg.task.n_test, seed=cfg.task.seed)
-    if args.task_path:
-        cfg.task.path = args.task_path
+    apply_task_args(cfg, args.task, args.task_path)
     spec = args.model or cfg.student
     offline_unless_hub([spec])
     # Data first: a bad row or split must fail before any model is converted or loaded.

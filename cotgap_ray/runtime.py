@@ -21,6 +21,16 @@ def cache_root(cfg) -> Path:
     return Path(root).expanduser()
 
 
+def apply_task_args(cfg, task: str | None, task_path: str | None) -> None:
+    """The CLIs' --task/--task-path: another task starts from that task's defaults (sizes and seed kept)."""
+    from cotgap_ray.config import TaskConfig
+
+    if task and task != cfg.task.name:
+        cfg.task = TaskConfig(name=task, n_dev=cfg.task.n_dev, n_test=cfg.task.n_test, seed=cfg.task.seed)
+    if task_path:
+        cfg.task.path = task_path
+
+
 def is_hub_id(spec: str) -> bool:
     return not spec.startswith("packaged:") and not Path(spec).expanduser().exists() and bool(_HUB_ID.match(spec))
 

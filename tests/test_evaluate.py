@@ -100,3 +100,15 @@ def test_search_cli_rejects_typo_before_work(capsys):
 
     assert main(["task.n_deev=3"]) == 2
     assert "Did you mean 'task.n_dev'" in capsys.readouterr().err
+
+
+def test_evaluate_cli_json(tiny_llama_dir, tmp_path, capsys):
+    from cotgap_ray.evaluate import main
+
+    rc = main(["--model", tiny_llama_dir, "--task", "reasoning_gym:basic_arithmetic", "--split", "test",
+               "--limit", "3", "--json", "--out", str(tmp_path / "out"), f"cache_dir={tmp_path / 'cache'}",
+               "engine.kind=hf", "task.n_test=5", "task.n_dev=5", "task.n_train=5"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)  # stdout holds only the JSON
+    assert summary["n"] == 3 and summary["split"] == "test" and summary["engine"] == "hf"
+    assert pq.read_table(tmp_path / "out" / "rows.parquet").num_rows == 3

@@ -94,6 +94,12 @@ class VLLMEngine:
             options["kv_cache_memory_bytes"] = int(kv_cache_gib * GIB)
         if enable_lora:
             options.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=max_loras)
+        if on_cpu:
+            # A partly prefilled request makes vLLM rewind its seeded sampler, which CPU generators cannot do
+            # ("CPU Generator does not use offset", the engine dies) as soon as one call's prompts exceed the
+            # step's token budget. Without chunked prefill a prompt is always prefilled whole.
+            max_len = options.get("max_model_len") or 0
+            options.update(enable_chunked_prefill=False, max_num_batched_tokens=max(max_len, 8192))
         return LLM(
             model=self.model_dir,
             tokenizer=self.model_dir,
