@@ -320,6 +320,8 @@ def train_student(student_path: str, rationales_path: str, problems: dict[str, s
     starts training over: Ray Train loads the old run's checkpoint list, but this loop does not resume from it.
     """
     start = time.perf_counter()
+    # Workers run in their own working directories: hand them absolute paths.
+    student_path, rationales_path = (str(Path(p).expanduser().resolve()) for p in (student_path, rationales_path))
     n_examples = _checks_before_training(student_path, rationales_path, problems, settings, num_workers)
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig  # seconds to import: after the checks
     from ray.train.torch import TorchTrainer

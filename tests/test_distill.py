@@ -29,9 +29,17 @@ def _cfg(tmp_path, model_dir, *extra):
 
 @pytest.fixture(scope="module")
 def trial(tiny_llama_dir, tmp_path_factory):
+    import os
+    from pathlib import Path
+
     tmp = tmp_path_factory.mktemp("distill")
     cfg = _cfg(tmp, tiny_llama_dir, "filters=[{name: max_per_question, m: 1}]")
-    return cfg, tmp, distill.run_trial(cfg, tiny_llama_dir, tmp / "run")
+    cwd = os.getcwd()
+    os.chdir(tmp)  # a relative --out, as users type it: Ray Train workers must still find the files
+    try:
+        return cfg, tmp, distill.run_trial(cfg, tiny_llama_dir, Path("run"))
+    finally:
+        os.chdir(cwd)
 
 
 def test_trial_reports_delta_over_its_own_baseline(trial):
