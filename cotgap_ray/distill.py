@@ -104,7 +104,7 @@ def _with_student_nll(table, student, splits):
 def run_trial(cfg: ExperimentConfig, teacher: str, run_dir: Path) -> TrialResult:
     """Run (or reload) one trial of `teacher` (a spec from cfg.teachers) in run_dir/trials/<id>."""
     from cotgap_ray.evaluate import evaluate_cached
-    from cotgap_ray.finetune import NoTrainingData, train_student
+    from cotgap_ray.finetune import NoTrainingData, check_target_modules, student_skeleton, train_student
     from cotgap_ray.generate import generate_teachers
     from cotgap_ray.runtime import offline_unless_hub, resolve_all
     from cotgap_ray.stats import compare
@@ -116,6 +116,8 @@ def run_trial(cfg: ExperimentConfig, teacher: str, run_dir: Path) -> TrialResult
     # cross_teacher needs every candidate's rationales; otherwise only this teacher's.
     teacher_specs = cfg.teachers if _needs(cfg, "cross_teacher") else [teacher]
     student, *teachers = resolve_all([cfg.student, *teacher_specs], cfg)
+    # A LoRA target the student lacks must fail now, not after generation (meta-device skeleton: no weights).
+    check_target_modules(student_skeleton(student.path), cfg.lora.target_modules)
     this = teachers[teacher_specs.index(teacher)]
     trial_dir = run_dir / "trials" / trial_id(this.fingerprint, cfg)
     if (trial_dir / "trial.json").exists():

@@ -82,6 +82,15 @@ def test_teacher_must_come_from_the_config(tiny_llama_dir, tmp_path):
         distill.pick_teacher(cfg, "gpt-9")
 
 
+def test_unknown_lora_target_fails_before_generation(tiny_llama_dir, tmp_path, monkeypatch):
+    from cotgap_ray import generate
+
+    monkeypatch.setattr(generate, "generate_teachers", lambda *a, **k: pytest.fail("generated before the check"))
+    cfg = _cfg(tmp_path, tiny_llama_dir, "lora.target_modules=[qkv_proj]")
+    with pytest.raises(ValueError, match="q_proj"):
+        distill.run_trial(cfg, tiny_llama_dir, tmp_path / "run")
+
+
 def test_cli_needs_one_teacher(capsys):
     assert distill.main([]) == 2
     assert "teacher=NAME" in capsys.readouterr().err
