@@ -81,6 +81,13 @@ PACKAGED: dict[str, PackagedGGUF] = {
 _memo: dict[str, tuple] = {}  # directory -> (stat signature, fingerprint): repeated resolves skip re-hashing
 
 
+def is_hub_id(spec: str) -> bool:
+    """True for an `org/name` spec that is neither packaged nor an existing local path."""
+    if spec.startswith(("packaged:", ".", "~")) or Path(spec).expanduser().exists():
+        return False
+    return bool(_HUB_ID.match(spec))
+
+
 def resolve_model(spec: str, cache_dir: str | Path | None = None) -> ResolvedModel:
     """Resolve ``packaged:<name>`` | local directory | hub ``org/name`` to a local HF directory (see module doc)."""
     if spec.startswith("packaged:"):
@@ -92,7 +99,7 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None) -> ResolvedMod
         path = path.resolve()
         _check_hf_dir(path, spec)
         return ResolvedModel(spec, path.name, str(path), _dir_fingerprint(path), _has_chat_template(path))
-    if _HUB_ID.match(spec) and not spec.startswith((".", "~")):
+    if is_hub_id(spec):
         return _resolve_hub(spec)
     raise ValueError(f"model spec {spec!r}: no such directory, and not a hub id 'org/name'. {_forms()}")
 

@@ -7,12 +7,10 @@ it stays cheap (torch, transformers and vLLM load only inside the functions that
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from cotgap_ray.engines import resolve_kind
 
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def cache_root(cfg) -> Path:
@@ -31,15 +29,13 @@ def apply_task_args(cfg, task: str | None, task_path: str | None) -> None:
         cfg.task.path = task_path
 
 
-def is_hub_id(spec: str) -> bool:
-    return not spec.startswith("packaged:") and not Path(spec).expanduser().exists() and bool(_HUB_ID.match(spec))
-
-
 def offline_unless_hub(specs: list[str]) -> None:
     """Keep transformers and vLLM off the network unless a model must come from the hub.
 
     Must run before huggingface_hub is imported (it reads the variable once). A user's explicit setting wins.
     """
+    from cotgap_ray.models import is_hub_id
+
     if not any(is_hub_id(s) for s in specs):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -382,3 +382,18 @@ def test_packaged_smollm2_converts_loads_and_generates(tmp_path):
     text = tok.decode(out[0, ids.input_ids.shape[1]:], skip_special_tokens=True)
     assert text.strip(), text
     assert resolve_model("packaged:smollm2-135m-instruct", cache_dir=tmp_path) == r
+
+
+def test_is_hub_id_and_offline_default(tmp_path, monkeypatch):
+    import os
+
+    from cotgap_ray.models import is_hub_id
+    from cotgap_ray.runtime import offline_unless_hub
+
+    assert is_hub_id("Qwen/Qwen2.5-0.5B-Instruct")
+    assert not is_hub_id("packaged:gemma3-270m") and not is_hub_id("./a/b") and not is_hub_id(str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    offline_unless_hub(["Qwen/Qwen2.5-0.5B-Instruct", "packaged:gemma3-270m"])
+    assert "HF_HUB_OFFLINE" not in os.environ  # a hub model needs the network
+    offline_unless_hub(["packaged:gemma3-270m", str(tmp_path)])
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
