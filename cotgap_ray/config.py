@@ -70,6 +70,8 @@ class GenerationConfig:
     gpus_per_actor: float | None = _f(None, "GPUs per engine actor (null: 1 when the cluster has GPUs, else 0)")
     tensor_parallel: dict = _f({}, "teacher spec -> GPUs per engine (vLLM tensor parallel), default 1")
     timeout_s: float = _f(1800.0, "limit on an engine start and on one shard; a hung engine fails the run")
+    accelerator_type: str | None = _f(None, "GPU type the engines need (e.g. A100; cluster.yaml's accelerator_type:X)")
+    resources: dict = _f({}, "custom resources per engine actor (e.g. {generation_node: 0.01}) to pick a node type")
 
 
 @dataclass
@@ -116,6 +118,60 @@ class TrainConfig:
     num_workers: int = _f(1, "Ray Train workers per fine-tune (> 1 means DDP)")
     cpus_per_worker: int = _f(1, "CPUs per Ray Train worker (also its torch thread count)")
     use_gpu: bool = _f(False, "one GPU per Ray Train worker")
+    accelerator_type: str | None = _f(None, "GPU type per worker (e.g. L40S); null: any")
+    resources: dict = _f({}, "custom resources per worker (e.g. {finetune_node: 0.01}) to pick a node type")
+    storage_path: str | None = _f(None, "where checkpoints and trial results go: a local dir or s3://... (default "
+                                        "$COTGAP_STORAGE, else the run directory); a cluster needs shared storage")
+
+
+@dataclass
+class SearchConfig:
+    """The Tune search over (teacher, filter chain, LoRA settings): lists are categorical choices, [low, high] ranges."""
+
+    trials: int = _f(8, "fine-tunes the search may run in all (at least one per teacher)")
+    filter_chains: dict = _f(
+        {"correct": [{"name": "correct_only"}],
+         "correct_dedupe_short": [{"name": "correct_only"}, {"name": "dedupe"},
+                                  {"name": "length", "max_pct": {"range": [50, 100]}}]},
+        "name -> filter chain; a parameter written {choices: [...]} or {range: [lo, hi]} is searched too")
+    lora_rank: list = _f([8, 16], "LoRA ranks to try")
+    lora_alpha_ratio: list = _f([1.0, 2.0], "LoRA alpha / rank ratios to try")
+    learning_rate: list = _f([1e-4, 1e-3], "[low, high] learning rate, sampled log-uniformly")
+    epochs: list = _f([1, 2], "epoch counts to try; ASHA compares trials at each epoch")
+    asha: bool = _f(True, "stop trials whose per-epoch dev delta trails (ASHA); false: every trial runs out")
+    grace_period: int = _f(1, "ASHA: epochs every trial gets before it can be stopped")
+    reduction_factor: int = _f(2, "ASHA: keep the top 1/reduction_factor at each rung")
+    seed_from_proxies: bool = _f(True, "first trials: every teacher once, best proxy first, middle settings")
+    max_concurrent_trials: int | None = _f(None, "trials at once (null: as many as the cluster's resources hold)")
+    eval_cpus: float = _f(1.0, "CPUs of the long-lived evaluation engine actor (dev/test scoring of adapters)")
+    eval_gpus: float = _f(0.0, "GPUs of the evaluation engine actor")
+    seed: int = _f(0, "seed of the Optuna sampler")
+    proxy_rationales: int = _f(256, "rationales per teacher scored for the student-NLL proxy (all when a chain uses "
+                                    "the student_nll filter)")
+
+    def __post_init__(self):
+        checks = {
+            "trials": self.trials >= 1, "filter_chains": bool(self.filter_chains),
+            "lora_rank": bool(self.lora_rank) and all(isinstance(r, int) and r >= 1 for r in self.lora_rank),
+            "lora_alpha_ratio": bool(self.lora_alpha_ratio) and all(a > 0 for a in self.lora_alpha_ratio),
+            "learning_rate": len(self.learning_rate) == 2 and 0 < self.learning_rate[0] <= self.learning_rate[1],
+            "epochs": bool(self.epochs) and all(isinstance(e, int) and e >= 1 for e in self.epochs),
+            "grace_period": self.grace_period >= 1, "reduction_factor": self.reduction_factor >= 2,
+            "eval_cpus": self.eval_cpus > 0, "eval_gpus": self.eval_gpus >= 0,
+            "max_concurrent_trials": self.max_concurrent_trials is None or self.max_concurrent_trials >= 1,
+            "proxy_rationales": self.proxy_rationales >= 1,
+        }
+        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid search settings: {', '.join(bad)} (see the field help: "
+                             f"python -c 'from cotgap_ray.config import describe; print(describe())')")
+
+
+@dataclass
+class ConfirmConfig:
+    """The final confirmation on the test split, which the search never sees."""
+
+    seeds: int = _f(2, "LoRA seeds per teacher's best dev config, each trained and scored on test")
 
 
 @dataclass
@@ -129,6 +185,8 @@ class ExperimentConfig:
     filters: list = _f([{"name": "correct_only"}], "rationale filter chain: steps {name, params}; see filters.FILTERS")
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA fine-tune of the student"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Ray Train resources per fine-tune"})
+    search: SearchConfig = field(default_factory=SearchConfig, metadata={"help": "the Tune search"})
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig, metadata={"help": "test-split confirmation"})
     cache_dir: str | None = _f(None, "models and rationale caches (default $COTGAP_CACHE or ~/.cache/cotgap_ray)")
     out_dir: str = _f("runs", "where run directories are created")
 
