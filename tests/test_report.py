@@ -1,0 +1,213 @@
+"""report.py against literal run directories: the recommendation rule, teacher ordering, report.md, plots and the CLI.
+
+No Ray, no model: each test writes the files a search would have written into tmp_path and renders them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cotgap_ray import report
+
+QWEN, GEMMA, SMOL = "qwen2.5-coder-0.5b-instruct", "gemma3-270m", "smollm2-135m-instruct"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _params(teacher: str, **over) -> dict:
+    p = {"teacher": f"packaged:{teacher}", "filters": "correct", "lora.rank": 8, "lora.alpha_ratio": 2.0,
+         "lora.learning_rate": 0.0003, "lora.epochs": 2}
+    return {**p, **over}
+
+
+def _trial(tid: str, teacher: str, status: str, dev_delta: float | None, finished_at: float, epochs_run: int = 2,
+           train_seconds: float = 30.0, seconds: float = 40.0, **over) -> dict:
+    epochs = [{"epoch": e, "train_loss": 1.0 / (e + 1), "dev_accuracy": 0.2, "dev_delta": dev_delta,
+               "seconds": 10.0, "tokens": 1000} for e in range(epochs_run if status in ("ok", "stopped") else 0)]
+    return {"trial_id": tid, "teacher": teacher, "params": _params(teacher, **over), "status": status,
+            "error": "boom" if status == "failed" else None, "n_train_examples": 0 if status == "no_data" else 96,
+            "epochs": epochs, "dev_accuracy": None if dev_delta is None else 0.2 + dev_delta, "dev_delta": dev_delta,
+            "dev_delta_ci95": None if dev_delta is None else [dev_delta - 0.03, dev_delta + 0.03],
+            "p_value": None if dev_delta is None else 0.2, "train_tokens": 5000,
+            "train_seconds": train_seconds if status in ("ok", "stopped") else 0.0, "seconds": seconds,
+            "adapter_dir": None, "finished_at": finished_at}
+
+
+def _final(teacher: str, trial_id: str, delta: float, ci: list[float], best_dev: float) -> dict:
+    return {"teacher": teacher, "spec": f"packaged:{teacher}", "trial_id": trial_id, "params": _params(teacher),
+            "best_dev_delta": best_dev,
+            "seeds": [{"seed": 0, "test_accuracy": 0.235 + delta, "train_seconds": 25.0, "adapter_dir": "a0"},
+                      {"seed": 1, "test_accuracy": 0.235 + delta, "train_seconds": 25.0, "adapter_dir": "a1"}],
+            "n": 200, "test_accuracy": 0.235 + delta, "delta": delta, "delta_ci95": ci, "p_value": 0.01,
+            "degrades": ci[1] < 0, "improves": ci[0] > 0, "train_seconds": 50.0}
+
+
+def _proxy(spec: str, acc: float, rank: int, gen_s: float) -> dict:
+    return {"spec": spec, "teacher_accuracy": acc, "correct_yield": acc * 0.9, "solved_fraction": acc + 0.1,
+            "mean_tokens": 120.0, "student_nll": 1.234, "n_rationales": 400, "generation_seconds": gen_s,
+            "generation_tokens": 48000, "rank": rank}
+
+
+def write_run(run: Path, finals: list[dict] | None, stage: str = "done") -> Path:
+    """A run directory: three teachers (config order SMOL, GEMMA, QWEN), six trials, baseline 23.5% on test."""
+    files = {
+        "config.json": {"fingerprint": "cfg123", "config": {
+            "name": "gsm-tiny", "student": "packaged:smollm2-135m-instruct",
+            "teachers": [f"packaged:{t}" for t in (SMOL, GEMMA, QWEN)],
+            "task": {"name": "gsm_symbolic", "n_train": 400, "n_dev": 100, "n_test": 200, "seed": 7},
+            "confirm": {"seeds": [0, 1]}, "search": {"trials": 6}}},
+        "splits.json": {"fingerprint": "split42", "sizes": {"train": 400, "dev": 100, "test": 200}},
+        "baseline.json": {s: {"model": SMOL, "adapter": None, "split": s, "n": n, "correct": c, "accuracy": a,
+                              "ci95": ci, "tokens": 9000, "seconds": 12.0, "engine": "hf", "rows_path": f"{s}.parquet"}
+                          for s, n, c, a, ci in (("dev", 100, 20, 0.2, [0.133, 0.289]),
+                                                 ("test", 200, 47, 0.235, [0.182, 0.298]))},
+        "proxies.json": {QWEN: _proxy(f"packaged:{QWEN}", 0.62, 1, 120.0),
+                         GEMMA: _proxy(f"packaged:{GEMMA}", 0.15, 2, 80.0),
+                         SMOL: _proxy(f"packaged:{SMOL}", 0.05, 3, 60.0)},
+        "status.json": {"stage": stage, "notes": ["search budget: 6 trials"]},
+    }
+    trials = [_trial("t1", QWEN, "ok", 0.05, 1006.0), _trial("t2", QWEN, "stopped", 0.01, 1002.0, epochs_run=1,
+                                                               train_seconds=10.0, seconds=15.0),
+              _trial("t3", GEMMA, "ok", -0.02, 1003.0), _trial("t4", GEMMA, "failed", None, 1004.0),
+              _trial("t5", SMOL, "no_data", None, 1001.0), _trial("t6", SMOL, "no_data", None, 1005.0)]
+    run.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (run / name).write_text(json.dumps(content))
+    for t in trials:
+        (run / "trials" / t["trial_id"]).mkdir(parents=True)
+        (run / "trials" / t["trial_id"] / "trial.json").write_text(json.dumps(t))
+    if finals is not None:
+        (run / "final").mkdir()
+        for f in finals:
+            (run / "final" / f"{f['teacher']}.json").write_text(json.dumps(f))
+    return run
+
+
+def test_complete_run(tmp_path):
+    run = write_run(tmp_path / "run", [_final(QWEN, "t1", 0.041, [0.012, 0.070], 0.05),
+                                       _final(GEMMA, "t3", -0.05, [-0.09, -0.01], -0.02)])
+    r = report.render(run)
+
+    rec = r["recommendation"]
+    assert rec["teacher"] == QWEN and rec["clear"] is True and rec["delta"] == 0.041
+    assert rec["config"] == _params(QWEN)
+    assert rec["text"] == (f"Use {QWEN}: +4.1 points [+1.2, +7.0] over the student's 23.5% on test; "
+                           f"{GEMMA} degrades it; {SMOL} gave no usable data.")
+    assert [t["name"] for t in r["teachers"]] == [QWEN, GEMMA, SMOL]
+    assert [t["verdict"] for t in r["teachers"]] == ["improves", "degrades", "no usable data"]
+    qwen, gemma, smol = r["teachers"]
+    assert qwen["spec"] == f"packaged:{QWEN}" and qwen["teacher_accuracy"] == 0.62 and qwen["proxy_rank"] == 1
+    assert qwen["trial_status_counts"] == {"ok": 1, "no_data": 0, "stopped": 1, "failed": 0}
+    assert qwen["best_dev_delta"] == 0.05 and qwen["test_accuracy"] == pytest.approx(0.276)
+    assert qwen["cost"] == {"generation_seconds": 120.0, "generation_tokens": 48000,
+                            "train_seconds": 30.0 + 10.0 + 50.0, "trials_seconds": 40.0 + 15.0}
+    assert gemma["degrades"] is True and gemma["delta_ci95"] == [-0.09, -0.01]
+    assert smol["trial_status_counts"]["no_data"] == 2 and smol["best_config"] is None and smol["delta"] is None
+    assert r["baseline"] == {"dev": {"accuracy": 0.2, "ci95": [0.133, 0.289], "n": 100},
+                             "test": {"accuracy": 0.235, "ci95": [0.182, 0.298], "n": 200}}
+    assert r["experiment"] == "gsm-tiny" and r["student"] == "packaged:smollm2-135m-instruct"
+    assert r["task"] == {"name": "gsm_symbolic", "seed": 7}
+    assert r["splits"] == {"sizes": {"train": 400, "dev": 100, "test": 200}, "fingerprint": "split42"}
+    assert [t["trial_id"] for t in r["trials"]] == ["t5", "t2", "t3", "t4", "t6", "t1"]  # by finished_at
+    assert r["complete"] is True and r["stage"] == "done" and r["notes"] == ["search budget: 6 trials"]
+
+    assert json.loads((run / "report.json").read_text())["recommendation"]["text"] == rec["text"]
+    assert r["plots"] == ["capacity_gap.png", "trials.png", "cost.png"]
+    for name in r["plots"]:
+        data = (run / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000
+    md = (run / "report.md").read_text()
+    assert rec["text"] in md.split("## Baseline")[0]  # the answer comes first
+    assert "| test | 200 | 23.5% | [18.2%, 29.8%] |" in md and "| dev | 100 | 20.0% | [13.3%, 28.9%] |" in md
+    assert "n = 200 problems, seeds [0, 1]" in md and "(capacity_gap.png)" in md
+    assert "selected on **dev**" in md and "Sizes train 400, dev 100, test 200" in md
+    assert "| t2 | qwen2.5-coder-0.5b-instruct | correct | 8 | 2.0 | 0.0003 | 1/2 | stopped | 96 | +1.0 | 15 |" in md
+
+
+def test_every_teacher_degrades(tmp_path):
+    run = write_run(tmp_path / "run", [_final(QWEN, "t1", -0.02, [-0.04, -0.005], 0.05),
+                                       _final(GEMMA, "t3", -0.05, [-0.09, -0.01], -0.02)])
+    rec = report.render(run)["recommendation"]
+    assert rec["teacher"] is None and rec["clear"] is False and rec["delta"] is None
+    assert rec["text"].startswith("none: every teacher degrades the student (best: qwen2.5-coder-0.5b-instruct, "
+                                  "-2.0 points [-4.0, -0.5] over the student's 23.5% on test)")
+
+
+def test_no_teacher_improves_without_all_degrading(tmp_path):
+    run = write_run(tmp_path / "run", [_final(QWEN, "t1", -0.01, [-0.04, 0.02], 0.05),
+                                       _final(GEMMA, "t3", -0.05, [-0.09, -0.01], -0.02)])
+    rec = report.render(run)["recommendation"]
+    assert rec["teacher"] is None
+    assert rec["text"].startswith("none: no teacher improves this student") and f"{GEMMA} degrades it" in rec["text"]
+
+
+def test_positive_delta_with_interval_across_zero_is_not_clear(tmp_path):
+    run = write_run(tmp_path / "run", [_final(QWEN, "t1", 0.01, [-0.02, 0.04], 0.05)])
+    r = report.render(run)
+    rec = r["recommendation"]
+    assert rec["teacher"] == QWEN and rec["clear"] is False and rec["delta_ci95"] == [-0.02, 0.04]
+    assert rec["text"].startswith(f"Best: {QWEN}, +1.0 points [-2.0, +4.0] over the student's 23.5%, "
+                                  "but the interval includes zero: no teacher clearly improves this student")
+    assert r["teachers"][0]["verdict"] == "no clear change"
+    assert "no final confirmation for teacher gemma3-270m" in r["notes"]
+
+
+def test_interrupted_run_during_search(tmp_path):
+    run = write_run(tmp_path / "run", finals=None, stage="search")
+    r = report.render(run)
+    assert r["complete"] is False and r["stage"] == "search"
+    rec = r["recommendation"]
+    assert rec["teacher"] is None and rec["config"] is None
+    assert rec["text"] == ("No recommendation yet: the run has not reached confirmation on the test split "
+                           "(stopped at stage 'search').")
+    # unconfirmed teachers keep the proxies' order; the best dev trial is still shown
+    assert [(t["name"], t["verdict"]) for t in r["teachers"]] == [
+        (QWEN, "not confirmed"), (GEMMA, "not confirmed"), (SMOL, "no usable data")]
+    assert r["teachers"][0]["best_dev_delta"] == 0.05 and r["teachers"][0]["best_trial_id"] == "t1"
+    assert any(n.startswith("no final/*.json") for n in r["notes"])
+    assert r["plots"] == ["trials.png", "cost.png"]  # no confirmed delta: no capacity-gap plot
+    assert not (run / "capacity_gap.png").exists()
+
+
+def test_interrupted_during_confirmation_is_provisional(tmp_path):
+    run = write_run(tmp_path / "run", [_final(GEMMA, "t3", -0.05, [-0.09, -0.01], -0.02)], stage="confirm")
+    r = report.render(run)
+    assert r["complete"] is False and r["recommendation"]["teacher"] is None
+    assert r["recommendation"]["text"] == (
+        f"none: every teacher degrades the student (best: {GEMMA}, -5.0 points [-9.0, -1.0] over the student's "
+        f"23.5% on test); {SMOL} gave no usable data; {QWEN} is not confirmed "
+        "(provisional: the run stopped at stage 'confirm').")
+
+
+def test_run_with_only_a_config(tmp_path):
+    run = write_run(tmp_path / "run", finals=None)
+    for name in ("splits.json", "baseline.json", "proxies.json", "status.json"):
+        (run / name).unlink()
+    for trial in run.glob("trials/*/trial.json"):
+        trial.unlink()
+    r = report.render(run)
+    assert r["baseline"] == {} and r["plots"] == [] and r["stage"] is None
+    assert [t["name"] for t in r["teachers"]] == [SMOL, GEMMA, QWEN]  # config order when nothing ranks them
+    assert "missing baseline.json: the baseline stage did not finish" in r["notes"]
+    assert "none (no data to plot)" in (run / "report.md").read_text()
+
+
+def test_cli_prints_recommendation_and_paths(tmp_path, capsys):
+    run = write_run(tmp_path / "run", [_final(QWEN, "t1", 0.041, [0.012, 0.070], 0.05)])
+    assert report.main([str(run)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Use {QWEN}: +4.1 points")
+    assert f"wrote {run / 'report.json'}" in out and f"wrote {run / 'capacity_gap.png'}" in out
+
+
+def test_cli_on_a_non_run_directory_exits_2(tmp_path):
+    not_a_run = tmp_path / "somewhere"
+    not_a_run.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "cotgap_ray.report", str(not_a_run)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert f"{not_a_run} is not a run directory: it holds no config.json" in proc.stderr
+    assert not (not_a_run / "report.json").exists()
