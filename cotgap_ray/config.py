@@ -143,7 +143,8 @@ class SearchConfig:
     reduction_factor: int = _f(2, "ASHA: keep the top 1/reduction_factor at each rung")
     seed_from_proxies: bool = _f(True, "first trials: every teacher once, best proxy first, middle settings")
     max_concurrent_trials: int | None = _f(None, "trials at once (null: as many as the cluster's resources hold)")
-    eval_cpus: float = _f(1.0, "CPUs of the long-lived evaluation engine actor (dev/test scoring of adapters)")
+    eval_cpus: float = _f(0.5, "CPUs of the long-lived evaluation engine actor (logical: it runs while the trial "
+                                "that asked waits, so on a laptop it can share a core with training)")
     eval_gpus: float = _f(0.0, "GPUs of the evaluation engine actor")
     seed: int = _f(0, "seed of the Optuna sampler")
     proxy_rationales: int = _f(256, "rationales per teacher scored for the student-NLL proxy (all when a chain uses "
@@ -177,7 +178,8 @@ class ConfirmConfig:
 @dataclass
 class ExperimentConfig:
     name: str = _f("default", "experiment name (run directory, report title)")
-    student: str = _f("packaged:smollm2-135m-instruct", "student model spec (packaged:<name> | local dir | hub id)")
+    student: str = _f("packaged:smollm2-135m-instruct",
+                      "student model spec (packaged:<name> | tiny:<name>[@seed] | local dir | hub id)")
     teachers: list = _f([], "candidate teacher model specs")
     task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "the task and its splits"})
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "generation engine"})

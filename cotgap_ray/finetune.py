@@ -34,6 +34,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
+from cotgap_ray.cluster import join_storage, normalize_storage
 from cotgap_ray.config import LoraSettings
 from cotgap_ray.sft import Example, build_examples, collate, length_bucketed_batches
 
@@ -44,11 +45,12 @@ EvalFn = Callable[[str], dict]  # adapter dir -> metrics merged into the epoch r
 
 @dataclass
 class TrainResult:
-    adapter_dir: str  # the last epoch's adapter (peft, safetensors)
+    adapter_dir: str  # the last epoch's adapter (peft, safetensors), a local directory on this node
     metrics_per_epoch: list[dict]
     train_tokens: int  # non-padding tokens through the forward pass, all epochs, all workers
     seconds: float  # wall time of the whole call, start-up included
     n_examples: int = 0
+    checkpoint: str = ""  # the adapter in storage: a local path, or a URI (s3://...) that other nodes can read
 
 
 class NoTrainingData(ValueError):
@@ -307,7 +309,8 @@ def _checks_before_training(student_path: str, rationales_path: str, problems: d
 def train_student(student_path: str, rationales_path: str, problems: dict[str, str], settings: LoraSettings,
                   storage_path: str, name: str, num_workers: int = 1, use_gpu: bool = False,
                   eval_fn: EvalFn | None = None, cpus_per_worker: int = 1, keep_checkpoints: int | None = 1,
-                  callbacks: list | None = None) -> TrainResult:
+                  callbacks: list | None = None, accelerator_type: str | None = None,
+                  resources: dict | None = None) -> TrainResult:
     """LoRA fine-tune of the student on the rationales in a Parquet file, with a TorchTrainer built and fit() here.
 
     `problems` maps problem_id -> question. Raises NoTrainingData (before Ray starts) when no rationale makes an
@@ -318,43 +321,66 @@ def train_student(student_path: str, rationales_path: str, problems: dict[str, s
     stop the trial. In a Tune trial pass `callbacks=[ray.tune.integration.ray_train.TuneReportCallback()]`.
     `cpus_per_worker` is also each worker's torch thread count (Ray sets OMP_NUM_THREADS from it). Reusing a `name`
     starts training over: Ray Train loads the old run's checkpoint list, but this loop does not resume from it.
+
+    Placement on a cluster: `accelerator_type` (e.g. "L40S") and `resources` (custom resources per worker, e.g.
+    {"finetune_node": 0.01}) go to ScalingConfig, so every worker lands on such a node (the Train controller stays
+    on the caller's node). Check them first with cluster.check_request: a request no node type can hold waits
+    for resources instead of failing. `storage_path` is a local directory or a URI (s3://bucket/prefix, gs://...,
+    shared by all nodes); with a URI, `adapter_dir` is a download of the last checkpoint on this node and
+    `checkpoint` its URI.
     """
     start = time.perf_counter()
     # Workers run in their own working directories: hand them absolute paths.
     student_path, rationales_path = (str(Path(p).expanduser().resolve()) for p in (student_path, rationales_path))
     n_examples = _checks_before_training(student_path, rationales_path, problems, settings, num_workers)
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig  # seconds to import: after the checks
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig  # slow import: after checks
     from ray.train.torch import TorchTrainer
 
-    storage = Path(storage_path).expanduser().resolve()  # Ray Train wants an absolute storage path
+    storage = normalize_storage(storage_path)  # URIs as they are; local paths absolute (workers chdir)
+    run_dir = join_storage(storage, name)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=_job(student_path, rationales_path, problems, settings, eval_fn),
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cpus_per_worker}),
-        run_config=RunConfig(storage_path=str(storage), name=name, callbacks=callbacks,
-                             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)),
+                                     resources_per_worker={"CPU": cpus_per_worker, **(resources or {})},
+                                     accelerator_type=accelerator_type),
+        run_config=RunConfig(storage_path=storage, name=name, callbacks=callbacks,
+                             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
+                             # Ray Train retries a worker group that cannot start forever by default; a request
+                             # that never fits (e.g. resources held by a leaked placement group) must fail instead.
+                             failure_config=FailureConfig(max_failures=0, controller_failure_limit=2)),
     )
     try:
         result = trainer.fit()
     except Exception as e:  # noqa: BLE001 - TrainingFailedError / WorkerGroupError / ControllerError: say which run
         raise TrainingFailed(f"LoRA training of {student_path} on {rationales_path} failed (run directory "
-                             f"{storage / name}): {e}") from e
+                             f"{run_dir}): {e}") from e
     if result.checkpoint is None or not result.return_value:
-        raise TrainingFailed(f"LoRA training of {student_path} in {storage / name} finished without an adapter")
+        raise TrainingFailed(f"LoRA training of {student_path} in {run_dir} finished without an adapter")
     history = result.return_value
-    return TrainResult(adapter_dir=_local_dir(result.checkpoint, storage / name), metrics_per_epoch=history,
+    return TrainResult(adapter_dir=_local_dir(result.checkpoint, name), metrics_per_epoch=history,
                        train_tokens=sum(m["tokens"] for m in history), seconds=time.perf_counter() - start,
-                       n_examples=n_examples)
+                       n_examples=n_examples, checkpoint=checkpoint_uri(result.checkpoint, run_dir))
 
 
-def _local_dir(checkpoint, run_dir: Path) -> str:
-    """The checkpoint as a local directory: its own path on local storage, else a download next to the run."""
+def checkpoint_uri(checkpoint, run_dir: str) -> str:
+    """Where a Ray Train checkpoint lives: its local path, or run_dir/<checkpoint dir> for remote storage."""
     import pyarrow.fs
 
     if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
         return checkpoint.path
-    return checkpoint.to_directory(str(run_dir / "adapter"))
+    return join_storage(run_dir, Path(checkpoint.path).name)
+
+
+def _local_dir(checkpoint, name: str) -> str:
+    """The checkpoint as a local directory: its own path on local storage, else a download into a fresh local
+    directory (remote storage: the adapter is small, and peft / vLLM read local files)."""
+    import pyarrow.fs
+
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        return checkpoint.path
+    local = Path(tempfile.mkdtemp(prefix=f"cotgap-adapter-{name}-")) / Path(checkpoint.path).name
+    return checkpoint.to_directory(str(local))
 
 
 # ---------------------------------------------------------------------------------------------------- plain path

@@ -1,12 +1,23 @@
 """python -m cotgap_ray.search: which teacher should this student distill chain-of-thought from, on this task?
 
     python -m cotgap_ray.search                                   # the embedded default (experiments/default.yaml)
-    python -m cotgap_ray.search --config experiments/X.yaml --out runs/X task.n_dev=50
+    python -m cotgap_ray.search --config experiments/smoke.yaml --out runs/smoke search.trials=4
+    python -m cotgap_ray.search --config experiments/smoke.yaml --out runs/smoke --resume     # after a kill
 
-Stages, in order, each cached so a re-run or --resume redoes nothing finished:
-  1. validate the config, the task data and the model specs (before any model loads)
-  2. baseline: the student with no adapter on dev and test, with the shared prompt and greedy decoding
-  (teacher generation, proxies, the Tune search, the test-split confirmation and the report build on this)
+Stages, in order; each is cached or recorded in the run directory, so a re-run or --resume redoes nothing finished:
+  1. validate   config, search space, task data, model specs, LoRA targets, resources (before any model loads)
+  2. baseline   the student with no adapter on dev and test: same prompt, greedy decoding, same engine options as
+                every adapter evaluation later (LoRA-enabled with the search's largest rank)
+  3. generation every teacher's rationales on train, once (Ray Data, content-addressed Parquet cache)
+  4. proxies    per teacher, no training: accuracy, correct-rationale yield, student NLL (proxies.py)
+  5. search     Ray Tune + OptunaSearch (study in run_dir/optuna.db) + ASHA on the per-epoch dev delta; one
+                long-lived evaluation engine scores every adapter (evaluator.py); test stays locked
+  6. confirm    each teacher's best dev config re-trained with confirm.seeds seeds, scored on TEST
+  7. report     report.json / report.md / plots (report.py; `python -m cotgap_ray.report RUN_DIR` re-renders)
+
+Run directory: config.json, splits.json, status.json, baseline.json, proxies.json, trials/<key>/trial.json,
+final/<teacher>.json, evals.json (every evaluation: split, trial, stage), tune/ (Tune's experiment), optuna.db,
+train/ (Ray Train runs and adapters, unless train.storage_path / $COTGAP_STORAGE points elsewhere), report.*.
 """
 
 from __future__ import annotations
@@ -14,9 +25,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from cotgap_ray.config import ConfigError, ExperimentConfig, load_config
+from cotgap_ray.generate import ResourceError
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -28,6 +41,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# ------------------------------------------------------------------------------------------------ run directory
+
+
 def prepare_run_dir(cfg: ExperimentConfig, out: str | None, resume: bool) -> Path:
     """The run directory, bound to one config: a directory holding a different experiment is refused."""
     run_dir = Path(out) if out else Path(cfg.out_dir) / cfg.name
@@ -37,7 +53,7 @@ def prepare_run_dir(cfg: ExperimentConfig, out: str | None, resume: bool) -> Pat
         if previous.get("fingerprint") != cfg.fingerprint():
             raise ConfigError(
                 f"{run_dir} holds a different experiment (config {previous.get('fingerprint')}, this one "
-                f"{cfg.fingerprint()}); choose another --out or restore that config"
+                f"{cfg.fingerprint()}); choose another --out, or restore that config to --resume it"
             )
     elif resume:
         raise ConfigError(f"--resume: {run_dir} holds no run to resume")
@@ -46,31 +62,190 @@ def prepare_run_dir(cfg: ExperimentConfig, out: str | None, resume: bool) -> Pat
     return run_dir
 
 
-def _print_baseline(student: str, baseline: dict) -> None:
-    print(f"\nbaseline of {student} (no adapter, greedy, shared prompt):")
-    print(f"  {'split':<6} {'n':>5} {'accuracy':>9}  95% CI")
-    for split, r in baseline.items():
-        lo, hi = r.ci95
-        print(f"  {split:<6} {r.n:>5} {100 * r.accuracy:>8.1f}%  [{100 * lo:.1f}, {100 * hi:.1f}]")
+def _write_json(path: Path, data) -> None:
+    """Atomic: an interrupted run never leaves half a file for --resume or the report to trip on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
 
 
-def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> Path:
-    from cotgap_ray.evaluate import evaluate_cached
-    from cotgap_ray.runtime import offline_unless_hub, resolve_all
+def _status(run_dir: Path, stage: str, notes: list[str]) -> None:
+    _write_json(run_dir / "status.json", {"stage": stage, "notes": notes, "updated": time.time()})
+    from cotgap_ray import metrics
+
+    metrics.stage(stage)
+
+
+# ----------------------------------------------------------------------------------------------------- stages
+
+
+def validate(cfg: ExperimentConfig):
+    """Stage 1: everything that can fail cheaply, before any model loads. Returns the splits."""
+    from cotgap_ray.runtime import offline_unless_hub
+    from cotgap_ray.space import validate_space
     from cotgap_ray.tasks import load_splits
 
     if not cfg.teachers:
         raise ConfigError("teachers: the list is empty; name at least one teacher model spec")
+    if len(set(cfg.teachers)) != len(cfg.teachers):
+        raise ConfigError(f"teachers: a teacher is listed twice: {cfg.teachers}")
+    validate_space(cfg.search, cfg.teachers)
     offline_unless_hub([cfg.student, *cfg.teachers])
-    splits = load_splits(cfg.task)  # bad data fails here, before any model work
-    run_dir = prepare_run_dir(cfg, out, resume)
+    return load_splits(cfg.task)  # a bad row or an impossible split fails here
+
+
+def baseline_stage(run_dir: Path, cfg, student, splits, lora_rank: int) -> dict:
+    """Stage 2: the student's own accuracy, cached by content; every delta is measured against these rows."""
+    from cotgap_ray.evaluate import evaluate_cached
+
+    baseline = evaluate_cached(student, {"dev": splits.dev, "test": splits.test}, cfg, lora_rank=lora_rank)
+    _write_json(run_dir / "baseline.json", {k: v.summary() for k, v in baseline.items()})
+    print(f"\nbaseline of {student.name} (no adapter, greedy, shared prompt):")
+    for split, r in baseline.items():
+        lo, hi = r.ci95
+        print(f"  {split:<5} n={r.n:<5} {100 * r.accuracy:5.1f}%  [{100 * lo:.1f}, {100 * hi:.1f}]")
+    return baseline
+
+
+def proxies_stage(run_dir: Path, cfg, student, splits, generations: dict) -> tuple[dict, dict]:
+    """Stage 4: proxies per teacher (cached in proxies.json) and the tables trials filter (with student_nll when a
+    chain uses that filter). Returns (proxies by teacher name, rationale tables by teacher name)."""
+    import pyarrow.parquet as pq
+
+    from cotgap_ray.proxies import base_proxies, mean_nll, nll_sample, rank_teachers
+
+    needs_nll = any(s.get("name") == "student_nll" for chain in cfg.search.filter_chains.values() for s in chain)
+    tables = {g.teacher: g.table() for g in generations.values()}
+    saved = run_dir / "proxies.json"
+    nll_dir = run_dir / "student_nll"
+    proxies = json.loads(saved.read_text()) if saved.exists() else {}
+    todo = [g for g in generations.values() if g.teacher not in proxies
+            or (needs_nll and not (nll_dir / f"{g.teacher}.parquet").exists())]
+    if todo:
+        model, tokenizer = _load_student_for_nll(student.path)
+        questions = {p.id: p.question for p in splits.train}
+        from cotgap_ray.sft import with_student_nll
+
+        for g in todo:
+            table = tables[g.teacher]
+            scored = with_student_nll(table if needs_nll else nll_sample(table, cfg.search.proxy_rationales),
+                                      model, tokenizer, questions, max_length=cfg.lora.max_length)
+            correct = scored.filter(scored["correct"]) if scored.num_rows else scored
+            entry = base_proxies(g.summary)
+            entry["student_nll"] = mean_nll(correct["student_nll"].to_pylist()[: cfg.search.proxy_rationales])
+            proxies[g.teacher] = entry
+            if needs_nll:
+                nll_dir.mkdir(exist_ok=True)
+                pq.write_table(scored, nll_dir / f"{g.teacher}.parquet")
+        del model
+    if needs_nll:
+        tables = {name: pq.read_table(nll_dir / f"{name}.parquet") for name in tables}
+    order = rank_teachers(proxies)
+    _write_json(saved, proxies)
+    print("\nteacher proxies (train rationales, no training):")
+    print(f"  {'rank':>4}  {'teacher':<32} {'accuracy':>8} {'yield':>6} {'correct':>7} {'NLL':>6} {'tokens':>6}")
+    for name in order:
+        p = proxies[name]
+        nll = f"{p['student_nll']:.2f}" if p["student_nll"] is not None else "-"
+        print(f"  {p['rank']:>4}  {name:<32} {100 * p['teacher_accuracy']:7.1f}% {100 * p['correct_yield']:5.1f}%"
+              f" {p['correct_rows']:>7} {nll:>6} {p['mean_tokens']:6.0f}")
+    return proxies, tables
+
+
+def _load_student_for_nll(path: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return (AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(),
+            AutoTokenizer.from_pretrained(path))
+
+
+def _save_evals(run_dir: Path, evaluator) -> None:
+    """Append this session's evaluations (split, trial tag, stage) to evals.json: the record that the search
+    stage never scored the test split."""
+    import ray
+
+    path = run_dir / "evals.json"
+    earlier = json.loads(path.read_text()) if path.exists() else []
+    try:
+        calls = ray.get(evaluator.calls.remote(), timeout=60)
+    except Exception as e:  # noqa: BLE001 - a dead evaluator must not hide the error that killed the run
+        print(f"warning: could not read the evaluator's call log: {e}", file=sys.stderr)
+        return
+    _write_json(path, earlier + calls)
+
+
+def _rows_correct(rows_path: str) -> dict[str, bool]:
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(rows_path, columns=["problem_id", "correct"])
+    return dict(zip(t.column("problem_id").to_pylist(), t.column("correct").to_pylist()))
+
+
+# -------------------------------------------------------------------------------------------------------- run
+
+
+def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> Path:
+    """All stages (see the module docstring); returns the run directory."""
+    splits = validate(cfg)
+    run_dir = prepare_run_dir(cfg, out, resume).resolve()
+    notes = []
+    if len(cfg.teachers) == 1:
+        notes.append(f"one teacher ({cfg.teachers[0]}): nothing to select between; the search tunes its filters "
+                     f"and LoRA settings and the report says whether it helps the student at all")
+        print(f"note: {notes[-1]}")
+    _write_json(run_dir / "splits.json", {"fingerprint": splits.fingerprint(), "sizes": splits.sizes()})
     print(f"run {run_dir}: task {cfg.task.name} {splits.sizes()} (split {splits.fingerprint()})")
 
-    (student,) = resolve_all([cfg.student], cfg)
-    # LoRA-capable engine even without an adapter: the baseline runs on the engine the adapters will run on.
-    baseline = evaluate_cached(student, {"dev": splits.dev, "test": splits.test}, cfg, lora_rank=cfg.lora.rank)
-    (run_dir / "baseline.json").write_text(json.dumps({k: v.summary() for k, v in baseline.items()}, indent=2))
-    _print_baseline(student.name, baseline)
+    from cotgap_ray.finetune import check_target_modules, student_skeleton
+    from cotgap_ray.runtime import resolve_all
+
+    student, *teachers = resolve_all([cfg.student, *cfg.teachers], cfg)
+    check_target_modules(student_skeleton(student.path), cfg.lora.target_modules)
+    lora_rank = max(cfg.search.lora_rank)  # one engine configuration for the baseline and every adapter
+
+    _status(run_dir, "baseline", notes)
+    baseline = baseline_stage(run_dir, cfg, student, splits, lora_rank)
+
+    import ray
+
+    from cotgap_ray import tuning
+
+    if not ray.is_initialized():
+        ray.init()  # joins a running cluster (ray up / ray start) when there is one, else starts a local one
+    tuning.check_resources(cfg)
+
+    _status(run_dir, "generation", notes)
+    from cotgap_ray.generate import generate_teachers
+
+    generations = dict(zip(cfg.teachers, generate_teachers(teachers, splits, cfg, split="train",
+                                                           task=cfg.task.name)))
+    _status(run_dir, "proxies", notes)
+    proxies, tables = proxies_stage(run_dir, cfg, student, splits, generations)
+
+    _status(run_dir, "search", notes)
+    from cotgap_ray.evaluator import start_evaluator
+
+    evaluator = start_evaluator(student, {"dev": splits.dev, "test": splits.test}, cfg, lora_rank)
+    try:
+        baseline_dev = _rows_correct(baseline["dev"].rows_path)
+        records = tuning.run_search(run_dir, cfg, tables, {s: g.teacher for s, g in generations.items()},
+                                    {p.id: p.question for p in splits.train}, baseline_dev, proxies, resume)
+        _status(run_dir, "confirm", notes)
+        ray.get(evaluator.open_test.remote())
+        from cotgap_ray import confirm
+
+        confirm.confirm_all(run_dir, cfg, records, tables, {p.id: p.question for p in splits.train},
+                            _rows_correct(baseline["test"].rows_path), generations, evaluator)
+    finally:
+        _save_evals(run_dir, evaluator)
+        ray.kill(evaluator)
+    _status(run_dir, "done", notes)
+    from cotgap_ray.report import render
+
+    report = render(run_dir)
+    print(f"\n{report['recommendation']['text']}\nreport: {run_dir / 'report.md'}")
     return run_dir
 
 
@@ -79,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         run(cfg, args.out, args.resume)
-    except ConfigError as e:
+    except (ConfigError, ResourceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

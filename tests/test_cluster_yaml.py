@@ -115,6 +115,51 @@ def test_gpu_worker_types(raw, prepared, node_type, custom, min_gpus, max_gpus):
     assert spec["node_config"].get("IamInstanceProfile"), "workers write to S3 storage: they need an instance profile"
 
 
+# The requests the code makes (cotgap_ray.cluster.check_request, as generate / search call it) against these node
+# types plus the alive head: what an experiment for this cluster sets must fit, and what it must not set must fail.
+HEAD_ALIVE = {"name": "head", "source": "alive", "count": 1, "resources": {"CPU": 8.0}}  # m6i.2xlarge
+
+
+@pytest.mark.parametrize("what, request_, accelerator", [
+    ("generation actor, one GPU per engine", {"CPU": 1, "GPU": 1, "generation_node": 0.01}, "A100"),
+    ("generation actor, tensor_parallel 8", {"CPU": 1, "GPU": 8, "generation_node": 0.01}, "A100"),
+    ("fine-tune worker", {"CPU": 1, "GPU": 1, "finetune_node": 0.01}, "L40S"),
+    ("evaluation engine on a fine-tune node", {"CPU": 1, "GPU": 1, "finetune_node": 0.01}, None),
+    ("trial driver on the head", {"CPU": 1}, None),
+])
+def test_code_requests_fit_the_node_types(prepared, what, request_, accelerator):
+    from cotgap_ray.cluster import check_request, node_types_from_config
+
+    check_request(request_, what, accelerator, node_types=[HEAD_ALIVE, *node_types_from_config(prepared)])
+
+
+@pytest.mark.parametrize("request_, accelerator, message", [
+    ({"CPU": 1, "GPU": 1, "finetune_node": 0.01}, "A100", "no node type offers that"),  # A100 nodes are generation
+    ({"CPU": 1, "GPU": 2, "finetune_node": 0.01}, "L40S", "no node type offers that"),  # one GPU per L40S node
+    ({"CPU": 1, "GPU": 16}, None, "no node type offers that"),
+    ({"CPU": 1, "GPU": 1}, "H100", "it offers: A100, L40S"),
+])
+def test_requests_the_node_types_cannot_hold_fail_fast(prepared, request_, accelerator, message):
+    from cotgap_ray.cluster import ResourceError, check_request, node_types_from_config
+
+    with pytest.raises(ResourceError, match=message):
+        check_request(request_, "work", accelerator, node_types=[HEAD_ALIVE, *node_types_from_config(prepared)])
+
+
+def test_fake_cluster_mirrors_the_node_types(prepared):
+    """experiments/fake_cluster.yaml rehearses this file: same worker type names, custom and accelerator resources."""
+    fake = yaml.safe_load((ROOT / "experiments" / "fake_cluster.yaml").read_text())
+    assert fake["provider"]["type"] == "fake_multinode" and fake["head_node_type"] == "ray.head.default"
+    for name in GPU_TYPES:
+        real = {k for k in prepared["available_node_types"][name]["resources"] if k not in ("CPU", "GPU")}
+        rehearsal = {k for k in fake["available_node_types"][name]["resources"]
+                     if k not in ("CPU", "GPU", "object_store_memory")}
+        assert real == rehearsal, name
+        assert fake["available_node_types"][name]["min_workers"] == 0
+    assert (ROOT / "experiments" / "fake_cluster.yaml").read_text().startswith(
+        "# RAY_FAKE_CLUSTER=1 ray start --head")
+
+
 def test_global_worker_cap_and_autoscaling_knobs(raw, prepared):
     # Set in the file itself: Ray's AWS defaults would otherwise fill in max_workers 2 and a 5-minute idle timeout.
     for key in ("max_workers", "idle_timeout_minutes", "upscaling_speed"):

@@ -88,3 +88,26 @@ def test_paired_statistics_reject_unpaired_input():
             fn([True, False, True], [True, False])
         with pytest.raises(ValueError, match="at least one"):
             fn([], [])
+
+
+def test_compare_seeds_averages_seeds_per_problem():
+    from cotgap_ray.stats import compare_seeds
+
+    r = compare_seeds([False, False, True], [[True, False, True], [True, True, True]], n_boot=2000)
+    assert r["delta"] == pytest.approx(0.5) and r["seeds"] == 2
+    assert r["after_accuracy_per_seed"] == pytest.approx([2 / 3, 1.0])
+    lo, hi = r["ci95"]
+    assert lo <= 0.5 <= hi and 0 < r["p_value"] <= 1
+
+
+def test_compare_seeds_flags_degradation_and_no_change():
+    from cotgap_ray.stats import compare_seeds
+
+    before = [True] * 40 + [False] * 10
+    worse = [[False] * 30 + [True] * 10 + [False] * 10] * 2
+    r = compare_seeds(before, worse)
+    assert r["degrades"] and not r["improves"] and r["p_value"] < 0.001
+    same = compare_seeds(before, [before, before])
+    assert same["delta"] == 0 and same["p_value"] == 1.0 and not same["degrades"]
+    with pytest.raises(ValueError):
+        compare_seeds(before, [])

@@ -1,0 +1,123 @@
+"""The search space: a define-by-run function over (teacher, filter chain and its parameters, LoRA settings), and
+the translation of one sampled point back into a filter chain and LoraSettings. Computes nothing (testable with
+optuna.trial.FixedTrial).
+
+    search.filter_chains = {"correct": [{name: correct_only}],
+                            "short": [{name: correct_only}, {name: length, max_pct: {range: [50, 100]}}]}
+    one point  -> {"teacher": "packaged:qwen2.5-coder-0.5b-instruct", "filters": "short",
+                   "filter.short.1.max_pct": 72.5, "lora.rank": 16, "lora.alpha_ratio": 2.0,
+                   "lora.learning_rate": 3.1e-4, "lora.epochs": 2}
+    chain(point)    -> [{"name": "correct_only"}, {"name": "length", "max_pct": 72.5}]
+    settings(point) -> LoraSettings(rank=16, alpha=32.0, learning_rate=3.1e-4, epochs=2, <the rest from lora:>)
+
+A filter parameter written {range: [lo, hi]} is sampled uniformly (integers when both ends are), {choices: [...]}
+categorically; anything else is fixed. Keys use "." (Tune's unflatten splits on "/", so points stay flat).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+
+from cotgap_ray.config import ConfigError, LoraSettings, SearchConfig
+
+
+def _searched(value) -> bool:
+    return isinstance(value, dict) and set(value) in ({"range"}, {"choices"})
+
+
+def _param_name(chain: str, index: int, param: str) -> str:
+    return f"filter.{chain}.{index}.{param}"
+
+
+def search_space(trial, teachers: list[str], search: SearchConfig) -> None:
+    """Define-by-run: every name suggested here is one dimension; nothing is computed."""
+    trial.suggest_categorical("teacher", list(teachers))
+    chain = trial.suggest_categorical("filters", list(search.filter_chains))
+    for i, step in enumerate(search.filter_chains[chain]):
+        for param, value in step.items():
+            if not _searched(value):
+                continue
+            name = _param_name(chain, i, param)
+            if "choices" in value:
+                trial.suggest_categorical(name, list(value["choices"]))
+            elif all(isinstance(v, int) for v in value["range"]):
+                trial.suggest_int(name, *value["range"])
+            else:
+                trial.suggest_float(name, *map(float, value["range"]))
+    trial.suggest_categorical("lora.rank", list(search.lora_rank))
+    trial.suggest_categorical("lora.alpha_ratio", list(search.lora_alpha_ratio))
+    trial.suggest_float("lora.learning_rate", *search.learning_rate, log=True)
+    trial.suggest_categorical("lora.epochs", list(search.epochs))
+
+
+def filter_chain(point: dict, search: SearchConfig) -> list[dict]:
+    """The concrete filter chain of a point: searched parameters replaced by their sampled values."""
+    name = point["filters"]
+    chain = []
+    for i, step in enumerate(search.filter_chains[name]):
+        chain.append({p: (point[_param_name(name, i, p)] if _searched(v) else v) for p, v in step.items()})
+    return chain
+
+
+def lora_settings(point: dict, base: LoraSettings) -> LoraSettings:
+    """The `lora:` section with the point's rank, alpha (= rank x ratio), learning rate and epochs."""
+    rank = int(point["lora.rank"])
+    return dataclasses.replace(base, rank=rank, alpha=float(rank * point["lora.alpha_ratio"]),
+                               learning_rate=float(point["lora.learning_rate"]), epochs=int(point["lora.epochs"]))
+
+
+def point_key(point: dict) -> str:
+    """Content address of a point (which trial directory it owns): equal points are one trial."""
+    return "t" + hashlib.sha256(json.dumps(point, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def seed_points(teachers_in_order: list[str], search: SearchConfig) -> list[dict]:
+    """First trials: every teacher once, in proxy order, with the first listed filter chain / rank / ratio, the
+    geometric middle of the learning-rate range and the most epochs (later trials then explore around them)."""
+    lo, hi = search.learning_rate
+    chain = next(iter(search.filter_chains))
+    fixed = {"filters": chain, "lora.rank": search.lora_rank[0], "lora.alpha_ratio": search.lora_alpha_ratio[0],
+             "lora.learning_rate": math.sqrt(lo * hi), "lora.epochs": max(search.epochs)}
+    for i, step in enumerate(search.filter_chains[chain]):
+        for param, value in step.items():
+            if _searched(value):
+                fixed[_param_name(chain, i, param)] = (value["choices"][0] if "choices" in value else
+                                                        _middle(value["range"]))
+    return [{"teacher": t, **fixed} for t in teachers_in_order]
+
+
+def _middle(bounds: list):
+    lo, hi = bounds
+    return (lo + hi) // 2 if all(isinstance(v, int) for v in bounds) else (lo + hi) / 2
+
+
+def validate_space(search: SearchConfig, teachers: list[str], where: str = "config") -> None:
+    """Before any compute: every chain is valid with its searched parameters at both ends of their ranges, and
+    the budget gives each teacher at least one trial."""
+    from cotgap_ray.filters import validate_filters
+
+    if search.trials < len(teachers):
+        raise ConfigError(
+            f"{where}: search.trials={search.trials} is smaller than the {len(teachers)} teachers: every teacher "
+            f"needs at least one trial to be compared. Raise search.trials to >= {len(teachers)} or drop teachers.")
+    for name, chain in search.filter_chains.items():
+        if not isinstance(chain, list) or not all(isinstance(s, dict) for s in chain):
+            raise ConfigError(f"{where}: search.filter_chains.{name} must be a list of steps like "
+                              f"[{{name: correct_only}}]")
+        for end in (0, -1):
+            concrete = [{p: (_end(v, end, f"search.filter_chains.{name}.{p}", where) if _searched(v) else v)
+                         for p, v in step.items()} for step in chain]
+            try:
+                validate_filters(concrete)
+            except ValueError as e:
+                raise ConfigError(f"{where}: search.filter_chains.{name}: {e}") from e
+
+
+def _end(value: dict, end: int, key: str, where: str):
+    items = value.get("range", value.get("choices"))
+    if not isinstance(items, list) or not items or ("range" in value and len(items) != 2):
+        raise ConfigError(f"{where}: {key} must be {{range: [low, high]}} or {{choices: [a, b, ...]}}")
+    return items[end]

@@ -1,0 +1,246 @@
+"""The Tune part of the search: resources per trial, the Tuner (OptunaSearch + ASHA), resume, and the trial records.
+
+    records = run_search(run_dir, cfg, tables, teacher_names, problems, baseline_dev, proxies, resume=False)
+    records["t3f9c0a12b4"] -> {"teacher": "qwen2.5-coder-0.5b-instruct", "status": "ok", "dev_delta": 0.04, ...}
+
+Resume: the Optuna study lives in run_dir/optuna.db and Tune's experiment in run_dir/tune; `--resume` restores the
+Tuner (finished trials stay finished, the searcher continues) and hands trials the epochs of every point already
+recorded as finished in run_dir/trials, so even a trial Tune had not yet checkpointed as done is replayed, not
+retrained. Records are written by a Tune callback in the driver (trials may run on other nodes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from functools import partial
+from pathlib import Path
+
+from ray import tune
+
+from cotgap_ray.trial import NO_DATA_DELTA, TrialContext, tune_trial
+
+FINAL_STATUSES = ("ok", "no_data", "stopped")
+TRIAL_DRIVER = {"CPU": 0.01}  # the trial function only drives its TorchTrainer; the workers hold the real CPUs
+EPOCH_KEYS = ("epoch", "train_loss", "tokens", "seconds", "tokens_per_s", "dev_accuracy", "dev_delta",
+              "dev_delta_lo", "dev_delta_hi", "p_value", "eval_seconds", "checkpoint_path")
+
+
+# -------------------------------------------------------------------------------------------------- resources
+
+
+def per_trial_request(cfg) -> dict:
+    """What one trial holds while it trains: its Train workers (+ the small trial driver)."""
+    workers = cfg.train.num_workers
+    request = {"CPU": workers * cfg.train.cpus_per_worker + TRIAL_DRIVER["CPU"]}
+    if cfg.train.use_gpu:
+        request["GPU"] = float(workers)
+    return request
+
+
+def max_concurrent(cfg, total: dict) -> int:
+    """Trials at once: what the cluster holds after the evaluation engine, at least 1 (autoscalers add nodes)."""
+    if cfg.search.max_concurrent_trials:
+        return cfg.search.max_concurrent_trials
+    free = dict(total)
+    free["CPU"] = free.get("CPU", 0.0) - cfg.search.eval_cpus
+    free["GPU"] = free.get("GPU", 0.0) - cfg.search.eval_gpus
+    fits = [math.floor(free.get(k, 0.0) / v + 1e-9) for k, v in per_trial_request(cfg).items() if v > 0]
+    return max(1, min(fits + [cfg.search.trials]))
+
+
+def check_resources(cfg) -> None:
+    """Fail before any work when no node can hold the evaluation engine or one fine-tune worker."""
+    from cotgap_ray.cluster import check_request
+
+    check_request({"CPU": cfg.search.eval_cpus, "GPU": cfg.search.eval_gpus}, "the evaluation engine "
+                  "(search.eval_cpus / search.eval_gpus)")
+    worker = {"CPU": float(cfg.train.cpus_per_worker), "GPU": 1.0 if cfg.train.use_gpu else 0.0,
+              **cfg.train.resources}
+    check_request(worker, "a fine-tune worker (train.cpus_per_worker / train.use_gpu / train.resources)",
+                  accelerator_type=cfg.train.accelerator_type)
+
+
+def state_api_available() -> bool:
+    """Whether Ray's state API answers (it needs the dashboard, i.e. ray[default]). Ray Train frees the placement
+    group of a trial that Tune stopped early (ASHA) only through a cleaner that polls this API; without it the
+    stopped trial's CPUs/GPUs stay held and later trials never start. So ASHA runs only when this is True."""
+    try:
+        from ray.util.state import list_actors
+
+        list_actors(limit=1, timeout=10)
+        return True
+    except Exception as e:  # noqa: BLE001 - any failure means the cleaner would fail the same way
+        print(f"warning: Ray's state API is unavailable ({type(e).__name__}); ASHA early stopping is off for this "
+              f"run (every trial runs all its epochs). Start Ray with the dashboard (ray[default]) to enable it.")
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------- records
+
+
+def load_records(run_dir: Path) -> dict[str, dict]:
+    records = {}
+    for path in sorted((run_dir / "trials").glob("*/trial.json")):
+        records[path.parent.name] = json.loads(path.read_text())
+    return records
+
+
+class TrialRecorder(tune.Callback):
+    """Writes run_dir/trials/<key>/trial.json as results arrive, prints the live trial table, updates metrics."""
+
+    def __init__(self, run_dir: Path, budget: int):
+        self.run_dir, self.budget = Path(run_dir), budget
+        self.records: dict[str, dict] = {}  # Tune trial id -> record
+        self.started = time.perf_counter()
+
+    def _record(self, trial) -> dict:
+        from cotgap_ray.space import point_key
+
+        if trial.trial_id not in self.records:
+            point = dict(trial.config)
+            self.records[trial.trial_id] = {
+                "trial_id": point_key(point), "tune_trial_id": trial.trial_id, "teacher": None, "params": point,
+                "status": "running", "error": None, "n_train_examples": 0, "rationales_kept": 0,
+                "filter_report": [], "epochs": [], "dev_accuracy": None, "dev_delta": None, "dev_delta_ci95": None,
+                "p_value": None, "train_tokens": 0, "train_seconds": 0.0, "seconds": 0.0, "adapter_dir": None,
+                "replayed": False, "finished_at": None}
+        return self.records[trial.trial_id]
+
+    def _save(self, rec: dict) -> None:
+        path = self.run_dir / "trials" / rec["trial_id"] / "trial.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rec, indent=2, default=str))
+        tmp.replace(path)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        rec = self._record(trial)
+        rec["teacher"] = result.get("teacher", rec["teacher"])
+        rec["status"] = result.get("status", "running")
+        rec["error"] = result.get("error")
+        rec["replayed"] = bool(result.get("replayed", False))
+        for key in ("n_train_examples", "rationales_kept"):
+            rec[key] = result.get(key) or rec[key]
+        if result.get("filter_report"):
+            rec["filter_report"] = json.loads(result["filter_report"])
+        rec["seconds"] = result.get("time_total_s", rec["seconds"])
+        if rec["status"] == "ok":
+            epoch = {k: result.get(k) for k in EPOCH_KEYS}
+            rec["epochs"] = [e for e in rec["epochs"] if e["epoch"] != epoch["epoch"]] + [epoch]
+            rec.update(dev_accuracy=epoch["dev_accuracy"], dev_delta=epoch["dev_delta"],
+                       dev_delta_ci95=[epoch["dev_delta_lo"], epoch["dev_delta_hi"]], p_value=epoch["p_value"],
+                       train_tokens=sum(e["tokens"] or 0 for e in rec["epochs"]),
+                       train_seconds=sum(e["seconds"] or 0 for e in rec["epochs"]),
+                       adapter_dir=epoch["checkpoint_path"])
+        self._save(rec)
+        delta = f"{100 * rec['dev_delta']:+.1f}" if rec["dev_delta"] is not None else "  - "
+        print(f"  trial {rec['trial_id']} [{rec['teacher']}] epoch {result.get('epoch')}: status {rec['status']}, "
+              f"dev delta {delta} points")
+
+    def _finish(self, trial, status: str | None = None, error: str | None = None) -> None:
+        from cotgap_ray import metrics
+
+        rec = self._record(trial)
+        if status:
+            rec["status"] = status
+        elif rec["status"] == "ok" and len(rec["epochs"]) < int(rec["params"]["lora.epochs"]):
+            rec["status"] = "stopped"  # ASHA ended it early; its last epoch is what it reached
+        elif rec["status"] == "running":
+            rec["status"] = "failed"
+        rec["error"] = error or rec["error"]
+        rec["finished_at"] = time.time()
+        self._save(rec)
+        metrics.trial_finished(rec["teacher"] or rec["params"].get("teacher"), rec["status"], rec["dev_delta"])
+        self._print_table()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        error = getattr(trial, "error_message", None) or "see the trial's error file under run_dir/tune"
+        self._finish(trial, status="failed", error=str(error)[-2000:])
+
+    def _print_table(self) -> None:
+        recs = sorted(load_records(self.run_dir).values(), key=lambda r: r.get("finished_at") or math.inf)
+        done = sum(r["status"] in (*FINAL_STATUSES, "failed") for r in recs)
+        print(f"\ntrials: {done} finished of {self.budget} ({time.perf_counter() - self.started:.0f}s in this run)")
+        print(f"  {'trial':<12} {'teacher':<30} {'filters':<22} {'r':>3} {'lr':>8} {'ep':>2} {'status':<8} "
+              f"{'n':>5} {'dev delta':>10}")
+        for r in recs:
+            p = r["params"]
+            delta = f"{100 * r['dev_delta']:+.1f}" if r["dev_delta"] is not None else "-"
+            print(f"  {r['trial_id']:<12} {str(r['teacher'])[:30]:<30} {str(p.get('filters'))[:22]:<22} "
+                  f"{p.get('lora.rank', ''):>3} {p.get('lora.learning_rate', 0):8.1e} {p.get('lora.epochs', ''):>2} "
+                  f"{r['status']:<8} {r['n_train_examples'] or 0:>5} {delta:>10}")
+
+
+# ------------------------------------------------------------------------------------------------------ search
+
+
+def run_search(run_dir: Path, cfg, tables: dict, teacher_names: dict, problems: dict, baseline_dev: dict,
+               proxies: dict, resume: bool) -> dict[str, dict]:
+    """Stage 5: the Tune search; returns the trial records by point key (finished ones from earlier runs too)."""
+    import optuna
+    import ray
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from cotgap_ray.cluster import join_storage, storage_root
+    from cotgap_ray.space import search_space, seed_points
+
+    previous = load_records(run_dir)
+    done = {key: [_epoch_result(rec, e) for e in rec["epochs"]] or [_no_data_result(rec)]
+            for key, rec in previous.items() if rec["status"] in FINAL_STATUSES}
+    context = TrialContext(config=cfg.to_dict(), tables=tables, teacher_names=teacher_names, problems=problems,
+                           baseline_dev=baseline_dev,
+                           storage=join_storage(storage_root(cfg.train.storage_path, run_dir), "train"),
+                           student_spec=cfg.student, done=done)
+    trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context), TRIAL_DRIVER)
+    tune_dir = run_dir / "tune"
+    concurrent = max_concurrent(cfg, ray.cluster_resources())
+    print(f"\nsearch: {cfg.search.trials} trials, up to {concurrent} at once, per trial {per_trial_request(cfg)}"
+          + (f"; {len(done)} finished earlier" if done else ""))
+    if resume and tune.Tuner.can_restore(str(tune_dir / "search")):
+        tuner = tune.Tuner.restore(str(tune_dir / "search"), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        teachers_by_rank = sorted(cfg.teachers, key=lambda s: proxies[teacher_names[s]]["rank"])
+        searcher = OptunaSearch(
+            # a partial, not a lambda: Tune pickles the searcher into its experiment checkpoint (resume)
+            space=partial(search_space, teachers=list(cfg.teachers), search=cfg.search), metric="dev_delta",
+            mode="max",
+            points_to_evaluate=seed_points(teachers_by_rank, cfg.search) if cfg.search.seed_from_proxies else None,
+            sampler=optuna.samplers.TPESampler(seed=cfg.search.seed),
+            storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / 'optuna.db'}"),
+            study_name=f"cotgap-{cfg.fingerprint()}")
+        max_t = max(cfg.search.epochs)
+        # metric and mode go to the searcher and the scheduler, not TuneConfig: a define-by-run OptunaSearch ignores
+        # the TuneConfig values (Ray 2.60) and then refuses to sample.
+        scheduler = (ASHAScheduler(time_attr="training_iteration", metric="dev_delta", mode="max", max_t=max_t,
+                                   grace_period=min(cfg.search.grace_period, max_t),
+                                   reduction_factor=cfg.search.reduction_factor)
+                     if cfg.search.asha and max_t > 1 and state_api_available() else FIFOScheduler())
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.search.trials,
+                                        max_concurrent_trials=concurrent),
+            run_config=tune.RunConfig(name="search", storage_path=str(tune_dir), verbose=0,
+                                      callbacks=[TrialRecorder(run_dir, cfg.search.trials)],
+                                      failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+        )
+    tuner.fit()
+    return load_records(run_dir)
+
+
+def _epoch_result(rec: dict, epoch: dict) -> dict:
+    return {**epoch, "teacher": rec["teacher"], "status": "ok", "point_key": rec["trial_id"],
+            "n_train_examples": rec["n_train_examples"], "rationales_kept": rec["rationales_kept"],
+            "filter_report": json.dumps(rec["filter_report"])}
+
+
+def _no_data_result(rec: dict) -> dict:
+    return {"epoch": 0, "dev_delta": NO_DATA_DELTA, "dev_accuracy": None, "teacher": rec["teacher"],
+            "status": "no_data", "point_key": rec["trial_id"], "n_train_examples": 0, "error": rec["error"],
+            "rationales_kept": rec["rationales_kept"], "filter_report": json.dumps(rec["filter_report"])}

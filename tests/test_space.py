@@ -1,0 +1,95 @@
+"""The search space with a fixed trial (optuna.trial.FixedTrial), the point -> chain / LoRA translation, the seeded
+first points, and the checks that run before any compute (budget, chains, run directory). No Ray, no models."""
+
+import json
+
+import optuna
+import pytest
+
+from cotgap_ray.config import ConfigError, LoraSettings, SearchConfig, load_config
+from cotgap_ray.space import (filter_chain, lora_settings, point_key, search_space, seed_points, validate_space)
+
+TEACHERS = ["packaged:qwen2.5-coder-0.5b-instruct", "packaged:gemma3-270m"]
+SEARCH = SearchConfig(
+    trials=4,
+    filter_chains={"correct": [{"name": "correct_only"}],
+                   "short": [{"name": "correct_only"}, {"name": "length", "max_pct": {"range": [50, 100]}},
+                             {"name": "max_per_question", "m": {"choices": [1, 2]}}]},
+    lora_rank=[8, 16], lora_alpha_ratio=[1.0, 2.0], learning_rate=[1e-4, 1e-3], epochs=[1, 2])
+
+POINT = {"teacher": TEACHERS[1], "filters": "short", "filter.short.1.max_pct": 70, "filter.short.2.m": 2,
+         "lora.rank": 16, "lora.alpha_ratio": 2.0, "lora.learning_rate": 3e-4, "lora.epochs": 1}
+
+
+def test_fixed_trial_walks_the_space_and_translates():
+    trial = optuna.trial.FixedTrial(POINT)
+    search_space(trial, TEACHERS, SEARCH)  # computes nothing; raises if it asks for a name the point lacks
+    assert set(trial.params) == set(POINT)
+    assert filter_chain(POINT, SEARCH) == [{"name": "correct_only"}, {"name": "length", "max_pct": 70},
+                                           {"name": "max_per_question", "m": 2}]
+    s = lora_settings(POINT, LoraSettings(dropout=0.1, seed=3))
+    assert (s.rank, s.alpha, s.learning_rate, s.epochs, s.dropout, s.seed) == (16, 32.0, 3e-4, 1, 0.1, 3)
+
+
+def test_a_chain_without_searched_parameters_asks_for_nothing_more():
+    point = {k: v for k, v in POINT.items() if not k.startswith("filter.")} | {"filters": "correct"}
+    trial = optuna.trial.FixedTrial(point)
+    search_space(trial, TEACHERS, SEARCH)
+    assert "filter.short.1.max_pct" not in trial.params
+    assert filter_chain(point, SEARCH) == [{"name": "correct_only"}]
+
+
+def test_fixed_trial_outside_the_space_is_rejected():
+    with pytest.raises(ValueError):
+        search_space(optuna.trial.FixedTrial(POINT | {"lora.rank": 12}), TEACHERS, SEARCH)
+
+
+def test_seed_points_try_every_teacher_in_proxy_order_with_middle_settings():
+    points = seed_points(list(reversed(TEACHERS)), SEARCH)
+    assert [p["teacher"] for p in points] == list(reversed(TEACHERS))
+    assert points[0]["filters"] == "correct" and points[0]["lora.epochs"] == 2
+    assert points[0]["lora.learning_rate"] == pytest.approx(10 ** -3.5)
+    search = SearchConfig(filter_chains={"short": SEARCH.filter_chains["short"]})
+    p = seed_points(TEACHERS, search)[0]
+    assert p["filter.short.1.max_pct"] == 75 and p["filter.short.2.m"] == 1
+    search_space(optuna.trial.FixedTrial(p), TEACHERS, search)  # a seed point is a point of the space
+
+
+def test_point_key_is_a_content_address():
+    assert point_key(POINT) == point_key(dict(reversed(list(POINT.items()))))
+    assert point_key(POINT) != point_key(POINT | {"lora.rank": 8})
+
+
+def test_budget_smaller_than_the_teachers_is_refused_before_compute():
+    with pytest.raises(ConfigError, match=r"search.trials=1 is smaller than the 2 teachers.*>= 2"):
+        validate_space(SearchConfig(trials=1), TEACHERS)
+
+
+def test_a_bad_chain_names_its_key():
+    bad = SearchConfig(filter_chains={"typo": [{"name": "corect_only"}]})
+    with pytest.raises(ConfigError, match=r"search.filter_chains.typo.*correct_only"):
+        validate_space(bad, TEACHERS)
+    out_of_range = SearchConfig(filter_chains={"q": [{"name": "student_nll", "q": {"range": [0.5, 1.5]}}]})
+    with pytest.raises(ConfigError, match=r"search.filter_chains.q.*quantile"):
+        validate_space(out_of_range, TEACHERS)
+
+
+def test_search_section_typos_and_values_fail_in_the_config():
+    with pytest.raises(ConfigError, match=r"search.trails.*Did you mean 'search.trials'"):
+        load_config(None, ["search.trails=3"])
+    with pytest.raises(ConfigError, match=r"learning_rate"):
+        load_config(None, ["search.learning_rate=[0.01, 0.001]"])
+
+
+def test_run_dir_holding_another_experiment_is_refused(tmp_path):
+    from cotgap_ray.search import prepare_run_dir
+
+    cfg = load_config(None, [])
+    prepare_run_dir(cfg, str(tmp_path / "run"), resume=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["fingerprint"] == cfg.fingerprint()
+    other = load_config(None, ["task.n_dev=50"])
+    with pytest.raises(ConfigError, match=r"holds a different experiment"):
+        prepare_run_dir(other, str(tmp_path / "run"), resume=True)
+    with pytest.raises(ConfigError, match=r"no run to resume"):
+        prepare_run_dir(cfg, str(tmp_path / "fresh"), resume=True)
+    assert prepare_run_dir(cfg, str(tmp_path / "run"), resume=True) == tmp_path / "run"
