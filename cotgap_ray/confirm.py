@@ -54,7 +54,7 @@ def confirm_teacher(run_dir: Path, cfg, spec: str, teacher: str, best: dict, tab
     from cotgap_ray.evaluator import adapter_files
     from cotgap_ray.filters import FilterContext, apply_filters
     from cotgap_ray.finetune import train_student
-    from cotgap_ray.runtime import resolve_all
+    from cotgap_ray.runtime import cache_root, resolve_all
     from cotgap_ray.space import filter_chain, lora_settings
     from cotgap_ray.stats import compare_seeds
 
@@ -78,7 +78,8 @@ def confirm_teacher(run_dir: Path, cfg, spec: str, teacher: str, best: dict, tab
                                         name=f"final-{best['trial_id']}-seed{seed}",
                                         num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                         cpus_per_worker=cfg.train.cpus_per_worker,
-                                        accelerator_type=cfg.train.accelerator_type, resources=cfg.train.resources)
+                                        accelerator_type=cfg.train.accelerator_type, resources=cfg.train.resources,
+                                        student_spec=cfg.student, models_dir=str(cache_root(cfg) / "models"))
                 adapter, train_seconds, how = trained.adapter_dir, trained.seconds, "trained now"
             summary, rows = ray.get(evaluator.evaluate.remote(
                 "test", adapter_files(adapter), f"final:{teacher}:seed{seed}", "confirm"))

@@ -93,14 +93,16 @@ def student_skeleton(student_path: str) -> torch.nn.Module:
         return AutoModelForCausalLM.from_config(config)
 
 
-def load_examples(student_path: str, rationales_path: str, problems: dict[str, str],
+def load_examples(student_path: str, rationales, problems: dict[str, str],
                   max_length: int) -> tuple[object, list[Example]]:
-    """The student's tokenizer and one SFT example per usable rationale row (sft.build_examples)."""
+    """The student's tokenizer and one SFT example per usable rationale row (sft.build_examples).
+    `rationales`: a Parquet path, or the Parquet file's bytes (how a worker on another node gets them)."""
+    import pyarrow as pa
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(student_path)
-    rationales = pq.read_table(rationales_path)
-    return tokenizer, build_examples(rationales, problems, tokenizer, max_length)
+    table = pq.read_table(pa.BufferReader(rationales) if isinstance(rationales, bytes) else rationales)
+    return tokenizer, build_examples(table, problems, tokenizer, max_length)
 
 
 def count_examples(student_path: str, rationales_path: str, problems: dict[str, str], max_length: int) -> int:
@@ -231,7 +233,8 @@ def _train(job: dict, rank: int, world_size: int, device: torch.device,
            place: Callable[[torch.nn.Module], torch.nn.Module], on_epoch: OnEpoch) -> list[dict]:
     """Load, wrap with LoRA, place, train settings.epochs epochs; on_epoch gets each epoch's metrics and the model."""
     settings = LoraSettings.from_dict(job["settings"])
-    tokenizer, examples = load_examples(job["student_path"], job["rationales_path"], job["problems"],
+    job = {**job, "student_path": local_student(job)}
+    tokenizer, examples = load_examples(job["student_path"], job["rationales"], job["problems"],
                                         settings.max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     steps_per_epoch = len(shard_batches(length_bucketed_batches(examples, settings.batch_size, settings.seed),
@@ -255,11 +258,23 @@ def _train(job: dict, rank: int, world_size: int, device: torch.device,
     return history
 
 
+def local_student(job: dict) -> str:
+    """The student's directory on this node: the caller's path when it exists here, else the spec resolved into
+    this node's model cache (a worker on another node than the caller converts or downloads it once)."""
+    if Path(job["student_path"]).exists() or not job.get("student_spec"):
+        return job["student_path"]
+    from cotgap_ray.models import resolve_model
+
+    return resolve_model(job["student_spec"], job.get("models_dir")).path
+
+
 def _job(student_path: str, rationales_path: str, problems: dict[str, str], settings: LoraSettings,
-         eval_fn: EvalFn | None) -> dict:
-    """The picklable description of one fine-tune: what every worker needs (the worker reads the Parquet itself)."""
-    return {"student_path": str(student_path), "rationales_path": str(rationales_path), "problems": dict(problems),
-            "settings": asdict(settings), "eval_fn": eval_fn}
+         eval_fn: EvalFn | None, student_spec: str | None = None, models_dir: str | None = None) -> dict:
+    """The picklable description of one fine-tune: what every worker needs. The rationales travel as Parquet bytes
+    (a few MB at most), so workers on other nodes than the caller need no shared filesystem for them."""
+    return {"student_path": str(student_path), "rationales": Path(rationales_path).read_bytes(),
+            "problems": dict(problems), "settings": asdict(settings), "eval_fn": eval_fn,
+            "student_spec": student_spec, "models_dir": models_dir}
 
 
 # ------------------------------------------------------------------------------------------------------ Ray path
@@ -310,7 +325,8 @@ def train_student(student_path: str, rationales_path: str, problems: dict[str, s
                   storage_path: str, name: str, num_workers: int = 1, use_gpu: bool = False,
                   eval_fn: EvalFn | None = None, cpus_per_worker: int = 1, keep_checkpoints: int | None = 1,
                   callbacks: list | None = None, accelerator_type: str | None = None,
-                  resources: dict | None = None) -> TrainResult:
+                  resources: dict | None = None, student_spec: str | None = None,
+                  models_dir: str | None = None) -> TrainResult:
     """LoRA fine-tune of the student on the rationales in a Parquet file, with a TorchTrainer built and fit() here.
 
     `problems` maps problem_id -> question. Raises NoTrainingData (before Ray starts) when no rationale makes an
@@ -318,7 +334,9 @@ def train_student(student_path: str, rationales_path: str, problems: dict[str, s
     storage_path/name; each epoch's adapter is a checkpoint there (the newest `keep_checkpoints` are kept; None:
     all) and `adapter_dir` is the last one. `eval_fn(adapter_dir) -> dict` (picklable: a module-level function or a
     functools.partial) runs on rank 0 after each epoch; its metrics join the epoch report, so a Tune scheduler can
-    stop the trial. In a Tune trial pass `callbacks=[ray.tune.integration.ray_train.TuneReportCallback()]`.
+    stop the trial. `student_spec` (+ `models_dir`) lets a worker on another node resolve the student itself when
+    `student_path` does not exist there. In a Tune trial pass
+    `callbacks=[ray.tune.integration.ray_train.TuneReportCallback()]`.
     `cpus_per_worker` is also each worker's torch thread count (Ray sets OMP_NUM_THREADS from it). Reusing a `name`
     starts training over: Ray Train loads the old run's checkpoint list, but this loop does not resume from it.
 
@@ -340,7 +358,7 @@ def train_student(student_path: str, rationales_path: str, problems: dict[str, s
     run_dir = join_storage(storage, name)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=_job(student_path, rationales_path, problems, settings, eval_fn),
+        train_loop_config=_job(student_path, rationales_path, problems, settings, eval_fn, student_spec, models_dir),
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker, **(resources or {})},
                                      accelerator_type=accelerator_type),

@@ -205,16 +205,16 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
     check_target_modules(student_skeleton(student.path), cfg.lora.target_modules)
     lora_rank = max(cfg.search.lora_rank)  # one engine configuration for the baseline and every adapter
 
-    _status(run_dir, "baseline", notes)
-    baseline = baseline_stage(run_dir, cfg, student, splits, lora_rank)
-
     import ray
 
     from cotgap_ray import tuning
 
     if not ray.is_initialized():
         ray.init()  # joins a running cluster (ray up / ray start) when there is one, else starts a local one
-    tuning.check_resources(cfg)
+    tuning.check_resources(cfg)  # an impossible request fails here, before the baseline and generation
+
+    _status(run_dir, "baseline", notes)
+    baseline = baseline_stage(run_dir, cfg, student, splits, lora_rank)
 
     _status(run_dir, "generation", notes)
     from cotgap_ray.generate import generate_teachers

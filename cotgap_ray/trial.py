@@ -62,7 +62,7 @@ def tune_trial(point: dict, context: TrialContext) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from cotgap_ray.finetune import NoTrainingData, count_examples, train_student
-    from cotgap_ray.runtime import resolve_all
+    from cotgap_ray.runtime import cache_root, resolve_all
     from cotgap_ray.space import filter_chain, lora_settings, point_key
 
     key = point_key(point)
@@ -88,7 +88,8 @@ def tune_trial(point: dict, context: TrialContext) -> None:
                 student.path, str(rationales), context.problems, settings, storage_path=context.storage, name=key,
                 num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                 cpus_per_worker=cfg.train.cpus_per_worker, accelerator_type=cfg.train.accelerator_type,
-                resources=cfg.train.resources,
+                resources=cfg.train.resources, student_spec=cfg.student,
+                models_dir=str(cache_root(cfg) / "models"),
                 eval_fn=partial(score_on_dev, baseline_dev=context.baseline_dev, tag=key, static=static),
                 callbacks=[TuneReportCallback()])
         except NoTrainingData as e:

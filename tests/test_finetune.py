@@ -239,3 +239,14 @@ def test_evaluating_the_adapter_changes_the_answers(one_worker_run, tiny_llama_d
     # It learned the phrase it was trained on; the random base model never writes it.
     assert sum("The answer is" in t for t in tuned_texts) > sum("The answer is" in t for t in base_texts)
 
+
+
+def test_a_worker_without_the_callers_student_dir_resolves_the_spec(tmp_path):
+    from cotgap_ray.finetune import local_student
+
+    job = {"student_path": str(tmp_path / "only-on-the-caller's-node"), "student_spec": "tiny:llama@3",
+           "models_dir": str(tmp_path / "models")}
+    path = local_student(job)
+    assert path.startswith(str(tmp_path / "models")) and (Path(path) / "config.json").exists()
+    job["student_path"] = path
+    assert local_student(job) == path  # present here: used as is

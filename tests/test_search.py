@@ -1,0 +1,145 @@
+"""The whole search, as users run it: `python -m cotgap_ray.search --config experiments/smoke.yaml` in a subprocess
+(its own local Ray), tiny from-config models. Checks the report against the run's own records, that the test split
+was scored only by the confirmation, that a killed driver resumes without re-running finished trials, and that an
+impossible resource request fails before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.search
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "experiments" / "smoke.yaml"
+FINAL = ("ok", "no_data", "stopped")
+
+
+def _command(tmp: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "cotgap_ray.search", "--config", str(SMOKE), "--out", str(tmp / "run"),
+            f"cache_dir={tmp / 'cache'}", *extra]
+
+
+def _env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0"}
+
+
+def _run(tmp: Path, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(tmp, *extra), capture_output=True, text=True, timeout=timeout, env=_env(),
+                          cwd=tmp)
+
+
+def _records(run: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in (run / "trials").glob("*/trial.json")}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("smoke")
+    done = _run(tmp)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return tmp / "run", done.stdout
+
+
+def test_report_recommends_the_best_confirmed_teacher(smoke):
+    run, stdout = smoke
+    report = json.loads((run / "report.json").read_text())
+    assert report["complete"] and report["stage"] == "done"
+    assert report["student"] == "tiny:llama" and report["splits"]["sizes"] == {"train": 8, "dev": 8, "test": 8}
+    assert report["baseline"]["test"]["n"] == 8 and 0 <= report["baseline"]["dev"]["accuracy"] <= 1
+    finals = {p.stem: json.loads(p.read_text()) for p in (run / "final").glob("*.json")}
+    assert finals, "no teacher was confirmed"
+    best = max(finals.values(), key=lambda f: f["delta"])
+    rec = report["recommendation"]
+    if best["delta"] > 0:
+        assert rec["teacher"] == best["teacher"] and rec["delta"] == pytest.approx(best["delta"])
+        assert rec["clear"] == best["improves"]
+    else:
+        assert rec["teacher"] is None and rec["text"].startswith("none")
+    assert rec["text"] in stdout
+    names = {t["name"] for t in report["teachers"]}
+    assert names == {"tiny-llama@1", "tiny-llama@2"}
+    for t in report["teachers"]:
+        if t["name"] in finals:
+            f = finals[t["name"]]
+            assert t["delta"] == pytest.approx(f["delta"]) and t["degrades"] == f["degrades"]
+            lo, hi = t["delta_ci95"]
+            assert lo <= t["delta"] <= hi
+            assert len(f["seeds"]) == 2 and f["n"] == 8
+    for plot in ("capacity_gap.png", "trials.png", "cost.png"):
+        assert (run / plot).stat().st_size > 1000
+    assert "trials: 4 finished of 4" in stdout  # the live table
+
+
+def test_test_split_is_scored_only_by_the_confirmation(smoke):
+    run, _ = smoke
+    calls = json.loads((run / "evals.json").read_text())
+    search = [c for c in calls if c["stage"] == "search"]
+    confirm = [c for c in calls if c["stage"] == "confirm"]
+    assert search and all(c["split"] == "dev" for c in search)
+    assert confirm and all(c["split"] == "test" for c in confirm)
+    assert max(c["time"] for c in search) < min(c["time"] for c in confirm)
+    records = _records(run)
+    assert len(records) == 4 and all(r["status"] in FINAL for r in records.values())
+    trained = [r for r in records.values() if r["status"] == "ok"]
+    assert {c["tag"] for c in search} == {r["trial_id"] for r in trained}
+    for r in trained:  # one dev evaluation per epoch that ran
+        assert len([c for c in search if c["tag"] == r["trial_id"]]) == len(r["epochs"])
+    assert len(confirm) == 2 * len(list((run / "final").glob("*.json")))
+
+
+def test_report_rerenders_from_the_run_directory(smoke):
+    run, _ = smoke
+    before = json.loads((run / "report.json").read_text())["recommendation"]
+    (run / "report.json").unlink()
+    done = subprocess.run([sys.executable, "-m", "cotgap_ray.report", str(run)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run / "report.json").read_text())["recommendation"] == before
+
+
+def test_resume_after_killing_the_driver_reruns_no_finished_trial(tmp_path):
+    proc = subprocess.Popen(_command(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
+                            cwd=tmp_path, start_new_session=True)
+    run = tmp_path / "run"
+    deadline = time.time() + 480
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            finished = {k: r for k, r in _records(run).items() if r["status"] in FINAL}
+            if finished:
+                break
+            time.sleep(1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        proc.wait()
+    assert finished, "no trial finished before the deadline"
+    killed_at = time.time()
+    time.sleep(2)
+    assert not (run / "report.json").exists()
+
+    done = _run(tmp_path, "--resume")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    after = _records(run)
+    for key, rec in finished.items():
+        # Not trained again: either Tune kept it finished (record untouched) or the trial replayed its epochs.
+        assert after[key]["finished_at"] == rec["finished_at"] or after[key]["replayed"], key
+        train_dir = run / "train" / key
+        newer = [p for p in train_dir.rglob("*") if p.stat().st_mtime > killed_at] if train_dir.exists() else []
+        assert not newer, f"trial {key} wrote {newer[:3]} after the kill"
+    assert len(after) == 4 and all(r["status"] in FINAL for r in after.values())
+    assert json.loads((run / "report.json").read_text())["complete"]
+
+
+def test_impossible_resources_fail_before_any_work(tmp_path):
+    done = _run(tmp_path, "train.cpus_per_worker=64", "teachers=[tiny:llama@1]", "search.trials=1", timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "fine-tune worker" in done.stderr and "64" in done.stderr
+    assert "one teacher" in done.stdout  # a one-teacher list runs (and says so); here the resources stop it
+    run = tmp_path / "run"
+    assert not (run / "baseline.json").exists() and not (tmp_path / "cache" / "rationales").exists()
