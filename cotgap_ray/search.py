@@ -70,11 +70,12 @@ def _write_json(path: Path, data) -> None:
     tmp.replace(path)
 
 
-def _status(run_dir: Path, stage: str, notes: list[str]) -> None:
+def _status(run_dir: Path, cfg, stage: str, notes: list[str]) -> None:
+    """status.json (what the report reads) and the dashboard's cotgap_stage gauge."""
     _write_json(run_dir / "status.json", {"stage": stage, "notes": notes, "updated": time.time()})
     from cotgap_ray import metrics
 
-    metrics.stage(stage)
+    metrics.stage(stage, experiment=cfg.name)
 
 
 # ----------------------------------------------------------------------------------------------------- stages
@@ -213,18 +214,18 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
         ray.init()  # joins a running cluster (ray up / ray start) when there is one, else starts a local one
     tuning.check_resources(cfg)  # an impossible request fails here, before the baseline and generation
 
-    _status(run_dir, "baseline", notes)
+    _status(run_dir, cfg, "baseline", notes)
     baseline = baseline_stage(run_dir, cfg, student, splits, lora_rank)
 
-    _status(run_dir, "generation", notes)
+    _status(run_dir, cfg, "generation", notes)
     from cotgap_ray.generate import generate_teachers
 
     generations = dict(zip(cfg.teachers, generate_teachers(teachers, splits, cfg, split="train",
                                                            task=cfg.task.name)))
-    _status(run_dir, "proxies", notes)
+    _status(run_dir, cfg, "proxies", notes)
     proxies, tables = proxies_stage(run_dir, cfg, student, splits, generations)
 
-    _status(run_dir, "search", notes)
+    _status(run_dir, cfg, "search", notes)
     from cotgap_ray.evaluator import start_evaluator
 
     evaluator = start_evaluator(student, {"dev": splits.dev, "test": splits.test}, cfg, lora_rank)
@@ -232,7 +233,7 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
         baseline_dev = _rows_correct(baseline["dev"].rows_path)
         records = tuning.run_search(run_dir, cfg, tables, {s: g.teacher for s, g in generations.items()},
                                     {p.id: p.question for p in splits.train}, baseline_dev, proxies, resume)
-        _status(run_dir, "confirm", notes)
+        _status(run_dir, cfg, "confirm", notes)
         ray.get(evaluator.open_test.remote())
         from cotgap_ray import confirm
 
@@ -241,7 +242,7 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
     finally:
         _save_evals(run_dir, evaluator)
         ray.kill(evaluator)
-    _status(run_dir, "done", notes)
+    _status(run_dir, cfg, "done", notes)
     from cotgap_ray.report import render
 
     report = render(run_dir)

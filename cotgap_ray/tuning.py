@@ -90,8 +90,8 @@ def load_records(run_dir: Path) -> dict[str, dict]:
 class TrialRecorder(tune.Callback):
     """Writes run_dir/trials/<key>/trial.json as results arrive, prints the live trial table, updates metrics."""
 
-    def __init__(self, run_dir: Path, budget: int):
-        self.run_dir, self.budget = Path(run_dir), budget
+    def __init__(self, run_dir: Path, budget: int, experiment: str = "default"):
+        self.run_dir, self.budget, self.experiment = Path(run_dir), budget, experiment
         self.records: dict[str, dict] = {}  # Tune trial id -> record
         self.started = time.perf_counter()
 
@@ -152,7 +152,8 @@ class TrialRecorder(tune.Callback):
         rec["error"] = error or rec["error"]
         rec["finished_at"] = time.time()
         self._save(rec)
-        metrics.trial_finished(rec["teacher"] or rec["params"].get("teacher"), rec["status"], rec["dev_delta"])
+        metrics.trial_finished(rec["teacher"] or rec["params"].get("teacher"), rec["status"], rec["dev_delta"],
+                               experiment=self.experiment)
         self._print_table()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -227,7 +228,7 @@ def run_search(run_dir: Path, cfg, tables: dict, teacher_names: dict, problems: 
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.search.trials,
                                         max_concurrent_trials=concurrent),
             run_config=tune.RunConfig(name="search", storage_path=str(tune_dir), verbose=0,
-                                      callbacks=[TrialRecorder(run_dir, cfg.search.trials)],
+                                      callbacks=[TrialRecorder(run_dir, cfg.search.trials, cfg.name)],
                                       failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
         )
     tuner.fit()

@@ -82,17 +82,18 @@ def test_evaluate_cached_runs_the_engine_once(tiny_llama_dir, tmp_path, monkeypa
     assert len(texts) == 4 and any(texts)
 
 
-def test_search_baseline_stage_and_run_dir_binding(tiny_llama_dir, tmp_path):
-    from cotgap_ray.config import ConfigError
-    from cotgap_ray.search import run
+def test_search_baseline_stage_writes_dev_and_test(tiny_llama_dir, tmp_path):
+    from cotgap_ray.runtime import resolve_all
+    from cotgap_ray.search import baseline_stage
+    from cotgap_ray.tasks import load_splits
 
     cfg = _tiny_cfg(tmp_path, tiny_llama_dir)
-    run_dir = run(cfg, out=str(tmp_path / "run"))
-    baseline = json.loads((run_dir / "baseline.json").read_text())
+    (student,) = resolve_all([cfg.student], cfg)
+    (tmp_path / "run").mkdir()
+    result = baseline_stage(tmp_path / "run", cfg, student, load_splits(cfg.task), lora_rank=8)
+    baseline = json.loads((tmp_path / "run" / "baseline.json").read_text())
     assert baseline["dev"]["n"] == 4 and baseline["test"]["n"] == 3
-    other = _tiny_cfg(tmp_path, tiny_llama_dir, "task.seed=5")
-    with pytest.raises(ConfigError, match="holds a different experiment"):
-        run(other, out=str(tmp_path / "run"))
+    assert baseline["dev"]["accuracy"] == result["dev"].accuracy
 
 
 def test_search_cli_rejects_typo_before_work(capsys):
