@@ -47,9 +47,12 @@ def score_on_dev(adapter_dir: str, *, baseline_dev: dict, tag: str, static: dict
     after = dict(zip(rows.column("problem_id").to_pylist(), rows.column("correct").to_pylist()))
     ids = sorted(baseline_dev)
     stats = compare([baseline_dev[i] for i in ids], [after[i] for i in ids])
+    # The worker group's placement group, so the driver can free it if Tune stops this trial mid-shutdown (see
+    # tuning.release_placement_group).
+    group = ray.util.get_current_placement_group()
     return {"dev_accuracy": summary["accuracy"], "dev_delta": stats["delta"], "dev_delta_lo": stats["ci95"][0],
             "dev_delta_hi": stats["ci95"][1], "p_value": stats["p_value"], "eval_seconds": summary["seconds"],
-            **static}
+            "placement_group": group.id.hex() if group else None, **static}
 
 
 def tune_trial(point: dict, context: TrialContext) -> None:

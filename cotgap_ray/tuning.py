@@ -62,19 +62,27 @@ def check_resources(cfg) -> None:
                   accelerator_type=cfg.train.accelerator_type)
 
 
-def state_api_available() -> bool:
-    """Whether Ray's state API answers (it needs the dashboard, i.e. ray[default]). Ray Train frees the placement
-    group of a trial that Tune stopped early (ASHA) only through a cleaner that polls this API; without it the
-    stopped trial's CPUs/GPUs stay held and later trials never start. So ASHA runs only when this is True."""
-    try:
-        from ray.util.state import list_actors
+def release_placement_group(group_hex: str | None) -> bool:
+    """Remove a finished trial's Ray Train placement group if it is still held; True when it was.
 
-        list_actors(limit=1, timeout=10)
-        return True
-    except Exception as e:  # noqa: BLE001 - any failure means the cleaner would fail the same way
-        print(f"warning: Ray's state API is unavailable ({type(e).__name__}); ASHA early stopping is off for this "
-              f"run (every trial runs all its epochs). Start Ray with the dashboard (ray[default]) to enable it.")
+    When Tune stops a trial (ASHA, or its last epoch reaching max_t) it kills the trial's actor at once, often
+    before TorchTrainer.fit() has shut its worker group down. Ray Train's own cleaner then frees the group only if
+    it can reach Ray's state API (the dashboard), which is not always up (Ray issue #54305); a group left behind
+    holds its CPUs/GPUs and every later trial waits for them. The trial is over when this runs, so removing its
+    group is safe."""
+    if not group_hex:
         return False
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+    group = PlacementGroup(PlacementGroupID(bytes.fromhex(group_hex)))
+    if placement_group_table(group).get("state") not in ("CREATED", "PENDING", "RESCHEDULING"):
+        return False
+    try:
+        remove_placement_group(group)
+    except Exception:  # noqa: BLE001 - removed concurrently by Ray Train: nothing left to free
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------- records
@@ -93,6 +101,7 @@ class TrialRecorder(tune.Callback):
     def __init__(self, run_dir: Path, budget: int, experiment: str = "default"):
         self.run_dir, self.budget, self.experiment = Path(run_dir), budget, experiment
         self.records: dict[str, dict] = {}  # Tune trial id -> record
+        self.groups: dict[str, str] = {}  # Tune trial id -> its Ray Train placement group (hex id)
         self.started = time.perf_counter()
 
     def _record(self, trial) -> dict:
@@ -117,6 +126,8 @@ class TrialRecorder(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         rec = self._record(trial)
+        if result.get("placement_group"):
+            self.groups[trial.trial_id] = result["placement_group"]
         rec["teacher"] = result.get("teacher", rec["teacher"])
         rec["status"] = result.get("status", "running")
         rec["error"] = result.get("error")
@@ -152,6 +163,8 @@ class TrialRecorder(tune.Callback):
         rec["error"] = error or rec["error"]
         rec["finished_at"] = time.time()
         self._save(rec)
+        if release_placement_group(self.groups.pop(trial.trial_id, None)):
+            print(f"  freed the placement group trial {rec['trial_id']} left behind when Tune stopped it")
         metrics.trial_finished(rec["teacher"] or rec["params"].get("teacher"), rec["status"], rec["dev_delta"],
                                experiment=self.experiment)
         self._print_table()
@@ -222,7 +235,7 @@ def run_search(run_dir: Path, cfg, tables: dict, teacher_names: dict, problems: 
         scheduler = (ASHAScheduler(time_attr="training_iteration", metric="dev_delta", mode="max", max_t=max_t,
                                    grace_period=min(cfg.search.grace_period, max_t),
                                    reduction_factor=cfg.search.reduction_factor)
-                     if cfg.search.asha and max_t > 1 and state_api_available() else FIFOScheduler())
+                     if cfg.search.asha and max_t > 1 else FIFOScheduler())
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.search.trials,

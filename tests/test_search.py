@@ -143,3 +143,24 @@ def test_impossible_resources_fail_before_any_work(tmp_path):
     assert "one teacher" in done.stdout  # a one-teacher list runs (and says so); here the resources stop it
     run = tmp_path / "run"
     assert not (run / "baseline.json").exists() and not (tmp_path / "cache" / "rationales").exists()
+
+
+def test_a_placement_group_left_by_a_stopped_trial_is_released():
+    import ray
+
+    from cotgap_ray.tuning import release_placement_group
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        group = ray.util.placement_group([{"CPU": 1}])
+        ray.get(group.ready(), timeout=60)
+        assert ray.available_resources().get("CPU", 0) == 1
+        assert release_placement_group(group.id.hex())
+        deadline = time.time() + 30
+        while ray.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        assert ray.available_resources().get("CPU", 0) == 2  # the CPU is free for the next trial
+        assert not release_placement_group(group.id.hex())  # already gone: nothing to do
+        assert not release_placement_group(None)
+    finally:
+        ray.shutdown()
