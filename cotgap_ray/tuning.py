@@ -39,15 +39,29 @@ def per_trial_request(cfg) -> dict:
     return request
 
 
-def max_concurrent(cfg, total: dict) -> int:
-    """Trials at once: what the cluster holds after the evaluation engine, at least 1 (autoscalers add nodes)."""
+def max_concurrent(cfg, node_types: list[dict]) -> int:
+    """Trials at once: how many trials' workers the cluster's node types hold (alive nodes, plus the types an
+    autoscaler may launch, up to their max_workers), after the evaluation engine takes its share of one node;
+    at least 1, at most the budget. `node_types` as cluster.offered_node_types() returns them."""
+    from cotgap_ray.cluster import fits, full_request, slots
+
     if cfg.search.max_concurrent_trials:
         return cfg.search.max_concurrent_trials
-    free = dict(total)
-    free["CPU"] = free.get("CPU", 0.0) - cfg.search.eval_cpus
-    free["GPU"] = free.get("GPU", 0.0) - cfg.search.eval_gpus
-    fits = [math.floor(free.get(k, 0.0) / v + 1e-9) for k, v in per_trial_request(cfg).items() if v > 0]
-    return max(1, min(fits + [cfg.search.trials]))
+    worker = full_request({"CPU": cfg.train.cpus_per_worker + TRIAL_DRIVER["CPU"] / cfg.train.num_workers,
+                           "GPU": 1.0 if cfg.train.use_gpu else 0.0, **cfg.train.resources},
+                          cfg.train.accelerator_type)
+    evaluator = {"CPU": cfg.search.eval_cpus, "GPU": cfg.search.eval_gpus}
+    workers, evaluator_placed = 0, False
+    for node_type in node_types:
+        resources, count = dict(node_type["resources"]), node_type["count"]
+        count = cfg.search.trials * cfg.train.num_workers if count is None else count
+        if count and not evaluator_placed and fits(evaluator, resources):
+            rest = {k: v - evaluator.get(k, 0.0) for k, v in resources.items()}
+            workers += min(slots(worker, rest), 10**6) + min(slots(worker, resources), 10**6) * (count - 1)
+            evaluator_placed = True
+        else:
+            workers += min(slots(worker, resources), 10**6) * count
+    return max(1, min(workers // cfg.train.num_workers, cfg.search.trials))
 
 
 def check_resources(cfg) -> None:
@@ -197,11 +211,10 @@ def run_search(run_dir: Path, cfg, tables: dict, teacher_names: dict, problems: 
                proxies: dict, resume: bool) -> dict[str, dict]:
     """Stage 5: the Tune search; returns the trial records by point key (finished ones from earlier runs too)."""
     import optuna
-    import ray
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from cotgap_ray.cluster import join_storage, storage_root
+    from cotgap_ray.cluster import join_storage, offered_node_types, storage_root
     from cotgap_ray.space import search_space, seed_points
 
     previous = load_records(run_dir)
@@ -213,7 +226,7 @@ def run_search(run_dir: Path, cfg, tables: dict, teacher_names: dict, problems: 
                            student_spec=cfg.student, done=done)
     trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context), TRIAL_DRIVER)
     tune_dir = run_dir / "tune"
-    concurrent = max_concurrent(cfg, ray.cluster_resources())
+    concurrent = max_concurrent(cfg, offered_node_types())
     print(f"\nsearch: {cfg.search.trials} trials, up to {concurrent} at once, per trial {per_trial_request(cfg)}"
           + (f"; {len(done)} finished earlier" if done else ""))
     if resume and tune.Tuner.can_restore(str(tune_dir / "search")):

@@ -93,3 +93,18 @@ def test_run_dir_holding_another_experiment_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"no run to resume"):
         prepare_run_dir(cfg, str(tmp_path / "fresh"), resume=True)
     assert prepare_run_dir(cfg, str(tmp_path / "run"), resume=True) == tmp_path / "run"
+
+
+def test_concurrency_comes_from_the_node_types_and_the_per_trial_request():
+    from cotgap_ray.tuning import max_concurrent
+
+    laptop = [{"name": "head", "source": "alive", "count": 1, "resources": {"CPU": 2.0}}]
+    assert max_concurrent(load_config(None, []), laptop) == 1  # evaluator 0.5 CPU + one 1.01-CPU trial
+    cluster = laptop + [{"name": "gpu_finetune", "source": "autoscaler", "count": 8,
+                         "resources": {"CPU": 4.0, "GPU": 1.0, "accelerator_type:L40S": 1.0}}]
+    gpu = load_config(None, ["train.use_gpu=true", "train.accelerator_type=L40S", "search.eval_gpus=1",
+                             "search.trials=12"])
+    assert max_concurrent(gpu, cluster) == 7  # 8 GPU nodes, one shared with the evaluation engine's GPU
+    assert max_concurrent(load_config(None, ["search.max_concurrent_trials=3"]), cluster) == 3
+    assert max_concurrent(load_config(None, ["search.trials=4"]), laptop * 1 + [
+        {"name": "big", "source": "alive", "count": 1, "resources": {"CPU": 64.0}}]) == 4  # capped by the budget
