@@ -17,7 +17,9 @@ import time
 from functools import partial
 from pathlib import Path
 
+from optuna.exceptions import UpdateFinishedTrialError
 from ray import tune
+from ray.tune.search.optuna import OptunaSearch
 
 from cotgap_ray.trial import NO_DATA_DELTA, TrialContext, tune_trial
 
@@ -143,7 +145,10 @@ class TrialRecorder(tune.Callback):
         if result.get("placement_group"):
             self.groups[trial.trial_id] = result["placement_group"]
         rec["teacher"] = result.get("teacher", rec["teacher"])
-        rec["status"] = result.get("status", "running")
+        # A result's "status" is what the trial says of itself ("ok": training, "no_data": ended); the record stays
+        # "running" until Tune ends the trial (_finish), so a reader never mistakes epoch 1 for a finished trial.
+        rec["outcome"] = result.get("status", "ok")
+        rec["status"] = "running"
         rec["error"] = result.get("error")
         rec["replayed"] = bool(result.get("replayed", False))
         for key in ("n_train_examples", "rationales_kept"):
@@ -151,7 +156,7 @@ class TrialRecorder(tune.Callback):
         if result.get("filter_report"):
             rec["filter_report"] = json.loads(result["filter_report"])
         rec["seconds"] = result.get("time_total_s", rec["seconds"])
-        if rec["status"] == "ok":
+        if rec["outcome"] == "ok":
             epoch = {k: result.get(k) for k in EPOCH_KEYS}
             rec["epochs"] = [e for e in rec["epochs"] if e["epoch"] != epoch["epoch"]] + [epoch]
             rec.update(dev_accuracy=epoch["dev_accuracy"], dev_delta=epoch["dev_delta"],
@@ -161,7 +166,7 @@ class TrialRecorder(tune.Callback):
                        adapter_dir=epoch["checkpoint_path"])
         self._save(rec)
         delta = f"{100 * rec['dev_delta']:+.1f}" if rec["dev_delta"] is not None else "  - "
-        print(f"  trial {rec['trial_id']} [{rec['teacher']}] epoch {result.get('epoch')}: status {rec['status']}, "
+        print(f"  trial {rec['trial_id']} [{rec['teacher']}] epoch {result.get('epoch')}: {rec['outcome']}, "
               f"dev delta {delta} points")
 
     def _finish(self, trial, status: str | None = None, error: str | None = None) -> None:
@@ -170,9 +175,12 @@ class TrialRecorder(tune.Callback):
         rec = self._record(trial)
         if status:
             rec["status"] = status
-        elif rec["status"] == "ok" and len(rec["epochs"]) < int(rec["params"]["lora.epochs"]):
-            rec["status"] = "stopped"  # ASHA ended it early; its last epoch is what it reached
-        elif rec["status"] == "running":
+        elif rec.get("outcome") == "no_data":
+            rec["status"] = "no_data"
+        elif rec["epochs"]:
+            # Fewer epochs than planned: ASHA ended it early; its last epoch is what it reached.
+            rec["status"] = "ok" if len(rec["epochs"]) >= int(rec["params"]["lora.epochs"]) else "stopped"
+        else:
             rec["status"] = "failed"
         rec["error"] = error or rec["error"]
         rec["finished_at"] = time.time()
@@ -207,19 +215,39 @@ class TrialRecorder(tune.Callback):
 # ------------------------------------------------------------------------------------------------------ search
 
 
+class StudySearch(OptunaSearch):
+    """OptunaSearch whose SQLite study may be ahead of Tune's experiment checkpoint.
+
+    A driver killed after Optuna recorded a trial as finished but before Tune checkpointed it restores that trial as
+    unfinished; its (replayed) results then reach a study trial that is already complete, and plain OptunaSearch
+    crashes with UpdateFinishedTrialError. The study already holds exactly that outcome, so it is skipped.
+    Module level, not nested: Tune pickles the searcher into its experiment checkpoint."""
+
+    def on_trial_result(self, trial_id, result):
+        try:
+            super().on_trial_result(trial_id, result)
+        except UpdateFinishedTrialError:
+            pass
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        try:
+            super().on_trial_complete(trial_id, result, error)
+        except UpdateFinishedTrialError:
+            self._completed_trials.add(trial_id)
+
+
 def run_search(run_dir: Path, cfg, tables: dict, teacher_names: dict, problems: dict, baseline_dev: dict,
                proxies: dict, resume: bool) -> dict[str, dict]:
     """Stage 5: the Tune search; returns the trial records by point key (finished ones from earlier runs too)."""
     import optuna
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     from cotgap_ray.cluster import join_storage, offered_node_types, storage_root
     from cotgap_ray.space import search_space, seed_points
 
     previous = load_records(run_dir)
     done = {key: [_epoch_result(rec, e) for e in rec["epochs"]] or [_no_data_result(rec)]
-            for key, rec in previous.items() if rec["status"] in FINAL_STATUSES}
+            for key, rec in previous.items() if rec["status"] in FINAL_STATUSES and rec.get("finished_at")}
     context = TrialContext(config=cfg.to_dict(), tables=tables, teacher_names=teacher_names, problems=problems,
                            baseline_dev=baseline_dev,
                            storage=join_storage(storage_root(cfg.train.storage_path, run_dir), "train"),
@@ -234,7 +262,7 @@ def run_search(run_dir: Path, cfg, tables: dict, teacher_names: dict, problems: 
                                    resume_errored=True)
     else:
         teachers_by_rank = sorted(cfg.teachers, key=lambda s: proxies[teacher_names[s]]["rank"])
-        searcher = OptunaSearch(
+        searcher = StudySearch(
             # a partial, not a lambda: Tune pickles the searcher into its experiment checkpoint (resume)
             space=partial(search_space, teachers=list(cfg.teachers), search=cfg.search), metric="dev_delta",
             mode="max",
