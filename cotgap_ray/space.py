@@ -76,11 +76,12 @@ def point_key(point: dict) -> str:
 
 def seed_points(teachers_in_order: list[str], search: SearchConfig) -> list[dict]:
     """First trials: every teacher once, in proxy order, with the first listed filter chain / rank / ratio, the
-    geometric middle of the learning-rate range and the most epochs (later trials then explore around them)."""
+    geometric middle of the learning-rate range and the fewest epochs: a cheap first look at every teacher, after
+    which the sampler (and ASHA) spend the rest of the budget where it looks promising."""
     lo, hi = search.learning_rate
     chain = next(iter(search.filter_chains))
     fixed = {"filters": chain, "lora.rank": search.lora_rank[0], "lora.alpha_ratio": search.lora_alpha_ratio[0],
-             "lora.learning_rate": math.sqrt(lo * hi), "lora.epochs": max(search.epochs)}
+             "lora.learning_rate": math.sqrt(lo * hi), "lora.epochs": min(search.epochs)}
     for i, step in enumerate(search.filter_chains[chain]):
         for param, value in step.items():
             if _searched(value):

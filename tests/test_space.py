@@ -44,10 +44,10 @@ def test_fixed_trial_outside_the_space_is_rejected():
         search_space(optuna.trial.FixedTrial(POINT | {"lora.rank": 12}), TEACHERS, SEARCH)
 
 
-def test_seed_points_try_every_teacher_in_proxy_order_with_middle_settings():
+def test_seed_points_try_every_teacher_in_proxy_order_cheaply():
     points = seed_points(list(reversed(TEACHERS)), SEARCH)
     assert [p["teacher"] for p in points] == list(reversed(TEACHERS))
-    assert points[0]["filters"] == "correct" and points[0]["lora.epochs"] == 2
+    assert points[0]["filters"] == "correct" and points[0]["lora.epochs"] == 1
     assert points[0]["lora.learning_rate"] == pytest.approx(10 ** -3.5)
     search = SearchConfig(filter_chains={"short": SEARCH.filter_chains["short"]})
     p = seed_points(TEACHERS, search)[0]
