@@ -87,7 +87,7 @@ def test_run_dir_holding_another_experiment_is_refused(tmp_path):
     cfg = load_config(None, [])
     prepare_run_dir(cfg, str(tmp_path / "run"), resume=False)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["fingerprint"] == cfg.fingerprint()
-    other = load_config(None, ["task.n_dev=50"])
+    other = load_config(None, ["task.n_dev=37"])
     with pytest.raises(ConfigError, match=r"holds a different experiment"):
         prepare_run_dir(other, str(tmp_path / "run"), resume=True)
     with pytest.raises(ConfigError, match=r"no run to resume"):
