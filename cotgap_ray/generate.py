@@ -381,6 +381,7 @@ def run_pipeline(job: TeacherJob, placement: Placement, n_actors: int) -> Iterat
                                            "kind": job.kind, "options": job.options,
                                            "sampling": asdict(job.sampling), "timeout_s": placement.timeout_s},
                     **remote)
+            ds.set_name(f"cotgap-generate-{job.model.name}")  # the dashboard's Ray Data view: one row per teacher
             yield from ds.iter_rows()
         finally:
             ctx.wait_for_min_actors_s = saved_wait
