@@ -6,9 +6,10 @@
 Per teacher:
     problems ─► fixed shards by position ─► pending = shards missing from the cache or failing their check
       ─► ray.data.from_items(one row per pending shard)
-      ─► map_batches(ShardWorker, compute=ActorPoolStrategy(size=n)): each actor owns one engine
+      ─► map_batches(ShardWorker, compute=ActorPoolStrategy(size=n)): each actor owns one engine (shard_worker.py)
          (GPU: gpus_per_actor each; tensor parallel > 1: one placement group of that many GPUs per actor, vLLM;
-         generation.accelerator_type / generation.resources pick the node type, checked before any engine starts)
+         generation.accelerator_type / generation.resources pick the node type, checked before any engine starts;
+         placement.py plans this)
       ─► driver: each finished shard's Parquet bytes are checked, written atomically and recorded in the manifest,
          so an interrupted run keeps every finished shard (cache.py has the layout and the checks)
 
@@ -27,28 +28,24 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
-import os
-import socket
 import sys
-import threading
 import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
-from cotgap_ray import cache, metrics
-from cotgap_ray.answers import extract_answer, is_correct
+from cotgap_ray import cache
 from cotgap_ray.cache import CacheError, load_rationales
-from cotgap_ray.cluster import (ResourceError, accelerator_resources, check_request, fits, offered_node_types,
-                                slots)
+from cotgap_ray.cluster import ResourceError, offered_node_types
 from cotgap_ray.engines.base import SamplingParams
-from cotgap_ray.prompts import render_prompt, template_fingerprint
-from cotgap_ray.records import RATIONALE_SCHEMA, Problem
+from cotgap_ray.placement import Placement, actor_count, actor_cpus, actor_gpus, check_resources
+from cotgap_ray.prompts import template_fingerprint
+from cotgap_ray.records import Problem
+from cotgap_ray.shard_worker import ShardWorker, rationale_rows
 
 __all__ = ["CacheError", "GenerationError", "GenerationResult", "Placement", "ResourceError", "generate_rationales",
            "generate_teachers", "load_rationales", "rationale_rows", "summarize"]
@@ -56,32 +53,6 @@ __all__ = ["CacheError", "GenerationError", "GenerationResult", "Placement", "Re
 
 class GenerationError(RuntimeError):
     """Generation of one teacher failed; the message names the teacher. Other teachers' caches are untouched."""
-
-
-@dataclass(frozen=True)
-class Placement:
-    """How generation is laid out on the cluster. `from_config` reads the same names from cfg.generation."""
-
-    shard_size: int = 64  # problems per shard: the unit of work, of caching and of resume
-    actors: int | None = None  # engines at once; None: every GPU slot (GPU cluster) or 1 (CPU), <= pending shards
-    cpus_per_actor: float | None = None  # None: 1 with GPUs; on CPU machines all CPUs of the largest node
-    gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
-    tensor_parallel: dict = field(default_factory=dict)  # teacher spec -> GPUs per engine (vLLM), default 1
-    timeout_s: float = 1800.0  # engine start, and one shard: past it the worker is killed (hung engines)
-    accelerator_type: str | None = None  # GPU type of the engines' nodes (cluster.yaml's accelerator_type:X)
-    resources: dict = field(default_factory=dict)  # custom resources per engine actor, e.g. {"generation_node": 0.01}
-
-    @classmethod
-    def from_config(cls, gen_cfg) -> Placement:
-        names = [f for f in cls.__dataclass_fields__ if hasattr(gen_cfg, f)]
-        return cls(**{f: getattr(gen_cfg, f) for f in names})
-
-    def tp(self, spec: str) -> int:
-        return int(self.tensor_parallel.get(spec, 1))
-
-    def custom_resources(self) -> dict:
-        """What pins an engine actor to its node type: the custom resources plus the accelerator_type marker."""
-        return {**self.resources, **accelerator_resources(self.accelerator_type)}
 
 
 @dataclass
@@ -107,19 +78,6 @@ def sampling_params(gen_cfg) -> SamplingParams:
 def shard_seed(seed: int, shard_id: int) -> int:
     """A per-shard sampling seed: reruns of a shard repeat, and shards do not share random streams."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{shard_id}".encode()).digest()[:4], "big") & 0x7FFFFFFF
-
-
-def rationale_rows(problem_ids: list[str], answers: list[str], outputs: list, teacher: str) -> pa.Table:
-    """Score the k generations of each problem into RATIONALE_SCHEMA rows, in (problem, sample) order."""
-    if len(problem_ids) != len(outputs):
-        raise ValueError(f"{len(problem_ids)} problems but {len(outputs)} outputs")
-    rows = []
-    for pid, gold, gens in zip(problem_ids, answers, outputs):
-        for idx, gen in enumerate(gens):
-            pred = extract_answer(gen.text)
-            rows.append({"problem_id": pid, "teacher": teacher, "sample_idx": idx, "text": gen.text, "pred": pred,
-                         "correct": is_correct(pred, gold), "n_tokens": gen.n_tokens})
-    return pa.Table.from_pylist(rows, schema=RATIONALE_SCHEMA)
 
 
 def summarize(table: pa.Table, n_problems: int) -> dict:
@@ -148,77 +106,6 @@ def summarize(table: pa.Table, n_problems: int) -> dict:
             "pass_at_1": pass1 / n, "majority_accuracy": majority / n,
             "yield_rows": correct_rows / len(rows) if rows else 0.0, "yield_problems": any_correct / n,
             "mean_tokens": sum(r["n_tokens"] for r in rows) / len(rows) if rows else 0.0}
-
-
-# ------------------------------------------------------------------------------------------------ the Ray worker
-
-
-@contextmanager
-def deadline(seconds: float, what: str) -> Iterator[None]:
-    """Kill this worker process when `what` takes longer than `seconds`: a hung engine (e.g. out of memory, Ray issue
-    #59986) must fail the run instead of stalling it. The actor has max_restarts=0, so the run fails."""
-
-    def fire():
-        print(f"cotgap_ray.generate: {what} exceeded {seconds:.0f}s; killing this worker", file=sys.stderr, flush=True)
-        os._exit(75)
-
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-
-
-class ShardWorker:
-    """A Ray Data actor owning one engine: one shard descriptor in, one shard of rationale rows (Parquet) out."""
-
-    def __init__(self, model_dir: str, teacher: str, kind: str, options: dict, sampling: dict, timeout_s: float):
-        import ray
-        from transformers import AutoTokenizer
-
-        from cotgap_ray.engines import load_engine
-
-        self.teacher, self.timeout_s = teacher, timeout_s
-        self.sampling = SamplingParams(**{**sampling, "stop": tuple(sampling.get("stop", ()))})
-        start = time.perf_counter()
-        with deadline(timeout_s, f"engine start for teacher {teacher}"):
-            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            self.engine = load_engine(model_dir, kind, **options)
-        self.engine_start_s, self.ready_at = time.perf_counter() - start, time.time()
-        self.node_id, self.hostname = ray.get_runtime_context().get_node_id(), socket.gethostname()
-
-    def __call__(self, batch: dict) -> dict:
-        out: dict[str, list] = {}
-        for i in range(len(batch["shard_id"])):
-            meta = self.generate_shard(int(batch["shard_id"][i]), int(batch["seed"][i]),
-                                       [str(x) for x in batch["problem_ids"][i]], [str(x) for x in batch["questions"][i]],
-                                       [str(x) for x in batch["answers"][i]])
-            for k, v in meta.items():
-                out.setdefault(k, []).append(v)
-        return out
-
-    def generate_shard(self, shard_id: int, seed: int, ids: list[str], questions: list[str], answers: list[str]):
-        prompts = [render_prompt(q, self.tokenizer) for q in questions]
-        params = SamplingParams(**{**asdict(self.sampling), "seed": seed})
-        start = time.perf_counter()
-        with deadline(self.timeout_s, f"shard {shard_id} of teacher {self.teacher}"):
-            outputs = self.engine.generate(prompts, params)
-        seconds = time.perf_counter() - start
-        table = rationale_rows(ids, answers, outputs, self.teacher)
-        data = cache.table_to_parquet(table)
-        n_tokens = sum(table.column("n_tokens").to_pylist())
-        metrics.teacher_output(self.teacher, n_tokens, table.num_rows)
-        return {"shard_id": shard_id, "rows": table.num_rows, "sha256": cache.sha256_bytes(data), "n_tokens": n_tokens,
-                "seconds": seconds, "engine_start_s": self.engine_start_s, "ready_at": self.ready_at,
-                "node_id": self.node_id,
-                "hostname": self.hostname, "engine_calls": 1, "parquet": data}
-
-    def __del__(self):  # Ray Data calls it when the pool shuts down gracefully: free the model (and GPU) now
-        engine = getattr(self, "engine", None)
-        if engine is not None:
-            engine.close()
 
 
 # ---------------------------------------------------------------------------------------------- driver: planning
@@ -266,67 +153,6 @@ def plan_teacher(spec, problems: list[Problem], task: str, split: str, cfg, root
                                    samples=sampling.n, shard_size=placement.shard_size)
     pending = cache.pending_shards(path, manifest)
     return TeacherJob(spec, model, path, manifest, pending, problems, sampling, kind, options, tp)
-
-
-def check_resources(jobs: list[TeacherJob], placement: Placement) -> None:
-    """Fail before anything starts when no node (alive, or of a type the autoscaler can launch) can host one engine
-    of some teacher: more GPUs (or CPUs) than the largest node has, or an accelerator type or custom resource
-    (generation.accelerator_type / generation.resources) that no node type offers."""
-    node_types = offered_node_types()
-    max_gpus = max((t["resources"].get("GPU", 0) for t in node_types), default=0)
-    for job in jobs:
-        need = job.tp if job.tp > 1 else actor_gpus(placement, node_types)
-        if need > max_gpus:
-            raise ResourceError(f"teacher {job.spec} needs {need:g} GPU(s) on one node (tensor_parallel={job.tp}, "
-                                f"gpus_per_actor={placement.gpus_per_actor}) but the largest node has {max_gpus:g}; "
-                                f"lower tensor_parallel for this teacher or add a larger GPU node")
-        # CPUs, custom resources, accelerator type, and all of them together on one node type:
-        check_request({"CPU": actor_cpus(placement, node_types), "GPU": need, **placement.resources},
-                      f"generation actor of teacher {job.spec} (generation.cpus_per_actor / gpus_per_actor / "
-                      f"tensor_parallel / resources)", placement.accelerator_type,
-                      setting="generation.accelerator_type", node_types=node_types)
-
-
-def engine_node_types(placement: Placement, node_types: list[dict] | None = None) -> list[dict]:
-    """The node types an engine may land on: those with its custom resources and accelerator type (all without)."""
-    node_types = offered_node_types() if node_types is None else node_types
-    custom = placement.custom_resources()
-    return [t for t in node_types if fits(custom, t["resources"])]
-
-
-def actor_cpus(placement: Placement, node_types: list[dict] | None = None) -> float:
-    """CPUs per engine actor. On CPU machines one engine takes the whole node by default: Ray sets OMP_NUM_THREADS
-    to an actor's CPU count, so an engine given 1 CPU would run torch on one thread."""
-    if placement.cpus_per_actor is not None:
-        return placement.cpus_per_actor
-    if actor_gpus(placement, node_types) > 0:
-        return 1.0
-    return max((t["resources"].get("CPU", 0) for t in engine_node_types(placement, node_types)), default=1.0) or 1.0
-
-
-def actor_gpus(placement: Placement, node_types: list[dict] | None = None) -> float:
-    """GPUs per engine actor: the configured number, else 1 when a node the engine may use has GPUs (alive, or of a
-    type the autoscaler can launch: GPU types scale from zero), else 0."""
-    if placement.gpus_per_actor is not None:
-        return placement.gpus_per_actor
-    return 1.0 if any(t["resources"].get("GPU", 0) > 0 for t in engine_node_types(placement, node_types)) else 0.0
-
-
-def actor_count(job: TeacherJob, placement: Placement) -> int:
-    """Engines to start: what the config asks for, else what fits (GPU slots, or 1 engine on CPU machines); never
-    more than fit on the nodes (GPUs, CPUs, custom resources) nor than there are pending shards. What fits is
-    counted on the alive nodes, or, when none of them can host an engine, on the nodes the autoscaler can launch."""
-    node_types = offered_node_types()
-    gpus = job.tp if job.tp > 1 else actor_gpus(placement, node_types)
-    request = {"CPU": max(actor_cpus(placement, node_types), 1e-9), "GPU": gpus, **placement.custom_resources()}
-
-    def capacity(source: str) -> int:
-        return sum(slots(request, t["resources"]) * (10**6 if t["count"] is None else t["count"])
-                   for t in node_types if t["source"] == source)
-
-    fit = capacity("alive") or capacity("autoscaler")
-    wanted = placement.actors or (fit if gpus > 0 else 1)
-    return max(1, min(wanted, fit, len(job.pending)))
 
 
 # --------------------------------------------------------------------------------------------- driver: running

@@ -9,7 +9,6 @@ must reproduce its rows exactly, which is what makes regenerated shards intercha
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 

@@ -1,0 +1,106 @@
+"""The Ray Data actor of teacher generation: it owns one engine and turns one shard descriptor into one shard of
+scored rationale rows (Parquet bytes), with a deadline that kills a hung engine. generate.py plans and drives it.
+
+    {"shard_id": 3, "seed": 91522..., "problem_ids": [...], "questions": [...], "answers": [...]}
+      -> {"shard_id": 3, "rows": 256, "sha256": "9f..", "n_tokens": 20311, "seconds": 41.2, ..., "parquet": b"PAR1..."}
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+
+import pyarrow as pa
+
+from cotgap_ray import cache, metrics
+from cotgap_ray.answers import extract_answer, is_correct
+from cotgap_ray.engines.base import SamplingParams
+from cotgap_ray.prompts import render_prompt
+from cotgap_ray.records import RATIONALE_SCHEMA
+
+
+def rationale_rows(problem_ids: list[str], answers: list[str], outputs: list, teacher: str) -> pa.Table:
+    """Score the k generations of each problem into RATIONALE_SCHEMA rows, in (problem, sample) order."""
+    if len(problem_ids) != len(outputs):
+        raise ValueError(f"{len(problem_ids)} problems but {len(outputs)} outputs")
+    rows = []
+    for pid, gold, gens in zip(problem_ids, answers, outputs):
+        for idx, gen in enumerate(gens):
+            pred = extract_answer(gen.text)
+            rows.append({"problem_id": pid, "teacher": teacher, "sample_idx": idx, "text": gen.text, "pred": pred,
+                         "correct": is_correct(pred, gold), "n_tokens": gen.n_tokens})
+    return pa.Table.from_pylist(rows, schema=RATIONALE_SCHEMA)
+
+
+@contextmanager
+def deadline(seconds: float, what: str) -> Iterator[None]:
+    """Kill this worker process when `what` takes longer than `seconds`: a hung engine (e.g. out of memory, Ray issue
+    #59986) must fail the run instead of stalling it. The actor has max_restarts=0, so the run fails."""
+
+    def fire():
+        print(f"cotgap_ray.generate: {what} exceeded {seconds:.0f}s; killing this worker", file=sys.stderr, flush=True)
+        os._exit(75)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+class ShardWorker:
+    """A Ray Data actor owning one engine: one shard descriptor in, one shard of rationale rows (Parquet) out."""
+
+    def __init__(self, model_dir: str, teacher: str, kind: str, options: dict, sampling: dict, timeout_s: float):
+        import ray
+        from transformers import AutoTokenizer
+
+        from cotgap_ray.engines import load_engine
+
+        self.teacher, self.timeout_s = teacher, timeout_s
+        self.sampling = SamplingParams(**{**sampling, "stop": tuple(sampling.get("stop", ()))})
+        start = time.perf_counter()
+        with deadline(timeout_s, f"engine start for teacher {teacher}"):
+            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            self.engine = load_engine(model_dir, kind, **options)
+        self.engine_start_s, self.ready_at = time.perf_counter() - start, time.time()
+        self.node_id, self.hostname = ray.get_runtime_context().get_node_id(), socket.gethostname()
+
+    def __call__(self, batch: dict) -> dict:
+        out: dict[str, list] = {}
+        for i in range(len(batch["shard_id"])):
+            meta = self.generate_shard(int(batch["shard_id"][i]), int(batch["seed"][i]),
+                                       [str(x) for x in batch["problem_ids"][i]], [str(x) for x in batch["questions"][i]],
+                                       [str(x) for x in batch["answers"][i]])
+            for k, v in meta.items():
+                out.setdefault(k, []).append(v)
+        return out
+
+    def generate_shard(self, shard_id: int, seed: int, ids: list[str], questions: list[str], answers: list[str]):
+        prompts = [render_prompt(q, self.tokenizer) for q in questions]
+        params = SamplingParams(**{**asdict(self.sampling), "seed": seed})
+        start = time.perf_counter()
+        with deadline(self.timeout_s, f"shard {shard_id} of teacher {self.teacher}"):
+            outputs = self.engine.generate(prompts, params)
+        seconds = time.perf_counter() - start
+        table = rationale_rows(ids, answers, outputs, self.teacher)
+        data = cache.table_to_parquet(table)
+        n_tokens = sum(table.column("n_tokens").to_pylist())
+        metrics.teacher_output(self.teacher, n_tokens, table.num_rows)
+        return {"shard_id": shard_id, "rows": table.num_rows, "sha256": cache.sha256_bytes(data), "n_tokens": n_tokens,
+                "seconds": seconds, "engine_start_s": self.engine_start_s, "ready_at": self.ready_at,
+                "node_id": self.node_id,
+                "hostname": self.hostname, "engine_calls": 1, "parquet": data}
+
+    def __del__(self):  # Ray Data calls it when the pool shuts down gracefully: free the model (and GPU) now
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
