@@ -145,7 +145,8 @@ class SearchConfig:
     max_concurrent_trials: int | None = _f(None, "trials at once (null: as many as the cluster's resources hold)")
     eval_cpus: float = _f(0.5, "CPUs of the long-lived evaluation engine actor (logical: it runs while the trial "
                                 "that asked waits, so on a laptop it can share a core with training)")
-    eval_gpus: float = _f(0.0, "GPUs of the evaluation engine actor")
+    eval_gpus: float = _f(0.0, "GPUs of the evaluation engine actor (it runs on a node of the fine-tune type: "
+                               "train.accelerator_type / train.resources)")
     seed: int = _f(0, "seed of the Optuna sampler")
     proxy_rationales: int = _f(256, "rationales per teacher scored for the student-NLL proxy (all when a chain uses "
                                     "the student_nll filter)")

@@ -47,7 +47,8 @@ class Evaluator:
         self._n = 0
 
     def ready(self) -> dict:
-        return {"engine": self.engine.name, "start_seconds": self.start_seconds}
+        return {"engine": self.engine.name, "start_seconds": self.start_seconds,
+                "node_id": ray.get_runtime_context().get_node_id()}
 
     def open_test(self) -> None:
         self.test_open = True
@@ -95,12 +96,16 @@ class Evaluator:
         self.engine.close()
 
 
-def start_evaluator(student, problem_sets: dict, cfg, lora_rank: int, resources: dict | None = None):
-    """Create (or reuse) the named evaluation actor and wait until its engine is up; returns the handle."""
+def start_evaluator(student, problem_sets: dict, cfg, lora_rank: int):
+    """Create (or reuse) the named evaluation actor and wait until its engine is up; returns the handle.
+    Placed by tuning.evaluator_request: eval_cpus / eval_gpus on a node of the fine-tune type."""
+    from cotgap_ray.tuning import evaluator_request
+
+    request = evaluator_request(cfg)
     options = {"name": EVALUATOR_NAME, "get_if_exists": True, "max_restarts": 0,
-               "num_cpus": cfg.search.eval_cpus, "num_gpus": cfg.search.eval_gpus}
-    if resources:
-        options["resources"] = resources
+               "num_cpus": request.pop("CPU", 0.0), "num_gpus": request.pop("GPU", 0.0)}
+    if request:
+        options["resources"] = request
     actor = ray.remote(Evaluator).options(**options).remote(student.path, student.name, cfg.engine, lora_rank,
                                                             problem_sets)
     info = ray.get(actor.ready.remote(), timeout=cfg.generation.timeout_s)

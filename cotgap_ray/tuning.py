@@ -41,6 +41,17 @@ def per_trial_request(cfg) -> dict:
     return request
 
 
+def evaluator_request(cfg) -> dict:
+    """What the evaluation engine actor holds, as Ray sees it: search.eval_cpus / eval_gpus on a node of the fine-tune
+    type (train.resources, train.accelerator_type). It scores the student that trials train, so it belongs on the
+    same GPU class; without the fine-tune marker an eval_gpus > 0 actor could keep a large generation node alive
+    for the whole search."""
+    from cotgap_ray.cluster import full_request
+
+    return full_request({"CPU": cfg.search.eval_cpus, "GPU": cfg.search.eval_gpus, **cfg.train.resources},
+                        cfg.train.accelerator_type)
+
+
 def max_concurrent(cfg, node_types: list[dict]) -> int:
     """Trials at once: how many trials' workers the cluster's node types hold (alive nodes, plus the types an
     autoscaler may launch, up to their max_workers), after the evaluation engine takes its share of one node;
@@ -52,7 +63,7 @@ def max_concurrent(cfg, node_types: list[dict]) -> int:
     worker = full_request({"CPU": cfg.train.cpus_per_worker + TRIAL_DRIVER["CPU"] / cfg.train.num_workers,
                            "GPU": 1.0 if cfg.train.use_gpu else 0.0, **cfg.train.resources},
                           cfg.train.accelerator_type)
-    evaluator = {"CPU": cfg.search.eval_cpus, "GPU": cfg.search.eval_gpus}
+    evaluator = evaluator_request(cfg)
     workers, evaluator_placed = 0, False
     for node_type in node_types:
         resources, count = dict(node_type["resources"]), node_type["count"]
@@ -70,12 +81,14 @@ def check_resources(cfg) -> None:
     """Fail before any work when no node can hold the evaluation engine or one fine-tune worker."""
     from cotgap_ray.cluster import check_request
 
-    check_request({"CPU": cfg.search.eval_cpus, "GPU": cfg.search.eval_gpus}, "the evaluation engine "
-                  "(search.eval_cpus / search.eval_gpus)")
+    check_request({"CPU": cfg.search.eval_cpus, "GPU": cfg.search.eval_gpus, **cfg.train.resources},
+                  "the evaluation engine (search.eval_cpus / search.eval_gpus, on a train.accelerator_type / "
+                  "train.resources node)", accelerator_type=cfg.train.accelerator_type,
+                  setting="train.accelerator_type")
     worker = {"CPU": float(cfg.train.cpus_per_worker), "GPU": 1.0 if cfg.train.use_gpu else 0.0,
               **cfg.train.resources}
     check_request(worker, "a fine-tune worker (train.cpus_per_worker / train.use_gpu / train.resources)",
-                  accelerator_type=cfg.train.accelerator_type)
+                  accelerator_type=cfg.train.accelerator_type, setting="train.accelerator_type")
 
 
 def release_placement_group(group_hex: str | None) -> bool:

@@ -258,3 +258,20 @@ def _schema() -> dict:
     import ray.autoscaler
 
     return json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+
+
+def test_the_gpu_study_fits_this_cluster(prepared, monkeypatch):
+    """experiments/gsm8k_qwen25.yaml is written for cluster.yaml: the search's own checks pass on its node types, the
+    evaluation engine goes to a gpu_finetune node (not an 8-GPU generation node), and the concurrency it sets is the
+    one the cluster holds (8 fine-tune nodes, one of them the evaluation engine's)."""
+    from cotgap_ray import cluster, tuning
+    from cotgap_ray.config import load_config
+
+    node_types = [HEAD_ALIVE, *cluster.node_types_from_config(prepared)]
+    monkeypatch.setattr(cluster, "offered_node_types", lambda: node_types)
+    cfg = load_config(str(ROOT / "experiments" / "gsm8k_qwen25.yaml"), [])
+    tuning.check_resources(cfg)
+    evaluator = tuning.evaluator_request(cfg)
+    assert [t["name"] for t in node_types if cluster.fits(evaluator, t["resources"])] == ["gpu_finetune"]
+    derived = load_config(str(ROOT / "experiments" / "gsm8k_qwen25.yaml"), ["search.max_concurrent_trials=null"])
+    assert tuning.max_concurrent(derived, node_types) == cfg.search.max_concurrent_trials == 7

@@ -4,7 +4,8 @@
    node types (logical GPUs, the custom resources generation_node / finetune_node, accelerator_type:A100 / L40S).
    A real tiny train_student with accelerator_type="L40S" and resources={"finetune_node": 0.01} trains on the L40S
    node (storage given as a file:// URI), a real tiny generation with generation.accelerator_type A100 runs its
-   engines on the A100 node, and check_request / generate.check_resources fail fast on a GPU type nobody offers.
+   engines on the A100 node, the search's evaluation engine follows train.accelerator_type / train.resources to the
+   L40S node, and check_request / placement.check_resources fail fast on a GPU type nobody offers.
    Logical GPUs cannot run CUDA: the work asks for the node type's custom resources, not for use_gpu.
 2. An autoscaling cluster: experiments/fake_cluster.yaml with Ray's fake_multinode provider, head started by
    `RAY_FAKE_CLUSTER=1 ray start --head --autoscaling-config=FILE` in a subprocess. A task asking for finetune_node
@@ -30,6 +31,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -38,6 +40,7 @@ import yaml
 
 from cotgap_ray import cluster
 from cotgap_ray import generate as gen
+from cotgap_ray import placement as placement_mod
 from cotgap_ray.cluster import ResourceError, check_request
 from cotgap_ray.config import ExperimentConfig, LoraSettings
 from cotgap_ray.records import RATIONALE_SCHEMA, Problem
@@ -112,6 +115,25 @@ def test_fine_tune_lands_on_the_l40s_node_with_uri_storage(three_nodes, tiny_lla
     assert Path(result.adapter_dir).is_relative_to(tmp_path / "shared-storage" / "ft")
 
 
+def test_evaluation_engine_lands_on_the_l40s_node(three_nodes, tiny_llama_dir):
+    import ray
+
+    from cotgap_ray.evaluator import start_evaluator
+
+    cfg = ExperimentConfig()
+    cfg.engine.kind, cfg.engine.dtype = "hf", "float32"
+    cfg.train.accelerator_type, cfg.train.resources = "L40S", {"finetune_node": 0.01}
+    student = SimpleNamespace(path=tiny_llama_dir, name="tiny")
+    problems = [Problem("p0", "What is 1 + 1?", "2", "dev")]
+    actor = start_evaluator(student, {"dev": problems}, cfg, lora_rank=4)
+    try:
+        assert ray.get(actor.ready.remote())["node_id"] == three_nodes["finetune"]
+        summary, rows = ray.get(actor.evaluate.remote("dev", None, "baseline"))
+        assert rows.num_rows == 1
+    finally:
+        ray.kill(actor)
+
+
 def test_generation_engines_land_on_the_a100_node(three_nodes, tiny_llama_dir, tmp_path):
     cfg = ExperimentConfig()
     cfg.engine.kind, cfg.engine.dtype = "hf", "float32"
@@ -120,12 +142,12 @@ def test_generation_engines_land_on_the_a100_node(three_nodes, tiny_llama_dir, t
     wrong = gen.Placement(shard_size=2, timeout_s=300, accelerator_type="H100")
     job = gen.plan_teacher(tiny_llama_dir, problems, "t", "train", cfg, tmp_path, wrong)
     with pytest.raises(ResourceError, match="generation.accelerator_type 'H100' .* it offers: A100, L40S"):
-        gen.check_resources([job], wrong)
+        placement_mod.check_resources([job], wrong)
     placement = gen.Placement(shard_size=2, timeout_s=300, accelerator_type="A100",
                               resources={"generation_node": 0.01})
-    assert gen.actor_gpus(placement) == 1  # the A100 type has GPUs, although the head has none
+    assert placement_mod.actor_gpus(placement) == 1  # the A100 type has GPUs, although the head has none
     job = gen.plan_teacher(tiny_llama_dir, problems, "t", "train", cfg, tmp_path, placement)
-    assert gen.actor_count(job, placement) == 1  # one CPU on the A100 node: one engine
+    assert placement_mod.actor_count(job, placement) == 1  # one CPU on the A100 node: one engine
     result = gen.run_teacher(job, placement, progress=lambda line: None)
     shards = gen.cache.read_manifest(result.path)["shards"].values()
     assert {s["node_id"] for s in shards} == {three_nodes["generation"]}

@@ -96,7 +96,7 @@ def test_run_dir_holding_another_experiment_is_refused(tmp_path):
 
 
 def test_concurrency_comes_from_the_node_types_and_the_per_trial_request():
-    from cotgap_ray.tuning import max_concurrent
+    from cotgap_ray.tuning import evaluator_request, max_concurrent
 
     laptop = [{"name": "head", "source": "alive", "count": 1, "resources": {"CPU": 2.0}}]
     assert max_concurrent(load_config(None, []), laptop) == 1  # evaluator 0.5 CPU + one 1.01-CPU trial
@@ -105,6 +105,7 @@ def test_concurrency_comes_from_the_node_types_and_the_per_trial_request():
     gpu = load_config(None, ["train.use_gpu=true", "train.accelerator_type=L40S", "search.eval_gpus=1",
                              "search.trials=12"])
     assert max_concurrent(gpu, cluster) == 7  # 8 GPU nodes, one shared with the evaluation engine's GPU
+    assert evaluator_request(gpu) == {"CPU": 0.5, "GPU": 1.0, "accelerator_type:L40S": 0.001}  # a fine-tune node
     assert max_concurrent(load_config(None, ["search.max_concurrent_trials=3"]), cluster) == 3
     assert max_concurrent(load_config(None, ["search.trials=4"]), laptop * 1 + [
         {"name": "big", "source": "alive", "count": 1, "resources": {"CPU": 64.0}}]) == 4  # capped by the budget
