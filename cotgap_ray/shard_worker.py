@@ -100,7 +100,9 @@ class ShardWorker:
                 "node_id": self.node_id,
                 "hostname": self.hostname, "engine_calls": 1, "parquet": data}
 
-    def __del__(self):  # Ray Data calls it when the pool shuts down gracefully: free the model (and GPU) now
+    def __del__(self):
+        # Ray Data calls it when the pool shuts down gracefully: free the model (and GPU) now. Not while the worker
+        # process itself exits: imports fail then (a noisy "sys.meta_path is None" traceback) and the OS frees all.
         engine = getattr(self, "engine", None)
-        if engine is not None:
+        if engine is not None and not sys.is_finalizing():
             engine.close()
