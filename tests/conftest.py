@@ -52,12 +52,11 @@ def tiny_llama_base_dir(tmp_path_factory) -> str:
 # so instead of chasing one library we end the process ourselves once pytest has reported: the exit status is pytest's
 # own, so failing tests still fail CI. Children (a Ray head, a vLLM engine process) are terminated first so none outlives
 # the run. COTGAP_PYTEST_NORMAL_EXIT=1 restores the ordinary shutdown, e.g. to reproduce the crash under faulthandler.
-_session = None
+_SESSION = pytest.StashKey["pytest.Session"]()
 
 
 def pytest_sessionfinish(session, exitstatus):
-    global _session
-    _session = session
+    session.config.stash[_SESSION] = session
 
 
 def _stop_children() -> None:
@@ -66,10 +65,8 @@ def _stop_children() -> None:
 
         if ray.is_initialized():
             ray.shutdown()
-    try:
-        import psutil
-    except ImportError:  # pragma: no cover - psutil comes with vLLM and Ray's dashboard
-        return
+    import psutil  # a dependency of peft and accelerate, so always installed with this package
+
     children = psutil.Process().children(recursive=True)
     for child in children:
         with contextlib.suppress(psutil.Error):
@@ -82,9 +79,10 @@ def _stop_children() -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
-    if _session is None or os.environ.get("COTGAP_PYTEST_NORMAL_EXIT") == "1":
+    session = config.stash.get(_SESSION, None)
+    if session is None or os.environ.get("COTGAP_PYTEST_NORMAL_EXIT") == "1":
         return
-    status = int(_session.exitstatus)
+    status = int(session.exitstatus)
     _stop_children()
     logging.shutdown()
     sys.stdout.flush()
