@@ -34,6 +34,13 @@ def _f(default, help: str, **kw):
     return field(default=default, metadata={"help": help}, **kw)
 
 
+def _check_dtype(dtype: str) -> None:
+    from cotgap_ray.hardware import DTYPES
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not one of {', '.join(DTYPES)}")
+
+
 @dataclass
 class TaskConfig:
     name: str = _f("reasoning_gym:basic_arithmetic", "gsm8k | reasoning_gym:<generator> | file")
@@ -51,10 +58,26 @@ class TaskConfig:
 @dataclass
 class EngineConfig:
     kind: str = _f("auto", "auto (vLLM when importable, else HF) | vllm | hf")
-    dtype: str = _f("auto", "auto | float32 | bfloat16 | float16")
+    dtype: str = _f("auto", "auto (bfloat16 on CUDA and on CPUs with native bf16 (avx512_bf16/AMX), else float32) | "
+                            "float32 | bfloat16 | float16")
     batch_size: int = _f(32, "prompts per engine call")
     max_model_len: int = _f(2048, "context length the engine reserves")
     kv_cache_gib: float | None = _f(None, "vLLM KV cache in GiB (null: 2 on CPU; on GPU sized by memory utilization)")
+    max_num_seqs: int | None = _f(None, "vLLM: sequences per engine step (null: vLLM's default, 256 on CPU)")
+    step_timeout_s: int | None = _f(None, "vLLM: limit on one engine step in seconds (null: vLLM's 300); a step "
+                                          "past it kills the engine, and the error says which teacher and shard")
+    adapter_scoring: str = _f("auto", "vLLM: how an adapter is scored: merged (into the weights, reloaded in place: "
+                                      "bare-engine speed) | per-request (vLLM LoRA) | auto (merged on CPU, "
+                                      "per-request on GPU)")
+
+    def __post_init__(self):
+        _check_dtype(self.dtype)
+        if self.adapter_scoring not in ("auto", "merged", "per-request"):
+            raise ValueError(f"adapter_scoring={self.adapter_scoring!r} is not one of auto, merged, per-request")
+        if self.max_num_seqs is not None and self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs={self.max_num_seqs} must be >= 1")
+        if self.step_timeout_s is not None and self.step_timeout_s < 0:
+            raise ValueError(f"step_timeout_s={self.step_timeout_s} must be >= 0")
 
 
 @dataclass
@@ -118,10 +141,15 @@ class TrainConfig:
     num_workers: int = _f(1, "Ray Train workers per fine-tune (> 1 means DDP)")
     cpus_per_worker: int = _f(1, "CPUs per Ray Train worker (also its torch thread count)")
     use_gpu: bool = _f(False, "one GPU per Ray Train worker")
+    dtype: str = _f("auto", "dtype of the student's frozen weights while training: auto (bfloat16 on CUDA and on CPUs "
+                            "with native bf16, else float32) | float32 | bfloat16 | float16")
     accelerator_type: str | None = _f(None, "GPU type per worker (e.g. L40S); null: any")
     resources: dict = _f({}, "custom resources per worker (e.g. {finetune_node: 0.01}) to pick a node type")
     storage_path: str | None = _f(None, "where checkpoints and trial results go: a local dir or s3://... (default "
                                         "$COTGAP_STORAGE, else the run directory); a cluster needs shared storage")
+
+    def __post_init__(self):
+        _check_dtype(self.dtype)
 
 
 @dataclass

@@ -79,7 +79,8 @@ def confirm_teacher(run_dir: Path, cfg, spec: str, teacher: str, best: dict, tab
                                         num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                         cpus_per_worker=cfg.train.cpus_per_worker,
                                         accelerator_type=cfg.train.accelerator_type, resources=cfg.train.resources,
-                                        student_spec=cfg.student, models_dir=str(cache_root(cfg) / "models"))
+                                        student_spec=cfg.student, models_dir=str(cache_root(cfg) / "models"),
+                                        dtype=cfg.train.dtype)
                 adapter, train_seconds, how = trained.adapter_dir, trained.seconds, "trained now"
             summary, rows = ray.get(evaluator.evaluate.remote(
                 "test", adapter_files(adapter), f"final:{teacher}:seed{seed}", "confirm"))

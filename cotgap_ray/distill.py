@@ -138,7 +138,7 @@ def run_trial(cfg: ExperimentConfig, teacher: str, run_dir: Path) -> TrialResult
         trained = train_student(student.path, str(rationales_path), {p.id: p.question for p in splits.train},
                                 cfg.lora, storage_path=str(trial_dir / "train"), name="lora",
                                 num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
-                                cpus_per_worker=cfg.train.cpus_per_worker)
+                                cpus_per_worker=cfg.train.cpus_per_worker, dtype=cfg.train.dtype)
     except NoTrainingData as e:
         print(f"trial {trial_dir.name}: no training data ({e})", file=sys.stderr)
         result.status = "no_data"

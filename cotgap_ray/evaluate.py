@@ -90,7 +90,7 @@ def result_from_rows(rows: pa.Table, model: str, adapter: str | None, split: str
 
 
 def eval_key(model_fingerprint: str, problems: list[Problem], engine: str, dtype: str, adapter_fp: str | None,
-             lora_rank: int | None = None) -> str:
+             lora_rank: int | None = None, adapter_scoring: str = "per-request") -> str:
     """Cache key of an evaluation: everything that can change its rows."""
     h = hashlib.sha256()
     material = {
@@ -103,6 +103,8 @@ def eval_key(model_fingerprint: str, problems: list[Problem], engine: str, dtype
         "engine": engine,
         "dtype": dtype,
         "lora_rank": lora_rank,
+        # vLLM's LoRA-enabled engine computes differently from a bare one; "merged" runs a bare engine.
+        "adapter_scoring": adapter_scoring,
     }
     h.update(json.dumps(material, sort_keys=True).encode())
     return h.hexdigest()[:20]
@@ -157,13 +159,14 @@ def evaluate_cached(model, problem_sets: dict[str, list[Problem]], cfg, adapter:
     `lora_rank` opens a LoRA-capable engine: pass it for the student's baseline too, so that the baseline and every
     adapter are measured on identically configured engines (vLLM's LoRA kernels change the numerics slightly).
     """
-    from cotgap_ray.runtime import cache_root, engine_kind, open_engine
+    from cotgap_ray.runtime import cache_root, dtype_key, engine_kind, open_engine
 
     kind = engine_kind(cfg.engine)
     adapter_fp = _dir_fingerprint(adapter) if adapter else None
     results, todo = {}, {}
     for name, problems in problem_sets.items():
-        key = eval_key(model.fingerprint, problems, kind, cfg.engine.dtype, adapter_fp, lora_rank)
+        key = eval_key(model.fingerprint, problems, kind, dtype_key(cfg.engine.dtype), adapter_fp,
+                       lora_rank if cfg.engine.adapter_scoring != "merged" else None, cfg.engine.adapter_scoring)
         path = cache_root(cfg) / "evals" / f"{model.name}-{key}" / "rows.parquet"
         rows = read_rows(path)
         if rows is not None and rows.num_rows == len(problems):

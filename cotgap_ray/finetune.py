@@ -17,8 +17,9 @@ Pieces, in the order they run:
 
 Both paths share `_train` (load, wrap with LoRA, optimizer, epochs) and `run_epoch`; they differ only in how the
 model is placed (`prepare_model` vs `.to(device)`) and what happens at the end of an epoch (report vs save).
-Examples come from cotgap_ray.sft (prompt masked, loss on the rationale only). The student loads in float32 on
-CPU and bfloat16 on CUDA; peft keeps the adapter weights in float32 either way.
+Examples come from cotgap_ray.sft (prompt masked, loss on the rationale only). The student's frozen weights load in
+the dtype hardware.resolve_dtype picks where the worker runs (`auto`: bfloat16 on CUDA and on CPUs with native bf16,
+float32 on CPUs without it); peft keeps the adapter weights in float32 either way.
 """
 
 from __future__ import annotations
@@ -121,13 +122,17 @@ def count_examples(student_path: str, rationales_path: str, problems: dict[str, 
 # ------------------------------------------------------------------------------------------------------ the loop
 
 
-def load_student(student_path: str, settings: LoraSettings, device: torch.device) -> torch.nn.Module:
-    """The student with fresh LoRA adapters (seeded), float32 on CPU / bfloat16 on CUDA, in train mode."""
+def load_student(student_path: str, settings: LoraSettings, device: torch.device,
+                 dtype: str = "auto") -> torch.nn.Module:
+    """The student with fresh LoRA adapters (seeded), in train mode. `dtype` of the frozen weights: see
+    hardware.resolve_dtype (auto: bf16 on CUDA or a CPU with native bf16, else float32; emulated bf16 is ~60x slower)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # fp32: bf16 matmuls are slow on most CPUs
-    model = AutoModelForCausalLM.from_pretrained(student_path, dtype=dtype)
+    from cotgap_ray.hardware import dtype_for
+
+    choice = dtype_for("training", dtype, device.type)
+    model = AutoModelForCausalLM.from_pretrained(student_path, dtype=choice.torch)
     check_target_modules(model, settings.target_modules)
     torch.manual_seed(settings.seed)  # LoRA A is randomly initialized: the same seed gives the same adapter
     lora = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
@@ -241,7 +246,7 @@ def _train(job: dict, rank: int, world_size: int, device: torch.device,
                                         rank, world_size))
     if steps_per_epoch == 0:
         raise NoTrainingData(f"{len(examples)} examples make fewer batches than the {world_size} workers")
-    model = place(load_student(job["student_path"], settings, device))
+    model = place(load_student(job["student_path"], settings, device, job.get("dtype", "auto")))
     optimizer, scheduler = make_optimizer(model, settings, settings.epochs * steps_per_epoch)
     history = []
     for epoch in range(1, settings.epochs + 1):
@@ -269,12 +274,13 @@ def local_student(job: dict) -> str:
 
 
 def _job(student_path: str, rationales_path: str, problems: dict[str, str], settings: LoraSettings,
-         eval_fn: EvalFn | None, student_spec: str | None = None, models_dir: str | None = None) -> dict:
+         eval_fn: EvalFn | None, student_spec: str | None = None, models_dir: str | None = None,
+         dtype: str = "auto") -> dict:
     """The picklable description of one fine-tune: what every worker needs. The rationales travel as Parquet bytes
     (a few MB at most), so workers on other nodes than the caller need no shared filesystem for them."""
     return {"student_path": str(student_path), "rationales": Path(rationales_path).read_bytes(),
             "problems": dict(problems), "settings": asdict(settings), "eval_fn": eval_fn,
-            "student_spec": student_spec, "models_dir": models_dir}
+            "student_spec": student_spec, "models_dir": models_dir, "dtype": dtype}
 
 
 # ------------------------------------------------------------------------------------------------------ Ray path
@@ -326,7 +332,7 @@ def train_student(student_path: str, rationales_path: str, problems: dict[str, s
                   eval_fn: EvalFn | None = None, cpus_per_worker: int = 1, keep_checkpoints: int | None = 1,
                   callbacks: list | None = None, accelerator_type: str | None = None,
                   resources: dict | None = None, student_spec: str | None = None,
-                  models_dir: str | None = None) -> TrainResult:
+                  models_dir: str | None = None, dtype: str = "auto") -> TrainResult:
     """LoRA fine-tune of the student on the rationales in a Parquet file, with a TorchTrainer built and fit() here.
 
     `problems` maps problem_id -> question. Raises NoTrainingData (before Ray starts) when no rationale makes an
@@ -345,7 +351,7 @@ def train_student(student_path: str, rationales_path: str, problems: dict[str, s
     on the caller's node). Check them first with cluster.check_request: a request no node type can hold waits
     for resources instead of failing. `storage_path` is a local directory or a URI (s3://bucket/prefix, gs://...,
     shared by all nodes); with a URI, `adapter_dir` is a download of the last checkpoint on this node and
-    `checkpoint` its URI.
+    `checkpoint` its URI. `dtype` (train.dtype) is resolved on each worker's own hardware (hardware.resolve_dtype).
     """
     start = time.perf_counter()
     # Workers run in their own working directories: hand them absolute paths.
@@ -358,7 +364,8 @@ def train_student(student_path: str, rationales_path: str, problems: dict[str, s
     run_dir = join_storage(storage, name)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=_job(student_path, rationales_path, problems, settings, eval_fn, student_spec, models_dir),
+        train_loop_config=_job(student_path, rationales_path, problems, settings, eval_fn, student_spec, models_dir,
+                               dtype),
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker, **(resources or {})},
                                      accelerator_type=accelerator_type),
@@ -405,7 +412,8 @@ def _local_dir(checkpoint, name: str) -> str:
 
 
 def train_plain(student_path: str, rationales_path: str, problems: dict[str, str], settings: LoraSettings,
-                out_dir: str, eval_fn: EvalFn | None = None, device: str = "auto") -> TrainResult:
+                out_dir: str, eval_fn: EvalFn | None = None, device: str = "auto",
+                dtype: str = "auto") -> TrainResult:
     """The same fine-tune without Ray, in this process: adapters go to out_dir/epoch_NNN. For the benchmark's
     baseline and for debugging a trial (set breakpoints in run_epoch)."""
     start = time.perf_counter()
@@ -419,7 +427,7 @@ def train_plain(student_path: str, rationales_path: str, problems: dict[str, str
         if eval_fn is not None:
             metrics.update(eval_fn(str(directory)))
 
-    history = _train(_job(student_path, rationales_path, problems, settings, eval_fn), 0, 1, target,
+    history = _train(_job(student_path, rationales_path, problems, settings, eval_fn, dtype=dtype), 0, 1, target,
                      lambda model: model.to(target), save)
     return TrainResult(adapter_dir=str(out / f"epoch_{settings.epochs:03d}"), metrics_per_epoch=history,
                        train_tokens=sum(m["tokens"] for m in history), seconds=time.perf_counter() - start,

@@ -45,7 +45,7 @@ from cotgap_ray.engines.base import SamplingParams
 from cotgap_ray.placement import Placement, actor_count, actor_cpus, actor_gpus, check_resources
 from cotgap_ray.prompts import template_fingerprint
 from cotgap_ray.records import Problem
-from cotgap_ray.shard_worker import ShardWorker, rationale_rows
+from cotgap_ray.shard_worker import SHARD_FAILURE, ShardWorker, rationale_rows
 
 __all__ = ["CacheError", "GenerationError", "GenerationResult", "Placement", "ResourceError", "generate_rationales",
            "generate_teachers", "load_rationales", "rationale_rows", "summarize"]
@@ -129,14 +129,14 @@ class TeacherJob:
 
 def plan_teacher(spec, problems: list[Problem], task: str, split: str, cfg, root: Path, placement: Placement):
     """Resolve the teacher, compute its cache key and directory, and find the shards still to generate."""
-    from cotgap_ray.runtime import engine_kind, engine_options, resolve_all
+    from cotgap_ray.runtime import dtype_key, engine_kind, engine_options, resolve_all
 
     if isinstance(spec, str):
         (model,) = resolve_all([spec], cfg)  # models live in the config's cache, wherever the rationales go
     else:
         model, spec = spec, spec.spec
     tp, kind = placement.tp(spec), engine_kind(cfg.engine)
-    options = engine_options(cfg.engine)
+    options = engine_options(cfg.engine, model_dir=str(model.path))
     if tp > 1:
         if kind != "vllm":
             raise ResourceError(f"teacher {spec}: tensor_parallel={tp} needs engine kind vllm, not {kind}")
@@ -145,7 +145,7 @@ def plan_teacher(spec, problems: list[Problem], task: str, split: str, cfg, root
     material = {"teacher": model.fingerprint, "task": task, "split": split,
                 "problems": cache.problems_fingerprint(task, problems), "prompt": template_fingerprint(),
                 "sampling": asdict(sampling), "shard_size": placement.shard_size,
-                "engine": {"kind": kind, "dtype": cfg.engine.dtype,
+                "engine": {"kind": kind, "dtype": dtype_key(cfg.engine.dtype),
                            "batch_size": None if kind == "vllm" else cfg.engine.batch_size}}
     key = cache.cache_key(material)
     path = cache.cache_dir(root, model.name, key)
@@ -267,8 +267,8 @@ def run_teacher(job: TeacherJob, placement: Placement, progress=print_progress, 
         except Exception as e:  # noqa: BLE001 - one clear error naming the teacher; finished shards stay cached
             run["error"] = f"{type(e).__name__}: {e}"
             raise GenerationError(f"teacher {job.spec}: generation failed after {run['generated_shards']} of "
-                                  f"{len(job.pending)} shards ({_first_line(e)}); finished shards are kept in "
-                                  f"{job.path}") from e
+                                  f"{len(job.pending)} shards ({_cause(e)}); finished shards are kept in "
+                                  f"{job.path} and a re-run resumes there") from e
         finally:
             run["wall_s"] = time.perf_counter() - start
             job.manifest["runs"].append(run)
@@ -288,6 +288,22 @@ def run_teacher(job: TeacherJob, placement: Placement, progress=print_progress, 
                    cached_shards=job.manifest["n_shards"] - run["generated_shards"],
                    engine_calls=run["engine_calls"], run_tokens_per_s=run["tokens"] / (time.perf_counter() - start))
     return GenerationResult(job.model.name, job.path, summary)
+
+
+def _cause(e: BaseException) -> str:
+    """The shard worker's own explanation (shard_worker.ShardFailure) when the exception chain holds one, else the
+    most telling line. Ray Data wraps a worker's exception in its own and appends generic advice on retries."""
+    seen, todo = set(), [e]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        for line in str(err).splitlines():
+            if SHARD_FAILURE in line:
+                return line.split(SHARD_FAILURE, 1)[1].strip()
+        todo += [err.__cause__, err.__context__, getattr(err, "cause", None)]
+    return _first_line(e)
 
 
 def _first_line(e: BaseException) -> str:

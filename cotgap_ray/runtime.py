@@ -7,6 +7,7 @@ it stays cheap (torch, transformers and vLLM load only inside the functions that
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from cotgap_ray.engines import resolve_kind
@@ -52,6 +53,16 @@ def engine_kind(engine_cfg) -> str:
     return resolve_kind(engine_cfg.kind)
 
 
+def dtype_key(requested: str) -> str:
+    """The dtype as cache keys record it: `auto` means float32 or bfloat16 depending on the CPU (hardware.py), so
+    rows made with `auto` on a CPU with native bf16 must not be reused on one without it, and the other way round."""
+    if requested != "auto":
+        return requested
+    from cotgap_ray.hardware import native_bf16
+
+    return f"auto(cpu native bf16: {'yes' if native_bf16() else 'no'})"
+
+
 # vLLM 0.32 accepts only these max_lora_rank values (vllm.config.lora.MaxLoRARanks).
 _VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -64,14 +75,66 @@ def vllm_max_lora_rank(rank: int) -> int:
     raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest max_lora_rank {_VLLM_LORA_RANKS[-1]}")
 
 
-def engine_options(engine_cfg, lora_rank: int | None = None) -> dict:
-    """Constructor options of the configured engine; `lora_rank` (the largest adapter rank) enables LoRA on vLLM."""
+def model_context_limit(model_dir: str) -> int | None:
+    """The longest context the model's config declares (max_position_embeddings, also under text_config), if any."""
+    import json
+
+    path = Path(model_dir) / "config.json"
+    if not path.exists():
+        return None
+    config = json.loads(path.read_text())
+    for section in (config, config.get("text_config") or {}):
+        if isinstance(section.get("max_position_embeddings"), int):
+            return section["max_position_embeddings"]
+    return None
+
+
+_clamped: set[tuple[str, int]] = set()
+
+
+def max_model_len_for(engine_cfg, model_dir: str | None, name: str | None = None) -> int:
+    """engine.max_model_len, clamped to what the model can take (vLLM refuses a longer one and the engine dies at
+    start), with a notice once per model."""
+    limit = model_context_limit(model_dir) if model_dir else None
+    if limit is None or engine_cfg.max_model_len <= limit:
+        return engine_cfg.max_model_len
+    if (str(model_dir), limit) not in _clamped:
+        _clamped.add((str(model_dir), limit))
+        print(f"note: {name or model_dir} takes at most {limit} tokens of context (max_position_embeddings); its "
+              f"engine runs with max_model_len {limit} instead of engine.max_model_len={engine_cfg.max_model_len}",
+              file=sys.stderr, flush=True)
+    return limit
+
+
+def check_context_lengths(models: list, cfg) -> None:
+    """Before any compute: every model must hold a prompt plus the longest generation (generation.max_tokens for
+    teachers, the evaluation's max_tokens for the student). Raises ConfigError naming the model, its limit and
+    the keys to change."""
+    from cotgap_ray.config import ConfigError
+    from cotgap_ray.prompts import EVAL_SAMPLING
+
+    need = max(cfg.generation.max_tokens, EVAL_SAMPLING.max_tokens)
+    for model in models:
+        limit = model_context_limit(model.path)
+        usable = min(cfg.engine.max_model_len, limit or cfg.engine.max_model_len)
+        if usable <= need:
+            raise ConfigError(
+                f"{model.name} ({model.spec}) can hold {usable} tokens of context (max_position_embeddings "
+                f"{limit}, engine.max_model_len {cfg.engine.max_model_len}), not a prompt plus {need} generated "
+                f"tokens: lower generation.max_tokens, or choose a model with a longer context")
+
+
+def engine_options(engine_cfg, lora_rank: int | None = None, model_dir: str | None = None) -> dict:
+    """Constructor options of the configured engine; `lora_rank` (the largest adapter rank) enables adapters on vLLM;
+    `model_dir` clamps max_model_len to the model's own limit."""
     kind = engine_kind(engine_cfg)
     if kind == "vllm":
-        options = {"dtype": engine_cfg.dtype, "max_model_len": engine_cfg.max_model_len,
-                   "kv_cache_gib": engine_cfg.kv_cache_gib}
+        options = {"dtype": engine_cfg.dtype, "max_model_len": max_model_len_for(engine_cfg, model_dir),
+                   "kv_cache_gib": engine_cfg.kv_cache_gib, "max_num_seqs": engine_cfg.max_num_seqs,
+                   "step_timeout_s": engine_cfg.step_timeout_s}
         if lora_rank is not None:
-            options.update(enable_lora=True, max_lora_rank=vllm_max_lora_rank(lora_rank))
+            options.update(enable_lora=True, max_lora_rank=vllm_max_lora_rank(lora_rank),
+                           adapter_mode=engine_cfg.adapter_scoring)
         return options
     options = {"dtype": engine_cfg.dtype}
     if kind == "hf":
@@ -82,4 +145,4 @@ def engine_options(engine_cfg, lora_rank: int | None = None) -> dict:
 def open_engine(model_dir: str, engine_cfg, lora_rank: int | None = None):
     from cotgap_ray.engines import load_engine
 
-    return load_engine(model_dir, engine_kind(engine_cfg), **engine_options(engine_cfg, lora_rank))
+    return load_engine(model_dir, engine_kind(engine_cfg), **engine_options(engine_cfg, lora_rank, model_dir))

@@ -200,9 +200,10 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
     print(f"run {run_dir}: task {cfg.task.name} {splits.sizes()} (split {splits.fingerprint()})")
 
     from cotgap_ray.finetune import check_target_modules, student_skeleton
-    from cotgap_ray.runtime import resolve_all
+    from cotgap_ray.runtime import check_context_lengths, resolve_all
 
     student, *teachers = resolve_all([cfg.student, *cfg.teachers], cfg)
+    check_context_lengths([student, *teachers], cfg)
     check_target_modules(student_skeleton(student.path), cfg.lora.target_modules)
     lora_rank = max(cfg.search.lora_rank)  # one engine configuration for the baseline and every adapter
 

