@@ -1,15 +1,19 @@
-"""Throughput of the generation engines on one model and one prompt set: vLLM, batched HF, and the HF loop.
+"""Throughput of the generation engines on one model and one prompt set, per dtype, against this CPU's limit.
 
     HF_HUB_OFFLINE=1 python benchmarks/engines.py --model packaged:smollm2-135m-instruct \\
         --questions ../shared/data/gsm8k/test.jsonl --prompts 32 --max-tokens 128 --batch-size 8
 
-Every engine gets the same rendered prompts (cotgap_ray.prompts.render_prompt) and greedy decoding. Start-up (model
-load, vLLM engine start, one tiny warm-up call) is timed apart from generation. The table:
+Every engine gets the same rendered prompts (cotgap_ray.prompts.render_prompt) and greedy decoding, once per dtype in
+--dtypes. Start-up (model load, vLLM engine start, one tiny warm-up call) is timed apart from generation. The table:
 
-    engine   prompts  out tokens  start s  gen s  tok/s  vs hf-loop  same text as hf-loop
+    engine  dtype  prompts  out tokens  start s  gen s  tok/s  bound tok/s  % of bound  vs hf-loop  same text
 
-`same text as hf-loop` counts prompts whose greedy text equals the fp32 loop's: HF batched should match all of
-them in fp32; vLLM runs bf16 on CPU by default, so it may drift after a few dozen tokens.
+`bound tok/s` is what the CPU's matmul rate allows: a matmul of the model's shape (batch --prompts x hidden x
+intermediate), measured now on all torch threads in that dtype, divided by the model's FLOPs per token (2 x the
+parameters that take part in a matmul: every weight but the input embedding, plus the output projection). It is a
+compute bound at full batch; small batches are memory-bound and stay below it. `same text` counts prompts whose
+greedy text equals the first row's (the fp32 HF loop by default). `engine.kind: auto` / `engine.dtype: auto` pick
+vLLM when installed and the dtype hardware.resolve_dtype names (printed first): this table is the evidence.
 """
 
 from __future__ import annotations
@@ -60,12 +64,41 @@ def resolve_model_dir(spec: str) -> str:
 def engine_options(kind: str, batch_size: int, dtype: str) -> dict:
     if kind == "hf":
         return {"batch_size": batch_size, "dtype": dtype}
-    if kind == "hf-loop":
-        return {"dtype": dtype}
-    return {"dtype": "auto" if dtype == "float32" else dtype}  # vLLM: its own default precision unless told
+    return {"dtype": dtype}
 
 
-def run_engine(kind: str, model_dir: str, prompts: list[str], params: SamplingParams, options: dict) -> dict:
+def flops_per_token(model_dir: str) -> tuple[float, dict]:
+    """2 x the weights a token goes through as matmuls (all but the input embedding; a tied output projection counted
+    once), from the safetensors headers; and the model's config (hidden / intermediate sizes)."""
+    from safetensors import safe_open
+
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    config = config.get("text_config", config)
+    params, embed, has_head = 0, 0, False
+    for f in Path(model_dir).glob("*.safetensors"):
+        with safe_open(str(f), "pt") as st:
+            for name in st.keys():
+                n = 1
+                for d in st.get_slice(name).get_shape():
+                    n *= d
+                params += n
+                embed += n if "embed_tokens" in name else 0
+                has_head |= name.endswith("lm_head.weight")
+    matmul_params = params - embed + (0 if has_head else embed)  # tied head: the embedding matrix is the head
+    return 2.0 * matmul_params, config
+
+
+def bound_tok_s(model_dir: str, dtype: str, batch: int) -> float:
+    from cotgap_ray.hardware import matmul_gflops
+
+    flops, config = flops_per_token(model_dir)
+    hidden = config.get("hidden_size", 576)
+    inter = config.get("intermediate_size", 4 * hidden)
+    return matmul_gflops(dtype, m=max(batch, 1), k=hidden, n=inter, seconds=0.5) * 1e9 / flops
+
+
+def run_engine(kind: str, dtype: str, model_dir: str, prompts: list[str], params: SamplingParams,
+               options: dict) -> dict:
     """Start the engine, warm it up, time one greedy pass over all prompts, close it."""
     t0 = time.perf_counter()
     engine = load_engine(model_dir, kind, **options)
@@ -78,21 +111,22 @@ def run_engine(kind: str, model_dir: str, prompts: list[str], params: SamplingPa
     finally:
         engine.close()
     tokens = sum(gens[0].n_tokens for gens in results)
-    return {"engine": kind, "prompts": len(prompts), "tokens": tokens, "start_s": start_s, "gen_s": gen_s,
-            "tok_s": tokens / gen_s, "texts": [gens[0].text for gens in results]}
+    return {"engine": kind, "dtype": dtype, "prompts": len(prompts), "tokens": tokens, "start_s": start_s,
+            "gen_s": gen_s, "tok_s": tokens / gen_s, "texts": [gens[0].text for gens in results]}
 
 
-def print_table(rows: list[dict]) -> None:
-    base = next((r for r in rows if r["engine"] == "hf-loop"), None)
-    header = f"{'engine':<8} {'prompts':>7} {'out tokens':>10} {'start s':>8} {'gen s':>8} {'tok/s':>8} " \
-             f"{'vs hf-loop':>10} {'same text as hf-loop':>21}"
+def print_table(rows: list[dict], bounds: dict[str, float]) -> None:
+    base = rows[0] if rows else None
+    header = f"{'engine':<8} {'dtype':<9} {'prompts':>7} {'out tokens':>10} {'start s':>8} {'gen s':>8} " \
+             f"{'tok/s':>8} {'bound tok/s':>11} {'% of bound':>10} {'vs first':>9} {'same text':>10}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        ratio = f"{r['tok_s'] / base['tok_s']:.2f}x" if base else "-"
-        same = f"{sum(a == b for a, b in zip(r['texts'], base['texts']))}/{r['prompts']}" if base else "-"
-        print(f"{r['engine']:<8} {r['prompts']:>7} {r['tokens']:>10} {r['start_s']:>8.1f} {r['gen_s']:>8.1f} "
-              f"{r['tok_s']:>8.1f} {ratio:>10} {same:>21}")
+        bound = bounds[r["dtype"]]
+        same = f"{sum(a == b for a, b in zip(r['texts'], base['texts']))}/{r['prompts']}"
+        print(f"{r['engine']:<8} {r['dtype']:<9} {r['prompts']:>7} {r['tokens']:>10} {r['start_s']:>8.1f} "
+              f"{r['gen_s']:>8.1f} {r['tok_s']:>8.1f} {bound:>11.0f} {100 * r['tok_s'] / bound:>9.1f}% "
+              f"{r['tok_s'] / base['tok_s']:>8.2f}x {same:>10}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -104,7 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompts", type=int, default=16, help="number of prompts")
     parser.add_argument("--max-tokens", type=int, default=64, help="greedy tokens per prompt at most")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per sub-batch of the batched HF engine")
-    parser.add_argument("--dtype", default="float32", help="HF dtype (vLLM keeps its default unless not float32)")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated dtypes to run every engine in")
     parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads for the HF engines (default: torch's "
                                                            "choice); 1 is far faster on a CPU shared with other jobs")
     parser.add_argument("--engines", default="hf-loop,hf,vllm", help="comma-separated; vllm skipped if absent")
@@ -123,14 +157,22 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prompts = [render_prompt(q, tokenizer) for q in load_questions(args.questions, args.prompts)]
     params = SamplingParams(max_tokens=args.max_tokens)
+    from cotgap_ray.hardware import cpu_model, resolve_dtype
+
     kinds = [k for k in args.engines.split(",") if k != "vllm" or vllm_available()]
+    dtypes = args.dtypes.split(",")
     print(f"model {args.model} ({model_dir}); {len(prompts)} prompts, greedy, max {args.max_tokens} tokens", flush=True)
+    print(f"CPU: {cpu_model()}; dtype auto here: {resolve_dtype('auto', 'cpu').name} "
+          f"({resolve_dtype('auto', 'cpu').reason})", flush=True)
+    bounds = {d: bound_tok_s(model_dir, d, args.prompts) for d in dtypes}
     rows = []
-    for kind in kinds:
-        rows.append(run_engine(kind, model_dir, prompts, params, engine_options(kind, args.batch_size, args.dtype)))
-        print(f"  {kind}: {rows[-1]['tokens']} tokens in {rows[-1]['gen_s']:.1f} s", flush=True)
+    for dtype in dtypes:
+        for kind in kinds:
+            rows.append(run_engine(kind, dtype, model_dir, prompts, params,
+                                   engine_options(kind, args.batch_size, dtype)))
+            print(f"  {kind} {dtype}: {rows[-1]['tokens']} tokens in {rows[-1]['gen_s']:.1f} s", flush=True)
     print()
-    print_table(rows)
+    print_table(rows, bounds)
 
 
 if __name__ == "__main__":  # required: vLLM starts its engine process with spawn, which re-imports this module

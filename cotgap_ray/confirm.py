@@ -94,5 +94,6 @@ def confirm_teacher(run_dir: Path, cfg, spec: str, teacher: str, best: dict, tab
             "best_dev_delta": best["dev_delta"], "seeds": seeds, "n": stats["n"],
             "test_accuracy": stats["after_accuracy"], "baseline_test_accuracy": stats["before_accuracy"],
             "delta": stats["delta"], "delta_ci95": stats["ci95"], "p_value": stats["p_value"],
+            "discordance": stats["discordance"],
             "degrades": stats["degrades"], "improves": stats["improves"],
             "train_seconds": sum(s["train_seconds"] for s in seeds), "n_train_examples": best["n_train_examples"]}

@@ -195,6 +195,11 @@ def run_pipeline(job: TeacherJob, placement: Placement, n_actors: int) -> Iterat
                 groups[next(turn) % len(groups)], placement_group_capture_child_tasks=True)}
         ctx = ray.data.DataContext.get_current()
         saved_wait, ctx.wait_for_min_actors_s = ctx.wait_for_min_actors_s, int(placement.timeout_s)
+        # In a log file or CI (stdout not a terminal) Ray Data prints its whole progress block every 10 s and buries
+        # the run's own lines; there our per-shard lines (rows, tok/s, ETA) are the progress. Bars stay on a terminal.
+        saved_bars = ctx.enable_progress_bars
+        if not sys.stdout.isatty():
+            ctx.enable_progress_bars = False
         try:
             with warnings.catch_warnings():
                 # Ray 2.60 deprecates **ray_remote_args and ray_remote_args_fn (removal in 2.64) but has no named
@@ -210,7 +215,7 @@ def run_pipeline(job: TeacherJob, placement: Placement, n_actors: int) -> Iterat
             ds.set_name(f"cotgap-generate-{job.model.name}")  # the dashboard's Ray Data view: one row per teacher
             yield from ds.iter_rows()
         finally:
-            ctx.wait_for_min_actors_s = saved_wait
+            ctx.wait_for_min_actors_s, ctx.enable_progress_bars = saved_wait, saved_bars
     finally:
         for group in groups:
             ray.util.remove_placement_group(group)
@@ -258,8 +263,10 @@ def run_teacher(job: TeacherJob, placement: Placement, progress=print_progress, 
                              ("tokens", meta["n_tokens"]), ("rows", meta["rows"])):
                     run[k] += n
                 elapsed = time.perf_counter() - start
+                eta = elapsed / run["rows"] * (total_rows - run["rows"]) if run["rows"] else 0.0
                 progress(f"[{job.model.name}] shard {sid} done: {run['rows']}/{total_rows} rows, "
-                         f"{run['tokens'] / elapsed:.0f} tok/s, {elapsed:.0f}s, node {meta['node_id'][:8]}")
+                         f"{run['tokens'] / elapsed:.0f} tok/s, {elapsed:.0f}s, ETA {eta:.0f}s, "
+                         f"node {meta['node_id'][:8]}")
                 if on_shard is not None:
                     on_shard(meta)
         except CacheError:

@@ -121,27 +121,32 @@ def resolve_dtype(requested: str, device: str = "cpu", flags: frozenset[str] | N
     return DtypeChoice(requested, "set in the config")
 
 
+def matmul_gflops(dtype: str, m: int = 64, k: int = 576, n: int = 1536, seconds: float = 0.3,
+                  threads: int | None = None) -> float:
+    """Measured GFLOP/s of an (m x k) @ (k x n) matmul in `dtype` on `threads` torch threads (default: torch's)."""
+    import torch
+
+    saved = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        dt = getattr(torch, dtype)
+        a, b = torch.randn(m, k, dtype=dt), torch.randn(k, n, dtype=dt)
+        a @ b  # warm-up (oneDNN primitive creation)
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            a @ b
+            count += 1
+        return 2 * m * k * n * count / (time.perf_counter() - start) / 1e9
+    finally:
+        torch.set_num_threads(saved)
+
+
 @functools.cache
 def bf16_cost() -> str:
     """A measured statement of what emulated bf16 costs on this CPU: one matmul of the size of a small model's MLP,
     timed in float32 and bfloat16 on one thread (about a second in all)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        rates = {}
-        for dt in (torch.float32, torch.bfloat16):
-            a, b = torch.randn(64, 576, dtype=dt), torch.randn(576, 1536, dtype=dt)
-            a @ b  # warm-up (oneDNN primitive creation)
-            n, start = 0, time.perf_counter()
-            while time.perf_counter() - start < 0.3:
-                a @ b
-                n += 1
-            rates[dt] = 2 * 64 * 576 * 1536 * n / (time.perf_counter() - start) / 1e9
-    finally:
-        torch.set_num_threads(threads)
-    f32, b16 = rates[torch.float32], rates[torch.bfloat16]
+    f32, b16 = matmul_gflops("float32", threads=1), matmul_gflops("bfloat16", threads=1)
     return f"measured now: bf16 matmul {b16:.1f} GFLOP/s vs float32 {f32:.1f} GFLOP/s, {f32 / b16:.1f}x slower"
 
 

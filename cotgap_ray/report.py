@@ -167,6 +167,28 @@ def recommend(teachers: list[dict], baseline_test: float | None, stage: str | No
             "text": f"{head} (best: {best['name']}, {over} on test){tail}."}
 
 
+def power(run: dict, sizes: dict | None) -> dict:
+    """Per split: n, the discordance this run measured (the median fraction of problems an adapter changed: dev
+    over the trials' last epochs, test over the confirmations; dev's stands in for test before confirmation), and
+    the minimum detectable effect: the smallest improvement the exact McNemar test detects with 80% power at
+    alpha 0.05 (stats.min_detectable_effect). None: the split cannot detect any effect that small a change allows."""
+    import statistics
+
+    from cotgap_ray.stats import min_detectable_effect
+
+    dev = [t["dev_discordance"] for t in run["trials"] if t.get("dev_discordance") is not None]
+    test = [f["discordance"] for f in run["finals"].values() if f.get("discordance") is not None]
+    out = {}
+    for split, measured, fallback in (("dev", dev, []), ("test", test, dev)):
+        n = (sizes or {}).get(split)
+        values = measured or fallback
+        d = statistics.median(values) if values else None
+        out[split] = {"n": n, "discordance": d, "discordance_from": split if measured else
+                      ("dev" if values else None),
+                      "mde": min_detectable_effect(n, d) if n and d else None}
+    return out
+
+
 def build_report(run: dict) -> dict:
     """report.json from load_run()'s dict (pure: `run` is left as it was)."""
     cfg, notes = run["config"].get("config", {}), list(run["notes"])
@@ -197,6 +219,7 @@ def build_report(run: dict) -> dict:
         "experiment": cfg.get("name"), "student": cfg.get("student"),
         "task": {"name": task.get("name"), "seed": task.get("seed")},
         "splits": {k: (run["splits"] or {}).get(k) for k in ("sizes", "fingerprint")},
+        "power": power(run, (run["splits"] or {}).get("sizes")),
         "config_fingerprint": run["config"].get("fingerprint"),
         "baseline": {s: {k: base[s].get(k) for k in ("accuracy", "ci95", "n")} for s in ("dev", "test") if s in base},
         "teachers": teachers,
@@ -235,6 +258,14 @@ def render_markdown(r: dict, plots: list[str]) -> str:
     if tested:
         out += ["", f"Test: n = {tested[0]['test_n']} problems, seeds {tested[0]['test_seeds']} "
                     "(delta = mean test accuracy over seeds - baseline test accuracy)."]
+    out += ["", "## What these splits can detect", "",
+            _table(["split", "n", "discordance (measured)", "minimum detectable effect (80% power, alpha 0.05)"],
+                   [[s, p["n"], "n/a" if p["discordance"] is None else
+                     f"{_pct(p['discordance'])}" + (f" (from {p['discordance_from']})"
+                                                    if p["discordance_from"] != s else ""),
+                     "n/a" if p["mde"] is None and p["discordance"] is None else
+                     ("larger than any change seen: split too small" if p["mde"] is None else
+                      f"{100 * p['mde']:.1f} points")] for s, p in r.get("power", {}).items()])]
     out += ["", "## Trials", "",
             _table(["trial", "teacher", "filters", "rank", "alpha ratio", "lr", "epochs", "status", "examples",
                     "dev delta", "seconds"],

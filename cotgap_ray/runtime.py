@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from cotgap_ray.engines import resolve_kind
+from cotgap_ray.engines.base import model_context_limit
 
 
 
@@ -73,20 +74,6 @@ def vllm_max_lora_rank(rank: int) -> int:
         if rank <= allowed:
             return allowed
     raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest max_lora_rank {_VLLM_LORA_RANKS[-1]}")
-
-
-def model_context_limit(model_dir: str) -> int | None:
-    """The longest context the model's config declares (max_position_embeddings, also under text_config), if any."""
-    import json
-
-    path = Path(model_dir) / "config.json"
-    if not path.exists():
-        return None
-    config = json.loads(path.read_text())
-    for section in (config, config.get("text_config") or {}):
-        if isinstance(section.get("max_position_embeddings"), int):
-            return section["max_position_embeddings"]
-    return None
 
 
 _clamped: set[tuple[str, int]] = set()

@@ -83,6 +83,7 @@ def compare(before: list[bool], after: list[bool], n_boot: int = 10000, seed: in
         "delta": delta,
         "ci95": [lo, hi],
         "p_value": mcnemar_exact_p(b, a),
+        "discordance": float(np.mean(b != a)),  # fraction of problems the adapter changed (sets the power)
         "degrades": hi < 0,  # the whole interval is below zero: distillation made the student worse
         "improves": lo > 0,
     }
@@ -121,6 +122,60 @@ def compare_seeds(before: list[bool], afters: list[list[bool]], n_boot: int = 10
         "delta": float(diff.mean()),
         "ci95": [float(lo), float(hi)],
         "p_value": float(min(1.0, p)),
+        "discordance": float(np.mean([np.mean(r != b) for r in runs])),
         "degrades": bool(hi < 0),
         "improves": bool(lo > 0),
     }
+
+
+def _binom_pmf(n: int, p: float) -> np.ndarray:
+    """P(X = k), k = 0..n, of Binomial(n, p), computed in log space (no overflow for n in the thousands)."""
+    k = np.arange(n + 1)
+    if p <= 0 or p >= 1:
+        out = np.zeros(n + 1)
+        out[0 if p <= 0 else n] = 1.0
+        return out
+    log = (math.lgamma(n + 1) - np.array([math.lgamma(i + 1) + math.lgamma(n - i + 1) for i in k])
+           + k * math.log(p) + (n - k) * math.log1p(-p))
+    return np.exp(log)
+
+
+def mcnemar_power(n: int, discordance: float, effect: float, alpha: float = 0.05) -> float:
+    """Exact power of the two-sided exact McNemar test (mcnemar_exact_p < alpha) on n paired problems when a fraction
+    `discordance` of them change outcome and the changes favour the adapter by `effect` (fixed minus broken, as a
+    fraction of n; |effect| <= discordance). Discordant count D ~ Binomial(n, discordance); given D, the fixed count
+    ~ Binomial(D, (1 + effect / discordance) / 2)."""
+    if not 0 < discordance <= 1 or abs(effect) > discordance:
+        return 0.0
+    q = (1 + effect / discordance) / 2
+    power = 0.0
+    p_d = _binom_pmf(n, discordance)
+    for d in range(1, n + 1):
+        if p_d[d] < 1e-12:
+            continue
+        # The exact test rejects when min(b, c) <= k_crit: 2 * P(Bin(d, 1/2) <= k) < alpha.
+        tail = np.cumsum(_binom_pmf(d, 0.5))
+        ok = np.nonzero(2 * tail < alpha)[0]
+        if ok.size == 0:
+            continue
+        k_crit = int(ok[-1])
+        fixed = _binom_pmf(d, q)
+        reject = fixed[: k_crit + 1].sum() + fixed[d - k_crit:].sum()  # c <= k_crit or b <= k_crit
+        power += p_d[d] * min(1.0, reject)
+    return float(power)
+
+
+def min_detectable_effect(n: int, discordance: float, power: float = 0.8, alpha: float = 0.05,
+                          step: float = 0.005) -> float | None:
+    """The smallest improvement (fraction of problems, on a `step` grid) that the exact McNemar test on n problems
+    detects with `power` at `discordance` (the fraction of problems whose outcome an adapter changes, as measured).
+    None when no effect up to the discordance itself reaches that power: the split is too small to answer.
+    n=60, discordance 0.2 -> 0.165 (one problem is 1.7 points); n=200 -> 0.095."""
+    if n < 1 or not 0 < discordance <= 1:
+        return None
+    effect = step
+    while effect <= discordance + 1e-12:
+        if mcnemar_power(n, discordance, effect, alpha) >= power:
+            return round(effect, 6)
+        effect += step
+    return None

@@ -51,7 +51,8 @@ def score_on_dev(adapter_dir: str, *, baseline_dev: dict, tag: str, static: dict
     # tuning.release_placement_group).
     group = ray.util.get_current_placement_group()
     return {"dev_accuracy": summary["accuracy"], "dev_delta": stats["delta"], "dev_delta_lo": stats["ci95"][0],
-            "dev_delta_hi": stats["ci95"][1], "p_value": stats["p_value"], "eval_seconds": summary["seconds"],
+            "dev_delta_hi": stats["ci95"][1], "p_value": stats["p_value"], "dev_discordance": stats["discordance"],
+            "eval_seconds": summary["seconds"],
             "placement_group": group.id.hex() if group else None, **static}
 
 

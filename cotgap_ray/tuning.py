@@ -26,7 +26,7 @@ from cotgap_ray.trial import NO_DATA_DELTA, TrialContext, tune_trial
 FINAL_STATUSES = ("ok", "no_data", "stopped")
 TRIAL_DRIVER = {"CPU": 0.01}  # the trial function only drives its TorchTrainer; the workers hold the real CPUs
 EPOCH_KEYS = ("epoch", "train_loss", "tokens", "seconds", "tokens_per_s", "dev_accuracy", "dev_delta",
-              "dev_delta_lo", "dev_delta_hi", "p_value", "eval_seconds", "checkpoint_path")
+              "dev_delta_lo", "dev_delta_hi", "p_value", "dev_discordance", "eval_seconds", "checkpoint_path")
 
 
 # -------------------------------------------------------------------------------------------------- resources
@@ -174,6 +174,7 @@ class TrialRecorder(tune.Callback):
             rec["epochs"] = [e for e in rec["epochs"] if e["epoch"] != epoch["epoch"]] + [epoch]
             rec.update(dev_accuracy=epoch["dev_accuracy"], dev_delta=epoch["dev_delta"],
                        dev_delta_ci95=[epoch["dev_delta_lo"], epoch["dev_delta_hi"]], p_value=epoch["p_value"],
+                       dev_discordance=epoch["dev_discordance"],
                        train_tokens=sum(e["tokens"] or 0 for e in rec["epochs"]),
                        train_seconds=sum(e["seconds"] or 0 for e in rec["epochs"]),
                        adapter_dir=epoch["checkpoint_path"])

@@ -211,3 +211,18 @@ def test_cli_on_a_non_run_directory_exits_2(tmp_path):
     assert proc.returncode == 2
     assert f"{not_a_run} is not a run directory: it holds no config.json" in proc.stderr
     assert not (not_a_run / "report.json").exists()
+
+
+def test_power_section_uses_the_discordance_the_run_measured(tmp_path):
+    """MDE per split from the run's own discordance: dev from the trials, test from the confirmations (dev's until
+    then); literal values from stats.min_detectable_effect (n=200 at 20% discordance: 9.5 points)."""
+    run = write_run(tmp_path / "run", None, stage="search")
+    for i, path in enumerate(sorted(run.glob("trials/*/trial.json"))):
+        t = json.loads(path.read_text())
+        t["dev_discordance"] = [0.1, 0.2, 0.3][i % 3] if t["status"] in ("ok", "stopped") else None
+        path.write_text(json.dumps(t))
+    r = report.render(run)
+    assert r["power"]["dev"] == {"n": 100, "discordance": 0.2, "discordance_from": "dev", "mde": 0.13}
+    assert r["power"]["test"] == {"n": 200, "discordance": 0.2, "discordance_from": "dev", "mde": 0.095}
+    md = (run / "report.md").read_text()
+    assert "What these splits can detect" in md and "9.5 points" in md and "20.0% (from dev)" in md

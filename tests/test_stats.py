@@ -2,7 +2,7 @@
 
 import pytest
 
-from cotgap_ray.stats import compare, mcnemar_exact_p, paired_bootstrap_ci, wilson_ci
+from cotgap_ray.stats import compare, compare_seeds, mcnemar_exact_p, paired_bootstrap_ci, wilson_ci
 
 
 def test_wilson_hand_computed():
@@ -111,3 +111,25 @@ def test_compare_seeds_flags_degradation_and_no_change():
     assert same["delta"] == 0 and same["p_value"] == 1.0 and not same["degrades"]
     with pytest.raises(ValueError):
         compare_seeds(before, [])
+
+
+def test_discordance_is_the_fraction_of_changed_problems():
+    assert compare([True, False, False, True], [True, True, False, False])["discordance"] == 0.5
+    assert compare_seeds([False, False, True], [[True, False, True], [True, True, True]])["discordance"] == 0.5
+
+
+def test_mcnemar_power_is_alpha_bounded_at_no_effect_and_grows_with_n():
+    from cotgap_ray.stats import mcnemar_power
+
+    assert mcnemar_power(100, 0.2, 0.0) <= 0.05  # exact test: never more than alpha under the null
+    assert mcnemar_power(60, 0.2, 0.1) < mcnemar_power(200, 0.2, 0.1) < mcnemar_power(400, 0.2, 0.1)
+    assert mcnemar_power(100, 0.2, 0.3) == 0.0  # an effect larger than the discordance is impossible
+
+
+@pytest.mark.parametrize("n, discordance, mde", [(60, 0.2, 0.165), (200, 0.2, 0.095), (150, 0.15, 0.095),
+                                                 (30, 0.1, None), (100, 0.1, 0.09)])
+def test_min_detectable_effect_literal(n, discordance, mde):
+    """The README's sizing rests on these: at 20% discordance 60 test problems detect 16.5 points, 200 detect 9.5."""
+    from cotgap_ray.stats import min_detectable_effect
+
+    assert min_detectable_effect(n, discordance) == mde

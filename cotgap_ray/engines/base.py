@@ -7,7 +7,9 @@ add special tokens beyond what the rendered prompt already holds.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 
@@ -45,3 +47,15 @@ class Engine(Protocol):
     def close(self) -> None:
         """Release the model and its memory (and devices)."""
         ...
+
+
+def model_context_limit(model_dir: str) -> int | None:
+    """The longest context the model's config declares (max_position_embeddings, also under text_config), if any."""
+    path = Path(model_dir) / "config.json"
+    if not path.exists():
+        return None
+    config = json.loads(path.read_text())
+    for section in (config, config.get("text_config") or {}):
+        if isinstance(section.get("max_position_embeddings"), int):
+            return section["max_position_embeddings"]
+    return None

@@ -34,7 +34,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cotgap_ray.engines.base import Generation, SamplingParams
+from cotgap_ray.engines.base import Generation, SamplingParams, model_context_limit
 from cotgap_ray.engines.hf import adapter_key
 from cotgap_ray.engines.vllm_errors import EngineFailure, ErrorLog, cause_and_advice, explain
 from cotgap_ray.hardware import DTYPES
@@ -146,7 +146,7 @@ class VLLMEngine:
             # step's token budget. Without chunked prefill a prompt is always prefilled whole, and the budget must
             # hold the longest one: the context length. No more than that: a step of 8192 prompt tokens of a
             # 0.5B model outlived vLLM's 300 s step timeout on a CPU without native bf16.
-            max_len = options.get("max_model_len") or 2048
+            max_len = options.get("max_model_len") or model_context_limit(self.model_dir) or 8192
             options.update(enable_chunked_prefill=False, max_num_batched_tokens=max_len)
         return LLM(
             model=self.model_dir,
