@@ -293,12 +293,19 @@ def test_vllm_start_failure_names_the_model_dir(tmp_path):
 
 @pytest.mark.vllm
 @needs_vllm
-def test_vllm_default_dtype_runs_and_close_releases_the_engine(tiny_llama_dir, prompts):
-    """A second engine (dtype auto: bf16 on CPU) beside the session one; close() must stop its engine process."""
+def test_vllm_default_dtype_runs_and_close_releases_the_engine(tiny_llama_dir, prompts, monkeypatch, capsys):
+    """A second engine (dtype auto) beside the session one, on a CPU faked to lack native bf16 (an AVX2-only Zen 3's
+    flags): auto must mean float32 there, said once. close() must stop its engine process."""
     import psutil
 
+    from cotgap_ray import hardware
+
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset("fpu sse2 avx avx2 fma bmi2".split()))
+    monkeypatch.setattr(hardware, "_said", set())
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     engine = load_engine(tiny_llama_dir, "vllm", max_model_len=512, kv_cache_gib=1)
+    assert engine.dtype == "float32"
+    assert "engine dtype float32: this CPU has no native bf16" in capsys.readouterr().err
     started = {p.pid for p in psutil.Process().children(recursive=True)} - before
     try:
         results = engine.generate(prompts, GREEDY)
