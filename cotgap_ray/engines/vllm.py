@@ -83,6 +83,12 @@ class VLLMEngine:
         self._loaded: tuple[str, int] | None = None  # adapter_key of the adapter merged into the weights now
         self._swap_dir = None
         self.swaps, self.swap_seconds = 0, 0.0
+        # vLLM logs INFO lines to stdout by default, which corrupts `--json` output and buries our progress lines;
+        # its CPU build also warns on every start about choices made here on purpose (chunked prefill off, eager
+        # mode) and about optional libraries (tcmalloc/iomp preload, Triton CPU). Errors only, on stderr, unless the
+        # user sets VLLM_LOGGING_LEVEL=WARNING. Read by vLLM's processes at their first import.
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         self.errors = ErrorLog.create()
         try:
             from transformers import AutoTokenizer
@@ -110,10 +116,6 @@ class VLLMEngine:
 
     def _start(self, *, kv_cache_gib, enforce_eager, enable_lora, max_lora_rank, max_loras, max_num_seqs,
                step_timeout_s, **options):
-        # vLLM logs INFO lines to stdout by default, which corrupts `--json` output and buries our progress lines:
-        # send them to stderr at WARNING unless the user chose otherwise. Read once, at vLLM's first import.
-        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         if step_timeout_s is not None:  # read by the engine process vLLM starts below
             os.environ["VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS"] = str(int(step_timeout_s))
         from vllm import LLM
@@ -186,16 +188,21 @@ class VLLMEngine:
         start = time.perf_counter()
         if self._merger is None:
             self._merger = AdapterMerger(self.model_dir, self.dtype)
-        previous, self._swap_dir = self._swap_dir, tempfile.mkdtemp(prefix="cotgap-merged-")
-        # The base weights are reloaded from the model's own directory: exactly what the engine first loaded.
-        path = self.model_dir if adapter is None else self._merger.write(adapter, self._swap_dir)
+        previous, self._swap_dir = self._swap_dir, None
+        if adapter is None:  # the model's own directory: exactly the weights the engine first loaded
+            path = self.model_dir
+        else:
+            self._swap_dir = tempfile.mkdtemp(prefix="cotgap-merged-")
+            path = self._merger.write(adapter, self._swap_dir)
         try:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path})
-            self.llm.reset_prefix_cache()  # cached KV blocks were computed with the previous weights
+            # Cached KV blocks were computed with the previous weights; a prompt seen before must not reuse them.
+            if not self.llm.reset_prefix_cache():
+                raise RuntimeError("vLLM refused to reset its prefix cache (requests still running?)")
         except Exception as e:  # noqa: BLE001
             raise EngineFailure(explain(e, self.errors.read(), f"reloading weights for adapter {adapter}")) from e
         finally:
-            if previous:  # the engine's model config points at the newest directory only
+            if previous:  # the engine's model config now points at `path`, never at the previous directory
                 shutil.rmtree(previous, ignore_errors=True)
         self._loaded = key
         self.swaps += 1

@@ -54,7 +54,7 @@ class ErrorLog:
         os.close(fd)
         if os.environ.get("VLLM_LOGGING_CONFIG_PATH") and "cotgap-vllm-" not in os.environ["VLLM_LOGGING_CONFIG_PATH"]:
             return cls(path)
-        level = os.environ.get("VLLM_LOGGING_LEVEL", "WARNING").upper()
+        level = os.environ.get("VLLM_LOGGING_LEVEL", "ERROR").upper()
         config = {
             "version": 1, "disable_existing_loggers": False,
             "formatters": {"plain": {"format": "%(levelname)s %(asctime)s [%(filename)s:%(lineno)d] %(message)s",
