@@ -242,6 +242,11 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
                             _rows_correct(baseline["test"].rows_path), generations, evaluator)
     finally:
         _save_evals(run_dir, evaluator)
+        try:  # close the engine before the actor goes: its engine process and shared memory end cleanly
+            ray.get(evaluator.close.remote(), timeout=60)
+        except Exception as e:  # noqa: BLE001 - a dead or stuck evaluator is killed below all the same
+            print(f"warning: the evaluation engine did not close cleanly ({type(e).__name__}); killing it",
+                  file=sys.stderr)
         ray.kill(evaluator)
     _status(run_dir, cfg, "done", notes)
     from cotgap_ray.report import render
