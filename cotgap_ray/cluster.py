@@ -29,6 +29,8 @@ import math
 import os
 from pathlib import Path
 
+from cotgap_ray.errors import InputError
+
 ACCELERATOR_PREFIX = "accelerator_type:"  # Ray's convention (ray._common.utils.RESOURCE_CONSTRAINT_PREFIX)
 ACCELERATOR_SHARE = 0.001  # what Ray Train / Ray Core request to pin work to a GPU type: a sliver of the marker
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` puts the autoscaling config on the head
@@ -38,7 +40,7 @@ _SIZED_KEYS = ("CPU", "memory", "object_store_memory")
 _MEMORY_KEYS = ("memory", "object_store_memory")  # left out of messages
 
 
-class ResourceError(ValueError):
+class ResourceError(InputError):
     """The cluster cannot host what some work asks for (raised before that work, or anything expensive, starts)."""
 
 

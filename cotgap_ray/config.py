@@ -21,10 +21,12 @@ from typing import Any
 
 import yaml
 
+from cotgap_ray.errors import InputError
+
 DEFAULT_CONFIG = Path(__file__).parent / "experiments" / "default.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config problem, with the file and dotted key it concerns and what to do."""
 
 
@@ -194,7 +196,7 @@ class SearchConfig:
         bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid search settings: {', '.join(bad)} (see the field help: "
-                             f"python -c 'from cotgap_ray.config import describe; print(describe())')")
+                             f"python -m cotgap_ray.search --help-config)")
 
 
 @dataclass
@@ -229,8 +231,12 @@ class ExperimentConfig:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read a YAML config (the embedded default when `path` is None), apply `a.b=value` overrides, validate."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                task: str | None = None) -> ExperimentConfig:
+    """Read a YAML config (the embedded default when `path` is None), apply `a.b=value` overrides, validate.
+
+    `task` (the CLIs' --task): another task than the file's starts from that task's defaults, keeping the file's
+    n_dev, n_test and seed; the overrides apply after that, so `--task file task.path=X task.n_train=500` keeps both."""
     source = Path(path) if path is not None else DEFAULT_CONFIG
     if not source.is_file():
         raise ConfigError(f"config file {source} does not exist")
@@ -240,6 +246,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"{source}: not valid YAML: {e}") from e
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    section = raw.get("task") if isinstance(raw.get("task"), dict) else {}
+    if task and task != section.get("name", TaskConfig.name):
+        raw["task"] = {"name": task, **{k: section[k] for k in ("n_dev", "n_test", "seed") if k in section}}
     for item in overrides or []:
         _apply_override(raw, item)
     return build(ExperimentConfig, raw, where=str(source))
@@ -310,6 +319,22 @@ def _check_type(value: Any, hint, where: str, key: str):
             return value
     names = " | ".join(getattr(t, "__name__", str(t)) for t in allowed)
     raise ConfigError(f"{where}: '{key}' must be {names}, got {value!r}")
+
+
+def add_help_config(parser) -> None:
+    """`--help-config` on a CLI's argparse parser: every config key with its default and help, then exit."""
+    import argparse
+
+    class HelpConfig(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            rows = describe()
+            width = max(len(key) for key, _, _ in rows)
+            for key, default, text in rows:
+                print(f"{key:<{width}}  {text} (default {default})")
+            parser.exit(0)
+
+    parser.add_argument("--help-config", nargs=0, action=HelpConfig,
+                        help="list every config key (dotted, for key=value overrides) with its default and help")
 
 
 def describe(cls=ExperimentConfig, prefix: str = "") -> list[tuple[str, str, str]]:

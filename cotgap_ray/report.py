@@ -19,12 +19,14 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cotgap_ray.errors import InputError
+
 STATUSES = ("ok", "no_data", "stopped", "failed")
 INPUTS = {"baseline.json": "the baseline stage did not finish", "proxies.json": "proxies were not computed",
                "splits.json": "split sizes unknown", "status.json": "stage unknown"}
 
 
-class ReportError(ValueError):
+class ReportError(InputError):
     """RUN_DIR is not a run directory, or its config.json cannot be read."""
 
 
@@ -359,14 +361,17 @@ def render(run_dir: str | Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done, 2 bad input (one `error:` line, errors.run_cli), 1 a bug (traceback)."""
+    from cotgap_ray.errors import run_cli
+
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cotgap_ray.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a run directory written by python -m cotgap_ray.search (its --out)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        report = render(args.run_dir)
-    except ReportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    report = render(args.run_dir)
     print(report["recommendation"]["text"])
     for name in ["report.json", "report.md", *report["plots"]]:
         print(f"wrote {Path(args.run_dir) / name}")

@@ -21,14 +21,10 @@ def cache_root(cfg) -> Path:
     return Path(root).expanduser()
 
 
-def apply_task_args(cfg, task: str | None, task_path: str | None) -> None:
-    """The CLIs' --task/--task-path: another task starts from that task's defaults (sizes and seed kept)."""
-    from cotgap_ray.config import TaskConfig
-
-    if task and task != cfg.task.name:
-        cfg.task = TaskConfig(name=task, n_dev=cfg.task.n_dev, n_test=cfg.task.n_test, seed=cfg.task.seed)
-    if task_path:
-        cfg.task.path = task_path
+def task_overrides(task_path: str | None, overrides: list[str]) -> list[str]:
+    """The CLIs' --task-path as an override placed first, so an explicit task.path=... still wins (the --task
+    reset is config.load_config's `task`)."""
+    return ([f"task.path={task_path}"] if task_path else []) + list(overrides)
 
 
 def offline_unless_hub(specs: list[str]) -> None:

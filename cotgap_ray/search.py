@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from cotgap_ray.config import ConfigError, ExperimentConfig, load_config
-from cotgap_ray.generate import ResourceError
+from cotgap_ray.errors import run_cli
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -38,6 +38,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", help="run directory (default: <out_dir>/<name>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out (config must match)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. task.n_dev=50")
+    from cotgap_ray.config import add_help_config
+
+    add_help_config(parser)
     return parser.parse_args(argv)
 
 
@@ -256,15 +259,32 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
     return run_dir
 
 
-def main(argv: list[str] | None = None) -> int:
+# Keys the search decides per trial (search.* spaces them): an override of one would change nothing.
+SEARCHED = {"lora.rank": "search.lora_rank", "lora.alpha": "search.lora_alpha_ratio",
+            "lora.learning_rate": "search.learning_rate", "lora.epochs": "search.epochs",
+            "filters": "search.filter_chains"}
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """An override the search would ignore is an error that names the key to set instead."""
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key in SEARCHED:
+            raise ConfigError(f"override {item!r}: the search chooses {key} for every trial, so it would change "
+                              f"nothing; set {SEARCHED[key]} (the values the search tries) instead. {key} is used by "
+                              f"python -m cotgap_ray.distill, which runs one configuration")
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-        run(cfg, args.out, args.resume)
-    except (ConfigError, ResourceError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_overrides(args.overrides)
+    run(load_config(args.config, args.overrides), args.out, args.resume)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done, 2 bad input (one `error:` line, errors.run_cli), 1 a bug (traceback)."""
+    return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -57,3 +57,21 @@ def test_fingerprint_tracks_content(tmp_path):
 def test_every_field_has_help():
     rows = describe()
     assert rows and all(help_text for _, _, help_text in rows)
+
+
+def test_task_flag_keeps_the_task_overrides_given_with_it():
+    """`evaluate --task file task.path=X task.n_train=500` used to drop both overrides (--task reset the section
+    after they were applied). Now the reset comes first: the new task starts from its defaults, keeps the file's
+    dev/test sizes and seed, and the overrides apply on top."""
+    from cotgap_ray.runtime import task_overrides
+
+    default = load_config()
+    cfg = load_config(None, task_overrides(None, ["task.path=x.jsonl", "task.n_train=500"]), task="file")
+    assert (cfg.task.name, cfg.task.path, cfg.task.n_train) == ("file", "x.jsonl", 500)
+    assert (cfg.task.n_dev, cfg.task.n_test, cfg.task.seed) == (default.task.n_dev, default.task.n_test,
+                                                                default.task.seed)
+    assert cfg.task.generator_args == {}  # the old task's generator arguments do not leak into the new one
+    assert load_config(None, task_overrides("y.jsonl", ["task.path=z.jsonl"]), task="file").task.path == "z.jsonl"
+    assert load_config(None, task_overrides("y.jsonl", []), task="file").task.path == "y.jsonl"
+    same = load_config(None, [], task=default.task.name)
+    assert same.task == default.task  # the file's own task: nothing is reset

@@ -11,6 +11,7 @@ Prompting and answer checking are shared by all tasks (cotgap_ray.prompts, cotga
 
 from __future__ import annotations
 
+from cotgap_ray.errors import InputError
 from cotgap_ray.tasks import file, gsm8k, reasoning_gym
 from cotgap_ray.tasks.splits import SPLITS, RawProblem, Splits, make_splits
 
@@ -23,7 +24,7 @@ def check_task_name(name: str) -> None:
     if family == "reasoning_gym" and arg:
         reasoning_gym.check_generator(arg)
     elif family not in ("gsm8k", "file") or arg:
-        raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASK_NAMES)}")
+        raise InputError(f"unknown task {name!r}; valid: {', '.join(TASK_NAMES)}")
 
 
 def load_splits(cfg) -> Splits:

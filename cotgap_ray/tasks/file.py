@@ -12,13 +12,14 @@ import json
 from pathlib import Path
 
 from cotgap_ray.answers import parse_gold
+from cotgap_ray.errors import InputError, MissingFile
 from cotgap_ray.tasks.splits import RawProblem
 
 
 def read_rows(path: Path) -> list[tuple[int, dict]]:
     """(line number, row) pairs of a .jsonl / .json-lines or .parquet file."""
     if not path.is_file():
-        raise FileNotFoundError(f"task file {path} does not exist")
+        raise MissingFile(f"task file {path} does not exist")
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -31,9 +32,9 @@ def read_rows(path: Path) -> list[tuple[int, dict]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+                raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
             rows.append((lineno, row))
     return rows
 
@@ -45,14 +46,14 @@ def to_raw_problems(
     for lineno, row in read_rows(path):
         for name in (question_field, answer_field) + ((id_field,) if id_field else ()):
             if row.get(name) in (None, ""):
-                raise ValueError(
+                raise InputError(
                     f"{path}:{lineno}: row has no '{name}' field (fields: {', '.join(row) or 'none'}); "
                     f"fix the row or set task.question_field / task.answer_field / task.id_field"
                 )
         try:
             gold = parse_gold(row[answer_field])
         except ValueError as e:
-            raise ValueError(f"{path}:{lineno}: {e}; cotgap_ray tasks need numeric gold answers") from e
+            raise InputError(f"{path}:{lineno}: {e}; cotgap_ray tasks need numeric gold answers") from e
         pid = f"{prefix}:{row[id_field]}" if id_field else f"{prefix}:{lineno}"
         problems.append(RawProblem(id=pid, question=str(row[question_field]), answer=gold))
     return problems
@@ -60,6 +61,6 @@ def to_raw_problems(
 
 def load_pools(cfg) -> dict[str, list[RawProblem]]:
     if not cfg.path:
-        raise ValueError("task 'file' needs task.path: a .jsonl or .parquet file")
+        raise InputError("task 'file' needs task.path: a .jsonl or .parquet file")
     path = Path(cfg.path).expanduser()
     return {"rest": to_raw_problems(path, f"file:{path.stem}", cfg.question_field, cfg.answer_field, cfg.id_field)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cotgap_ray.errors import InputError
 from cotgap_ray.tasks.file import to_raw_problems
 from cotgap_ray.tasks.splits import RawProblem
 
@@ -22,7 +23,7 @@ def _hub_file(split: str) -> Path:
     try:
         return Path(hf_hub_download(HUB_ID, HUB_FILES[split], repo_type="dataset"))
     except Exception as e:  # offline, no cache, hub error: all mean "give me a local path"
-        raise ValueError(
+        raise InputError(
             f"gsm8k: could not get {HUB_ID} ({type(e).__name__}: {e}). Offline? Set task.path to a directory "
             "with train.jsonl and test.jsonl in the official format."
         ) from e

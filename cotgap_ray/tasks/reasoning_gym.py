@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 
 from cotgap_ray.answers import parse_gold
+from cotgap_ray.errors import InputError
 from cotgap_ray.tasks.splits import RawProblem
 
 # Procedural generators repeat questions; generate this much more than asked, then drop duplicates.
@@ -24,7 +25,7 @@ def check_generator(name: str) -> None:
     if name not in DATASETS:
         close = difflib.get_close_matches(name, DATASETS, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"reasoning_gym has no generator {name!r}.{hint} (it has {len(DATASETS)}; see reasoning_gym.factory.DATASETS)")
+        raise InputError(f"reasoning_gym has no generator {name!r}.{hint} (it has {len(DATASETS)}; see reasoning_gym.factory.DATASETS)")
 
 
 def load_pools(cfg, generator: str) -> dict[str, list[RawProblem]]:
@@ -32,14 +33,14 @@ def load_pools(cfg, generator: str) -> dict[str, list[RawProblem]]:
 
     check_generator(generator)
     if cfg.n_train is None:
-        raise ValueError(f"task reasoning_gym:{generator} is unbounded: set task.n_train to a number")
+        raise InputError(f"task reasoning_gym:{generator} is unbounded: set task.n_train to a number")
     wanted = cfg.n_train + cfg.n_dev + cfg.n_test
     try:
         dataset = reasoning_gym.create_dataset(
             generator, size=int(wanted * _OVERSAMPLE) + 10, seed=cfg.seed, **cfg.generator_args
         )
     except TypeError as e:
-        raise ValueError(f"task.generator_args for reasoning_gym:{generator}: {e}") from e
+        raise InputError(f"task.generator_args for reasoning_gym:{generator}: {e}") from e
     seen, problems = set(), []
     for index, item in enumerate(dataset):
         if item["question"] in seen:
@@ -48,12 +49,12 @@ def load_pools(cfg, generator: str) -> dict[str, list[RawProblem]]:
         try:
             gold = parse_gold(item["answer"])
         except ValueError as e:
-            raise ValueError(
+            raise InputError(
                 f"reasoning_gym:{generator} item {index}: {e}; choose a generator with numeric answers"
             ) from e
         problems.append(RawProblem(id=f"rg:{generator}:{cfg.seed}:{index}", question=item["question"], answer=gold))
     if len(problems) < wanted:
-        raise ValueError(
+        raise InputError(
             f"reasoning_gym:{generator} produced only {len(problems)} distinct questions for {wanted} asked; "
             "lower task sizes or widen task.generator_args"
         )

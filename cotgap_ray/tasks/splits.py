@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from cotgap_ray.errors import InputError
 from cotgap_ray.records import Problem
 
 SPLITS = ("train", "dev", "test")
@@ -61,7 +62,7 @@ def _take(pool: list[RawProblem], n: int | None, what: str, task: str) -> tuple[
     if n is None:
         return pool, []
     if n > len(pool):
-        raise ValueError(
+        raise InputError(
             f"task {task}: asked for {n} {what} problems but only {len(pool)} are available; lower task.n_{what}"
         )
     return pool[:n], pool[n:]
@@ -72,7 +73,7 @@ def make_splits(
 ) -> Splits:
     ids = [p.id for pool in pools.values() for p in pool]
     if len(ids) != len(set(ids)):
-        raise ValueError(f"task {task}: problem ids are not unique; set task.id_field to a unique column")
+        raise InputError(f"task {task}: problem ids are not unique; set task.id_field to a unique column")
     rest = _order(pools.get("rest", []), seed)
     out = {}
     for name, n in (("test", n_test), ("dev", n_dev), ("train", n_train)):
@@ -81,6 +82,6 @@ def make_splits(
         else:
             items, rest = _take(rest, n, name, task)
         if not items:
-            raise ValueError(f"task {task}: the {name} split is empty; check task.n_{name} and the data source")
+            raise InputError(f"task {task}: the {name} split is empty; check task.n_{name} and the data source")
         out[name] = [Problem(id=p.id, question=p.question, answer=p.answer, split=name) for p in items]
     return Splits(task=task, **out)
