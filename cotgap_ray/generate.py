@@ -211,7 +211,9 @@ def run_pipeline(job: TeacherJob, placement: Placement, n_actors: int) -> Iterat
                     compute=ray.data.ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=2),
                     fn_constructor_kwargs={"model_dir": str(job.model.path), "teacher": job.model.name,
                                            "kind": job.kind, "options": job.options,
-                                           "sampling": asdict(job.sampling), "timeout_s": placement.timeout_s},
+                                           "sampling": asdict(job.sampling), "timeout_s": placement.timeout_s,
+                                           # one engine gets every shard: it can close itself after the last
+                                           "close_after": len(work) if n_actors == 1 else None},
                     **remote)
             ds.set_name(f"cotgap-generate-{job.model.name}")  # the dashboard's Ray Data view: one row per teacher
             yield from ds.iter_rows()

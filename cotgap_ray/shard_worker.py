@@ -66,13 +66,19 @@ def deadline(seconds: float, what: str) -> Iterator[None]:
 class ShardWorker:
     """A Ray Data actor owning one engine: one shard descriptor in, one shard of rationale rows (Parquet) out."""
 
-    def __init__(self, model_dir: str, teacher: str, kind: str, options: dict, sampling: dict, timeout_s: float):
+    def __init__(self, model_dir: str, teacher: str, kind: str, options: dict, sampling: dict, timeout_s: float,
+                 close_after: int | None = None):
+        """close_after: the number of shards this actor will get, when the driver knows it (a pool of one): the
+        engine is closed right after the last one. Ray Data ends its actors without closing their engines (neither
+        the UDF's __del__ nor its __ray_shutdown__ runs first), and a vLLM engine left open at that exit makes
+        Python's resource tracker print `KeyError: '/psm_...'` tracebacks; closed first, it exits cleanly."""
         import ray
         from transformers import AutoTokenizer
 
         from cotgap_ray.engines import load_engine
 
         self.teacher, self.timeout_s = teacher, timeout_s
+        self.close_after, self.shards_done = close_after, 0
         self.sampling = SamplingParams(**{**sampling, "stop": tuple(sampling.get("stop", ()))})
         start = time.perf_counter()
         with deadline(timeout_s, f"engine start for teacher {teacher}"):
@@ -89,7 +95,16 @@ class ShardWorker:
                                        [str(x) for x in batch["answers"][i]])
             for k, v in meta.items():
                 out.setdefault(k, []).append(v)
+            self.shards_done += 1
+        if self.close_after is not None and self.shards_done >= self.close_after:
+            self.close_engine()
         return out
+
+    def close_engine(self) -> None:
+        """Close the engine once (after the last shard, or when Ray Data drops this object)."""
+        engine, self.engine = getattr(self, "engine", None), None
+        if engine is not None:
+            engine.close()
 
     def generate_shard(self, shard_id: int, seed: int, ids: list[str], questions: list[str], answers: list[str]):
         prompts = [render_prompt(q, self.tokenizer) for q in questions]
@@ -114,6 +129,5 @@ class ShardWorker:
     def __del__(self):
         # Ray Data calls it when the pool shuts down gracefully: free the model (and GPU) now. Not while the worker
         # process itself exits: imports fail then (a noisy "sys.meta_path is None" traceback) and the OS frees all.
-        engine = getattr(self, "engine", None)
-        if engine is not None and not sys.is_finalizing():
-            engine.close()
+        if not sys.is_finalizing():
+            self.close_engine()

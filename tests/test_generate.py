@@ -260,6 +260,25 @@ def test_context_longer_than_the_model_takes_is_clamped_or_refused(tiny_llama_di
         check_context_lengths([resolved], cfg)
 
 
+def test_a_single_engine_closes_itself_after_its_last_shard(tiny_llama_dir, local_ray):
+    """Ray Data ends its actors without closing their engines; a vLLM engine left open then makes Python's resource
+    tracker print KeyError tracebacks at the actor's exit. A pool of one knows its shard count: it closes after
+    the last shard. (The ShardWorker is driven in-process here, as Ray Data drives it.)"""
+    from dataclasses import asdict
+
+    from cotgap_ray.shard_worker import ShardWorker
+
+    batch = {"shard_id": [0], "seed": [1], "problem_ids": [["p0"]], "questions": [["What is 1 + 1?"]],
+             "answers": [["2"]]}
+    sampling = asdict(gen.sampling_params(make_cfg().generation))
+    for close_after, closed in ((2, False), (None, False), (1, True)):
+        worker = ShardWorker(tiny_llama_dir, "tiny", "hf", {"dtype": "float32"}, sampling, 60.0,
+                             close_after=close_after)
+        assert worker(batch)["rows"] == [K]
+        assert (worker.engine is None) == closed
+        worker.close_engine()
+
+
 # Keep last: it replaces the local Ray with a two-node cluster.
 def test_two_node_cluster_shards_on_both_nodes_and_placement_groups_released(tiny_llama_dir, tmp_path):
     """Two nodes of 1 CPU + 2 logical GPUs; the teacher asks for tensor parallel 2, so each engine gets a placement
