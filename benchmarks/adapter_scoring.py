@@ -26,8 +26,9 @@ import time
 
 from cotgap_ray.config import load_config
 from cotgap_ray.engines import vllm_available
+from cotgap_ray.engines.options import open_engine
+from cotgap_ray.models import resolve_all
 from cotgap_ray.prompts import EVAL_SAMPLING, render_prompt
-from cotgap_ray.runtime import open_engine, resolve_all
 from cotgap_ray.tasks import load_splits
 
 WARMUP_PROMPTS = 4

@@ -62,12 +62,12 @@ def main() -> None:
     import ray
     from transformers import AutoTokenizer
 
-    from cotgap_ray import cache
-    from cotgap_ray import generate as gen
     from cotgap_ray.config import ExperimentConfig, TaskConfig
-    from cotgap_ray.models import resolve_model
+    from cotgap_ray.engines.options import engine_kind, engine_options
+    from cotgap_ray.generation import cache
+    from cotgap_ray.generation import pipeline as gen
+    from cotgap_ray.models import cache_root, resolve_model
     from cotgap_ray.prompts import render_prompt
-    from cotgap_ray.runtime import cache_root, engine_kind, engine_options
     from cotgap_ray.tasks import load_splits
 
     cfg = ExperimentConfig()

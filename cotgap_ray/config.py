@@ -348,3 +348,9 @@ def describe(cls=ExperimentConfig, prefix: str = "") -> list[tuple[str, str, str
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             rows.append((prefix + f.name, repr(default), f.metadata.get("help", "")))
     return rows
+
+
+def task_overrides(task_path: str | None, overrides: list[str]) -> list[str]:
+    """The CLIs' --task-path as an override placed first, so an explicit task.path=... still wins (the --task
+    reset is config.load_config's `task`)."""
+    return ([f"task.path={task_path}"] if task_path else []) + list(overrides)

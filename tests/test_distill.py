@@ -57,7 +57,7 @@ def test_trial_reports_delta_over_its_own_baseline(trial):
 
 def test_finished_trial_is_reloaded_not_rerun(trial, tiny_llama_dir, monkeypatch):
     cfg, tmp, first = trial
-    from cotgap_ray import finetune
+    from cotgap_ray.training import finetune
 
     monkeypatch.setattr(finetune, "train_student", lambda *a, **k: pytest.fail("trial re-trained"))
     again = distill.run_trial(cfg, tiny_llama_dir, tmp / "run")
@@ -83,7 +83,7 @@ def test_teacher_must_come_from_the_config(tiny_llama_dir, tmp_path):
 
 
 def test_unknown_lora_target_fails_before_generation(tiny_llama_dir, tmp_path, monkeypatch):
-    from cotgap_ray import generate
+    from cotgap_ray.generation import pipeline as generate
 
     monkeypatch.setattr(generate, "generate_teachers", lambda *a, **k: pytest.fail("generated before the check"))
     cfg = _cfg(tmp_path, tiny_llama_dir, "lora.target_modules=[qkv_proj]")

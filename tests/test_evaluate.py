@@ -5,10 +5,11 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from cotgap_ray import runtime
+from cotgap_ray import models
 from cotgap_ray.config import load_config
+from cotgap_ray.engines import options as engine_options
 from cotgap_ray.engines.base import Generation
-from cotgap_ray.evaluate import eval_rows, evaluate, evaluate_cached
+from cotgap_ray.evaluation.scoring import eval_rows, evaluate, evaluate_cached
 from cotgap_ray.prompts import EVAL_SAMPLING, INSTRUCTION
 from cotgap_ray.records import EVAL_SCHEMA, Problem
 
@@ -71,11 +72,11 @@ def test_evaluate_cached_runs_the_engine_once(tiny_llama_dir, tmp_path, monkeypa
 
     cfg = _tiny_cfg(tmp_path, tiny_llama_dir)
     splits = load_splits(cfg.task)
-    (model,) = runtime.resolve_all([cfg.student], cfg)
+    (model,) = models.resolve_all([cfg.student], cfg)
     first = evaluate_cached(model, {"dev": splits.dev, "test": splits.test}, cfg)
     assert first["dev"].n == 4 and first["test"].n == 3 and first["dev"].engine == "hf"
     assert first["dev"].tokens > 0
-    monkeypatch.setattr(runtime, "open_engine", lambda *a, **k: pytest.fail("cache miss: engine opened"))
+    monkeypatch.setattr(engine_options, "open_engine", lambda *a, **k: pytest.fail("cache miss: engine opened"))
     again = evaluate_cached(model, {"dev": splits.dev, "test": splits.test}, cfg)
     assert again["dev"].accuracy == first["dev"].accuracy and again["dev"].rows_path == first["dev"].rows_path
     texts = pq.read_table(first["dev"].rows_path).column("text").to_pylist()
@@ -83,8 +84,8 @@ def test_evaluate_cached_runs_the_engine_once(tiny_llama_dir, tmp_path, monkeypa
 
 
 def test_search_baseline_stage_writes_dev_and_test(tiny_llama_dir, tmp_path):
-    from cotgap_ray.runtime import resolve_all
-    from cotgap_ray.search import baseline_stage
+    from cotgap_ray.models import resolve_all
+    from cotgap_ray.search.run import baseline_stage
     from cotgap_ray.tasks import load_splits
 
     cfg = _tiny_cfg(tmp_path, tiny_llama_dir)
@@ -97,7 +98,7 @@ def test_search_baseline_stage_writes_dev_and_test(tiny_llama_dir, tmp_path):
 
 
 def test_search_cli_rejects_typo_before_work(capsys):
-    from cotgap_ray.search import main
+    from cotgap_ray.search.run import main
 
     assert main(["task.n_deev=3"]) == 2
     assert "Did you mean 'task.n_dev'" in capsys.readouterr().err

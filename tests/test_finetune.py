@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from cotgap_ray.finetune import (
+from cotgap_ray.records import RATIONALE_SCHEMA, Problem
+from cotgap_ray.training.finetune import (
     LoraSettings,
     NoTrainingData,
     check_target_modules,
@@ -24,7 +25,6 @@ from cotgap_ray.finetune import (
     train_plain,
     train_student,
 )
-from cotgap_ray.records import RATIONALE_SCHEMA, Problem
 
 PROBLEMS = {f"p{i}": f"What is {i} + {i}?" for i in range(16)}
 # Measured on this data with these settings: train loss 4.22 -> 0.97 -> 0.57 (greedy output then is " The answer
@@ -229,7 +229,7 @@ def test_evaluating_the_adapter_changes_the_answers(one_worker_run, tiny_llama_d
     from transformers import AutoTokenizer
 
     from cotgap_ray.engines import load_engine
-    from cotgap_ray.evaluate import evaluate
+    from cotgap_ray.evaluation.scoring import evaluate
 
     problems = [Problem(pid, PROBLEMS[pid], str(2 * i), "dev") for i, pid in enumerate(list(PROBLEMS)[:4])]
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
@@ -250,7 +250,7 @@ def test_evaluating_the_adapter_changes_the_answers(one_worker_run, tiny_llama_d
 
 
 def test_a_worker_without_the_callers_student_dir_resolves_the_spec(tmp_path):
-    from cotgap_ray.finetune import local_student
+    from cotgap_ray.training.finetune import local_student
 
     job = {"student_path": str(tmp_path / "only-on-the-caller's-node"), "student_spec": "tiny:llama@3",
            "models_dir": str(tmp_path / "models")}

@@ -12,10 +12,10 @@ import shutil
 
 import pytest
 
-from cotgap_ray import cache
-from cotgap_ray import generate as gen
 from cotgap_ray.config import ExperimentConfig
 from cotgap_ray.engines import vllm_available
+from cotgap_ray.generation import cache
+from cotgap_ray.generation import pipeline as gen
 from cotgap_ray.records import Problem
 
 K = 3
@@ -241,8 +241,8 @@ def test_context_longer_than_the_model_takes_is_clamped_or_refused(tiny_llama_di
     import json
 
     from cotgap_ray.config import ConfigError
+    from cotgap_ray.engines.options import check_context_lengths, engine_options
     from cotgap_ray.models import ResolvedModel
-    from cotgap_ray.runtime import check_context_lengths, engine_options
 
     model = tmp_path / "short"
     shutil.copytree(tiny_llama_dir, model)
@@ -266,7 +266,7 @@ def test_a_single_engine_closes_itself_after_its_last_shard(tiny_llama_dir, loca
     the last shard. (The ShardWorker is driven in-process here, as Ray Data drives it.)"""
     from dataclasses import asdict
 
-    from cotgap_ray.shard_worker import ShardWorker
+    from cotgap_ray.generation.shard_worker import ShardWorker
 
     batch = {"shard_id": [0], "seed": [1], "problem_ids": [["p0"]], "questions": [["What is 1 + 1?"]],
              "answers": [["2"]]}

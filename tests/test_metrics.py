@@ -1,4 +1,4 @@
-"""cotgap_ray.metrics: what each call records (the module's `recorded` seam, no Ray), and the same values read back
+"""cotgap_ray.cluster.metrics: what each call records (the module's `recorded` seam, no Ray), and the same values read back
 from Ray's own Prometheus export (a local Ray with `_metrics_export_port`; values arrive in about a second).
 
 The export test needs ray[default] in the venv (the metrics agent imports opencensus and the Prometheus exporter);
@@ -15,7 +15,7 @@ from collections import deque
 
 import pytest
 
-from cotgap_ray import metrics
+from cotgap_ray.cluster import metrics
 
 
 @pytest.fixture

@@ -387,8 +387,7 @@ def test_packaged_smollm2_converts_loads_and_generates(tmp_path):
 def test_is_hub_id_and_offline_default(tmp_path, monkeypatch):
     import os
 
-    from cotgap_ray.models import is_hub_id
-    from cotgap_ray.runtime import offline_unless_hub
+    from cotgap_ray.models import is_hub_id, offline_unless_hub
 
     assert is_hub_id("Qwen/Qwen2.5-0.5B-Instruct")
     assert not is_hub_id("packaged:gemma3-270m") and not is_hub_id("./a/b") and not is_hub_id(str(tmp_path))
@@ -407,8 +406,8 @@ def _weights_sha(r) -> str:
 
 
 def test_tiny_spec_builds_once_and_the_hf_engine_generates(tmp_path, monkeypatch):
-    from cotgap_ray import tiny
     from cotgap_ray.engines import SamplingParams, load_engine
+    from cotgap_ray.models import tiny
 
     r = resolve_model("tiny:llama@7", cache_dir=tmp_path / "cache")
     target = Path(r.path)
@@ -454,7 +453,7 @@ def test_tiny_base_variant_has_the_same_weights_and_no_chat_template(tmp_path):
 
 
 def test_tiny_corrupted_weights_are_detected_and_rebuilt(tmp_path, monkeypatch):
-    from cotgap_ray import tiny
+    from cotgap_ray.models import tiny
 
     r = resolve_model("tiny:llama@7", cache_dir=tmp_path)
     weights = Path(r.path) / "model.safetensors"
@@ -474,7 +473,7 @@ def test_tiny_concurrent_resolves_build_once(tmp_path, monkeypatch):
     import threading
     import time
 
-    from cotgap_ray import tiny
+    from cotgap_ray.models import tiny
 
     builds = []
     real_build = tiny.build
@@ -521,8 +520,7 @@ def test_tiny_bad_specs_list_the_valid_forms(spec, message, tmp_path):
 def test_tiny_specs_are_not_hub_ids_and_keep_offline(monkeypatch):
     import os
 
-    from cotgap_ray.models import is_hub_id
-    from cotgap_ray.runtime import offline_unless_hub
+    from cotgap_ray.models import is_hub_id, offline_unless_hub
 
     assert not is_hub_id("tiny:llama") and not is_hub_id("tiny:llama-base@7")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -531,8 +529,7 @@ def test_tiny_specs_are_not_hub_ids_and_keep_offline(monkeypatch):
 
 
 def test_spec_name_is_the_resolved_name_without_resolving(tmp_path, tiny_dir, monkeypatch):
-    from cotgap_ray import tiny
-    from cotgap_ray.models import spec_name
+    from cotgap_ray.models import spec_name, tiny
 
     monkeypatch.setattr(tiny, "build", lambda *a: pytest.fail("spec_name must not build"))
     assert spec_name("packaged:gemma3-270m") == "gemma3-270m"

@@ -39,10 +39,10 @@ import pytest
 import yaml
 
 from cotgap_ray import cluster
-from cotgap_ray import generate as gen
-from cotgap_ray import placement as placement_mod
 from cotgap_ray.cluster import ResourceError, check_request
 from cotgap_ray.config import ExperimentConfig, LoraSettings
+from cotgap_ray.generation import pipeline as gen
+from cotgap_ray.generation import placement as placement_mod
 from cotgap_ray.records import RATIONALE_SCHEMA, Problem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def test_checks_see_three_node_types_and_reject_an_unknown_gpu_type(three_nodes,
 
 
 def test_fine_tune_lands_on_the_l40s_node_with_uri_storage(three_nodes, tiny_llama_dir, tmp_path):
-    from cotgap_ray.finetune import train_student
+    from cotgap_ray.training.finetune import train_student
 
     problems = {f"p{i}": f"What is {i} + {i}?" for i in range(4)}
     rationales = tmp_path / "rationales.parquet"
@@ -118,7 +118,7 @@ def test_fine_tune_lands_on_the_l40s_node_with_uri_storage(three_nodes, tiny_lla
 def test_evaluation_engine_lands_on_the_l40s_node(three_nodes, tiny_llama_dir):
     import ray
 
-    from cotgap_ray.evaluator import start_evaluator
+    from cotgap_ray.evaluation.evaluator import start_evaluator
 
     cfg = ExperimentConfig()
     cfg.engine.kind, cfg.engine.dtype = "hf", "float32"

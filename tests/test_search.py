@@ -148,7 +148,7 @@ def test_impossible_resources_fail_before_any_work(tmp_path):
 def test_a_placement_group_left_by_a_stopped_trial_is_released():
     import ray
 
-    from cotgap_ray.tuning import release_placement_group
+    from cotgap_ray.search.tuning import release_placement_group
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

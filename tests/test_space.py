@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from cotgap_ray.config import ConfigError, LoraSettings, SearchConfig, load_config
-from cotgap_ray.space import (filter_chain, lora_settings, point_key, search_space, seed_points, validate_space)
+from cotgap_ray.search.space import filter_chain, lora_settings, point_key, search_space, seed_points, validate_space
 
 TEACHERS = ["packaged:qwen2.5-coder-0.5b-instruct", "packaged:gemma3-270m"]
 SEARCH = SearchConfig(
@@ -82,7 +82,7 @@ def test_search_section_typos_and_values_fail_in_the_config():
 
 
 def test_run_dir_holding_another_experiment_is_refused(tmp_path):
-    from cotgap_ray.search import prepare_run_dir
+    from cotgap_ray.search.run import prepare_run_dir
 
     cfg = load_config(None, [])
     prepare_run_dir(cfg, str(tmp_path / "run"), resume=False)
@@ -96,7 +96,8 @@ def test_run_dir_holding_another_experiment_is_refused(tmp_path):
 
 
 def test_concurrency_comes_from_the_node_types_and_the_per_trial_request():
-    from cotgap_ray.tuning import evaluator_request, max_concurrent
+    from cotgap_ray.evaluation.evaluator import evaluator_request
+    from cotgap_ray.search.resources import max_concurrent
 
     laptop = [{"name": "head", "source": "alive", "count": 1, "resources": {"CPU": 2.0}}]
     assert max_concurrent(load_config(None, []), laptop) == 1  # evaluator 0.5 CPU + one 1.01-CPU trial

@@ -1,8 +1,13 @@
-"""Statistics against hand-computed values: Wilson intervals, McNemar, the paired bootstrap, compare()."""
+"""Statistics against hand-computed values: Wilson and Clopper-Pearson intervals, McNemar, compare(), compare_seeds(),
+Holm. The deltas' intervals must agree with their exact tests (an interval excludes 0 only when the test rejects)."""
 
+import math
+
+import numpy as np
 import pytest
 
-from cotgap_ray.stats import compare, compare_seeds, mcnemar_exact_p, paired_bootstrap_ci, wilson_ci
+from cotgap_ray.stats import (clopper_pearson, compare, compare_seeds, holm, mcnemar_exact_p, mcnemar_interval,
+                              wilson_ci)
 
 
 def test_wilson_hand_computed():
@@ -21,6 +26,19 @@ def test_wilson_rejects_bad_counts():
         wilson_ci(11, 10)
 
 
+def test_clopper_pearson_hand_computed():
+    # Closed forms at the edges: 0 of n -> upper bound 1 - (alpha/2)^(1/n); n of n -> lower bound (alpha/2)^(1/n).
+    assert clopper_pearson(0, 60) == (0.0, pytest.approx(1 - 0.025 ** (1 / 60), abs=1e-12))
+    assert clopper_pearson(10, 10) == (pytest.approx(0.025 ** (1 / 10), abs=1e-12), 1.0)
+    # R: binom.test(5, 10)$conf.int -> 0.1870860 0.8129140
+    lo, hi = clopper_pearson(5, 10)
+    assert lo == pytest.approx(0.1870860, abs=1e-7) and hi == pytest.approx(0.8129140, abs=1e-7)
+    # 99% for 0 of 60: 1 - 0.005^(1/60)
+    assert clopper_pearson(0, 60, 0.99)[1] == pytest.approx(1 - 0.005 ** (1 / 60), abs=1e-12)
+    with pytest.raises(ValueError):
+        clopper_pearson(3, 2)
+
+
 # ---------------------------------------------------------------- paired statistics (before / after distillation)
 
 def _pairs(b: int, c: int, both_right: int = 0, both_wrong: int = 0) -> tuple[list[bool], list[bool]]:
@@ -28,6 +46,15 @@ def _pairs(b: int, c: int, both_right: int = 0, both_wrong: int = 0) -> tuple[li
     before = [True] * b + [False] * c + [True] * both_right + [False] * both_wrong
     after = [False] * b + [True] * c + [True] * both_right + [False] * both_wrong
     return before, after
+
+
+def _sixty(b: int, c: int) -> tuple[list[bool], list[bool]]:
+    """n = 60 problems (the issue's dev split): b broken, c fixed, 20 right both times, the rest wrong both times."""
+    return _pairs(b, c, both_right=20, both_wrong=40 - b - c)
+
+
+def _points(interval) -> list[float]:
+    return [round(100 * v, 2) for v in interval]
 
 
 def test_mcnemar_hand_computed():
@@ -44,27 +71,90 @@ def test_mcnemar_ignores_concordant_pairs_and_needs_discordant_ones():
     assert mcnemar_exact_p(*_pairs(0, 0, both_right=5, both_wrong=5)) == 1.0
 
 
-def test_bootstrap_degenerate_when_nothing_changes():
-    before = [True, False, True, True, False]
-    assert paired_bootstrap_ci(before, list(before)) == (0.0, 0.0, 0.0)
+def test_issue_case_four_fixed_none_broken_is_not_an_improvement():
+    # The old bootstrap interval excluded 0 here although the exact test gives 2 / 2^4 = 0.125.
+    r = compare(*_sixty(0, 4))
+    assert r["p_value"] == 0.125 and r["delta"] == pytest.approx(4 / 60)
+    assert _points(r["ci95"]) == [-3.32, 16.2]
+    assert r["ci95"][0] < 0 < r["ci95"][1] and not r["improves"] and not r["degrades"]
 
 
-def test_bootstrap_hand_computed_small_cases():
-    # One problem, fixed: every resample has delta 1.
-    assert paired_bootstrap_ci([False], [True], n_boot=200) == (1.0, 1.0, 1.0)
-    # diff = [1, 0]: resampled means 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4 -> the 95% interval is [0, 1].
-    delta, lo, hi = paired_bootstrap_ci([False, False], [True, False], n_boot=4000)
-    assert (delta, lo, hi) == (0.5, 0.0, 1.0)
+def test_issue_case_seven_fixed_one_broken_is_not_an_improvement():
+    # 2 * (C(8,0) + C(8,1)) / 2^8 = 18 / 256 = 0.0703: the old bootstrap said "improves".
+    r = compare(*_sixty(1, 7))
+    assert r["p_value"] == pytest.approx(0.0703125, abs=1e-12)
+    assert _points(r["ci95"]) == [-1.3, 24.44]
+    assert r["ci95"][0] < 0 < r["ci95"][1] and not r["improves"]
 
 
-def test_bootstrap_width_matches_the_normal_approximation():
-    # 60 fixed, 20 broken, 120 unchanged of 200: diff mean 0.2, sd sqrt(0.4 - 0.04) = 0.6, se 0.6 / sqrt(200)
-    before, after = _pairs(20, 60, both_right=70, both_wrong=50)
-    delta, lo, hi = paired_bootstrap_ci(before, after, n_boot=10000, seed=3)
-    assert delta == pytest.approx(0.2)
-    half = 1.959964 * 0.6 / 200**0.5
-    assert lo == pytest.approx(0.2 - half, abs=0.01) and hi == pytest.approx(0.2 + half, abs=0.01)
-    assert paired_bootstrap_ci(before, after, seed=3) == (delta, lo, hi)  # seeded: reproducible
+def test_issue_case_nothing_changed_is_not_false_certainty():
+    before = [True] * 20 + [False] * 40
+    r = compare(before, list(before))
+    lo, hi = r["ci95"]
+    assert r["delta"] == 0 and r["p_value"] == 1.0 and r["discordance"] == 0
+    assert (lo, hi) != (0.0, 0.0) and lo == -hi  # symmetric: no direction is favoured by zero changes
+    # D = 0 of 60: pi_hi = 1 - 0.025^(1/60) = 5.96 points; (2q - 1) ranges over [-1, 1].
+    assert hi == pytest.approx(1 - 0.025 ** (1 / 60), abs=1e-12) and _points(r["ci95"]) == [-5.96, 5.96]
+    assert not r["improves"] and not r["degrades"]
+
+
+def test_compare_rejects_and_improves_when_the_exact_test_does():
+    r = compare(*_sixty(0, 10))
+    assert r["p_value"] == pytest.approx(2 / 2**10)  # 0.00195
+    assert _points(r["ci95"]) == [3.18, 28.52]
+    assert r["ci95"][0] > 0 and r["improves"] and not r["degrades"]
+
+
+def test_compare_degrades_when_the_exact_test_rejects_downwards():
+    r = compare(*_sixty(10, 0))
+    assert r["p_value"] == pytest.approx(2 / 2**10) and r["delta"] == pytest.approx(-10 / 60)
+    assert _points(r["ci95"]) == [-28.52, -3.18]  # the mirror image of 10 fixed / 0 broken
+    assert r["degrades"] and not r["improves"]
+
+
+def test_compare_reports_its_methods():
+    r = compare(*_sixty(1, 7))
+    assert r["test"] == "exact McNemar" and r["seeds"] == 1
+    assert r["interval"] == "exact McNemar box (Clopper-Pearson)"
+    assert r["training_variance"] == "not measured (one seed)"
+
+
+def test_interval_excludes_zero_iff_exact_mcnemar_rejects():
+    """Every (b, c) with b + c <= 40 at n = 60, and a band around the boundary at D = 300 of n = 1319 (GSM8K)."""
+    cases = [(b, c, 60) for b in range(41) for c in range(41 - b)]
+    cases += [(300 - c, c, 1319) for c in range(120, 181)]
+    rejections = 0
+    for b, c, n in cases:
+        before, after = _pairs(b, c, both_wrong=n - b - c)
+        r = compare(before, after)
+        lo, hi = r["ci95"]
+        excludes = lo > 0 or hi < 0
+        assert excludes == (r["p_value"] < 0.05), (b, c, n, r["ci95"], r["p_value"])
+        assert r["improves"] == (excludes and c > b) and r["degrades"] == (excludes and b > c)
+        assert lo <= r["delta"] <= hi and lo < hi  # contains the estimate, never a point
+        rejections += excludes
+    assert 0 < rejections < len(cases)  # both sides of the boundary were exercised
+
+
+def test_interval_coverage_is_at_least_95_percent():
+    """Exact coverage of delta = pi (2q - 1) at n = 30: the probability of every (b, c) outcome summed where the
+    interval holds the true delta, over a grid of discordance rates pi and fixed-shares q (edges included)."""
+    n = 30
+    intervals = {(d, c): mcnemar_interval(d - c, c, n) for d in range(n + 1) for c in range(d + 1)}
+
+    def pmf(m, p):  # Binomial(m, p); exact enough at m <= 30 (0 ** 0 == 1 handles p = 0 and p = 1)
+        return [math.comb(m, k) * p**k * (1 - p) ** (m - k) for k in range(m + 1)]
+
+    worst = 1.0
+    for pi in np.linspace(0.02, 1.0, 25):
+        p_d = pmf(n, pi)
+        for q in np.linspace(0.0, 1.0, 21):
+            delta = pi * (2 * q - 1)
+            cover = sum(p_d[d] * sum(p_c for c, p_c in enumerate(pmf(d, q))
+                                     if intervals[d, c][0] - 1e-12 <= delta <= intervals[d, c][1] + 1e-12)
+                        for d in range(n + 1))
+            worst = min(worst, cover)
+    assert 0.95 <= worst < 0.99  # valid, and not vacuous
 
 
 def test_compare_flags_degrading_and_improving_students():
@@ -82,40 +172,136 @@ def test_compare_flags_degrading_and_improving_students():
     assert unsure["ci95"][0] < 0 < unsure["ci95"][1]
 
 
+def test_exact_interval_is_wider_than_the_normal_approximation():
+    # 60 fixed, 20 broken, 120 unchanged of 200: diff mean 0.2, sd sqrt(0.4 - 0.04) = 0.6, normal half-width
+    # 1.96 * 0.6 / sqrt(200) = 0.083. The exact box is conservative: it contains the normal interval.
+    before, after = _pairs(20, 60, both_right=70, both_wrong=50)
+    r = compare(before, after)
+    half = 1.959964 * 0.6 / 200**0.5
+    assert r["delta"] == pytest.approx(0.2)
+    assert _points(r["ci95"]) == [9.33, 32.07]
+    assert r["ci95"][0] < 0.2 - half and 0.2 + half < r["ci95"][1]
+
+
 def test_paired_statistics_reject_unpaired_input():
-    for fn in (paired_bootstrap_ci, mcnemar_exact_p, compare):
+    for fn in (mcnemar_exact_p, compare, lambda before, after: compare_seeds(before, [after, after])):
         with pytest.raises(ValueError, match="3 before vs 2 after"):
             fn([True, False, True], [True, False])
         with pytest.raises(ValueError, match="at least one"):
             fn([], [])
 
 
-def test_compare_seeds_averages_seeds_per_problem():
-    from cotgap_ray.stats import compare_seeds
+# ---------------------------------------------------------------- several seeds
 
+def test_compare_seeds_with_one_seed_is_compare():
+    for b, c in ((0, 4), (1, 7), (0, 0), (0, 10), (10, 0)):
+        before, after = _sixty(b, c)
+        one = compare_seeds(before, [after])
+        assert {k: v for k, v in one.items() if k != "after_accuracy_per_seed"} == compare(before, after)
+        assert one["seeds"] == 1 and one["training_variance"] == "not measured (one seed)"
+        assert one["after_accuracy_per_seed"] == [pytest.approx(sum(after) / 60)]
+
+
+def test_compare_seeds_averages_seeds_per_problem():
     r = compare_seeds([False, False, True], [[True, False, True], [True, True, True]], n_boot=2000)
     assert r["delta"] == pytest.approx(0.5) and r["seeds"] == 2
     assert r["after_accuracy_per_seed"] == pytest.approx([2 / 3, 1.0])
     lo, hi = r["ci95"]
     assert lo <= 0.5 <= hi and 0 < r["p_value"] <= 1
+    assert r["test"] == "sign-flip permutation" and r["training_variance"] == "measured (2 seeds)"
+
+
+def test_compare_seeds_covers_seed_to_seed_variation():
+    """One seed fixes 10 of 60 problems, the other none: the seeds disagree about the whole effect. A bootstrap of
+    problems alone (seeds averaged per problem) would call it an improvement; the interval must not."""
+    before = [False] * 60
+    fixes, nothing = [True] * 10 + [False] * 50, [False] * 60
+    r = compare_seeds(before, [fixes, nothing])
+    assert r["delta"] == pytest.approx(5 / 60) and r["after_accuracy_per_seed"] == pytest.approx([1 / 6, 0.0])
+    # The problem-level-only bootstrap the old code used, on the per-problem seed means.
+    diff = np.array([0.5] * 10 + [0.0] * 50)
+    rng = np.random.default_rng(0)
+    means = diff[rng.integers(0, 60, size=(4000, 60))].mean(axis=1)
+    one_lo, one_hi = np.quantile(means, [0.025, 0.975])
+    assert one_lo > 0  # it would have claimed "improves"
+    lo, hi = r["ci95"]
+    assert hi - lo > 2 * (one_hi - one_lo) and lo < 0 < hi
+    assert not r["improves"] and not r["degrades"]
+    # The two-level bootstrap alone reaches 0: half its replicates draw the seed that changed nothing twice or ...
+    assert r["ci95_parts"]["two_level_bootstrap"][0] == 0.0
+    # ... while the sign-flip test (conditional on these two runs) rejects: rejection is necessary, not sufficient.
+    assert r["p_value"] < 0.01
+    assert _points(r["ci95"]) == [-1.39, 23.33]
+
+
+def test_compare_seeds_improves_when_seeds_agree_and_the_test_rejects():
+    before = [False] * 60
+    fixes = [True] * 10 + [False] * 50
+    r = compare_seeds(before, [fixes, list(fixes)])
+    assert r["improves"] and r["p_value"] < 0.05 and r["ci95"][0] > 0
+    assert r["ci95"] == pytest.approx(compare(before, fixes)["ci95"])  # agreeing seeds: the exact interval
+
+
+def test_compare_seeds_interval_excludes_zero_only_when_the_test_rejects():
+    rng = np.random.default_rng(7)
+    rejected = 0
+    for trial in range(30):
+        n, seeds = 40, 2 + trial % 2
+        before = rng.random(n) < 0.4
+        fix, brk = rng.uniform(0, 0.4), rng.uniform(0, 0.15)
+        afters = [list(np.where(before, rng.random(n) >= brk, rng.random(n) < fix)) for _ in range(seeds)]
+        r = compare_seeds(list(before), afters, n_boot=2000)
+        lo, hi = r["ci95"]
+        assert lo <= r["delta"] <= hi and lo < hi
+        if lo > 0 or hi < 0:
+            assert r["p_value"] < 0.05
+            rejected += 1
+    assert rejected > 0  # the implication was tested on real rejections
 
 
 def test_compare_seeds_flags_degradation_and_no_change():
-    from cotgap_ray.stats import compare_seeds
-
     before = [True] * 40 + [False] * 10
     worse = [[False] * 30 + [True] * 10 + [False] * 10] * 2
     r = compare_seeds(before, worse)
     assert r["degrades"] and not r["improves"] and r["p_value"] < 0.001
     same = compare_seeds(before, [before, before])
     assert same["delta"] == 0 and same["p_value"] == 1.0 and not same["degrades"]
+    # Nothing changed in either seed: not [0, 0] (both the bootstrap and the permutation inversion collapse there).
+    assert same["ci95"] == [pytest.approx(-(1 - 0.025 ** (1 / 50))), pytest.approx(1 - 0.025 ** (1 / 50))]
+    assert _points(same["ci95"]) == [-7.11, 7.11]  # as compare() with one seed at n = 50
     with pytest.raises(ValueError):
         compare_seeds(before, [])
+
+
+def test_compare_seeds_is_deterministic_and_chunks_large_splits():
+    rng = np.random.default_rng(3)
+    n = 1319  # GSM8K test: a full 10000 x n resampling matrix would be ~100 MB
+    before = rng.random(n) < 0.3
+    afters = [list(np.where(rng.random(n) < 0.1, ~before, before)) for _ in range(3)]
+    first, second = compare_seeds(list(before), afters), compare_seeds(list(before), afters)
+    assert first == second
+    assert first["training_variance"] == "measured (3 seeds)"
+    assert compare(list(before), afters[0]) == compare(list(before), afters[0])
 
 
 def test_discordance_is_the_fraction_of_changed_problems():
     assert compare([True, False, False, True], [True, True, False, False])["discordance"] == 0.5
     assert compare_seeds([False, False, True], [[True, False, True], [True, True, True]])["discordance"] == 0.5
+
+
+# ---------------------------------------------------------------- several comparisons at once
+
+def test_holm_hand_computed():
+    # Sorted 0.005, 0.01, 0.03, 0.04 -> 4 * 0.005, 3 * 0.01, 2 * 0.03, max(1 * 0.04, 0.06); back in input order.
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]  # capped at 1
+    assert holm([0.02]) == [0.02] and holm([]) == []
+    assert holm([0.01, 0.01]) == [0.02, 0.02]  # ties
+    adjusted = holm([0.2, 0.001, 0.04, 0.03])
+    order = sorted(range(4), key=[0.2, 0.001, 0.04, 0.03].__getitem__)
+    assert [adjusted[i] for i in order] == sorted(adjusted)  # monotone in the raw p
+    with pytest.raises(ValueError):
+        holm([0.5, 1.5])
 
 
 def test_mcnemar_power_is_alpha_bounded_at_no_effect_and_grows_with_n():

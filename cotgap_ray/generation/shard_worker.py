@@ -1,5 +1,5 @@
 """The Ray Data actor of teacher generation: it owns one engine and turns one shard descriptor into one shard of
-scored rationale rows (Parquet bytes), with a deadline that kills a hung engine. generate.py plans and drives it.
+scored rationale rows (Parquet bytes), with a deadline that kills a hung engine. pipeline.py plans and drives it.
 
     {"shard_id": 3, "seed": 91522..., "problem_ids": [...], "questions": [...], "answers": [...]}
       -> {"shard_id": 3, "rows": 256, "sha256": "9f..", "n_tokens": 20311, "seconds": 41.2, ..., "parquet": b"PAR1..."}
@@ -18,14 +18,14 @@ from dataclasses import asdict
 
 import pyarrow as pa
 
-from cotgap_ray import cache, metrics
 from cotgap_ray.answers import extract_answer, is_correct
+from cotgap_ray.cluster import metrics
 from cotgap_ray.engines.base import SamplingParams
+from cotgap_ray.generation import cache
 from cotgap_ray.prompts import render_prompt
 from cotgap_ray.records import RATIONALE_SCHEMA
 
-
-SHARD_FAILURE = "shard failed:"  # the marker generate.py looks for in the exception Ray Data raises
+SHARD_FAILURE = "shard failed:"  # the marker pipeline.py looks for in the exception Ray Data raises
 
 
 class ShardFailure(RuntimeError):

@@ -51,12 +51,12 @@ def confirm_teacher(run_dir: Path, cfg, spec: str, teacher: str, best: dict, tab
     import ray
 
     from cotgap_ray.cluster import join_storage, storage_root
-    from cotgap_ray.evaluator import adapter_files
+    from cotgap_ray.evaluation.evaluator import adapter_files
     from cotgap_ray.filters import FilterContext, apply_filters
-    from cotgap_ray.finetune import train_student
-    from cotgap_ray.runtime import cache_root, resolve_all
-    from cotgap_ray.space import filter_chain, lora_settings
+    from cotgap_ray.models import cache_root, resolve_all
+    from cotgap_ray.search.space import filter_chain, lora_settings
     from cotgap_ray.stats import compare_seeds
+    from cotgap_ray.training.finetune import train_student
 
     point = best["params"]
     table, _ = apply_filters(tables[teacher], filter_chain(point, cfg.search), FilterContext(teacher_tables=tables))

@@ -33,7 +33,7 @@ class Evaluator:
     def __init__(self, model_path: str, model_name: str, engine_cfg, lora_rank: int, problem_sets: dict):
         from transformers import AutoTokenizer
 
-        from cotgap_ray.runtime import open_engine
+        from cotgap_ray.engines.options import open_engine
 
         start = time.perf_counter()
         self.model_name = model_name
@@ -58,7 +58,7 @@ class Evaluator:
         The rows' `adapter` column holds `tag` (the trial), not the actor's temporary directory."""
         import shutil
 
-        from cotgap_ray.evaluate import eval_rows, result_from_rows
+        from cotgap_ray.evaluation.scoring import eval_rows, result_from_rows
         from cotgap_ray.prompts import EVAL_SAMPLING, render_prompt
 
         if split not in self.problem_sets:
@@ -96,11 +96,20 @@ class Evaluator:
         self.engine.close()
 
 
+def evaluator_request(cfg) -> dict:
+    """What the evaluation engine actor holds, as Ray sees it: search.eval_cpus / eval_gpus on a node of the fine-tune
+    type (train.resources, train.accelerator_type). It scores the student that trials train, so it belongs on the
+    same GPU class; without the fine-tune marker an eval_gpus > 0 actor could keep a large generation node alive
+    for the whole search."""
+    from cotgap_ray.cluster import full_request
+
+    return full_request({"CPU": cfg.search.eval_cpus, "GPU": cfg.search.eval_gpus, **cfg.train.resources},
+                        cfg.train.accelerator_type)
+
+
 def start_evaluator(student, problem_sets: dict, cfg, lora_rank: int):
     """Create (or reuse) the named evaluation actor and wait until its engine is up; returns the handle.
     Placed by tuning.evaluator_request: eval_cpus / eval_gpus on a node of the fine-tune type."""
-    from cotgap_ray.tuning import evaluator_request
-
     request = evaluator_request(cfg)
     options = {"name": EVALUATOR_NAME, "get_if_exists": True, "max_restarts": 0,
                "num_cpus": request.pop("CPU", 0.0), "num_gpus": request.pop("GPU", 0.0)}

@@ -6,7 +6,7 @@ engine starts (which node types an engine may use, CPUs/GPUs per engine, how man
     n = actor_count(job, placement)             # engines to start for one teacher
 
 Node types come from cluster.offered_node_types(): the alive nodes, plus the types an autoscaler can launch, so a GPU
-type that scales from zero counts. generate.py runs the pipeline this plans.
+type that scales from zero counts. pipeline.py runs what this plans.
 """
 
 from __future__ import annotations

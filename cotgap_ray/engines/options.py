@@ -1,63 +1,21 @@
-"""Glue between the experiment config and the heavy parts: cache locations, model resolution, engine options.
+"""How the experiment config opens an engine: the concrete kind `auto` stands for, constructor options, the
+context length a model can take, and vLLM's allowed LoRA ranks. One place, so every CLI and stage opens engines
+the same way (the baseline and every adapter evaluation must share decoding and engine options).
 
-Kept apart so that CLIs (evaluate, generate, search) open engines and resolve models the same way, and so importing
-it stays cheap (torch, transformers and vLLM load only inside the functions that need them).
+Importing it stays cheap: torch, transformers and vLLM load only inside the functions that open an engine.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 from cotgap_ray.engines import resolve_kind
 from cotgap_ray.engines.base import model_context_limit
 
 
-
-def cache_root(cfg) -> Path:
-    """Where models, rationales and evaluations are cached: config, then $COTGAP_CACHE, then ~/.cache/cotgap_ray."""
-    root = cfg.cache_dir or os.environ.get("COTGAP_CACHE") or Path.home() / ".cache" / "cotgap_ray"
-    return Path(root).expanduser()
-
-
-def task_overrides(task_path: str | None, overrides: list[str]) -> list[str]:
-    """The CLIs' --task-path as an override placed first, so an explicit task.path=... still wins (the --task
-    reset is config.load_config's `task`)."""
-    return ([f"task.path={task_path}"] if task_path else []) + list(overrides)
-
-
-def offline_unless_hub(specs: list[str]) -> None:
-    """Keep transformers and vLLM off the network unless a model must come from the hub.
-
-    Must run before huggingface_hub is imported (it reads the variable once). A user's explicit setting wins.
-    """
-    from cotgap_ray.models import is_hub_id
-
-    if not any(is_hub_id(s) for s in specs):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def resolve_all(specs: list[str], cfg) -> list:
-    """Resolve model specs (converting packaged GGUFs once into the cache) to local HF directories."""
-    from cotgap_ray.models import resolve_model
-
-    return [resolve_model(spec, cache_root(cfg) / "models") for spec in specs]
-
-
 def engine_kind(engine_cfg) -> str:
     """The concrete engine `auto` stands for here: part of every cache key, since engines differ in numerics."""
     return resolve_kind(engine_cfg.kind)
-
-
-def dtype_key(requested: str) -> str:
-    """The dtype as cache keys record it: `auto` means float32 or bfloat16 depending on the CPU (hardware.py), so
-    rows made with `auto` on a CPU with native bf16 must not be reused on one without it, and the other way round."""
-    if requested != "auto":
-        return requested
-    from cotgap_ray.hardware import native_bf16
-
-    return f"auto(cpu native bf16: {'yes' if native_bf16() else 'no'})"
 
 
 # vLLM 0.32 accepts only these max_lora_rank values (vllm.config.lora.MaxLoRARanks).

@@ -133,7 +133,7 @@ def spec_name(spec: str) -> str:
 
 
 def _forms() -> str:
-    from cotgap_ray.tiny import TINY_MODELS, TINY_SEED
+    from cotgap_ray.models.tiny import TINY_MODELS, TINY_SEED
 
     return ("Valid forms: 'packaged:<name>' with <name> one of " + ", ".join(sorted(PACKAGED))
             + "; 'tiny:<name>' or 'tiny:<name>@<seed>' (a random test model, default seed " + str(TINY_SEED)
@@ -360,7 +360,7 @@ def _apply_gguf_special_token_flags(tok, gguf: Path) -> None:
 
 def _parse_tiny(spec: str) -> tuple[str, int]:
     """``tiny:<name>[@<seed>]`` -> (name, seed), or a ValueError that lists the valid forms."""
-    from cotgap_ray import tiny
+    from cotgap_ray.models import tiny
 
     name, at, seed_text = spec.removeprefix("tiny:").partition("@")
     if name not in tiny.TINY_MODELS:
@@ -374,7 +374,7 @@ def _parse_tiny(spec: str) -> tuple[str, int]:
 
 
 def _resolve_tiny(spec: str, cache_dir: str | Path | None) -> ResolvedModel:
-    from cotgap_ray import tiny
+    from cotgap_ray.models import tiny
 
     name, seed = _parse_tiny(spec)  # a malformed spec fails before the cache directory is created
     display = spec_name(spec)
@@ -423,7 +423,7 @@ def _tiny_cached(target: Path, recipe: str) -> str | None:
 
 def _build_tiny(name: str, seed: int, recipe: str, target: Path, display: str) -> str:
     """Build into a temporary directory, hash, write the manifest, rename into place; returns the fingerprint."""
-    from cotgap_ray import tiny
+    from cotgap_ray.models import tiny
 
     for stale in target.parent.glob(f".tmp-{target.name}-*"):  # left by killed builds; we hold the lock
         shutil.rmtree(stale, ignore_errors=True)
@@ -446,3 +446,26 @@ def _build_tiny(name: str, seed: int, recipe: str, target: Path, display: str) -
         return fingerprint
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------- the config's models
+
+
+def cache_root(cfg) -> Path:
+    """Where models, rationales and evaluations are cached: config, then $COTGAP_CACHE, then ~/.cache/cotgap_ray."""
+    root = cfg.cache_dir or os.environ.get("COTGAP_CACHE") or Path.home() / ".cache" / "cotgap_ray"
+    return Path(root).expanduser()
+
+
+def offline_unless_hub(specs: list[str]) -> None:
+    """Keep transformers and vLLM off the network unless a model must come from the hub.
+
+    Must run before huggingface_hub is imported (it reads the variable once). A user's explicit setting wins.
+    """
+    if not any(is_hub_id(s) for s in specs):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def resolve_all(specs: list[str], cfg) -> list:
+    """Resolve model specs (converting packaged GGUFs once into the cache) to local HF directories."""
+    return [resolve_model(spec, cache_root(cfg) / "models") for spec in specs]

@@ -11,7 +11,7 @@ Stages, in order; each is cached or recorded in the run directory, so a re-run o
   3. generation every teacher's rationales on train, once (Ray Data, content-addressed Parquet cache)
   4. proxies    per teacher, no training: accuracy, correct-rationale yield, student NLL (proxies.py)
   5. search     Ray Tune + OptunaSearch (study in run_dir/optuna.db) + ASHA on the per-epoch dev delta; one
-                long-lived evaluation engine scores every adapter (evaluator.py); test stays locked
+                long-lived evaluation engine scores every adapter (evaluation/evaluator.py); test stays locked
   6. confirm    each teacher's best dev config re-trained with confirm.seeds seeds, scored on TEST
   7. report     report.json / report.md / plots (report.py; `python -m cotgap_ray.report RUN_DIR` re-renders)
 
@@ -76,7 +76,7 @@ def _write_json(path: Path, data) -> None:
 def _status(run_dir: Path, cfg, stage: str, notes: list[str]) -> None:
     """status.json (what the report reads) and the dashboard's cotgap_stage gauge."""
     _write_json(run_dir / "status.json", {"stage": stage, "notes": notes, "updated": time.time()})
-    from cotgap_ray import metrics
+    from cotgap_ray.cluster import metrics
 
     metrics.stage(stage, experiment=cfg.name)
 
@@ -86,8 +86,8 @@ def _status(run_dir: Path, cfg, stage: str, notes: list[str]) -> None:
 
 def validate(cfg: ExperimentConfig):
     """Stage 1: everything that can fail cheaply, before any model loads. Returns the splits."""
-    from cotgap_ray.runtime import offline_unless_hub
-    from cotgap_ray.space import validate_space
+    from cotgap_ray.models import offline_unless_hub
+    from cotgap_ray.search.space import validate_space
     from cotgap_ray.tasks import load_splits
 
     if not cfg.teachers:
@@ -101,7 +101,7 @@ def validate(cfg: ExperimentConfig):
 
 def baseline_stage(run_dir: Path, cfg, student, splits, lora_rank: int) -> dict:
     """Stage 2: the student's own accuracy, cached by content; every delta is measured against these rows."""
-    from cotgap_ray.evaluate import evaluate_cached
+    from cotgap_ray.evaluation.scoring import evaluate_cached
 
     baseline = evaluate_cached(student, {"dev": splits.dev, "test": splits.test}, cfg, lora_rank=lora_rank)
     _write_json(run_dir / "baseline.json", {k: v.summary() for k, v in baseline.items()})
@@ -202,8 +202,9 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
     _write_json(run_dir / "splits.json", {"fingerprint": splits.fingerprint(), "sizes": splits.sizes()})
     print(f"run {run_dir}: task {cfg.task.name} {splits.sizes()} (split {splits.fingerprint()})")
 
-    from cotgap_ray.finetune import check_target_modules, student_skeleton
-    from cotgap_ray.runtime import check_context_lengths, resolve_all
+    from cotgap_ray.engines.options import check_context_lengths
+    from cotgap_ray.models import resolve_all
+    from cotgap_ray.training.finetune import check_target_modules, student_skeleton
 
     student, *teachers = resolve_all([cfg.student, *cfg.teachers], cfg)
     check_context_lengths([student, *teachers], cfg)
@@ -212,17 +213,18 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
 
     import ray
 
-    from cotgap_ray import tuning
+    from cotgap_ray.search import tuning
+    from cotgap_ray.search.resources import check_resources
 
     if not ray.is_initialized():
         ray.init()  # joins a running cluster (ray up / ray start) when there is one, else starts a local one
-    tuning.check_resources(cfg)  # an impossible request fails here, before the baseline and generation
+    check_resources(cfg)  # an impossible request fails here, before the baseline and generation
 
     _status(run_dir, cfg, "baseline", notes)
     baseline = baseline_stage(run_dir, cfg, student, splits, lora_rank)
 
     _status(run_dir, cfg, "generation", notes)
-    from cotgap_ray.generate import generate_teachers
+    from cotgap_ray.generation.pipeline import generate_teachers
 
     generations = dict(zip(cfg.teachers, generate_teachers(teachers, splits, cfg, split="train",
                                                            task=cfg.task.name)))
@@ -230,7 +232,7 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
     proxies, tables = proxies_stage(run_dir, cfg, student, splits, generations)
 
     _status(run_dir, cfg, "search", notes)
-    from cotgap_ray.evaluator import start_evaluator
+    from cotgap_ray.evaluation.evaluator import start_evaluator
 
     evaluator = start_evaluator(student, {"dev": splits.dev, "test": splits.test}, cfg, lora_rank)
     try:
@@ -239,7 +241,7 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
                                     {p.id: p.question for p in splits.train}, baseline_dev, proxies, resume)
         _status(run_dir, cfg, "confirm", notes)
         ray.get(evaluator.open_test.remote())
-        from cotgap_ray import confirm
+        from cotgap_ray.search import confirm
 
         confirm.confirm_all(run_dir, cfg, records, tables, {p.id: p.question for p in splits.train},
                             _rows_correct(baseline["test"].rows_path), generations, evaluator)

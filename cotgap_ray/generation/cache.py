@@ -12,7 +12,7 @@ anything else (absent, truncated, edited, or written but not yet recorded when t
 Both shards and the manifest are written atomically (temporary file + rename), so a killed run leaves either the
 old state or the new one, never a half-written file under a final name.
 
-No Ray, no model here: generate.py drives it.
+No Ray, no model here: pipeline.py drives it.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def score_on_dev(adapter_dir: str, *, baseline_dev: dict, tag: str, static: dict
     """The eval_fn run on Train rank 0 after each epoch: the adapter on dev, paired against the baseline."""
     import ray
 
-    from cotgap_ray.evaluator import EVALUATOR_NAME, adapter_files
+    from cotgap_ray.evaluation.evaluator import EVALUATOR_NAME, adapter_files
     from cotgap_ray.stats import compare
 
     evaluator = ray.get_actor(EVALUATOR_NAME)
@@ -60,14 +60,13 @@ def tune_trial(point: dict, context: TrialContext) -> None:
     """The Tune function trainable (see the module docstring)."""
     import pyarrow.parquet as pq
     from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
 
     from cotgap_ray.config import ExperimentConfig, build
     from cotgap_ray.filters import FilterContext, apply_filters
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from cotgap_ray.finetune import NoTrainingData, count_examples, train_student
-    from cotgap_ray.runtime import cache_root, resolve_all
-    from cotgap_ray.space import filter_chain, lora_settings, point_key
+    from cotgap_ray.models import cache_root, resolve_all
+    from cotgap_ray.search.space import filter_chain, lora_settings, point_key
+    from cotgap_ray.training.finetune import NoTrainingData, count_examples, train_student
 
     key = point_key(point)
     if key in context.done:  # finished before an interruption: replay, do not retrain

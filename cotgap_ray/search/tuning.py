@@ -21,74 +21,15 @@ from optuna.exceptions import UpdateFinishedTrialError
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from cotgap_ray.trial import NO_DATA_DELTA, TrialContext, tune_trial
+from cotgap_ray.search.resources import TRIAL_DRIVER, max_concurrent, per_trial_request
+from cotgap_ray.search.trial import NO_DATA_DELTA, TrialContext, tune_trial
 
 FINAL_STATUSES = ("ok", "no_data", "stopped")
-TRIAL_DRIVER = {"CPU": 0.01}  # the trial function only drives its TorchTrainer; the workers hold the real CPUs
 EPOCH_KEYS = ("epoch", "train_loss", "tokens", "seconds", "tokens_per_s", "dev_accuracy", "dev_delta",
               "dev_delta_lo", "dev_delta_hi", "p_value", "dev_discordance", "eval_seconds", "checkpoint_path")
 
 
-# -------------------------------------------------------------------------------------------------- resources
-
-
-def per_trial_request(cfg) -> dict:
-    """What one trial holds while it trains: its Train workers (+ the small trial driver)."""
-    workers = cfg.train.num_workers
-    request = {"CPU": workers * cfg.train.cpus_per_worker + TRIAL_DRIVER["CPU"]}
-    if cfg.train.use_gpu:
-        request["GPU"] = float(workers)
-    return request
-
-
-def evaluator_request(cfg) -> dict:
-    """What the evaluation engine actor holds, as Ray sees it: search.eval_cpus / eval_gpus on a node of the fine-tune
-    type (train.resources, train.accelerator_type). It scores the student that trials train, so it belongs on the
-    same GPU class; without the fine-tune marker an eval_gpus > 0 actor could keep a large generation node alive
-    for the whole search."""
-    from cotgap_ray.cluster import full_request
-
-    return full_request({"CPU": cfg.search.eval_cpus, "GPU": cfg.search.eval_gpus, **cfg.train.resources},
-                        cfg.train.accelerator_type)
-
-
-def max_concurrent(cfg, node_types: list[dict]) -> int:
-    """Trials at once: how many trials' workers the cluster's node types hold (alive nodes, plus the types an
-    autoscaler may launch, up to their max_workers), after the evaluation engine takes its share of one node;
-    at least 1, at most the budget. `node_types` as cluster.offered_node_types() returns them."""
-    from cotgap_ray.cluster import fits, full_request, slots
-
-    if cfg.search.max_concurrent_trials:
-        return cfg.search.max_concurrent_trials
-    worker = full_request({"CPU": cfg.train.cpus_per_worker + TRIAL_DRIVER["CPU"] / cfg.train.num_workers,
-                           "GPU": 1.0 if cfg.train.use_gpu else 0.0, **cfg.train.resources},
-                          cfg.train.accelerator_type)
-    evaluator = evaluator_request(cfg)
-    workers, evaluator_placed = 0, False
-    for node_type in node_types:
-        resources, count = dict(node_type["resources"]), node_type["count"]
-        count = cfg.search.trials * cfg.train.num_workers if count is None else count
-        if count and not evaluator_placed and fits(evaluator, resources):
-            rest = {k: v - evaluator.get(k, 0.0) for k, v in resources.items()}
-            workers += min(slots(worker, rest), 10**6) + min(slots(worker, resources), 10**6) * (count - 1)
-            evaluator_placed = True
-        else:
-            workers += min(slots(worker, resources), 10**6) * count
-    return max(1, min(workers // cfg.train.num_workers, cfg.search.trials))
-
-
-def check_resources(cfg) -> None:
-    """Fail before any work when no node can hold the evaluation engine or one fine-tune worker."""
-    from cotgap_ray.cluster import check_request
-
-    check_request({"CPU": cfg.search.eval_cpus, "GPU": cfg.search.eval_gpus, **cfg.train.resources},
-                  "the evaluation engine (search.eval_cpus / search.eval_gpus, on a train.accelerator_type / "
-                  "train.resources node)", accelerator_type=cfg.train.accelerator_type,
-                  setting="train.accelerator_type")
-    worker = {"CPU": float(cfg.train.cpus_per_worker), "GPU": 1.0 if cfg.train.use_gpu else 0.0,
-              **cfg.train.resources}
-    check_request(worker, "a fine-tune worker (train.cpus_per_worker / train.use_gpu / train.resources)",
-                  accelerator_type=cfg.train.accelerator_type, setting="train.accelerator_type")
+# ---------------------------------------------------------------------------------------------- placement groups
 
 
 def release_placement_group(group_hex: str | None) -> bool:
@@ -134,7 +75,7 @@ class TrialRecorder(tune.Callback):
         self.started = time.perf_counter()
 
     def _record(self, trial) -> dict:
-        from cotgap_ray.space import point_key
+        from cotgap_ray.search.space import point_key
 
         if trial.trial_id not in self.records:
             point = dict(trial.config)
@@ -184,7 +125,7 @@ class TrialRecorder(tune.Callback):
               f"dev delta {delta} points")
 
     def _finish(self, trial, status: str | None = None, error: str | None = None) -> None:
-        from cotgap_ray import metrics
+        from cotgap_ray.cluster import metrics
 
         rec = self._record(trial)
         if status:
@@ -257,7 +198,7 @@ def run_search(run_dir: Path, cfg, tables: dict, teacher_names: dict, problems: 
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from cotgap_ray.cluster import join_storage, offered_node_types, storage_root
-    from cotgap_ray.space import search_space, seed_points
+    from cotgap_ray.search.space import search_space, seed_points
 
     previous = load_records(run_dir)
     done = {key: [_epoch_result(rec, e) for e in rec["epochs"]] or [_no_data_result(rec)]

@@ -1,0 +1,5 @@
+"""Scoring a model (+ adapter) on a split with the one prompt and greedy decoding.
+
+    scoring.py    rows, accuracy with its interval, the evaluation cache (the baseline is computed once)
+    evaluator.py  the long-lived Ray actor that scores every trial's adapter on dev without restarting its engine
+"""

@@ -1,0 +1,374 @@
+"""Teacher generation on Ray Data: k rationales per problem per teacher, generated once into the rationale cache.
+
+    python -m cotgap_ray.generate --teacher packaged:smollm2-135m-instruct --task reasoning_gym:basic_arithmetic \
+        --samples 4 --temperature 0.7 [--out CACHE_DIR] [--address auto]
+
+Per teacher:
+    problems ─► fixed shards by position ─► pending = shards missing from the cache or failing their check
+      ─► ray.data.from_items(one row per pending shard)
+      ─► map_batches(ShardWorker, compute=ActorPoolStrategy(size=n)): each actor owns one engine (shard_worker.py)
+         (GPU: gpus_per_actor each; tensor parallel > 1: one placement group of that many GPUs per actor, vLLM;
+         generation.accelerator_type / generation.resources pick the node type, checked before any engine starts;
+         placement.py plans this)
+      ─► driver: each finished shard's Parquet bytes are checked, written atomically and recorded in the manifest,
+         so an interrupted run keeps every finished shard (cache.py has the layout and the checks)
+
+One row through the worker (batch_size=1: one shard per call):
+    {"shard_id": 3, "seed": 91522..., "problem_ids": [64 ids], "questions": [...], "answers": [...]}
+      -> {"shard_id": 3, "rows": 256, "sha256": "9f..", "n_tokens": 20311, "seconds": 41.2, "engine_start_s": 26.0,
+          "ready_at": 1.79e9, "node_id": "ab..", "hostname": "gpu-3", "engine_calls": 1, "parquet": b"PAR1..."}
+
+Workers return the shard bytes instead of writing them, so the cache needs no filesystem shared across nodes: it
+lives where the driver runs (the head). Teachers run one after another; each one's actors (and placement groups)
+are released before the next starts. A fully cached teacher needs no Ray at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import sys
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from cotgap_ray.cluster import ResourceError, offered_node_types
+from cotgap_ray.engines.base import SamplingParams
+from cotgap_ray.errors import InputError
+from cotgap_ray.generation import cache
+from cotgap_ray.generation.cache import CacheError, load_rationales
+from cotgap_ray.generation.placement import Placement, actor_count, actor_cpus, actor_gpus, check_resources
+from cotgap_ray.generation.shard_worker import SHARD_FAILURE, ShardWorker, rationale_rows
+from cotgap_ray.prompts import template_fingerprint
+from cotgap_ray.records import Problem
+
+__all__ = ["CacheError", "GenerationError", "GenerationResult", "Placement", "ResourceError", "generate_rationales",
+           "generate_teachers", "load_rationales", "rationale_rows", "summarize"]
+
+
+class GenerationError(RuntimeError):
+    """Generation of one teacher failed; the message names the teacher. Other teachers' caches are untouched."""
+
+
+@dataclass
+class GenerationResult:
+    """One teacher's cached rationales: the cache directory and the summary (see summarize + run statistics)."""
+
+    teacher: str
+    path: Path
+    summary: dict
+
+    def table(self) -> pa.Table:
+        return load_rationales(self.path)
+
+
+# ---------------------------------------------------------------------------------------------------- pure parts
+
+
+def sampling_params(gen_cfg) -> SamplingParams:
+    return SamplingParams(max_tokens=gen_cfg.max_tokens, temperature=gen_cfg.temperature, top_p=gen_cfg.top_p,
+                          n=gen_cfg.samples, seed=gen_cfg.seed)
+
+
+def shard_seed(seed: int, shard_id: int) -> int:
+    """A per-shard sampling seed: reruns of a shard repeat, and shards do not share random streams."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{shard_id}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def summarize(table: pa.Table, n_problems: int) -> dict:
+    """Teacher accuracy and yield from rationale rows (pure). Problems without rows count as wrong.
+
+    pass_at_1: mean over problems of the fraction of correct samples; majority_accuracy: the most frequent extracted
+    answer (ties: the earliest sample) is correct; yield_rows: fraction of rows correct; yield_problems: fraction of
+    problems with at least one correct rationale."""
+    rows = table.select(["problem_id", "sample_idx", "pred", "correct", "n_tokens"]).to_pylist()
+    per_problem: dict[str, list[dict]] = {}
+    for row in rows:
+        per_problem.setdefault(row["problem_id"], []).append(row)
+    pass1 = majority = any_correct = 0.0
+    for samples in per_problem.values():
+        samples.sort(key=lambda r: r["sample_idx"])
+        pass1 += sum(r["correct"] for r in samples) / len(samples)
+        votes = Counter(r["pred"] for r in samples if r["pred"] is not None)
+        if votes:
+            top = max(votes.values())
+            winner = next(r["pred"] for r in samples if votes.get(r["pred"]) == top)
+            majority += any(r["correct"] for r in samples if r["pred"] == winner)
+        any_correct += any(r["correct"] for r in samples)
+    n = max(n_problems, 1)
+    correct_rows = sum(r["correct"] for r in rows)
+    return {"n_problems": n_problems, "rows": len(rows), "correct_rows": correct_rows,
+            "pass_at_1": pass1 / n, "majority_accuracy": majority / n,
+            "yield_rows": correct_rows / len(rows) if rows else 0.0, "yield_problems": any_correct / n,
+            "mean_tokens": sum(r["n_tokens"] for r in rows) / len(rows) if rows else 0.0}
+
+
+# ---------------------------------------------------------------------------------------------- driver: planning
+
+
+@dataclass
+class TeacherJob:
+    """Everything known about one teacher before any generation: where its cache is and what is missing."""
+
+    spec: str
+    model: object  # models.ResolvedModel
+    path: Path
+    manifest: dict
+    pending: dict[int, str]  # shard id -> why it must be generated
+    problems: list[Problem]
+    sampling: SamplingParams
+    kind: str
+    options: dict
+    tp: int
+
+
+def plan_teacher(spec, problems: list[Problem], task: str, split: str, cfg, root: Path, placement: Placement):
+    """Resolve the teacher, compute its cache key and directory, and find the shards still to generate."""
+    from cotgap_ray.engines.options import engine_kind, engine_options
+    from cotgap_ray.hardware import dtype_key
+    from cotgap_ray.models import resolve_all
+
+    if isinstance(spec, str):
+        (model,) = resolve_all([spec], cfg)  # models live in the config's cache, wherever the rationales go
+    else:
+        model, spec = spec, spec.spec
+    tp, kind = placement.tp(spec), engine_kind(cfg.engine)
+    options = engine_options(cfg.engine, model_dir=str(model.path))
+    if tp > 1:
+        if kind != "vllm":
+            raise ResourceError(f"teacher {spec}: tensor_parallel={tp} needs engine kind vllm, not {kind}")
+        options["tensor_parallel_size"] = tp
+    sampling = sampling_params(cfg.generation)
+    material = {"teacher": model.fingerprint, "task": task, "split": split,
+                "problems": cache.problems_fingerprint(task, problems), "prompt": template_fingerprint(),
+                "sampling": asdict(sampling), "shard_size": placement.shard_size,
+                "engine": {"kind": kind, "dtype": dtype_key(cfg.engine.dtype),
+                           "batch_size": None if kind == "vllm" else cfg.engine.batch_size}}
+    key = cache.cache_key(material)
+    path = cache.cache_dir(root, model.name, key)
+    manifest = cache.open_manifest(path, key, material=material, teacher=model.name, n_problems=len(problems),
+                                   samples=sampling.n, shard_size=placement.shard_size)
+    pending = cache.pending_shards(path, manifest)
+    return TeacherJob(spec, model, path, manifest, pending, problems, sampling, kind, options, tp)
+
+
+# --------------------------------------------------------------------------------------------- driver: running
+
+
+def run_pipeline(job: TeacherJob, placement: Placement, n_actors: int) -> Iterator[dict]:
+    """The Ray Data pipeline over the pending shards of one teacher; yields each finished shard's metadata + bytes.
+    Placement groups (tensor parallel) live exactly as long as this generator."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    bounds = cache.shard_bounds(len(job.problems), placement.shard_size)
+    work = []
+    for sid in sorted(job.pending):
+        chunk = job.problems[bounds[sid][0]:bounds[sid][1]]
+        work.append({"shard_id": sid, "seed": shard_seed(job.sampling.seed, sid),
+                     "problem_ids": [p.id for p in chunk], "questions": [p.question for p in chunk],
+                     "answers": [p.answer for p in chunk]})
+    # max_restarts=0: a dead actor (hung engine killed by its deadline, lost node) fails the run, which a re-run
+    # resumes; Ray Data's default (restart forever, retry the shard) would loop on a deterministic hang.
+    node_types = offered_node_types()
+    cpus, custom = actor_cpus(placement, node_types), placement.custom_resources()
+    remote: dict = {"num_cpus": cpus, "num_gpus": actor_gpus(placement, node_types), "max_restarts": 0}
+    if custom:  # e.g. {"generation_node": 0.01, "accelerator_type:A100": 0.001}: only that node type qualifies
+        remote["resources"] = custom
+    groups = []
+    try:
+        if job.tp > 1:  # one group of tp GPUs per engine; vLLM's Ray executor places its workers in it
+            # The engine actor takes bundle 0 (its CPUs and custom resources); STRICT_PACK keeps all on its node.
+            bundles = [{"GPU": 1, "CPU": cpus, **custom}] + [{"GPU": 1}] * (job.tp - 1)
+            groups = [ray.util.placement_group(bundles, strategy="STRICT_PACK") for _ in range(n_actors)]
+            try:
+                ray.get([g.ready() for g in groups], timeout=placement.timeout_s)
+            except ray.exceptions.GetTimeoutError as e:
+                raise ResourceError(f"teacher {job.spec}: {n_actors} placement group(s) of {job.tp} GPUs not ready "
+                                    f"after {placement.timeout_s:.0f}s") from e
+            turn = itertools.count()  # Ray Data calls the fn once per actor it starts (fixed pool, no restarts)
+            remote["num_gpus"] = 0
+            remote["ray_remote_args_fn"] = lambda: {"scheduling_strategy": PlacementGroupSchedulingStrategy(
+                groups[next(turn) % len(groups)], placement_group_capture_child_tasks=True)}
+        ctx = ray.data.DataContext.get_current()
+        saved_wait, ctx.wait_for_min_actors_s = ctx.wait_for_min_actors_s, int(placement.timeout_s)
+        # In a log file or CI (stdout not a terminal) Ray Data prints its whole progress block every 10 s and buries
+        # the run's own lines; there our per-shard lines (rows, tok/s, ETA) are the progress. Bars stay on a terminal.
+        saved_bars = ctx.enable_progress_bars
+        if not sys.stdout.isatty():
+            ctx.enable_progress_bars = False
+        try:
+            with warnings.catch_warnings():
+                # Ray 2.60 deprecates **ray_remote_args and ray_remote_args_fn (removal in 2.64) but has no named
+                # replacement yet for max_restarts or per-actor placement groups (ray-project/ray#65227).
+                warnings.simplefilter("ignore", category=DeprecationWarning)
+                ds = ray.data.from_items(work, override_num_blocks=len(work)).map_batches(
+                    ShardWorker, batch_size=1,
+                    compute=ray.data.ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=2),
+                    fn_constructor_kwargs={"model_dir": str(job.model.path), "teacher": job.model.name,
+                                           "kind": job.kind, "options": job.options,
+                                           "sampling": asdict(job.sampling), "timeout_s": placement.timeout_s,
+                                           # one engine gets every shard: it can close itself after the last
+                                           "close_after": len(work) if n_actors == 1 else None},
+                    **remote)
+            ds.set_name(f"cotgap-generate-{job.model.name}")  # the dashboard's Ray Data view: one row per teacher
+            yield from ds.iter_rows()
+        finally:
+            ctx.wait_for_min_actors_s, ctx.enable_progress_bars = saved_wait, saved_bars
+    finally:
+        for group in groups:
+            ray.util.remove_placement_group(group)
+
+
+def wait_released(before: dict, timeout_s: float = 30.0) -> None:
+    """Wait until the CPUs/GPUs available before a teacher are available again (its actors have exited)."""
+    import ray
+
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        now = ray.available_resources()
+        if all(now.get(r, 0) >= before.get(r, 0) - 1e-6 for r in ("CPU", "GPU")):
+            return
+        time.sleep(0.2)
+    print(f"cotgap_ray.generate: resources not all back after {timeout_s:.0f}s (before {before}, now "
+          f"{ray.available_resources()})", file=sys.stderr)
+
+
+def print_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_teacher(job: TeacherJob, placement: Placement, progress=print_progress, on_shard=None) -> GenerationResult:
+    """Generate the pending shards of one teacher (nothing when none is pending) and summarize its cache."""
+    start = time.perf_counter()
+    run = {"started": time.time(), "generated_shards": 0, "engine_calls": 0, "tokens": 0, "rows": 0,
+           "regenerated": {str(i): why for i, why in job.pending.items() if why != "not recorded"}}
+    if job.pending:
+        import ray
+
+        job.path.mkdir(parents=True, exist_ok=True)
+        cache.drop_shards(job.manifest, job.pending)
+        check_resources([job], placement)
+        n_actors, before = actor_count(job, placement), ray.available_resources()
+        total_rows = sum(cache.expected_rows(job.manifest, i) for i in job.pending)
+        progress(f"[{job.model.name}] generating {len(job.pending)}/{job.manifest['n_shards']} shards "
+                 f"({total_rows} rows) on {n_actors} engine(s) -> {job.path}")
+        try:
+            for meta in run_pipeline(job, placement, n_actors):
+                meta = {k: v.item() if hasattr(v, "item") else v for k, v in meta.items()}  # numpy -> plain
+                sid = int(meta["shard_id"])
+                cache.record_shard(job.path, job.manifest, sid, meta.pop("parquet"), meta)
+                for k, n in (("generated_shards", 1), ("engine_calls", meta["engine_calls"]),
+                             ("tokens", meta["n_tokens"]), ("rows", meta["rows"])):
+                    run[k] += n
+                elapsed = time.perf_counter() - start
+                eta = elapsed / run["rows"] * (total_rows - run["rows"]) if run["rows"] else 0.0
+                progress(f"[{job.model.name}] shard {sid} done: {run['rows']}/{total_rows} rows, "
+                         f"{run['tokens'] / elapsed:.0f} tok/s, {elapsed:.0f}s, ETA {eta:.0f}s, "
+                         f"node {meta['node_id'][:8]}")
+                if on_shard is not None:
+                    on_shard(meta)
+        except CacheError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one clear error naming the teacher; finished shards stay cached
+            run["error"] = f"{type(e).__name__}: {e}"
+            raise GenerationError(f"teacher {job.spec}: generation failed after {run['generated_shards']} of "
+                                  f"{len(job.pending)} shards ({_cause(e)}); finished shards are kept in "
+                                  f"{job.path} and a re-run resumes there") from e
+        finally:
+            run["wall_s"] = time.perf_counter() - start
+            job.manifest["runs"].append(run)
+            cache.write_manifest(job.path, job.manifest)
+            wait_released(before)
+    table = load_rationales(job.path)
+    summary = summarize(table, len(job.problems))
+    shards = job.manifest["shards"].values()
+    engine_s = sum(s["seconds"] for s in shards)
+    summary.update(teacher=job.model.name, spec=job.spec, path=str(job.path), key=job.manifest["key"],
+                   engine=job.kind, samples=job.sampling.n, temperature=job.sampling.temperature,
+                   tokens=sum(s["n_tokens"] for s in shards), engine_seconds=engine_s,
+                   engine_start_s=max((s.get("engine_start_s", 0.0) for s in shards), default=0.0),
+                   tokens_per_s=sum(s["n_tokens"] for s in shards) / engine_s if engine_s else 0.0,
+                   generation_wall_s=sum(r.get("wall_s", 0.0) for r in job.manifest["runs"]),
+                   wall_s=time.perf_counter() - start, generated_shards=run["generated_shards"],
+                   cached_shards=job.manifest["n_shards"] - run["generated_shards"],
+                   engine_calls=run["engine_calls"], run_tokens_per_s=run["tokens"] / (time.perf_counter() - start))
+    return GenerationResult(job.model.name, job.path, summary)
+
+
+def _cause(e: BaseException) -> str:
+    """The shard worker's own explanation (shard_worker.ShardFailure) when the exception chain holds one, else the
+    most telling line. Ray Data wraps a worker's exception in its own and appends generic advice on retries."""
+    seen, todo = set(), [e]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        for line in str(err).splitlines():
+            if SHARD_FAILURE in line:
+                return line.split(SHARD_FAILURE, 1)[1].strip()
+        todo += [err.__cause__, err.__context__, getattr(err, "cause", None)]
+    return _first_line(e)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    useful = [line for line in lines if "Error" in line or "error" in line] or lines or [type(e).__name__]
+    return useful[-1][:300]
+
+
+# --------------------------------------------------------------------------------------------------- public API
+
+
+def _problems(problems, split: str, task: str | None, cfg) -> tuple[list[Problem], str]:
+    if hasattr(problems, "fingerprint"):  # a tasks.Splits
+        return list(problems[split]), task or problems.task
+    return list(problems), task or cfg.task.name
+
+
+def _root(cfg, cache_dir) -> Path:
+    from cotgap_ray.models import cache_root
+
+    return Path(cache_dir).expanduser() if cache_dir is not None else cache_root(cfg)
+
+
+def generate_teachers(teachers: list, problems, cfg, cache_dir=None, *, split: str = "train", task: str | None = None,
+                      placement: Placement | None = None, progress=print_progress, on_shard=None,
+                      address: str | None = None) -> list[GenerationResult]:
+    """Rationales of every teacher, one teacher after another (each releases its engines before the next).
+
+    `problems` is a list of Problem or a tasks.Splits (then `split` picks one). Everything that can fail cheaply
+    (model specs, resources) fails before the first teacher starts; a failing teacher stops the run with its name."""
+    placement = placement or Placement.from_config(cfg.generation)
+    problems, task = _problems(problems, split, task, cfg)
+    if not problems:
+        raise ValueError(f"no problems to generate rationales for (split {split})")
+    root = _root(cfg, cache_dir)
+    jobs = []
+    for spec in teachers:
+        try:
+            jobs.append(plan_teacher(spec, problems, task, split, cfg, root, placement))
+        except ResourceError:
+            raise
+        except InputError as e:  # a bad spec stays a user-input error (one `error:` line), now naming the teacher
+            raise type(e)(f"teacher {getattr(spec, 'spec', spec)}: {e}") from e
+        except Exception as e:  # noqa: BLE001
+            raise GenerationError(f"teacher {getattr(spec, 'spec', spec)}: {e}") from e
+    if any(job.pending for job in jobs):
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=address)
+        check_resources([job for job in jobs if job.pending], placement)
+    return [run_teacher(job, placement, progress, on_shard) for job in jobs]
+
+
+def generate_rationales(teacher, problems, cfg, cache_dir=None, **kwargs) -> GenerationResult:
+    """Rationales of one teacher (spec or models.ResolvedModel); see generate_teachers for the arguments."""
+    return generate_teachers([teacher], problems, cfg, cache_dir, **kwargs)[0]

@@ -1,0 +1,60 @@
+"""What the search asks Ray for: one trial's request, how many trials run at once on the cluster's node types, and
+the check, before any model loads, that a node can hold the evaluation engine and one fine-tune worker.
+
+    per_trial_request(cfg) -> {"CPU": 2.01}            (two Train workers of 1 CPU + the trial driver)
+    max_concurrent(cfg, [{"resources": {"CPU": 8}, "count": 1}]) -> 3
+"""
+
+from __future__ import annotations
+
+from cotgap_ray.evaluation.evaluator import evaluator_request
+
+TRIAL_DRIVER = {"CPU": 0.01}  # the trial function only drives its TorchTrainer; the workers hold the real CPUs
+
+
+def per_trial_request(cfg) -> dict:
+    """What one trial holds while it trains: its Train workers (+ the small trial driver)."""
+    workers = cfg.train.num_workers
+    request = {"CPU": workers * cfg.train.cpus_per_worker + TRIAL_DRIVER["CPU"]}
+    if cfg.train.use_gpu:
+        request["GPU"] = float(workers)
+    return request
+
+
+def max_concurrent(cfg, node_types: list[dict]) -> int:
+    """Trials at once: how many trials' workers the cluster's node types hold (alive nodes, plus the types an
+    autoscaler may launch, up to their max_workers), after the evaluation engine takes its share of one node;
+    at least 1, at most the budget. `node_types` as cluster.offered_node_types() returns them."""
+    from cotgap_ray.cluster import fits, full_request, slots
+
+    if cfg.search.max_concurrent_trials:
+        return cfg.search.max_concurrent_trials
+    worker = full_request({"CPU": cfg.train.cpus_per_worker + TRIAL_DRIVER["CPU"] / cfg.train.num_workers,
+                           "GPU": 1.0 if cfg.train.use_gpu else 0.0, **cfg.train.resources},
+                          cfg.train.accelerator_type)
+    evaluator = evaluator_request(cfg)
+    workers, evaluator_placed = 0, False
+    for node_type in node_types:
+        resources, count = dict(node_type["resources"]), node_type["count"]
+        count = cfg.search.trials * cfg.train.num_workers if count is None else count
+        if count and not evaluator_placed and fits(evaluator, resources):
+            rest = {k: v - evaluator.get(k, 0.0) for k, v in resources.items()}
+            workers += min(slots(worker, rest), 10**6) + min(slots(worker, resources), 10**6) * (count - 1)
+            evaluator_placed = True
+        else:
+            workers += min(slots(worker, resources), 10**6) * count
+    return max(1, min(workers // cfg.train.num_workers, cfg.search.trials))
+
+
+def check_resources(cfg) -> None:
+    """Fail before any work when no node can hold the evaluation engine or one fine-tune worker."""
+    from cotgap_ray.cluster import check_request
+
+    check_request({"CPU": cfg.search.eval_cpus, "GPU": cfg.search.eval_gpus, **cfg.train.resources},
+                  "the evaluation engine (search.eval_cpus / search.eval_gpus, on a train.accelerator_type / "
+                  "train.resources node)", accelerator_type=cfg.train.accelerator_type,
+                  setting="train.accelerator_type")
+    worker = {"CPU": float(cfg.train.cpus_per_worker), "GPU": 1.0 if cfg.train.use_gpu else 0.0,
+              **cfg.train.resources}
+    check_request(worker, "a fine-tune worker (train.cpus_per_worker / train.use_gpu / train.resources)",
+                  accelerator_type=cfg.train.accelerator_type, setting="train.accelerator_type")
