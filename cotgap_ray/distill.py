@@ -21,8 +21,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from cotgap_ray.config import ConfigError, ExperimentConfig, load_config
 
 
@@ -68,11 +66,6 @@ def pick_teacher(cfg: ExperimentConfig, name: str) -> str:
     raise ConfigError(f"teacher {name!r} is not in the config's teachers: {', '.join(cfg.teachers)}")
 
 
-def _correct_by_id(rows_path: str) -> dict[str, bool]:
-    table = pq.read_table(rows_path, columns=["problem_id", "correct"])
-    return dict(zip(table.column("problem_id").to_pylist(), table.column("correct").to_pylist()))
-
-
 def _needs(cfg: ExperimentConfig, step: str) -> bool:
     return any(s.get("name") == step for s in cfg.filters)
 
@@ -105,12 +98,14 @@ def _with_student_nll(table, student, splits):
 
 def run_trial(cfg: ExperimentConfig, teacher: str, run_dir: Path) -> TrialResult:
     """Run (or reload) one trial of `teacher` (a spec from cfg.teachers) in run_dir/trials/<id>."""
+    from cotgap_ray.evaluation.paired import paired, rows_correct
     from cotgap_ray.evaluation.scoring import evaluate_cached
     from cotgap_ray.generation.pipeline import generate_teachers
     from cotgap_ray.models import offline_unless_hub, resolve_all
     from cotgap_ray.stats import compare
     from cotgap_ray.tasks import load_splits
-    from cotgap_ray.training.finetune import NoTrainingData, check_target_modules, student_skeleton, train_student
+    from cotgap_ray.training.finetune import NoTrainingData, check_target_modules, student_skeleton
+    from cotgap_ray.training.step import fine_tune, rationale_file
 
     start = time.perf_counter()
     offline_unless_hub([cfg.student, *cfg.teachers])
@@ -131,23 +126,18 @@ def run_trial(cfg: ExperimentConfig, teacher: str, run_dir: Path) -> TrialResult
     table, report = filtered_rationales(cfg, teacher, student, splits, generations)
     result = TrialResult(teacher=teacher, filters=cfg.filters, lora=asdict(cfg.lora), status="ok",
                          filter_report=report.to_dict()["steps"], baseline_dev_accuracy=baseline.accuracy)
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    rationales_path = trial_dir / "rationales.parquet"
-    pq.write_table(table, rationales_path)
     try:
-        trained = train_student(student.path, str(rationales_path), {p.id: p.question for p in splits.train},
-                                cfg.lora, storage_path=str(trial_dir / "train"), name="lora",
-                                num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
-                                cpus_per_worker=cfg.train.cpus_per_worker, dtype=cfg.train.dtype)
+        with rationale_file(table, trial_dir) as rationales:  # kept in trial_dir: what this trial trained on
+            trained = fine_tune(cfg, student, rationales, {p.id: p.question for p in splits.train}, cfg.lora,
+                                storage_path=str(trial_dir / "train"), name="lora")
     except NoTrainingData as e:
         print(f"trial {trial_dir.name}: no training data ({e})", file=sys.stderr)
         result.status = "no_data"
     else:
         after = evaluate_cached(student, {"dev": splits.dev}, cfg, adapter=trained.adapter_dir,
                                 lora_rank=cfg.lora.rank)["dev"]
-        before_ok, after_ok = _correct_by_id(baseline.rows_path), _correct_by_id(after.rows_path)
-        ids = sorted(before_ok)
-        stats = compare([before_ok[i] for i in ids], [after_ok[i] for i in ids])
+        stats = compare(*paired(rows_correct(baseline.rows_path), rows_correct(after.rows_path),
+                                f"trial {trial_dir.name} on dev"))
         result.n_train_examples = trained.n_examples
         result.dev_accuracy = after.accuracy
         result.dev_delta, result.dev_delta_ci95 = stats["delta"], list(stats["ci95"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 
-from cotgap_ray.engines.base import SamplingParams
+from cotgap_ray.records import SamplingParams
 
 INSTRUCTION = (
     "Solve the problem step by step. "

@@ -5,13 +5,19 @@
 | problem   | one question of a task split, with its normalized gold |
 | rationale | one teacher sample for one problem                      |
 | eval row  | one model (+ adapter) answer to one problem              |
+
+and the JSON records of a run directory (TeacherRef, TrialRecord, FinalRecord: see "run records" below).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 
 import pyarrow as pa
+
+from cotgap_ray.errors import InputError
 
 PROBLEM_SCHEMA = pa.schema(
     [
@@ -48,6 +54,26 @@ EVAL_SCHEMA = pa.schema(
 
 
 @dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings. temperature 0 means greedy; n samples per prompt; seed makes sampling repeatable."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    seed: int = 0
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One sampled completion: the text after the prompt (stop strings excluded) and its token count."""
+
+    text: str
+    n_tokens: int
+
+
+@dataclass(frozen=True)
 class Problem:
     """One question. `answer` is the normalized gold answer (answers.normalize)."""
 
@@ -63,3 +89,159 @@ def problems_to_table(problems: list[Problem]) -> pa.Table:
 
 def table_to_problems(table: pa.Table) -> list[Problem]:
     return [Problem(**row) for row in table.select(PROBLEM_SCHEMA.names).to_pylist()]
+
+
+# ------------------------------------------------------------------------------------- run records (JSON files)
+#
+# What a search writes into its run directory and the report reads back, one schema each:
+#
+#   config.json              {"fingerprint", "config", "teachers": [TeacherRef, ...]}
+#   trials/<key>/trial.json  TrialRecord (its epochs: EpochRecord)
+#   final/<teacher>.json     FinalRecord (its seeds: SeedRecord)
+#
+# Every field has a default so a record of a trial still running (or of an older run) loads; a key the schema does
+# not know, or a value of the wrong type, is a RecordError naming the file and the key.
+
+
+class RecordError(InputError):
+    """A run file that does not match its schema: names the file and the key."""
+
+
+@dataclass(frozen=True)
+class TeacherRef:
+    """A teacher's two identities, resolved once at validation: the config's spec (what to load) and the short name
+    (models.spec_name: what rationale rows, file names and reports use). Written to config.json."""
+
+    spec: str
+    name: str
+
+
+@dataclass
+class EpochRecord:
+    """One epoch of a trial, as Ray Train / Tune reported it (dev numbers from the evaluation actor)."""
+
+    epoch: int = 0
+    train_loss: float | None = None
+    tokens: int | None = None
+    seconds: float | None = None
+    tokens_per_s: float | None = None
+    dev_accuracy: float | None = None
+    dev_delta: float | None = None
+    dev_delta_lo: float | None = None
+    dev_delta_hi: float | None = None
+    p_value: float | None = None
+    dev_discordance: float | None = None
+    eval_seconds: float | None = None
+    checkpoint_path: str | None = None
+
+
+@dataclass
+class TrialRecord:
+    """One search trial (run_dir/trials/<trial_id>/trial.json). `status`: running | ok (every planned epoch) |
+    stopped (ASHA ended it early) | no_data (its filters kept nothing) | failed; `outcome` is what the trial last
+    said of itself while running. Deltas are fractions (0.05 = +5 points) against the student's dev baseline; the
+    dev numbers are those of the last epoch reached."""
+
+    trial_id: str = ""
+    tune_trial_id: str | None = None
+    teacher: str | None = None
+    params: dict = field(default_factory=dict)
+    status: str = "running"
+    outcome: str | None = None
+    error: str | None = None
+    n_train_examples: int = 0
+    rationales_kept: int = 0
+    filter_report: list = field(default_factory=list)
+    epochs: list[EpochRecord] = field(default_factory=list)
+    dev_accuracy: float | None = None
+    dev_delta: float | None = None
+    dev_delta_ci95: list | None = None
+    p_value: float | None = None
+    dev_discordance: float | None = None
+    train_tokens: int = 0
+    train_seconds: float = 0.0
+    seconds: float = 0.0
+    adapter_dir: str | None = None
+    replayed: bool = False
+    finished_at: float | None = None
+
+
+@dataclass
+class SeedRecord:
+    """One confirmation fine-tune (one LoRA seed) of a teacher's chosen configuration, scored on test."""
+
+    seed: int = 0
+    test_accuracy: float | None = None
+    train_seconds: float = 0.0
+    adapter_dir: str | None = None
+    adapter_from: str | None = None
+
+
+@dataclass
+class FinalRecord:
+    """A teacher's confirmation on the test split (run_dir/final/<teacher>.json): its best dev configuration
+    re-trained with confirm.seeds seeds; delta = mean test accuracy over seeds - the baseline's, with the interval,
+    p-value and verdict of stats.compare_seeds."""
+
+    teacher: str = ""
+    spec: str = ""
+    trial_id: str | None = None
+    params: dict = field(default_factory=dict)
+    best_dev_delta: float | None = None
+    seeds: list[SeedRecord] = field(default_factory=list)
+    n: int = 0
+    test_accuracy: float | None = None
+    baseline_test_accuracy: float | None = None
+    delta: float | None = None
+    delta_ci95: list | None = None
+    p_value: float | None = None
+    discordance: float | None = None
+    degrades: bool | None = None  # this teacher's own test (before the report's adjustment across teachers)
+    improves: bool | None = None
+    test: str | None = None  # the test behind p_value: "exact McNemar" (one seed) or "sign-flip permutation"
+    interval: str | None = None  # how delta_ci95 was built (stats.compare / compare_seeds)
+    training_variance: str | None = None  # "not measured (one seed)" or "measured (N seeds)"
+    train_seconds: float = 0.0
+    n_train_examples: int = 0
+
+
+def record_from_dict(cls, raw, where: str):
+    """Build record dataclass `cls` from parsed JSON, checking every key and type (nested records included)."""
+    if not isinstance(raw, dict):
+        raise RecordError(f"{where}: expected a JSON object for {cls.__name__}, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise RecordError(f"{where}: unknown key {unknown[0]!r} for {cls.__name__} (known: {', '.join(sorted(known))})")
+    values = {}
+    for key, value in raw.items():
+        values[key] = _typed(value, hints[key], f"{where}: {key}")
+    return cls(**values)
+
+
+def _typed(value, hint, where: str):
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if is_dataclass(origin):
+            return record_from_dict(origin, value, where)
+        if origin is list and isinstance(value, list):
+            (item,) = typing.get_args(option) or (None,)
+            if item is not None and is_dataclass(item):
+                return [record_from_dict(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+            return value
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin in (str, bool, dict) and isinstance(value, origin):
+            return value
+    name = " | ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise RecordError(f"{where} must be {name}, got {value!r}")
+
+
+def record_to_dict(record) -> dict:
+    return asdict(record)

@@ -19,11 +19,14 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cotgap_ray.config import ExperimentConfig, build
 from cotgap_ray.errors import InputError
+from cotgap_ray.records import FinalRecord, RecordError, TeacherRef, TrialRecord, record_from_dict
 
 STATUSES = ("ok", "no_data", "stopped", "failed")
+ALPHA = 0.05  # every verdict's level: "improves" / "degrades" only when a test rejects at this level
 INPUTS = {"baseline.json": "the baseline stage did not finish", "proxies.json": "proxies were not computed",
-               "splits.json": "split sizes unknown", "status.json": "stage unknown"}
+          "splits.json": "split sizes unknown", "status.json": "stage unknown"}
 
 
 class ReportError(InputError):
@@ -41,82 +44,115 @@ def _read(path: Path, notes: list[str]):
         return None
 
 
+def _read_record(cls, path: Path, notes: list[str]):
+    """A run record (records.TrialRecord / FinalRecord), or None (noted) when unreadable or off its schema."""
+    raw = _read(path, notes)
+    if raw is None:
+        return None
+    try:
+        return record_from_dict(cls, raw, str(path))
+    except RecordError as e:
+        notes.append(f"{e}; ignored")
+        return None
+
+
 def load_run(run_dir: str | Path) -> dict:
-    """Every input file of RUN_DIR, parsed; absent ones are None / empty and named in `notes`."""
+    """Every input file of RUN_DIR, parsed and typed (config: ExperimentConfig; trials: TrialRecord; finals:
+    FinalRecord; teachers: TeacherRef); absent ones are None / empty and named in `notes`."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise ReportError(f"{run_dir} is not a run directory: it holds no config.json "
                           "(give the --out directory of python -m cotgap_ray.search)")
     try:
-        config = json.loads((run_dir / "config.json").read_text())
-    except ValueError as e:
-        raise ReportError(f"{run_dir / 'config.json'} is not valid JSON ({e}); restore it from the run") from e
+        saved = json.loads((run_dir / "config.json").read_text())
+        cfg = build(ExperimentConfig, saved.get("config", {}), where=str(run_dir / "config.json"))
+        refs = [record_from_dict(TeacherRef, r, f"{run_dir / 'config.json'}: teachers")
+                for r in saved.get("teachers", [])]
+    except (ValueError, AttributeError) as e:  # invalid JSON, ConfigError, RecordError
+        raise ReportError(f"{run_dir / 'config.json'} cannot be read ({e}); restore it from the run") from e
     notes: list[str] = []
-    run = {"dir": str(run_dir), "config": config, "notes": notes}
+    run = {"dir": str(run_dir), "config": cfg, "fingerprint": saved.get("fingerprint"), "notes": notes}
     for name, why in INPUTS.items():
         run[name.removesuffix(".json")] = _read(run_dir / name, notes)
         if not (run_dir / name).exists():
             notes.append(f"missing {name}: {why}")
-    run["trials"] = [t for p in sorted(run_dir.glob("trials/*/trial.json")) if (t := _read(p, notes)) is not None]
+    run["trials"] = [t for p in sorted(run_dir.glob("trials/*/trial.json"))
+                     if (t := _read_record(TrialRecord, p, notes)) is not None]
     if not run["trials"]:
         notes.append("no trials/*/trial.json: the search has not run a trial yet")
-    run["finals"] = {f.get("teacher", p.stem): f for p in sorted(run_dir.glob("final/*.json"))
-                     if (f := _read(p, notes)) is not None}
+    run["finals"] = {f.teacher or p.stem: f for p in sorted(run_dir.glob("final/*.json"))
+                     if (f := _read_record(FinalRecord, p, notes)) is not None}
     if not run["finals"]:
         notes.append("no final/*.json: no teacher has been confirmed on the test split")
+    # A run written before config.json named its teachers: the names its proxies and confirmations recorded with
+    # their specs, else the spec itself (the report never loads a model to find one).
+    recorded = {v["spec"]: k for k, v in (run["proxies"] or {}).items() if isinstance(v, dict) and v.get("spec")}
+    recorded.update({f.spec: f.teacher for f in run["finals"].values() if f.spec})
+    run["teachers"] = refs or [TeacherRef(spec=s, name=recorded.get(s, s)) for s in cfg.teachers]
     return run
 
 
-def _name_of(spec: str, known: dict[str, str]) -> str:
-    """The teacher name for a config spec: as the search recorded it, else models.spec_name (no model is loaded)."""
-    if spec in known:
-        return known[spec]
-    from cotgap_ray.models import spec_name
-
-    try:
-        return spec_name(spec)
-    except ValueError:
-        return spec
-
-
-def _trial_summary(t: dict) -> dict:
-    p = t.get("params") or {}
-    return {"trial_id": t.get("trial_id"), "teacher": t.get("teacher"), "status": t.get("status"),
+def _trial_summary(t: TrialRecord) -> dict:
+    p = t.params
+    return {"trial_id": t.trial_id, "teacher": t.teacher, "status": t.status,
             "filters": p.get("filters"), "lora_rank": p.get("lora.rank"), "alpha_ratio": p.get("lora.alpha_ratio"),
             "learning_rate": p.get("lora.learning_rate"), "epochs_planned": p.get("lora.epochs"),
-            "epochs_run": len(t.get("epochs") or []), "n_train_examples": t.get("n_train_examples"),
-            "dev_accuracy": t.get("dev_accuracy"), "dev_delta": t.get("dev_delta"),
-            "dev_delta_ci95": t.get("dev_delta_ci95"), "p_value": t.get("p_value"), "seconds": t.get("seconds"),
-            "train_seconds": t.get("train_seconds"), "finished_at": t.get("finished_at"), "error": t.get("error")}
+            "epochs_run": len(t.epochs), "n_train_examples": t.n_train_examples,
+            "dev_accuracy": t.dev_accuracy, "dev_delta": t.dev_delta, "dev_delta_ci95": t.dev_delta_ci95,
+            "dev_p_mcnemar": t.p_value, "seconds": t.seconds, "train_seconds": t.train_seconds,
+            "finished_at": t.finished_at, "error": t.error}
 
 
-def _teacher(name: str, spec: str, proxy: dict | None, trials: list[dict], final: dict | None) -> dict:
-    counts = {s: sum(t.get("status") == s for t in trials) for s in STATUSES}
-    # Without a confirmation, the best dev trial among those that produced a dev number (ASHA-stopped ones included).
-    scored = [t for t in trials if t.get("dev_delta") is not None and t.get("status") in ("ok", "stopped")]
-    best = max(scored, key=lambda t: t["dev_delta"], default=None)
-    if final:
-        verdict = "improves" if final.get("improves") else "degrades" if final.get("degrades") else "no clear change"
-    elif trials and counts["no_data"] == len(trials):
-        verdict = "no usable data"
-    else:
-        verdict = "not confirmed"
-    f = final or {}
+def best_dev_trial(trials: list[TrialRecord]) -> TrialRecord | None:
+    """The trial the search selects for a teacher: highest dev delta among trials that ran every epoch (ties: fewer
+    training tokens), the rule the confirmation stage (search.confirm.best_trial) uses."""
+    done = [t for t in trials if t.status == "ok" and t.dev_delta is not None]
+    return max(done, key=lambda t: (t.dev_delta, -t.train_tokens), default=None)
+
+
+def _teacher(ref: TeacherRef, proxy: dict | None, trials: list[TrialRecord], final: FinalRecord | None) -> dict:
+    counts = {s: sum(t.status == s for t in trials) for s in STATUSES}
+    best = best_dev_trial(trials)
+    # Without a finished trial, the best dev number reached (ASHA-stopped trials included), shown but not selectable.
+    reached = max((t for t in trials if t.dev_delta is not None and t.status in ("ok", "stopped")),
+                  key=lambda t: t.dev_delta, default=None)
+    shown = best or reached
+    f = final
     return {
-        "name": name, "spec": spec, "teacher_accuracy": (proxy or {}).get("teacher_accuracy"), "proxies": proxy,
-        "proxy_rank": (proxy or {}).get("rank"), "n_trials": len(trials), "trial_status_counts": counts,
-        "best_trial_id": f.get("trial_id") or (best or {}).get("trial_id"),
-        "best_config": f.get("params") or (best or {}).get("params"),
-        "best_dev_delta": f.get("best_dev_delta", (best or {}).get("dev_delta")),
-        "test_accuracy": f.get("test_accuracy"), "test_n": f.get("n"),
-        "test_seeds": [s.get("seed") for s in f.get("seeds", [])], "delta": f.get("delta"),
-        "delta_ci95": f.get("delta_ci95"), "p_value": f.get("p_value"), "degrades": f.get("degrades"),
-        "improves": f.get("improves"), "verdict": verdict,
+        "name": ref.name, "spec": ref.spec, "teacher_accuracy": (proxy or {}).get("teacher_accuracy"),
+        "proxies": proxy, "proxy_rank": (proxy or {}).get("rank"), "n_trials": len(trials),
+        "trial_status_counts": counts,
+        "best_trial_id": f.trial_id if f else shown.trial_id if shown else None,
+        "best_config": f.params if f else shown.params if shown else None,
+        "best_dev_delta": f.best_dev_delta if f else shown.dev_delta if shown else None,
+        "selectable": best is not None,  # has a finished trial: the dev selection may choose it
+        "test_accuracy": f.test_accuracy if f else None, "test_n": f.n if f else None,
+        "test_seeds": [s.seed for s in f.seeds] if f else [], "delta": f.delta if f else None,
+        "delta_ci95": f.delta_ci95 if f else None, "p_value": f.p_value if f else None, "p_holm": None,
+        "test": f.test if f else None, "training_variance": f.training_variance if f else None,
+        "degrades": None, "improves": None,
+        "verdict": None if f else "no usable data" if trials and counts["no_data"] == len(trials) else "not confirmed",
         "cost": {"generation_seconds": (proxy or {}).get("generation_seconds", 0.0),
                  "generation_tokens": (proxy or {}).get("generation_tokens", 0),
-                 "train_seconds": sum(t.get("train_seconds") or 0.0 for t in trials) + (f.get("train_seconds") or 0.0),
-                 "trials_seconds": sum(t.get("seconds") or 0.0 for t in trials)},
+                 "train_seconds": sum(t.train_seconds or 0.0 for t in trials) + (f.train_seconds if f else 0.0),
+                 "trials_seconds": sum(t.seconds or 0.0 for t in trials)},
     }
+
+
+def judge(teachers: list[dict], alpha: float = ALPHA) -> None:
+    """Fill each confirmed teacher's p_holm and verdict (in place). p-values are adjusted across the confirmed
+    teachers (Holm): every teacher's test delta is shown, so the table is K tests, not one. A verdict needs both the
+    adjusted test to reject and the teacher's own interval to exclude zero (compare_seeds guarantees that exclusion
+    implies its test rejects), so a row never says "improves" beside an interval that includes zero."""
+    from cotgap_ray.stats import holm
+
+    confirmed = [t for t in teachers if t["delta"] is not None and t["p_value"] is not None]
+    for t, p in zip(confirmed, holm([t["p_value"] for t in confirmed])):
+        lo, hi = t["delta_ci95"] or (None, None)
+        t["p_holm"] = p
+        t["improves"] = bool(p < alpha and lo is not None and lo > 0)
+        t["degrades"] = bool(p < alpha and hi is not None and hi < 0)
+        t["verdict"] = "improves" if t["improves"] else "degrades" if t["degrades"] else "no clear change"
 
 
 def _pct(x) -> str:
@@ -135,20 +171,30 @@ def _names(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def chosen_on_dev(teachers: list[dict]) -> dict | None:
+    """The search's answer: the teacher whose best finished trial has the highest dev delta. Test never enters the
+    choice; it only confirms it."""
+    selectable = [t for t in teachers if t["selectable"]]
+    return max(selectable, key=lambda t: t["best_dev_delta"], default=None)
+
+
 def recommend(teachers: list[dict], baseline_test: float | None, stage: str | None) -> dict:
-    """The answer, from confirmed teachers only (test split): the largest positive delta, and how sure it is."""
-    confirmed = sorted((t for t in teachers if t["delta"] is not None), key=lambda t: -t["delta"])
-    if not confirmed:
-        return {"teacher": None, "config": None, "delta": None, "delta_ci95": None, "clear": False,
-                "text": f"No recommendation yet: the run has not reached confirmation on the test split "
-                        f"(stopped at stage '{stage or 'unknown'}')."}
-    best = confirmed[0]
-    over = f"{_pts(best['delta'])} points {_ci(best['delta_ci95'])} over the student's {_pct(baseline_test)}"
-    every_degrades = all(t["degrades"] for t in confirmed)
-    others = []  # why the other teachers lost, so the sentence never hides a degrading teacher
-    for verdict, clause in (("degrades", "degrade{s} it"), ("no usable data", "gave no usable data"),
+    """The answer: the teacher chosen on dev (chosen_on_dev), confirmed on test. Its row's verdict is the answer's,
+    so the sentence and the table cannot disagree. `teacher` is the chosen one unless it degrades the student;
+    `clear` only when its confirmation says "improves"."""
+    none = {"teacher": None, "config": None, "delta": None, "delta_ci95": None, "clear": False}
+    chosen = chosen_on_dev(teachers)
+    if chosen is None:
+        return {**none, "text": f"No recommendation yet: no teacher has a finished search trial "
+                                f"(stopped at stage '{stage or 'unknown'}')."}
+    dev = f"chosen on dev: {_pts(chosen['best_dev_delta'])} points"
+    others = []  # what the other teachers did, so the sentence never hides one that degrades or improves
+    every_degrades = all(t["verdict"] == "degrades" for t in teachers if t["delta"] is not None) and \
+        chosen["verdict"] == "degrades"
+    for verdict, clause in (("improves", "also improve{s} it on test (not chosen: lower on dev)"),
+                            ("degrades", "degrade{s} it"), ("no usable data", "gave no usable data"),
                             ("not confirmed", "{are} not confirmed")):
-        names = [t["name"] for t in teachers if t["verdict"] == verdict and t is not best
+        names = [t["name"] for t in teachers if t["verdict"] == verdict and t is not chosen
                  and not (verdict == "degrades" and every_degrades)]  # already said by "every teacher degrades"
         if names:
             many = len(names) > 1
@@ -156,17 +202,23 @@ def recommend(teachers: list[dict], baseline_test: float | None, stage: str | No
     tail = f"; {'; '.join(others)}" if others else ""
     if stage != "done":  # some confirmations may be missing: the answer can still change
         tail += f" (provisional: the run stopped at stage '{stage or 'unknown'}')"
-    if best["delta"] > 0:
-        rec = {"teacher": best["name"], "config": best["best_config"], "delta": best["delta"],
-               "delta_ci95": best["delta_ci95"], "clear": bool(best["improves"])}
-        rec["text"] = (f"Use {best['name']}: {over} on test{tail}." if rec["clear"] else
-                       f"Best: {best['name']}, {over}, but the interval includes zero: "
-                       f"no teacher clearly improves this student{tail}.")
-        return rec
-    head = ("none: every teacher degrades the student" if every_degrades
-            else "none: no teacher improves this student")
-    return {"teacher": None, "config": None, "delta": None, "delta_ci95": None, "clear": False,
-            "text": f"{head} (best: {best['name']}, {over} on test){tail}."}
+    if chosen["delta"] is None:
+        return {**none, "text": f"No recommendation yet: {chosen['name']} was {dev}, and the run has not "
+                                f"confirmed it on the test split{tail}."}
+    over = (f"{_pts(chosen['delta'])} points {_ci(chosen['delta_ci95'])} over the student's {_pct(baseline_test)} "
+            f"on test")
+    if chosen["verdict"] == "degrades":
+        head = ("none: every teacher degrades the student" if every_degrades
+                else "none: the teacher chosen on dev degrades the student")
+        return {**none, "text": f"{head} ({chosen['name']}, {dev}: {over}){tail}."}
+    rec = {"teacher": chosen["name"], "config": chosen["best_config"], "delta": chosen["delta"],
+           "delta_ci95": chosen["delta_ci95"], "clear": chosen["verdict"] == "improves"}
+    if rec["clear"]:
+        rec["text"] = f"Use {chosen['name']} ({dev}): {over}{tail}."
+    else:
+        rec["text"] = (f"Best: {chosen['name']} ({dev}): {over}, but the test does not tell it from zero: no "
+                       f"teacher clearly improves this student{tail}.")
+    return rec
 
 
 def power(run: dict, sizes: dict | None) -> dict:
@@ -178,8 +230,8 @@ def power(run: dict, sizes: dict | None) -> dict:
 
     from cotgap_ray.stats import min_detectable_effect
 
-    dev = [t["dev_discordance"] for t in run["trials"] if t.get("dev_discordance") is not None]
-    test = [f["discordance"] for f in run["finals"].values() if f.get("discordance") is not None]
+    dev = [t.dev_discordance for t in run["trials"] if t.dev_discordance is not None]
+    test = [f.discordance for f in run["finals"].values() if f.discordance is not None]
     out = {}
     for split, measured, fallback in (("dev", dev, []), ("test", test, dev)):
         n = (sizes or {}).get(split)
@@ -193,42 +245,50 @@ def power(run: dict, sizes: dict | None) -> dict:
 
 def build_report(run: dict) -> dict:
     """report.json from load_run()'s dict (pure: `run` is left as it was)."""
-    cfg, notes = run["config"].get("config", {}), list(run["notes"])
+    cfg, notes = run["config"], list(run["notes"])
     proxies, finals, status = run["proxies"] or {}, run["finals"], run["status"] or {}
-    known = {v.get("spec"): k for k, v in {**proxies, **finals}.items() if v.get("spec")}
-    known.update({t["params"]["teacher"]: t["teacher"] for t in run["trials"]
-                  if (t.get("params") or {}).get("teacher") and t.get("teacher")})
-    names = {_name_of(s, known): s for s in cfg.get("teachers", [])}
-    for extra in [*proxies, *finals, *(t.get("teacher") for t in run["trials"])]:
-        if extra and extra not in names:  # recorded by the run but absent from the config: shown, and said so
-            names[extra] = (proxies.get(extra) or finals.get(extra) or {}).get("spec", extra)
+    refs = list(run["teachers"])
+    known = {r.name for r in refs}
+    for extra in [*proxies, *finals, *(t.teacher for t in run["trials"])]:
+        if extra and extra not in known:  # recorded by the run but absent from the config: shown, and said so
+            known.add(extra)
+            spec = (proxies.get(extra) or {}).get("spec") or (finals[extra].spec if extra in finals else extra)
+            refs.append(TeacherRef(spec=spec, name=extra))
             notes.append(f"teacher {extra} has results but is not in config.json's teachers")
-    teachers = [_teacher(n, s, proxies.get(n), [t for t in run["trials"] if t.get("teacher") == n], finals.get(n))
-                for n, s in names.items()]
+    teachers = [_teacher(r, proxies.get(r.name), [t for t in run["trials"] if t.teacher == r.name],
+                         finals.get(r.name)) for r in refs]
+    judge(teachers)
     for t in teachers:
         if t["verdict"] == "not confirmed" and finals:
             notes.append(f"no final confirmation for teacher {t['name']}")
-    # Confirmed first, best test delta first; then the rest by proxy rank (the search's own guess), then config order.
-    teachers.sort(key=lambda t: (t["delta"] is None, -(t["delta"] or 0.0), t["proxy_rank"] or 1e9))
+    # The dev selection's order (best dev delta first), then teachers with nothing selectable by proxy rank (the
+    # search's own guess), then config order. Test deltas never reorder the table.
+    teachers.sort(key=lambda t: (not t["selectable"], -(t["best_dev_delta"] or 0.0) if t["selectable"] else 0.0,
+                                 t["proxy_rank"] or 1e9))
     base = run["baseline"] or {}
     base_test = base.get("test", {}).get("accuracy")
     if base_test is None and finals:  # baseline.json lost: each confirmation still implies it
         f = next(iter(finals.values()))
-        base_test = f["test_accuracy"] - f["delta"]
+        base_test = f.test_accuracy - f.delta
     stage = status.get("stage")
-    task = cfg.get("task", {})
+    seeds = sorted({len(f.seeds) for f in finals.values()})
     return {
-        "experiment": cfg.get("name"), "student": cfg.get("student"),
-        "task": {"name": task.get("name"), "seed": task.get("seed")},
+        "experiment": cfg.name, "student": cfg.student,
+        "task": {"name": cfg.task.name, "seed": cfg.task.seed},
         "splits": {k: (run["splits"] or {}).get(k) for k in ("sizes", "fingerprint")},
         "power": power(run, (run["splits"] or {}).get("sizes")),
-        "config_fingerprint": run["config"].get("fingerprint"),
+        "config_fingerprint": run["fingerprint"],
         "baseline": {s: {k: base[s].get(k) for k in ("accuracy", "ci95", "n")} for s in ("dev", "test") if s in base},
         "teachers": teachers,
         "recommendation": recommend(teachers, base_test, stage),
+        "selection": {"split": "dev", "rule": "highest dev delta of a finished trial (ties: fewer training tokens)",
+                      "confirmation": "test, each teacher's best dev configuration; p-values Holm-adjusted across "
+                                      "the confirmed teachers", "alpha": ALPHA},
+        "training_variance": ("not measured (one seed per confirmation)" if seeds == [1] else
+                              f"measured ({', '.join(map(str, seeds))} seeds per confirmation)" if seeds else None),
         "trials": sorted((_trial_summary(t) for t in run["trials"]), key=lambda t: t["finished_at"] or float("inf")),
         "complete": stage == "done", "stage": stage, "notes": list(status.get("notes", [])) + notes,
-        "confirm_seeds": (cfg.get("confirm") or {}).get("seeds"),
+        "confirm_seeds": cfg.confirm.seeds,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -250,16 +310,21 @@ def render_markdown(r: dict, plots: list[str]) -> str:
                   [[s, b["n"], _pct(b["accuracy"]), f"[{_pct(b['ci95'][0])}, {_pct(b['ci95'][1])}]" if b["ci95"]
                     else "n/a"] for s, b in r["baseline"].items()]), "", "## Teachers, ranked", "",
            _table(["teacher", "teacher acc.", "correct yield", "student NLL", "proxy rank", "trials", "best dev delta",
-                   "test acc.", "delta [95% CI]", "p", "verdict"],
+                   "test acc.", "test delta [95% CI]", "test p (Holm)", "verdict"],
                   [[t["name"], _pct(t["teacher_accuracy"]), _pct((t["proxies"] or {}).get("correct_yield")),
                     _num((t["proxies"] or {}).get("student_nll"), ".3f"), t["proxy_rank"], t["n_trials"],
                     _pts(t["best_dev_delta"]), _pct(t["test_accuracy"]),
                     "n/a" if t["delta"] is None else f"{_pts(t['delta'])} {_ci(t['delta_ci95'])}",
-                    _num(t["p_value"], ".3g"), t["verdict"]] for t in r["teachers"]])]
+                    _num(t["p_holm"], ".3g"), t["verdict"]] for t in r["teachers"]])]
+    out += ["", "Ranked by the search's selection on **dev** (best dev delta of a finished trial); the first row is "
+                "the teacher chosen. Test only confirms: each teacher's best dev configuration re-trained and scored "
+                "on test, p-values adjusted across the confirmed teachers (Holm); a verdict needs the adjusted test "
+                f"to reject at alpha {ALPHA} and the interval to exclude zero."]
     tested = [t for t in r["teachers"] if t["test_n"]]
     if tested:
         out += ["", f"Test: n = {tested[0]['test_n']} problems, seeds {tested[0]['test_seeds']} "
-                    "(delta = mean test accuracy over seeds - baseline test accuracy)."]
+                    f"(delta = mean test accuracy over seeds - baseline test accuracy; test: "
+                    f"{tested[0]['test'] or 'n/a'}). Training-seed variance: {r['training_variance'] or 'n/a'}."]
     out += ["", "## What these splits can detect", "",
             _table(["split", "n", "discordance (measured)", "minimum detectable effect (80% power, alpha 0.05)"],
                    [[s, p["n"], "n/a" if p["discordance"] is None else
@@ -270,10 +335,11 @@ def render_markdown(r: dict, plots: list[str]) -> str:
                       f"{100 * p['mde']:.1f} points")] for s, p in r.get("power", {}).items()])]
     out += ["", "## Trials", "",
             _table(["trial", "teacher", "filters", "rank", "alpha ratio", "lr", "epochs", "status", "examples",
-                    "dev delta", "seconds"],
+                    "dev delta", "dev p (exact McNemar)", "seconds"],
                    [[t["trial_id"], t["teacher"], t["filters"], t["lora_rank"], t["alpha_ratio"],
                      _num(t["learning_rate"], ".2g"), f"{t['epochs_run']}/{t['epochs_planned']}", t["status"],
-                     t["n_train_examples"], _pts(t["dev_delta"]), _num(t["seconds"], ".0f")] for t in r["trials"]]),
+                     t["n_train_examples"], _pts(t["dev_delta"]), _num(t["dev_p_mcnemar"], ".3g"),
+                     _num(t["seconds"], ".0f")] for t in r["trials"]]),
             "", "## Cost per teacher", "",
             _table(["teacher", "generation s", "generation tokens", "training s", "trials wall s"],
                    [[t["name"], f"{t['cost']['generation_seconds']:.0f}", t["cost"]["generation_tokens"],

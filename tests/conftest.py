@@ -45,6 +45,20 @@ def tiny_llama_base_dir(tmp_path_factory) -> str:
     return tiny.build("llama-base", TINY_SEED, tmp_path_factory.mktemp("tiny_llama_base"))
 
 
+@pytest.fixture(autouse=True)
+def _ray_marker_is_true(request):
+    """A test not marked `ray` must not start Ray: `-m "not ray"` then really runs without it (the pure core's tests
+    and the report's stay fast and need no cluster). Ray started by a `ray`-marked module stays up for its module, so
+    the check runs only for unmarked tests."""
+    marked = request.node.get_closest_marker("ray") is not None
+    ray = sys.modules.get("ray")
+    already = bool(ray and ray.is_initialized())
+    yield
+    ray = sys.modules.get("ray")
+    if not marked and not already and ray is not None and ray.is_initialized():
+        pytest.fail(f"{request.node.nodeid} started Ray but is not marked `ray` (add pytest.mark.ray)")
+
+
 # --- Process exit -----------------------------------------------------------------------------------------------------
 # CI once printed "272 passed" and then died with SIGSEGV (make: Error 139) while the interpreter was shutting down:
 # native libraries loaded by the suite (vLLM's engine threads and zmq sockets, torch, Ray's driver threads, Arrow) tear

@@ -1,9 +1,10 @@
 """Answer extraction and normalization: one test per supported form, plus the traps."""
 
+from fractions import Fraction
+
 import pytest
 
 from cotgap_ray.answers import canonical, extract_answer, is_correct, normalize, parse_gold
-from fractions import Fraction
 
 
 @pytest.mark.parametrize(

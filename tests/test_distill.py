@@ -9,6 +9,8 @@ import pytest
 from cotgap_ray import distill
 from cotgap_ray.config import ConfigError, load_config
 
+pytestmark = pytest.mark.ray  # starts a local Ray cluster (Ray Data / Ray Train / metrics)
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _ray():

@@ -18,6 +18,8 @@ from cotgap_ray.generation import cache
 from cotgap_ray.generation import pipeline as gen
 from cotgap_ray.records import Problem
 
+pytestmark = pytest.mark.ray  # starts a local Ray cluster (Ray Data / Ray Train / metrics)
+
 K = 3
 N = 10
 SHARD = 3  # shards of 3, 3, 3 and 1 problems

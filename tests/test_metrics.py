@@ -17,6 +17,8 @@ import pytest
 
 from cotgap_ray.cluster import metrics
 
+pytestmark = pytest.mark.ray  # starts a local Ray cluster (Ray Data / Ray Train / metrics)
+
 
 @pytest.fixture
 def fresh(monkeypatch):

@@ -17,7 +17,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from cotgap_ray import models  # noqa: E402
-from cotgap_ray.models import PackagedGGUF, resolve_model  # noqa: E402
+from cotgap_ray.models import PackagedGGUF, packaged, resolve_model, store  # noqa: E402
 
 FAKE_PKG = "cotgap_fake_weights_pkg"
 
@@ -75,7 +75,7 @@ def no_model_loading(monkeypatch):
 
     for cls in ("AutoModelForCausalLM", "AutoTokenizer", "AutoConfig"):
         monkeypatch.setattr(getattr(transformers, cls), "from_pretrained", refuse(cls))
-    monkeypatch.setattr(models, "_convert_gguf", refuse("_convert_gguf"))
+    monkeypatch.setattr(packaged, "_convert_gguf", refuse("_convert_gguf"))
     return calls
 
 
@@ -209,7 +209,7 @@ def test_local_dir_fingerprint_is_stable_and_tracks_the_weights(tiny_dir, tmp_pa
     first = resolve_model(str(d))
     assert (first.name, first.path, first.chat) == ("copy", str(d.resolve()), True)
     assert len(first.fingerprint) == 64
-    monkeypatch.setattr(models, "_memo", {})  # recompute from the bytes, not the per-process memo
+    monkeypatch.setattr(store, "_memo", {})  # recompute from the bytes, not the per-process memo
     assert resolve_model(str(d)).fingerprint == first.fingerprint
     assert resolve_model(str(tiny_dir)).fingerprint == first.fingerprint  # same bytes elsewhere, same fingerprint
 
@@ -245,7 +245,7 @@ def fake_entry(fake_package, monkeypatch):
 def test_conversion_then_cache_reuse_without_conversion(fake_entry, tiny_dir, tmp_path, monkeypatch):
     data, sha = fake_entry
     calls: list[bytes] = []
-    monkeypatch.setattr(models, "_convert_gguf", _fake_converter(tiny_dir, calls))
+    monkeypatch.setattr(packaged, "_convert_gguf", _fake_converter(tiny_dir, calls))
     r = resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache")
     assert calls == [data]  # converted once, from the concatenated, verified bytes
     target = Path(r.path)
@@ -254,23 +254,23 @@ def test_conversion_then_cache_reuse_without_conversion(fake_entry, tiny_dir, tm
     manifest = json.loads((target / "manifest.json").read_text())
     assert manifest["source_sha256"] == sha and manifest["dtype"] == "bfloat16"
     assert manifest["converter_version"] == models.CONVERTER_VERSION
-    assert manifest["safetensors"] == {"model.safetensors": models._sha256_file(target / "model.safetensors")}
+    assert manifest["safetensors"] == {"model.safetensors": store.sha256_file(target / "model.safetensors")}
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".tmp-")]
 
     def boom(*a, **k):
         raise AssertionError("no conversion expected")
 
-    monkeypatch.setattr(models, "_convert_gguf", boom)
+    monkeypatch.setattr(packaged, "_convert_gguf", boom)
     assert resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache") == r
-    monkeypatch.setattr(models, "_memo", {})  # a fresh process: verifies the manifest's sha256s, still no conversion
+    monkeypatch.setattr(store, "_memo", {})  # a fresh process: verifies the manifest's sha256s, still no conversion
     assert resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache") == r
-    monkeypatch.setattr(models, "_sha256_file", boom)  # memoized: an unchanged cache is not re-hashed
+    monkeypatch.setattr(store, "sha256_file", boom)  # memoized: an unchanged cache is not re-hashed
     assert resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache") == r
 
 
 def test_corrupted_cached_safetensors_is_detected_and_reconverted(fake_entry, tiny_dir, tmp_path, monkeypatch):
     calls: list[bytes] = []
-    monkeypatch.setattr(models, "_convert_gguf", _fake_converter(tiny_dir, calls))
+    monkeypatch.setattr(packaged, "_convert_gguf", _fake_converter(tiny_dir, calls))
     r = resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache")
     weights = Path(r.path) / "model.safetensors"
     good = weights.read_bytes()
@@ -292,7 +292,7 @@ def test_concurrent_resolves_convert_once(fake_entry, tiny_dir, tmp_path, monkey
         time.sleep(0.5)  # long enough for the other worker to reach the lock
         convert(gguf, out)
 
-    monkeypatch.setattr(models, "_convert_gguf", slow_convert)
+    monkeypatch.setattr(packaged, "_convert_gguf", slow_convert)
     results, errors = [], []
 
     def worker():  # flock locks are per open file, so threads contend like separate processes
@@ -317,7 +317,7 @@ def test_killed_conversion_leftovers_are_never_reused(fake_entry, tiny_dir, tmp_
         shutil.copytree(tiny_dir, out)
         raise KeyboardInterrupt  # interrupted after writing the weights, before the manifest
 
-    monkeypatch.setattr(models, "_convert_gguf", dies)
+    monkeypatch.setattr(packaged, "_convert_gguf", dies)
     with pytest.raises(KeyboardInterrupt):
         resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache")
     assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")]
@@ -325,7 +325,7 @@ def test_killed_conversion_leftovers_are_never_reused(fake_entry, tiny_dir, tmp_
     sha12 = _target_sha12(fake_entry[1])
     stale = tmp_path / "cache" / f".tmp-fake-model-{sha12}-killed" / "model"  # as a SIGKILLed process leaves it
     shutil.copytree(tiny_dir, stale)
-    monkeypatch.setattr(models, "_convert_gguf", _fake_converter(tiny_dir, calls))
+    monkeypatch.setattr(packaged, "_convert_gguf", _fake_converter(tiny_dir, calls))
     r = resolve_model("packaged:fake-model", cache_dir=tmp_path / "cache")
     assert len(calls) == 1 and (Path(r.path) / "manifest.json").exists()
     assert not stale.parent.exists()
@@ -348,16 +348,16 @@ def test_gguf_add_bos_token_flag_is_applied_to_the_tokenizer(add_bos, tmp_path):
         add_eos_token = False
 
     tok = Tok()
-    models._apply_gguf_special_token_flags(tok, path)
+    packaged._apply_gguf_special_token_flags(tok, path)
     assert tok.add_bos_token is add_bos and tok.add_eos_token is False
 
 
 def test_default_cache_dir_follows_cotgap_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("COTGAP_CACHE", str(tmp_path / "cc"))
-    assert models._cache_root(None) == tmp_path / "cc" / "models"
+    assert store.root(None) == tmp_path / "cc" / "models"
     monkeypatch.delenv("COTGAP_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert models._cache_root(None) == tmp_path / "home" / ".cache" / "cotgap_ray" / "models"
+    assert store.root(None) == tmp_path / "home" / ".cache" / "cotgap_ray" / "models"
 
 
 # ---- the real thing ---------------------------------------------------------------------------------------------
@@ -402,7 +402,7 @@ def test_is_hub_id_and_offline_default(tmp_path, monkeypatch):
 
 
 def _weights_sha(r) -> str:
-    return models._sha256_file(Path(r.path) / "model.safetensors")
+    return store.sha256_file(Path(r.path) / "model.safetensors")
 
 
 def test_tiny_spec_builds_once_and_the_hf_engine_generates(tmp_path, monkeypatch):
@@ -440,7 +440,7 @@ def test_tiny_seed_decides_the_weights_wherever_it_is_built(tmp_path, tiny_llama
     default = resolve_model("tiny:llama", cache_dir=tmp_path / "a")  # seed 1234: the conftest fixture's weights
     assert default.name == "tiny-llama@1234" and default.chat
     assert resolve_model("tiny:llama@1234", cache_dir=tmp_path / "a").fingerprint == default.fingerprint
-    assert _weights_sha(default) == models._sha256_file(Path(tiny_llama_dir) / "model.safetensors")
+    assert _weights_sha(default) == store.sha256_file(Path(tiny_llama_dir) / "model.safetensors")
 
 
 def test_tiny_base_variant_has_the_same_weights_and_no_chat_template(tmp_path):

@@ -46,7 +46,7 @@ from cotgap_ray.generation import placement as placement_mod
 from cotgap_ray.records import RATIONALE_SCHEMA, Problem
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.multinode
+pytestmark = [pytest.mark.multinode, pytest.mark.ray]
 
 GENERATION_NODE = {"num_cpus": 1, "num_gpus": 2, "resources": {"generation_node": 1, "accelerator_type:A100": 1}}
 FINETUNE_NODE = {"num_cpus": 1, "num_gpus": 1, "resources": {"finetune_node": 1, "accelerator_type:L40S": 1}}

@@ -59,7 +59,8 @@ def write_run(run: Path, finals: list[dict] | None, stage: str = "done") -> Path
             "name": "gsm-tiny", "student": "packaged:smollm2-135m-instruct",
             "teachers": [f"packaged:{t}" for t in (SMOL, GEMMA, QWEN)],
             "task": {"name": "gsm_symbolic", "n_train": 400, "n_dev": 100, "n_test": 200, "seed": 7},
-            "confirm": {"seeds": [0, 1]}, "search": {"trials": 6}}},
+            "confirm": {"seeds": 2}, "search": {"trials": 6}},
+            "teachers": [{"spec": f"packaged:{t}", "name": t} for t in (SMOL, GEMMA, QWEN)]},
         "splits.json": {"fingerprint": "split42", "sizes": {"train": 400, "dev": 100, "test": 200}},
         "baseline.json": {s: {"model": SMOL, "adapter": None, "split": s, "n": n, "correct": c, "accuracy": a,
                               "ci95": ci, "tokens": 9000, "seconds": 12.0, "engine": "hf", "rows_path": f"{s}.parquet"}
@@ -95,8 +96,8 @@ def test_complete_run(tmp_path):
     rec = r["recommendation"]
     assert rec["teacher"] == QWEN and rec["clear"] is True and rec["delta"] == 0.041
     assert rec["config"] == _params(QWEN)
-    assert rec["text"] == (f"Use {QWEN}: +4.1 points [+1.2, +7.0] over the student's 23.5% on test; "
-                           f"{GEMMA} degrades it; {SMOL} gave no usable data.")
+    assert rec["text"] == (f"Use {QWEN} (chosen on dev: +5.0 points): +4.1 points [+1.2, +7.0] over the student's "
+                           f"23.5% on test; {GEMMA} degrades it; {SMOL} gave no usable data.")
     assert [t["name"] for t in r["teachers"]] == [QWEN, GEMMA, SMOL]
     assert [t["verdict"] for t in r["teachers"]] == ["improves", "degrades", "no usable data"]
     qwen, gemma, smol = r["teachers"]
@@ -125,7 +126,8 @@ def test_complete_run(tmp_path):
     assert "| test | 200 | 23.5% | [18.2%, 29.8%] |" in md and "| dev | 100 | 20.0% | [13.3%, 28.9%] |" in md
     assert "n = 200 problems, seeds [0, 1]" in md and "(capacity_gap.png)" in md
     assert "selected on **dev**" in md and "Sizes train 400, dev 100, test 200" in md
-    assert "| t2 | qwen2.5-coder-0.5b-instruct | correct | 8 | 2.0 | 0.0003 | 1/2 | stopped | 96 | +1.0 | 15 |" in md
+    assert "| t2 | qwen2.5-coder-0.5b-instruct | correct | 8 | 2.0 | 0.0003 | 1/2 | stopped | 96 | +1.0 | 0.2 | 15 |" in md
+    assert "test p (Holm)" in md and "dev p (exact McNemar)" in md  # two tests, two labels
 
 
 def test_every_teacher_degrades(tmp_path):
@@ -133,16 +135,16 @@ def test_every_teacher_degrades(tmp_path):
                                        _final(GEMMA, "t3", -0.05, [-0.09, -0.01], -0.02)])
     rec = report.render(run)["recommendation"]
     assert rec["teacher"] is None and rec["clear"] is False and rec["delta"] is None
-    assert rec["text"].startswith("none: every teacher degrades the student (best: qwen2.5-coder-0.5b-instruct, "
-                                  "-2.0 points [-4.0, -0.5] over the student's 23.5% on test)")
+    assert rec["text"].startswith("none: every teacher degrades the student (qwen2.5-coder-0.5b-instruct, chosen on "
+                                  "dev: +5.0 points: -2.0 points [-4.0, -0.5] over the student's 23.5% on test)")
 
 
 def test_no_teacher_improves_without_all_degrading(tmp_path):
     run = write_run(tmp_path / "run", [_final(QWEN, "t1", -0.01, [-0.04, 0.02], 0.05),
                                        _final(GEMMA, "t3", -0.05, [-0.09, -0.01], -0.02)])
     rec = report.render(run)["recommendation"]
-    assert rec["teacher"] is None
-    assert rec["text"].startswith("none: no teacher improves this student") and f"{GEMMA} degrades it" in rec["text"]
+    assert rec["teacher"] == QWEN and rec["clear"] is False  # chosen on dev and confirmed, but not clear
+    assert "no teacher clearly improves this student" in rec["text"] and f"{GEMMA} degrades it" in rec["text"]
 
 
 def test_positive_delta_with_interval_across_zero_is_not_clear(tmp_path):
@@ -150,8 +152,9 @@ def test_positive_delta_with_interval_across_zero_is_not_clear(tmp_path):
     r = report.render(run)
     rec = r["recommendation"]
     assert rec["teacher"] == QWEN and rec["clear"] is False and rec["delta_ci95"] == [-0.02, 0.04]
-    assert rec["text"].startswith(f"Best: {QWEN}, +1.0 points [-2.0, +4.0] over the student's 23.5%, "
-                                  "but the interval includes zero: no teacher clearly improves this student")
+    assert rec["text"].startswith(f"Best: {QWEN} (chosen on dev: +5.0 points): +1.0 points [-2.0, +4.0] over the "
+                                  "student's 23.5% on test, but the test does not tell it from zero: no teacher "
+                                  "clearly improves this student")
     assert r["teachers"][0]["verdict"] == "no clear change"
     assert "no final confirmation for teacher gemma3-270m" in r["notes"]
 
@@ -162,8 +165,9 @@ def test_interrupted_run_during_search(tmp_path):
     assert r["complete"] is False and r["stage"] == "search"
     rec = r["recommendation"]
     assert rec["teacher"] is None and rec["config"] is None
-    assert rec["text"] == ("No recommendation yet: the run has not reached confirmation on the test split "
-                           "(stopped at stage 'search').")
+    assert rec["text"] == (f"No recommendation yet: {QWEN} was chosen on dev: +5.0 points, and the run has not "
+                           f"confirmed it on the test split; {SMOL} gave no usable data; {GEMMA} is not confirmed "
+                           "(provisional: the run stopped at stage 'search').")
     # unconfirmed teachers keep the proxies' order; the best dev trial is still shown
     assert [(t["name"], t["verdict"]) for t in r["teachers"]] == [
         (QWEN, "not confirmed"), (GEMMA, "not confirmed"), (SMOL, "no usable data")]
@@ -177,10 +181,10 @@ def test_interrupted_during_confirmation_is_provisional(tmp_path):
     run = write_run(tmp_path / "run", [_final(GEMMA, "t3", -0.05, [-0.09, -0.01], -0.02)], stage="confirm")
     r = report.render(run)
     assert r["complete"] is False and r["recommendation"]["teacher"] is None
+    # The teacher chosen on dev (QWEN, +5.0) is not confirmed yet: no answer, and GEMMA's confirmed harm is said.
     assert r["recommendation"]["text"] == (
-        f"none: every teacher degrades the student (best: {GEMMA}, -5.0 points [-9.0, -1.0] over the student's "
-        f"23.5% on test); {SMOL} gave no usable data; {QWEN} is not confirmed "
-        "(provisional: the run stopped at stage 'confirm').")
+        f"No recommendation yet: {QWEN} was chosen on dev: +5.0 points, and the run has not confirmed it on the test "
+        f"split; {GEMMA} degrades it; {SMOL} gave no usable data (provisional: the run stopped at stage 'confirm').")
 
 
 def test_run_with_only_a_config(tmp_path):
@@ -200,7 +204,7 @@ def test_cli_prints_recommendation_and_paths(tmp_path, capsys):
     run = write_run(tmp_path / "run", [_final(QWEN, "t1", 0.041, [0.012, 0.070], 0.05)])
     assert report.main([str(run)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"Use {QWEN}: +4.1 points")
+    assert out.startswith(f"Use {QWEN} (chosen on dev: +5.0 points): +4.1 points")
     assert f"wrote {run / 'report.json'}" in out and f"wrote {run / 'capacity_gap.png'}" in out
 
 
@@ -226,3 +230,59 @@ def test_power_section_uses_the_discordance_the_run_measured(tmp_path):
     assert r["power"]["test"] == {"n": 200, "discordance": 0.2, "discordance_from": "dev", "mde": 0.095}
     md = (run / "report.md").read_text()
     assert "What these splits can detect" in md and "9.5 points" in md and "20.0% (from dev)" in md
+
+
+def _with_p(final: dict, p: float) -> dict:
+    return {**final, "p_value": p}
+
+
+def test_the_answer_is_chosen_on_dev_and_only_confirmed_on_test(tmp_path):
+    """The issue's case: A = +5.0 [-1, +11] on test but -3 on dev; B = +4.0 [+1, +7] on test and +10 on dev. The
+    search chose B on dev: B is the answer, A's larger test delta does not promote it, and the table agrees."""
+    run = write_run(tmp_path / "run", None)
+    for tid, delta in (("t1", 0.10), ("t3", -0.03)):  # QWEN (B) best dev +10, GEMMA (A) best dev -3
+        path = run / "trials" / tid / "trial.json"
+        trial = json.loads(path.read_text())
+        path.write_text(json.dumps({**trial, "dev_delta": delta}))
+    (run / "final").mkdir()
+    for f in (_with_p(_final(QWEN, "t1", 0.04, [0.01, 0.07], 0.10), 0.004),
+              _with_p(_final(GEMMA, "t3", 0.05, [-0.01, 0.11], -0.03), 0.2)):
+        (run / "final" / f"{f['teacher']}.json").write_text(json.dumps(f))
+    r = report.render(run)
+    rec = r["recommendation"]
+    assert rec["teacher"] == QWEN and rec["clear"] is True
+    assert rec["text"].startswith(f"Use {QWEN} (chosen on dev: +10.0 points): +4.0 points [+1.0, +7.0]")
+    assert [(t["name"], t["verdict"]) for t in r["teachers"]][:2] == [(QWEN, "improves"), (GEMMA, "no clear change")]
+    assert r["teachers"][0]["p_holm"] == pytest.approx(0.008)  # 2 x 0.004: the smaller of two Holm-adjusted
+    assert r["teachers"][1]["p_holm"] == pytest.approx(0.2)
+    assert r["selection"]["split"] == "dev"
+
+
+def test_verdicts_use_p_values_adjusted_across_teachers(tmp_path):
+    """Raw p 0.03 and 0.04 with intervals above zero: Holm makes them 0.06 and 0.06, so neither "improves", and the
+    sentence says what the chosen teacher's row says."""
+    run = write_run(tmp_path / "run", [_with_p(_final(QWEN, "t1", 0.03, [0.001, 0.06], 0.05), 0.03),
+                                       _with_p(_final(GEMMA, "t3", 0.02, [0.001, 0.04], -0.02), 0.04)])
+    r = report.render(run)
+    qwen, gemma = r["teachers"][:2]
+    assert (qwen["p_holm"], gemma["p_holm"]) == (pytest.approx(0.06), pytest.approx(0.06))
+    assert qwen["verdict"] == gemma["verdict"] == "no clear change"
+    assert r["recommendation"]["clear"] is False and "does not tell it from zero" in r["recommendation"]["text"]
+
+
+def test_one_seed_says_training_variance_was_not_measured(tmp_path):
+    final = _final(QWEN, "t1", 0.041, [0.012, 0.070], 0.05)
+    final = {**final, "seeds": final["seeds"][:1], "test": "exact McNemar",
+             "training_variance": "not measured (one seed)"}
+    r = report.render(write_run(tmp_path / "run", [final]))
+    assert r["training_variance"] == "not measured (one seed per confirmation)"
+    assert "Training-seed variance: not measured (one seed per confirmation)" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_a_trial_record_off_its_schema_is_named_not_used(tmp_path):
+    run = write_run(tmp_path / "run", None, stage="search")
+    path = run / "trials" / "t1" / "trial.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "dev_delta": "high"}))
+    r = report.render(run)
+    assert "t1" not in [t["trial_id"] for t in r["trials"]]
+    assert any(str(path) in n and "dev_delta must be float" in n for n in r["notes"])

@@ -6,8 +6,15 @@ import math
 import numpy as np
 import pytest
 
-from cotgap_ray.stats import (clopper_pearson, compare, compare_seeds, holm, mcnemar_exact_p, mcnemar_interval,
-                              wilson_ci)
+from cotgap_ray.stats import (
+    clopper_pearson,
+    compare,
+    compare_seeds,
+    holm,
+    mcnemar_exact_p,
+    mcnemar_interval,
+    wilson_ci,
+)
 
 
 def test_wilson_hand_computed():

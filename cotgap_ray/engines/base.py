@@ -8,29 +8,12 @@ add special tokens beyond what the rendered prompt already holds.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from cotgap_ray.records import Generation, SamplingParams  # the vocabulary engines speak (defined with the records)
 
-@dataclass(frozen=True)
-class SamplingParams:
-    """Decoding settings. temperature 0 means greedy; n samples per prompt; seed makes sampling repeatable."""
-
-    max_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    n: int = 1
-    seed: int = 0
-    stop: tuple[str, ...] = field(default_factory=tuple)
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One sampled completion: the text after the prompt (stop strings excluded) and its token count."""
-
-    text: str
-    n_tokens: int
+__all__ = ["Engine", "Generation", "SamplingParams", "model_context_limit"]
 
 
 class Engine(Protocol):

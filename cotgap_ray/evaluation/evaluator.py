@@ -17,8 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import ray
-
 EVALUATOR_NAME = "cotgap-evaluator"
 
 
@@ -47,6 +45,8 @@ class Evaluator:
         self._n = 0
 
     def ready(self) -> dict:
+        import ray
+
         return {"engine": self.engine.name, "start_seconds": self.start_seconds,
                 "node_id": ray.get_runtime_context().get_node_id()}
 
@@ -110,6 +110,8 @@ def evaluator_request(cfg) -> dict:
 def start_evaluator(student, problem_sets: dict, cfg, lora_rank: int):
     """Create (or reuse) the named evaluation actor and wait until its engine is up; returns the handle.
     Placed by tuning.evaluator_request: eval_cpus / eval_gpus on a node of the fine-tune type."""
+    import ray
+
     request = evaluator_request(cfg)
     options = {"name": EVALUATOR_NAME, "get_if_exists": True, "max_restarts": 0,
                "num_cpus": request.pop("CPU", 0.0), "num_gpus": request.pop("GPU", 0.0)}

@@ -38,14 +38,13 @@ from pathlib import Path
 import pyarrow as pa
 
 from cotgap_ray.cluster import ResourceError, offered_node_types
-from cotgap_ray.engines.base import SamplingParams
 from cotgap_ray.errors import InputError
 from cotgap_ray.generation import cache
 from cotgap_ray.generation.cache import CacheError, load_rationales
 from cotgap_ray.generation.placement import Placement, actor_count, actor_cpus, actor_gpus, check_resources
 from cotgap_ray.generation.shard_worker import SHARD_FAILURE, ShardWorker, rationale_rows
 from cotgap_ray.prompts import template_fingerprint
-from cotgap_ray.records import Problem
+from cotgap_ray.records import Problem, SamplingParams
 
 __all__ = ["CacheError", "GenerationError", "GenerationResult", "Placement", "ResourceError", "generate_rationales",
            "generate_teachers", "load_rationales", "rationale_rows", "summarize"]

@@ -20,10 +20,9 @@ import pyarrow as pa
 
 from cotgap_ray.answers import extract_answer, is_correct
 from cotgap_ray.cluster import metrics
-from cotgap_ray.engines.base import SamplingParams
 from cotgap_ray.generation import cache
 from cotgap_ray.prompts import render_prompt
-from cotgap_ray.records import RATIONALE_SCHEMA
+from cotgap_ray.records import RATIONALE_SCHEMA, SamplingParams
 
 SHARD_FAILURE = "shard failed:"  # the marker pipeline.py looks for in the exception Ray Data raises
 

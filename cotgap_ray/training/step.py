@@ -1,0 +1,54 @@
+"""The one fine-tune step of the product: a typed experiment config, a filtered rationale table and LoRA settings in,
+a trained adapter out. The search's trials, its confirmation and `python -m cotgap_ray.distill` all train through
+here, so every one of them gets the same workers, placement (train.accelerator_type / train.resources), dtype and
+model resolution on remote nodes.
+
+    with rationale_file(table) as rationales:
+        result = fine_tune(cfg, student, rationales, problems, settings, storage_path=..., name="t3f9c0a12b4")
+    result.adapter_dir, result.metrics_per_epoch, result.n_examples
+
+Scoring is the caller's: a trial scores on dev after every epoch (`eval_fn`, on Train rank 0), the confirmation
+and distill score the finished adapter; both compare against the baseline with evaluation.paired.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cotgap_ray.config import ExperimentConfig, LoraSettings
+
+
+@contextmanager
+def rationale_file(table, directory: str | Path | None = None) -> Iterator[str]:
+    """`table` as a Parquet file the Train workers read: in `directory` when given (kept, e.g. a distill run's
+    record of what it trained on), else in a temporary directory removed afterwards."""
+    import pyarrow.parquet as pq
+
+    if directory is not None:
+        path = Path(directory) / "rationales.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+        yield str(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="cotgap-rationales-") as workdir:
+        path = Path(workdir) / "rationales.parquet"
+        pq.write_table(table, path)
+        yield str(path)
+
+
+def fine_tune(cfg: ExperimentConfig, student, rationales_path: str, problems: dict[str, str],
+              settings: LoraSettings, *, storage_path: str, name: str, eval_fn=None, callbacks=None):
+    """LoRA fine-tune of `student` (a models.ResolvedModel) with the config's train section; returns
+    training.finetune.TrainResult. Raises NoTrainingData before Ray starts when no rationale makes an example."""
+    from cotgap_ray.models import cache_root
+    from cotgap_ray.training.finetune import train_student
+
+    train = cfg.train
+    return train_student(student.path, rationales_path, problems, settings, storage_path=storage_path, name=name,
+                         num_workers=train.num_workers, use_gpu=train.use_gpu, cpus_per_worker=train.cpus_per_worker,
+                         accelerator_type=train.accelerator_type, resources=train.resources,
+                         student_spec=student.spec, models_dir=str(cache_root(cfg) / "models"), dtype=train.dtype,
+                         eval_fn=eval_fn, callbacks=callbacks)
