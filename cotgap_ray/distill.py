@@ -104,7 +104,7 @@ def run_trial(cfg: ExperimentConfig, teacher: str, run_dir: Path) -> TrialResult
     from cotgap_ray.models import offline_unless_hub, resolve_all
     from cotgap_ray.stats import compare
     from cotgap_ray.tasks import load_splits
-    from cotgap_ray.training.finetune import NoTrainingData, check_target_modules, student_skeleton
+    from cotgap_ray.training.finetune import NoTrainingData, check_examples, check_target_modules, student_skeleton
     from cotgap_ray.training.step import fine_tune, rationale_file
 
     start = time.perf_counter()
@@ -126,11 +126,15 @@ def run_trial(cfg: ExperimentConfig, teacher: str, run_dir: Path) -> TrialResult
     table, report = filtered_rationales(cfg, teacher, student, splits, generations)
     result = TrialResult(teacher=teacher, filters=cfg.filters, lora=asdict(cfg.lora), status="ok",
                          filter_report=report.to_dict()["steps"], baseline_dev_accuracy=baseline.accuracy)
+    questions = {p.id: p.question for p in splits.train}
     try:
         with rationale_file(table, trial_dir) as rationales:  # kept in trial_dir: what this trial trained on
-            trained = fine_tune(cfg, student, rationales, {p.id: p.question for p in splits.train}, cfg.lora,
-                                storage_path=str(trial_dir / "train"), name="lora")
+            report.add_sft_drops(check_examples(student.path, rationales, questions, cfg.lora.max_length))
+            trained = fine_tune(cfg, student, rationales, questions, cfg.lora, storage_path=str(trial_dir / "train"),
+                                name="lora")
     except NoTrainingData as e:
+        if e.drops is not None and not any(s["step"] == "sft_examples" for s in report.steps):
+            report.add_sft_drops(e.drops)
         print(f"trial {trial_dir.name}: no training data ({e})", file=sys.stderr)
         result.status = "no_data"
     else:
@@ -144,6 +148,7 @@ def run_trial(cfg: ExperimentConfig, teacher: str, run_dir: Path) -> TrialResult
         result.p_value, result.degrades, result.improves = stats["p_value"], stats["degrades"], stats["improves"]
         result.adapter_dir, result.epochs = trained.adapter_dir, trained.metrics_per_epoch
         result.train_tokens, result.train_seconds = trained.train_tokens, trained.seconds
+    result.filter_report = report.to_dict()["steps"]
     result.seconds = time.perf_counter() - start
     (trial_dir / "trial.json").write_text(json.dumps(asdict(result), indent=2))
     return result

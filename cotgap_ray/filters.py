@@ -26,6 +26,8 @@ Steps (parameters; all optional unless marked *):
                     `student_nll` column, added by cotgap_ray.sft.with_student_nll
 
 A chain that leaves zero rows is not an error here: `report.empty` says so and the caller decides (a trial status).
+The rows that survive the chain but cannot become SFT examples (cotgap_ray.sft drops them, by reason) join the report
+as a last step, "sft_examples", with FilterReport.add_sft_drops(training.finetune.check_examples(...)).
 """
 
 from __future__ import annotations
@@ -186,6 +188,9 @@ def _rows(table: pa.Table, *columns: str) -> list[tuple]:
 # ---------------------------------------------------------------- the chain
 
 
+SFT_STEP = "sft_examples"  # the report step FilterReport.add_sft_drops appends (not a filter of the chain)
+
+
 @dataclass
 class FilterReport:
     """What each step did. `steps[i]`: step, params, rows_in, rows_kept, problems_kept."""
@@ -211,9 +216,21 @@ class FilterReport:
         return {"rows_in": self.rows_in, "problems_in": self.problems_in, "rows_out": self.rows_out,
                 "empty": self.empty, "emptied_by": self.emptied_by, "steps": self.steps}
 
+    def add_sft_drops(self, drops) -> None:
+        """Append what the SFT example builder did with the rows this chain kept (an sft.ExampleDrops, from
+        training.finetune.check_examples or NoTrainingData.drops) as the step "sft_examples", whose `dropped` maps
+        each reason to its rows: rows_out becomes the rows that made examples, and a chain whose every row was
+        dropped there is `empty`, emptied by "sft_examples"."""
+        self.steps.append({"step": SFT_STEP, "params": {"max_length": drops.max_length,
+                                                        "keep_truncated": drops.keep_truncated},
+                           "rows_in": drops.rows_in, "rows_kept": drops.kept, "problems_kept": drops.problems_kept,
+                           "dropped": dict(drops.dropped)})
+
     def __str__(self) -> str:
         lines = [f"{'step':<18}{'rows in':>9}{'kept':>9}{'problems':>10}"]
-        lines += [f"{s['step']:<18}{s['rows_in']:>9}{s['rows_kept']:>9}{s['problems_kept']:>10}" for s in self.steps]
+        for s in self.steps:
+            lines.append(f"{s['step']:<18}{s['rows_in']:>9}{s['rows_kept']:>9}{s['problems_kept']:>10}")
+            lines += [f"  dropped: {n} {reason}" for reason, n in s.get("dropped", {}).items() if n]
         if self.empty:
             lines.append(f"no rationale left (emptied by '{self.emptied_by}')")
         return "\n".join(lines)

@@ -26,7 +26,8 @@ from cotgap_ray.records import FinalRecord, RecordError, TeacherRef, TrialRecord
 STATUSES = ("ok", "no_data", "stopped", "failed")
 ALPHA = 0.05  # every verdict's level: "improves" / "degrades" only when a test rejects at this level
 INPUTS = {"baseline.json": "the baseline stage did not finish", "proxies.json": "proxies were not computed",
-          "splits.json": "split sizes unknown", "status.json": "stage unknown"}
+          "splits.json": "split sizes unknown", "status.json": "stage unknown",
+          "noise.json": "the evaluation engine's noise floor was not measured"}
 
 
 class ReportError(InputError):
@@ -104,28 +105,24 @@ def _trial_summary(t: TrialRecord) -> dict:
 
 
 def best_dev_trial(trials: list[TrialRecord]) -> TrialRecord | None:
-    """The trial the search selects for a teacher: highest dev delta among trials that ran every epoch (ties: fewer
-    training tokens), the rule the confirmation stage (search.confirm.best_trial) uses."""
-    done = [t for t in trials if t.status == "ok" and t.dev_delta is not None]
+    """The trial the search selects for a teacher: highest dev delta among trials that trained and were scored,
+    finished or stopped early by ASHA (ties: fewer training tokens), the rule of search.confirm.best_trial."""
+    done = [t for t in trials if t.status in ("ok", "stopped") and t.dev_delta is not None and t.epochs]
     return max(done, key=lambda t: (t.dev_delta, -t.train_tokens), default=None)
 
 
 def _teacher(ref: TeacherRef, proxy: dict | None, trials: list[TrialRecord], final: FinalRecord | None) -> dict:
     counts = {s: sum(t.status == s for t in trials) for s in STATUSES}
     best = best_dev_trial(trials)
-    # Without a finished trial, the best dev number reached (ASHA-stopped trials included), shown but not selectable.
-    reached = max((t for t in trials if t.dev_delta is not None and t.status in ("ok", "stopped")),
-                  key=lambda t: t.dev_delta, default=None)
-    shown = best or reached
     f = final
     return {
         "name": ref.name, "spec": ref.spec, "teacher_accuracy": (proxy or {}).get("teacher_accuracy"),
         "proxies": proxy, "proxy_rank": (proxy or {}).get("rank"), "n_trials": len(trials),
         "trial_status_counts": counts,
-        "best_trial_id": f.trial_id if f else shown.trial_id if shown else None,
-        "best_config": f.params if f else shown.params if shown else None,
-        "best_dev_delta": f.best_dev_delta if f else shown.dev_delta if shown else None,
-        "selectable": best is not None,  # has a finished trial: the dev selection may choose it
+        "best_trial_id": f.trial_id if f else best.trial_id if best else None,
+        "best_config": f.params if f else best.params if best else None,
+        "best_dev_delta": f.best_dev_delta if f else best.dev_delta if best else None,
+        "selectable": best is not None,  # a trial that trained and was scored on dev: the selection may choose it
         "test_accuracy": f.test_accuracy if f else None, "test_n": f.n if f else None,
         "test_seeds": [s.seed for s in f.seeds] if f else [], "delta": f.delta if f else None,
         "delta_ci95": f.delta_ci95 if f else None, "p_value": f.p_value if f else None, "p_holm": None,
@@ -139,11 +136,26 @@ def _teacher(ref: TeacherRef, proxy: dict | None, trials: list[TrialRecord], fin
     }
 
 
-def judge(teachers: list[dict], alpha: float = ALPHA) -> None:
+def noise_floor(entries: list | None) -> dict:
+    """Per split, the largest A/A noise floor any evaluation-engine start measured (search/noise.py): the fraction
+    of problems whose correctness changed when the engine rescored the same student in another order."""
+    out = {}
+    for entry in entries or []:
+        if not isinstance(entry, dict) or "split" not in entry:
+            continue
+        best = out.get(entry["split"])
+        if best is None or entry.get("floor", 0.0) > best["floor"]:
+            out[entry["split"]] = {k: entry.get(k) for k in ("n", "aa_discordant", "aa_texts_changed", "floor",
+                                                             "cross_start_discordant")}
+    return out
+
+
+def judge(teachers: list[dict], alpha: float = ALPHA, floor: float = 0.0) -> None:
     """Fill each confirmed teacher's p_holm and verdict (in place). p-values are adjusted across the confirmed
     teachers (Holm): every teacher's test delta is shown, so the table is K tests, not one. A verdict needs both the
     adjusted test to reject and the teacher's own interval to exclude zero (compare_seeds guarantees that exclusion
-    implies its test rejects), so a row never says "improves" beside an interval that includes zero."""
+    implies its test rejects), so a row never says "improves" beside an interval that includes zero. A delta no
+    larger than the engine's measured noise floor (`floor`, a fraction of problems) gets no verdict at all."""
     from cotgap_ray.stats import holm
 
     confirmed = [t for t in teachers if t["delta"] is not None and t["p_value"] is not None]
@@ -152,7 +164,11 @@ def judge(teachers: list[dict], alpha: float = ALPHA) -> None:
         t["p_holm"] = p
         t["improves"] = bool(p < alpha and lo is not None and lo > 0)
         t["degrades"] = bool(p < alpha and hi is not None and hi < 0)
-        t["verdict"] = "improves" if t["improves"] else "degrades" if t["degrades"] else "no clear change"
+        if floor > 0 and abs(t["delta"]) <= floor:
+            t["improves"] = t["degrades"] = False
+            t["verdict"] = "within engine noise"
+        else:
+            t["verdict"] = "improves" if t["improves"] else "degrades" if t["degrades"] else "no clear change"
 
 
 def _pct(x) -> str:
@@ -215,6 +231,10 @@ def recommend(teachers: list[dict], baseline_test: float | None, stage: str | No
            "delta_ci95": chosen["delta_ci95"], "clear": chosen["verdict"] == "improves"}
     if rec["clear"]:
         rec["text"] = f"Use {chosen['name']} ({dev}): {over}{tail}."
+    elif chosen["verdict"] == "within engine noise":
+        rec["text"] = (f"Best: {chosen['name']} ({dev}): {over}, inside the evaluation engine's noise floor (answers "
+                       f"that change when nothing changes): no verdict; no teacher clearly improves this student"
+                       f"{tail}.")
     else:
         rec["text"] = (f"Best: {chosen['name']} ({dev}): {over}, but the test does not tell it from zero: no "
                        f"teacher clearly improves this student{tail}.")
@@ -257,7 +277,8 @@ def build_report(run: dict) -> dict:
             notes.append(f"teacher {extra} has results but is not in config.json's teachers")
     teachers = [_teacher(r, proxies.get(r.name), [t for t in run["trials"] if t.teacher == r.name],
                          finals.get(r.name)) for r in refs]
-    judge(teachers)
+    noise = noise_floor(run["noise"])
+    judge(teachers, floor=(noise.get("test") or {}).get("floor") or 0.0)
     for t in teachers:
         if t["verdict"] == "not confirmed" and finals:
             notes.append(f"no final confirmation for teacher {t['name']}")
@@ -277,6 +298,7 @@ def build_report(run: dict) -> dict:
         "task": {"name": cfg.task.name, "seed": cfg.task.seed},
         "splits": {k: (run["splits"] or {}).get(k) for k in ("sizes", "fingerprint")},
         "power": power(run, (run["splits"] or {}).get("sizes")),
+        "noise_floor": noise,
         "config_fingerprint": run["fingerprint"],
         "baseline": {s: {k: base[s].get(k) for k in ("accuracy", "ci95", "n")} for s in ("dev", "test") if s in base},
         "teachers": teachers,
@@ -325,6 +347,15 @@ def render_markdown(r: dict, plots: list[str]) -> str:
         out += ["", f"Test: n = {tested[0]['test_n']} problems, seeds {tested[0]['test_seeds']} "
                     f"(delta = mean test accuracy over seeds - baseline test accuracy; test: "
                     f"{tested[0]['test'] or 'n/a'}). Training-seed variance: {r['training_variance'] or 'n/a'}."]
+    noise = r.get("noise_floor") or {}
+    out += ["", "## Engine noise floor", "",
+            "The evaluation engine scores the student without adapter twice, the second time with the problems in "
+            "another order (A/A); every delta pairs rows of that one engine. A delta inside the floor gets no verdict.",
+            "", _table(["split", "n", "A/A: outcomes changed", "A/A: texts changed", "floor",
+                        "vs the baseline stage's engine start"],
+                       [[s, e["n"], e["aa_discordant"], e["aa_texts_changed"], _pct(e["floor"]),
+                         "n/a" if e["cross_start_discordant"] is None else f"{e['cross_start_discordant']} differ"]
+                        for s, e in noise.items()]) if noise else "not measured (noise.json absent)"]
     out += ["", "## What these splits can detect", "",
             _table(["split", "n", "discordance (measured)", "minimum detectable effect (80% power, alpha 0.05)"],
                    [[s, p["n"], "n/a" if p["discordance"] is None else

@@ -9,8 +9,23 @@ way it will be asked after distillation; the completion is the teacher's rationa
 
 Both the prompt alone and prompt + completion are tokenized with add_special_tokens=False (render_prompt already
 wrote the BOS); the prompt's ids must be a prefix of the full ids, otherwise the tokenizer merged tokens across the
-boundary and the -100 mask would cover part of the rationale (or leave part of the prompt trained): that is an error.
+boundary and the -100 mask would cover part of the rationale (or leave part of the prompt trained).
 The collator only pads: masking is decided here, once.
+
+A rationale row that cannot make a sound example is dropped, never raised on, and counted by reason (ExampleDrops,
+from build_examples_and_drops; training.finetune.check_examples gives it to a trial for its filter report):
+
+    DROP_NOT_PREFIX   "prompt does not tokenize as a prefix"   the merge above: one odd rationale must not end a trial
+    DROP_PROMPT_FILLS "prompt alone fills lora.max_length"     not one completion token would be trained
+    DROP_TRUNCATED    "truncated at lora.max_length"           prompt + rationale + EOS is longer than max_length
+
+Truncated rationales are dropped by default (keep_truncated=False). The choice: an example cut at max_length either
+ends with EOS, which teaches the student to stop mid-thought, before the answer, or ends without one, which trains it
+on a rationale that never reaches its answer, the part the evaluation reads, while looking like a normal example.
+Neither is a demonstration of the task, and keeping them hides that lora.max_length is too small for the teacher; a
+count under DROP_TRUNCATED says so instead (raise lora.max_length, or cut long rationales with the `length` filter).
+keep_truncated=True keeps the prefix that fits, WITHOUT EOS (EOS is only ever the last token of a whole rationale);
+student_nll uses it, so a long rationale is still scored on what fits rather than being NaN.
 """
 
 from __future__ import annotations
@@ -37,11 +52,52 @@ class Example:
     problem_id: str
 
 
+DROP_NOT_PREFIX = "prompt does not tokenize as a prefix"
+DROP_PROMPT_FILLS = "prompt alone fills lora.max_length"
+DROP_TRUNCATED = "truncated at lora.max_length"
+DROP_REASONS = (DROP_NOT_PREFIX, DROP_PROMPT_FILLS, DROP_TRUNCATED)
+
+
+@dataclass(frozen=True)
+class ExampleDrops:
+    """What became of a rationale table's rows: `kept` examples, and the rows dropped by reason (every reason of
+    DROP_REASONS is a key, in that order, 0 when none). rows_in == kept + sum(dropped.values())."""
+
+    rows_in: int
+    kept: int
+    problems_kept: int  # distinct problems among the kept examples
+    dropped: dict[str, int]
+    max_length: int
+    keep_truncated: bool = False
+
+    @property
+    def n_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    def to_dict(self) -> dict:
+        return {"rows_in": self.rows_in, "kept": self.kept, "problems_kept": self.problems_kept,
+                "dropped": dict(self.dropped), "max_length": self.max_length, "keep_truncated": self.keep_truncated}
+
+    def __str__(self) -> str:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in self.dropped.items() if n)
+        return (f"{self.kept} of {self.rows_in} rationale rows made SFT examples (max_length={self.max_length})"
+                + (f"; dropped: {reasons}" if reasons else ""))
+
+
+def prefix_mismatch(prompt_ids: list[int], full_ids: list[int]) -> int | None:
+    """None when the tokenized prompt is a prefix of the tokenized prompt + completion, else the first position
+    where they differ."""
+    if full_ids[: len(prompt_ids)] == prompt_ids:
+        return None
+    return next((i for i, (a, b) in enumerate(zip(prompt_ids, full_ids)) if a != b),
+                min(len(prompt_ids), len(full_ids)))
+
+
 def check_prompt_prefix(prompt_ids: list[int], full_ids: list[int], problem_id: str) -> None:
     """Raise when the tokenized prompt is not a prefix of the tokenized prompt + completion."""
-    if full_ids[: len(prompt_ids)] == prompt_ids:
+    at = prefix_mismatch(prompt_ids, full_ids)
+    if at is None:
         return
-    at = next((i for i, (a, b) in enumerate(zip(prompt_ids, full_ids)) if a != b), min(len(prompt_ids), len(full_ids)))
     raise ValueError(
         f"problem {problem_id!r}: the tokenized prompt is not a prefix of prompt + rationale (they differ at token "
         f"{at} of {len(prompt_ids)}): the tokenizer merges text across the prompt/rationale boundary, so the loss "
@@ -50,43 +106,68 @@ def check_prompt_prefix(prompt_ids: list[int], full_ids: list[int], problem_id: 
     )
 
 
-def tokenize_example(prompt: str, completion: str, tokenizer, problem_id: str, max_length: int) -> Example | None:
-    """One Example, right-truncated to max_length; None when not a single completion token would survive."""
+def tokenize_example(prompt: str, completion: str, tokenizer, problem_id: str, max_length: int,
+                     keep_truncated: bool = False) -> tuple[Example | None, str | None]:
+    """(Example, None), or (None, the DROP_* reason). A whole completion ends with EOS; with keep_truncated, one longer
+    than max_length is right-truncated (no EOS), otherwise it is dropped (see the module docstring)."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     full_ids = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
-    check_prompt_prefix(prompt_ids, full_ids, problem_id)
-    # EOS is appended as an id, not as text: some tokenizers would split "</s>" written inside the text.
-    full_ids = full_ids + [tokenizer.eos_token_id]
+    if prefix_mismatch(prompt_ids, full_ids) is not None:
+        return None, DROP_NOT_PREFIX
     if len(prompt_ids) >= max_length:
-        return None
+        return None, DROP_PROMPT_FILLS
+    # EOS is appended as an id, not as text: some tokenizers would split "</s>" written inside the text.
+    if len(full_ids) + 1 <= max_length:
+        full_ids = full_ids + [tokenizer.eos_token_id]
+    elif not keep_truncated:
+        return None, DROP_TRUNCATED
+    else:
+        full_ids = full_ids[:max_length]  # the prefix that fits, and no EOS: the rationale did not end here
     labels = [IGNORE] * len(prompt_ids) + full_ids[len(prompt_ids):]
-    return Example(input_ids=full_ids[:max_length], labels=labels[:max_length], problem_id=problem_id)
+    return Example(input_ids=full_ids, labels=labels, problem_id=problem_id), None
 
 
-def build_examples(rationales: pa.Table, problems: dict[str, str], tokenizer, max_length: int) -> list[Example]:
-    """One Example per rationale row, in row order; rows whose completion would be fully truncated are dropped.
+def build_examples_and_drops(rationales: pa.Table, problems: dict[str, str], tokenizer, max_length: int,
+                             keep_truncated: bool = False) -> tuple[list[Example], ExampleDrops]:
+    """One Example per usable rationale row, in row order, and what was dropped by reason (also logged).
 
-    `problems` maps problem_id -> question. Dropped rows = rationales.num_rows - len(result) (also logged)."""
-    per_row = _examples_by_row(rationales, problems, tokenizer, max_length)
-    examples = [e for e in per_row if e is not None]
-    # An example that kept its whole completion ends with EOS; one cut by max_length does not.
-    truncated = sum(e.input_ids[-1] != tokenizer.eos_token_id for e in examples)
-    dropped = rationales.num_rows - len(examples)
-    if dropped or truncated:
-        log.warning("SFT examples: %d of %d rationales dropped (prompt alone fills max_length=%d), %d truncated",
-                    dropped, rationales.num_rows, max_length, truncated)
-    return examples
+    `problems` maps problem_id -> question; a row of a problem not in it is a ValueError (a caller's bug)."""
+    per_row, reasons, drops = _examples_by_row(rationales, problems, tokenizer, max_length, keep_truncated)
+    if drops.n_dropped:
+        pids = rationales["problem_id"].to_pylist()
+        first = {}
+        for pid, reason in zip(pids, reasons):
+            if reason:
+                first.setdefault(reason, pid)
+        log.warning("SFT examples: %s (first of each: %s)", drops,
+                    ", ".join(f"{reason}: problem {pid!r}" for reason, pid in first.items()))
+    return [e for e in per_row if e is not None], drops
 
 
-def _examples_by_row(rationales: pa.Table, problems: dict[str, str], tokenizer, max_length: int) -> list:
+def build_examples(rationales: pa.Table, problems: dict[str, str], tokenizer, max_length: int,
+                   keep_truncated: bool = False) -> list[Example]:
+    """build_examples_and_drops without the drop counts (they are logged)."""
+    return build_examples_and_drops(rationales, problems, tokenizer, max_length, keep_truncated)[0]
+
+
+def _examples_by_row(rationales: pa.Table, problems: dict[str, str], tokenizer, max_length: int,
+                     keep_truncated: bool) -> tuple[list, list, ExampleDrops]:
+    """Per row, its Example or None and its drop reason or None; and the drop counts."""
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token: the completion needs one to end the assistant turn")
-    out = []
+    out, reasons = [], []
     for pid, text in zip(rationales["problem_id"].to_pylist(), rationales["text"].to_pylist()):
         if pid not in problems:
             raise ValueError(f"rationale of problem {pid!r}: no such problem among the {len(problems)} questions given")
-        out.append(tokenize_example(render_prompt(problems[pid], tokenizer), text, tokenizer, pid, max_length))
-    return out
+        example, reason = tokenize_example(render_prompt(problems[pid], tokenizer), text, tokenizer, pid, max_length,
+                                           keep_truncated)
+        out.append(example)
+        reasons.append(reason)
+    dropped = {reason: reasons.count(reason) for reason in DROP_REASONS}
+    kept = [e for e in out if e is not None]
+    drops = ExampleDrops(rows_in=len(out), kept=len(kept), problems_kept=len({e.problem_id for e in kept}),
+                         dropped=dropped, max_length=max_length, keep_truncated=keep_truncated)
+    return out, reasons, drops
 
 
 def length_bucketed_batches(examples: list[Example], batch_size: int, seed: int, shuffle: bool = True,
@@ -136,11 +217,13 @@ def student_nll(model, tokenizer, rationales: pa.Table, problems: dict[str, str]
                 max_length: int | None = None) -> list[float]:
     """Mean NLL (nats per completion token, EOS included) of each rationale under a causal LM, one per row.
 
-    Same prompt and tokens as the SFT examples. NaN for a row whose prompt alone fills max_length (default: the
-    model's max_position_embeddings). Any HF causal LM: only `model(input_ids, attention_mask).logits` is used."""
+    Same prompt and tokens as the SFT examples, except that a rationale longer than max_length (default: the model's
+    max_position_embeddings) is scored on the prefix that fits (keep_truncated; no EOS then). NaN for a row SFT would
+    drop for another reason: its prompt alone fills max_length, or it does not tokenize as a prefix (the student_nll
+    filter never keeps NaN). Any HF causal LM: only `model(input_ids, attention_mask).logits` is used."""
     max_length = max_length or getattr(model.config, "max_position_embeddings", None) or 2048
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    per_row = _examples_by_row(rationales, problems, tokenizer, max_length)
+    per_row, _, _ = _examples_by_row(rationales, problems, tokenizer, max_length, keep_truncated=True)
     rows = [r for r, e in enumerate(per_row) if e is not None]
     examples = [per_row[r] for r in rows]
     out = [math.nan] * rationales.num_rows

@@ -4,7 +4,18 @@ from fractions import Fraction
 
 import pytest
 
-from cotgap_ray.answers import canonical, extract_answer, is_correct, normalize, parse_gold
+from cotgap_ray.answers import (
+    SCORING_VERSION,
+    canonical,
+    extract_answer,
+    is_correct,
+    normalize,
+    parse_gold,
+    score_rationale,
+    truncated,
+)
+from cotgap_ray.generation.shard_worker import rationale_rows
+from cotgap_ray.records import Generation
 
 
 @pytest.mark.parametrize(
@@ -65,3 +76,95 @@ def test_is_correct_is_numeric():
     assert is_correct("0.5", "1/2")
     assert not is_correct("17", "18")
     assert not is_correct(None, "18")
+
+
+# (text, lenient answer, strict answer). Lenient: extract_answer(text) (student evaluation); strict:
+# extract_answer(text, strict=True) (teacher rationales). They differ only where no marker commits to a number.
+CASES = [
+    # the examples
+    ("The answer is 8.\nQuestion: what is 3 * 4?\n#### 12", "8", "8"),  # earliest marker, not marker kind
+    ("The answer is 12 - 4 = 8.", "8", "8"),  # result after the "=" of the expression after the marker
+    ("The final answer is: 5 + 3 = 8", "8", "8"),
+    ("Step 1: Step 2: Step 3: Step 4: Step 5:", "5", None),  # looping text: no marker, no answer when strict
+    # which marker wins
+    ("#### 8\nThe answer is 12.", "8", "8"),  # earliest wins in either order of kinds
+    (r"So \boxed{8}. The answer is 12.", "8", "8"),
+    ("The answer is 8. Question: what is 12?", "8", "8"),
+    ("The answer is below.\nThe answer is 8.", "8", "8"),  # a marker without a number commits to nothing
+    (r"The final answer is $\boxed{8}$.", "8", "8"),  # phrase then box: the box holds the number
+    ("The answer isn't 5. #### 7", "7", "7"),  # "is" must be a word
+    ("#### \nThe answer is 8", "8", "8"),
+    # equations after a marker
+    ("Question: what is 12 - 4?\nThe answer is 12 - 4 = 8.", "8", "8"),  # quotes the question's numbers, then = 8
+    (r"\boxed{12 - 4 = 8}", "8", "8"),
+    ("The answer is 2 * 3 = 6 + 2 = 8", "8", "8"),  # the LAST "=" of the expression
+    ("The answer is: **12 - 4 = 8**", "8", "8"),
+    (r"The answer is 3 \times 4 = 12.", "12", "12"),
+    ("The answer is 4 x 2 = 8", "8", "8"),
+    ("The answer is -3 + 11 = 8", "8", "8"),
+    ("Answer:\n12 - 4 = 8", "8", "8"),  # the value may start on the next line
+    ("The answer is 8 apples, since 2 * 4 = 8 and 9 = 9", "8", "8"),  # the expression ends at the first word
+    ("The answer is 12 - 4.\nSo 8 is left.", "12", "12"),  # no "=": the first number (no arithmetic is done)
+    ("The answer is 12 - 4 = ?", "4", None),  # "=" without a result commits to nothing
+    ("The answer is 12 - 4 =\n8", "8", None),  # the expression is one line: its "=" has no result
+    # number forms after a marker
+    ("The answer is -8.", "-8", "-8"),
+    ("The answer is − 3 + 11 = 8", "8", "8"),
+    ("The answer is 1,234.", "1234", "1234"),
+    ("The answer is 8.0", "8", "8"),
+    ("The answer is 8.50.", "8.5", "8.5"),
+    ("The answer is $8.", "8", "8"),  # currency
+    (r"\boxed{\$8}", "8", "8"),
+    ("The answer is 8 dollars.", "8", "8"),  # units after the number
+    ("The answer is 1/2", "0.5", "0.5"),
+    ("**Answer**: 42", "42", "42"),
+    # no marker: the last number when lenient, nothing when strict
+    ("First 3, then 4, so 7 in total", "7", None),
+    ("The answer to 5 + 3 is 8.", "8", None),  # "answer to ... is" is not a marker (the prompt asks "The answer is N.")
+    ("I do not know.", None, None),
+    ("", None, None),
+]
+
+
+@pytest.mark.parametrize("text, lenient, strict", CASES)
+def test_extraction_table(text, lenient, strict):
+    assert extract_answer(text) == lenient
+    assert extract_answer(text, strict=True) == strict
+
+
+@pytest.mark.parametrize("text, lenient, strict", CASES)
+def test_strict_is_lenient_or_none(text, lenient, strict):
+    assert strict is None or strict == lenient
+
+
+def test_truncation_at_the_token_limit():
+    assert truncated(256, 256) and truncated(300, 256) and not truncated(255, 256)
+
+
+@pytest.mark.parametrize(
+    "text, n_tokens, expected",
+    [
+        ("So 5 + 3 = 8.\nThe answer is 8.", 20, ("8", True)),
+        ("So 5 + 3 = 8.\nThe answer is 8.", 64, ("8", False)),  # reached max_tokens: pred kept, not correct
+        ("The answer is 8.\nQuestion: what is 3 * 4?\n#### 12", 64, ("8", False)),  # rambled to the limit
+        ("Step 1: Step 2: Step 3: Step 4: Step 8:", 20, (None, False)),  # no marker: no answer
+        ("The answer is 12 - 4 = 7.", 20, ("7", False)),  # wrong
+    ],
+)
+def test_score_rationale_is_strict(text, n_tokens, expected):
+    assert score_rationale(text, "8", n_tokens, max_tokens=64) == expected
+
+
+def test_rationale_rows_scores_strictly_with_the_token_limit():
+    outputs = [
+        [Generation("The answer is 8.", 5), Generation("The answer is 8. Question: The answer", 16)],
+        [Generation("Step 1: Step 2: Step 3:", 7), Generation("#### 3", 3)],
+    ]
+    table = rationale_rows(["a", "b"], ["8", "3"], outputs, "t", max_tokens=16)
+    assert table.column("pred").to_pylist() == ["8", "8", None, "3"]
+    assert table.column("correct").to_pylist() == [True, False, False, True]
+    assert table.column("n_tokens").to_pylist() == [5, 16, 7, 3]
+
+
+def test_scoring_version_is_a_nonempty_string():
+    assert isinstance(SCORING_VERSION, str) and SCORING_VERSION

@@ -163,6 +163,34 @@ def test_hf_adapter_changes_output_and_none_restores_the_base(tiny_llama_dir, lo
 # -- load_engine ----------------------------------------------------------------------------------------------------
 
 
+def _rows_and_delta(base, other):
+    """The paired comparison the search makes of two scorings of the same problems (the answer is the text here)."""
+    from cotgap_ray.stats import compare
+
+    same = [b == o for b, o in zip(texts(base), texts(other))]
+    return compare([True] * len(same), same)
+
+
+def test_hf_scoring_does_not_depend_on_the_order_of_the_problems(hf_engine, prompts, monkeypatch):
+    """Scored in reverse, the same problems give the same rows: the engine batches in a canonical order, so every
+    prompt meets the same batch mates and padding whatever order the caller uses."""
+    chunks = []
+    original = hf_engine._generate_chunk
+    monkeypatch.setattr(hf_engine, "_generate_chunk", lambda m, c, p: chunks.append(list(c)) or original(m, c, p))
+    forward = hf_engine.generate(prompts, GREEDY)
+    backward = hf_engine.generate(prompts[::-1], GREEDY)
+    assert backward[::-1] == forward
+    half = len(chunks) // 2
+    assert chunks[:half] == chunks[half:]  # the same sub-batches, not only the same texts
+    assert sorted(len(p) for p in chunks[0]) == sorted(len(p) for p in prompts)[: len(chunks[0])]  # shortest first
+
+
+def test_hf_zero_adapter_gives_a_delta_of_exactly_zero(hf_engine, zero_adapter_dir, prompts):
+    stats = _rows_and_delta(hf_engine.generate(prompts, GREEDY),
+                            hf_engine.generate(prompts, GREEDY, adapter=zero_adapter_dir))
+    assert stats["delta"] == 0.0 and stats["discordance"] == 0.0
+
+
 def test_unknown_kind_names_the_valid_kinds():
     with pytest.raises(ValueError, match="valid kinds: auto, vllm, hf, hf-loop"):
         load_engine("/nowhere", "tgi")
@@ -355,6 +383,17 @@ def test_merged_zero_adapter_changes_nothing(vllm_merged, zero_adapter_dir, prom
     """A zero-initialised adapter merged is the base model bit for bit: a delta of exactly 0, no discordant row."""
     base = vllm_merged.generate(prompts, GREEDY)
     assert vllm_merged.generate(prompts, GREEDY, adapter=zero_adapter_dir) == base
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_vllm_scoring_does_not_depend_on_the_order_of_the_problems(vllm_merged, zero_adapter_dir, prompts):
+    """The evaluation engine scores the baseline and every adapter: the same problems in another order, and a
+    zero-initialised adapter, must give the same rows (delta exactly 0, no discordant problem)."""
+    base = vllm_merged.generate(prompts, GREEDY)
+    assert vllm_merged.generate(prompts[::-1], GREEDY)[::-1] == base
+    stats = _rows_and_delta(base, vllm_merged.generate(prompts[::-1], GREEDY, adapter=zero_adapter_dir)[::-1])
+    assert stats["delta"] == 0.0 and stats["discordance"] == 0.0
 
 
 def test_adapter_deltas_literal(tmp_path):

@@ -162,3 +162,32 @@ def test_validate_filters_accepts_every_step():
 def test_apply_filters_validates_before_running_any_step():
     with pytest.raises(ValueError, match="unknown filter"):
         apply_filters(rationales(ROWS), [{"name": "cross_teacher"}, {"name": "nope"}])  # cross_teacher would raise
+
+
+def test_sft_drops_join_the_report_as_a_last_step():
+    from cotgap_ray.sft import DROP_NOT_PREFIX, DROP_PROMPT_FILLS, DROP_TRUNCATED, ExampleDrops
+
+    table, report = apply_filters(rationales(ROWS), [{"name": "correct_only"}])  # 3 rows of p1, p2
+    drops = ExampleDrops(rows_in=3, kept=1, problems_kept=1, max_length=256,
+                         dropped={DROP_NOT_PREFIX: 1, DROP_PROMPT_FILLS: 0, DROP_TRUNCATED: 1})
+    report.add_sft_drops(drops)
+    assert report.steps[-1] == {"step": "sft_examples", "params": {"max_length": 256, "keep_truncated": False},
+                                "rows_in": 3, "rows_kept": 1, "problems_kept": 1,
+                                "dropped": {"prompt does not tokenize as a prefix": 1,
+                                            "prompt alone fills lora.max_length": 0,
+                                            "truncated at lora.max_length": 1}}
+    assert (report.rows_out, report.empty) == (1, False)
+    assert report.to_dict()["steps"][-1]["dropped"]["truncated at lora.max_length"] == 1
+    text = str(report)
+    assert "dropped: 1 prompt does not tokenize as a prefix" in text and "dropped: 1 truncated at" in text
+    assert "prompt alone fills" not in text  # reasons with no row are not printed
+
+
+def test_every_row_dropped_by_sft_empties_the_report():
+    from cotgap_ray.sft import DROP_REASONS, DROP_TRUNCATED, ExampleDrops
+
+    _, report = apply_filters(rationales(ROWS), [])
+    report.add_sft_drops(ExampleDrops(rows_in=6, kept=0, problems_kept=0, max_length=64,
+                                      dropped={**dict.fromkeys(DROP_REASONS, 0), DROP_TRUNCATED: 6}))
+    assert report.empty and report.emptied_by == "sft_examples" and report.rows_out == 0
+    assert "emptied by 'sft_examples'" in str(report)

@@ -260,3 +260,54 @@ def test_a_worker_without_the_callers_student_dir_resolves_the_spec(tmp_path):
     assert path.startswith(str(tmp_path / "models")) and (Path(path) / "config.json").exists()
     job["student_path"] = path
     assert local_student(job) == path  # present here: used as is
+
+
+# ------------------------------------------------------------------------------ rows the SFT builder drops
+
+
+def test_check_examples_reports_the_rows_dropped_by_reason(tiny_llama_dir, tmp_path):
+    from cotgap_ray.training.finetune import check_examples, count_examples
+
+    long_text = " 1" * 100  # prompt (~150 tokens) + 200 + EOS > max_length 256
+    path = write_rationales(tmp_path / "r.parquet", [("p0", " The answer is 0."), ("p1", long_text),
+                                                      ("p2", " The answer is 4."), ("p2", long_text)])
+    drops = check_examples(tiny_llama_dir, path, PROBLEMS, 256)
+    assert drops.to_dict() == {"rows_in": 4, "kept": 2, "problems_kept": 2, "max_length": 256,
+                               "keep_truncated": False,
+                               "dropped": {"prompt does not tokenize as a prefix": 0,
+                                           "prompt alone fills lora.max_length": 0,
+                                           "truncated at lora.max_length": 2}}
+    assert count_examples(tiny_llama_dir, path, PROBLEMS, 256) == 2
+
+
+def test_a_trial_whose_every_row_is_dropped_is_no_training_data(tiny_llama_dir, tmp_path):
+    import pickle
+
+    from cotgap_ray.training.finetune import check_examples
+
+    path = write_rationales(tmp_path / "r.parquet", [("p0", " 1" * 100), ("p1", " 2" * 100)])
+    with pytest.raises(NoTrainingData, match="2 truncated at lora.max_length") as info:
+        check_examples(tiny_llama_dir, path, PROBLEMS, 256)
+    assert info.value.drops.kept == 0 and info.value.drops.dropped["truncated at lora.max_length"] == 2
+    again = pickle.loads(pickle.dumps(info.value))  # Ray / Tune move exceptions between processes
+    assert again.drops == info.value.drops and str(again) == str(info.value)
+    with pytest.raises(NoTrainingData, match="none usable at max_length=256"):
+        train_student(tiny_llama_dir, path, PROBLEMS, SETTINGS, str(tmp_path / "store"), "dropped")
+    assert not (tmp_path / "store").exists()  # before Ray: the trial's "no_data" path, not a crash
+
+
+def test_stop_after_cuts_the_planned_schedule_like_an_asha_stop(one_worker_run, tiny_llama_dir, rationales_path,
+                                                                 tmp_path):
+    """What a trial ASHA stopped at epoch 1 measured: the first epoch of the schedule planned for SETTINGS.epochs
+    (the learning rate not yet decayed). stop_after=1 re-trains exactly that: one epoch, the same loss and learning
+    rate as the full run's first epoch, not those of a 1-epoch schedule."""
+    assert SETTINGS.epochs >= 2
+    cut = train_student(tiny_llama_dir, rationales_path, PROBLEMS, SETTINGS, storage_path=str(tmp_path / "store"),
+                        name="cut", dtype=DTYPE, stop_after=1)
+    full_first = one_worker_run.metrics_per_epoch[0]
+    (only,) = cut.metrics_per_epoch
+    assert only["lr"] == pytest.approx(full_first["lr"]) and only["train_loss"] == pytest.approx(
+        full_first["train_loss"], abs=1e-4)
+    short = train_student(tiny_llama_dir, rationales_path, PROBLEMS, replace(SETTINGS, epochs=1),
+                          storage_path=str(tmp_path / "store"), name="short", dtype=DTYPE)
+    assert short.metrics_per_epoch[0]["lr"] < only["lr"]  # a 1-epoch schedule has decayed by then: another thing

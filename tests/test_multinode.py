@@ -105,7 +105,7 @@ def test_fine_tune_lands_on_the_l40s_node_with_uri_storage(three_nodes, tiny_lla
     pq.write_table(pa.Table.from_pylist(
         [{"problem_id": pid, "teacher": "t", "sample_idx": 0, "text": f" The answer is {2 * i}.", "pred": None,
           "correct": True, "n_tokens": 16} for i, pid in enumerate(problems)], schema=RATIONALE_SCHEMA), rationales)
-    settings = LoraSettings(rank=4, alpha=8, dropout=0.0, epochs=1, batch_size=2, max_length=160)
+    settings = LoraSettings(rank=4, alpha=8, dropout=0.0, epochs=1, batch_size=2, max_length=400)  # rows fit whole
     storage = f"file://{tmp_path / 'shared-storage'}"  # a URI, kept as one (s3://... on a real cluster)
     result = train_student(tiny_llama_dir, str(rationales), problems, settings, storage_path=storage, name="ft",
                            eval_fn=where_rank0_ran, accelerator_type="L40S", resources={"finetune_node": 0.01})

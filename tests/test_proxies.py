@@ -36,3 +36,26 @@ def test_rank_prefers_more_correct_data_then_accuracy_then_lower_nll():
 def test_mean_nll_ignores_nan_and_none():
     assert mean_nll([1.0, float("nan"), None, 3.0]) == 2.0
     assert mean_nll([float("nan")]) is None
+
+
+def test_student_nll_is_averaged_over_the_same_sample_whether_every_row_or_only_the_sample_was_scored():
+    """The search scores every row when a filter chain uses student_nll, else only proxies.nll_sample's rows; the
+    proxy must be the mean over the same hash sample either way."""
+    import pyarrow as pa
+
+    from cotgap_ray.proxies import mean_nll, nll_sample
+
+    n = 40
+    table = pa.table({"problem_id": [f"p{i // 2}" for i in range(n)], "sample_idx": [i % 2 for i in range(n)],
+                      "correct": [i % 4 != 0 for i in range(n)]})
+    nll = {(p, s): float(i) for i, (p, s) in enumerate(zip(table["problem_id"].to_pylist(),
+                                                          table["sample_idx"].to_pylist()))}
+
+    def scored(t):
+        return t.append_column("student_nll", pa.array([nll[(p, s)] for p, s in zip(t["problem_id"].to_pylist(),
+                                                                                     t["sample_idx"].to_pylist())]))
+
+    every_row = mean_nll(nll_sample(scored(table), 10)["student_nll"].to_pylist())
+    sample_only = mean_nll(nll_sample(scored(nll_sample(table, 10)), 10)["student_nll"].to_pylist())
+    first_rows = mean_nll(scored(table).filter(table["correct"])["student_nll"].to_pylist()[:10])
+    assert every_row == sample_only and every_row != first_rows  # the old "first N rows" gave another number

@@ -70,6 +70,8 @@ def write_run(run: Path, finals: list[dict] | None, stage: str = "done") -> Path
                          GEMMA: _proxy(f"packaged:{GEMMA}", 0.15, 2, 80.0),
                          SMOL: _proxy(f"packaged:{SMOL}", 0.05, 3, 60.0)},
         "status.json": {"stage": stage, "notes": ["search budget: 6 trials"]},
+        "noise.json": [{"split": s, "n": n, "aa_discordant": 0, "aa_texts_changed": 0, "floor": 0.0,
+                        "cross_start_discordant": 1} for s, n in (("dev", 100), ("test", 200))],
     }
     trials = [_trial("t1", QWEN, "ok", 0.05, 1006.0), _trial("t2", QWEN, "stopped", 0.01, 1002.0, epochs_run=1,
                                                                train_seconds=10.0, seconds=15.0),
@@ -286,3 +288,37 @@ def test_a_trial_record_off_its_schema_is_named_not_used(tmp_path):
     r = report.render(run)
     assert "t1" not in [t["trial_id"] for t in r["trials"]]
     assert any(str(path) in n and "dev_delta must be float" in n for n in r["notes"])
+
+
+def test_a_delta_inside_the_engine_noise_floor_gets_no_verdict(tmp_path):
+    """noise.json says 9 of 200 test problems changed outcome on an A/A rescoring (floor 4.5%): QWEN's +4.1 [+1.2,
+    +7.0] with p 0.01 would be "improves", but it is no larger than the floor, so no verdict; GEMMA's -5.0 is."""
+    run = write_run(tmp_path / "run", [_final(QWEN, "t1", 0.041, [0.012, 0.070], 0.05),
+                                       _final(GEMMA, "t3", -0.05, [-0.09, -0.01], -0.02)])
+    noise = [{"split": "dev", "n": 100, "aa_discordant": 1, "aa_texts_changed": 3, "floor": 0.01,
+              "cross_start_discordant": 4},
+             {"split": "test", "n": 200, "aa_discordant": 9, "aa_texts_changed": 20, "floor": 0.045,
+              "cross_start_discordant": 11},
+             {"split": "test", "n": 200, "aa_discordant": 2, "aa_texts_changed": 5, "floor": 0.01,
+              "cross_start_discordant": None}]  # a resumed run's second engine start: the larger floor counts
+    (run / "noise.json").write_text(json.dumps(noise))
+    r = report.render(run)
+    assert r["noise_floor"]["test"]["floor"] == 0.045 and r["noise_floor"]["dev"]["aa_discordant"] == 1
+    verdicts = {t["name"]: t["verdict"] for t in r["teachers"]}
+    assert verdicts[QWEN] == "within engine noise" and verdicts[GEMMA] == "degrades"
+    assert r["recommendation"]["clear"] is False and "noise floor" in r["recommendation"]["text"]
+    md = (run / "report.md").read_text()
+    assert "## Engine noise floor" in md and "| test | 200 | 9 | 20 | 4.5% | 11 differ |" in md
+
+
+def test_a_teacher_whose_trials_asha_stopped_is_still_selected(tmp_path):
+    """GEMMA's only scored trial was stopped by ASHA at epoch 1 with dev +8.0, above QWEN's finished +5.0: the stopped
+    trial keeps its last dev result and stays eligible, so GEMMA is the teacher chosen on dev."""
+    run = write_run(tmp_path / "run", None, stage="confirm")
+    path = run / "trials" / "t3" / "trial.json"
+    trial = json.loads(path.read_text())
+    trial["epochs"] = trial["epochs"][:1]
+    path.write_text(json.dumps({**trial, "status": "stopped", "dev_delta": 0.08}))
+    r = report.render(run)
+    assert r["teachers"][0]["name"] == GEMMA and r["teachers"][0]["best_trial_id"] == "t3"
+    assert r["recommendation"]["text"].startswith(f"No recommendation yet: {GEMMA} was chosen on dev: +8.0 points")

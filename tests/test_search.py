@@ -96,10 +96,20 @@ def test_test_split_is_scored_only_by_the_confirmation(smoke):
     records = _records(run)
     assert len(records) == 4 and all(r["status"] in FINAL for r in records.values())
     trained = [r for r in records.values() if r["status"] == "ok"]
-    assert {c["tag"] for c in search} == {r["trial_id"] for r in trained}
+    # Besides the trials: the evaluation engine's own baseline on dev, scored twice (A/A), before any trial.
+    baseline = [c for c in search if c["tag"].startswith("baseline:")]
+    assert [c["tag"] for c in baseline] == ["baseline:dev", "baseline:dev:a/a"]
+    assert max(c["time"] for c in baseline) < min(c["time"] for c in search if c not in baseline)
+    assert {c["tag"] for c in search if c not in baseline} == {r["trial_id"] for r in trained}
     for r in trained:  # one dev evaluation per epoch that ran
         assert len([c for c in search if c["tag"] == r["trial_id"]]) == len(r["epochs"])
-    assert len(confirm) == 2 * len(list((run / "final").glob("*.json")))
+    # test: the same A/A baseline, then two seeds per confirmed teacher
+    assert [c["tag"] for c in confirm[:2]] == ["baseline:test", "baseline:test:a/a"]
+    assert len(confirm) == 2 + 2 * len(list((run / "final").glob("*.json")))
+    noise = json.loads((run / "noise.json").read_text())
+    assert [e["split"] for e in noise] == ["dev", "test"] and all(e["n"] == 8 for e in noise)
+    report = json.loads((run / "report.json").read_text())
+    assert set(report["noise_floor"]) == {"dev", "test"}
 
 
 def test_report_rerenders_from_the_run_directory(smoke):

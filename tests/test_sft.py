@@ -12,9 +12,13 @@ from cotgap_ray.filters import apply_filters
 from cotgap_ray.prompts import render_prompt
 from cotgap_ray.records import RATIONALE_SCHEMA
 from cotgap_ray.sft import (
+    DROP_NOT_PREFIX,
+    DROP_PROMPT_FILLS,
+    DROP_TRUNCATED,
     IGNORE,
     Example,
     build_examples,
+    build_examples_and_drops,
     check_prompt_prefix,
     collate,
     length_bucketed_batches,
@@ -70,13 +74,60 @@ def test_loss_is_on_the_completion_only(tokenizer):
 def test_truncation_from_the_right_and_dropping(tokenizer):
     n_prompt = len(prompt_ids("p1", tokenizer))
     table = rationales([("p1", " 3 + 4 = 7.")])
-    (example,) = build_examples(table, PROBLEMS, tokenizer, max_length=n_prompt + 3)
+    # keep_truncated=True: the prefix that fits, without EOS (by default such a row is dropped: see below).
+    (example,) = build_examples(table, PROBLEMS, tokenizer, max_length=n_prompt + 3, keep_truncated=True)
     assert len(example.input_ids) == n_prompt + 3
     assert tokenizer.decode(example.input_ids[n_prompt:]) == " 3 "  # the start of the rationale survives, no EOS
     assert example.labels[n_prompt:] == example.input_ids[n_prompt:]
     # The prompt alone fills max_length: no completion token would be trained, so the row is dropped.
     assert build_examples(table, PROBLEMS, tokenizer, max_length=n_prompt) == []
-    assert len(build_examples(table, PROBLEMS, tokenizer, max_length=n_prompt + 1)) == 1
+    assert build_examples(table, PROBLEMS, tokenizer, max_length=n_prompt, keep_truncated=True) == []
+    assert len(build_examples(table, PROBLEMS, tokenizer, max_length=n_prompt + 1, keep_truncated=True)) == 1
+    # The default drops a truncated rationale.
+    assert build_examples(table, PROBLEMS, tokenizer, max_length=n_prompt + 3) == []
+    assert build_examples(table, PROBLEMS, tokenizer, max_length=n_prompt + 1) == []
+
+
+# The tiny char tokenizer: <pad> 0, <s> 1, </s> 2, <unk> 3, then printable ASCII from " " = 4 ("7" = 27, "3" = 23).
+SPACE, SEVEN, EOS = 4, 27, 2
+
+
+def test_truncated_rationales_are_dropped_by_default_on_literal_ids(tokenizer):
+    assert tokenizer(" 7", add_special_tokens=False)["input_ids"] == [SPACE, SEVEN] and tokenizer.eos_token_id == EOS
+    n_prompt = len(prompt_ids("p1", tokenizer))
+    table = rationales([("p1", " 7")])
+    # prompt + " 7" + EOS fits exactly: the whole rationale, then EOS, all trained.
+    (example,), drops = build_examples_and_drops(table, PROBLEMS, tokenizer, max_length=n_prompt + 3)
+    assert example.input_ids[n_prompt:] == [SPACE, SEVEN, EOS] and example.labels[n_prompt:] == [SPACE, SEVEN, EOS]
+    assert example.labels[:n_prompt] == [IGNORE] * n_prompt
+    assert drops.dropped == {DROP_NOT_PREFIX: 0, DROP_PROMPT_FILLS: 0, DROP_TRUNCATED: 0}
+    # One token short: the rationale fits but its EOS does not. Default: dropped, and counted under its reason.
+    examples, drops = build_examples_and_drops(table, PROBLEMS, tokenizer, max_length=n_prompt + 2)
+    assert examples == []
+    assert drops.dropped == {DROP_NOT_PREFIX: 0, DROP_PROMPT_FILLS: 0, DROP_TRUNCATED: 1}
+    assert (drops.rows_in, drops.kept, drops.problems_kept, drops.n_dropped) == (1, 0, 0, 1)
+    assert DROP_TRUNCATED == "truncated at lora.max_length"
+    # keep_truncated: the prefix that fits and never EOS after a cut rationale.
+    (kept,), drops = build_examples_and_drops(table, PROBLEMS, tokenizer, max_length=n_prompt + 2,
+                                              keep_truncated=True)
+    assert kept.input_ids[n_prompt:] == [SPACE, SEVEN] and kept.labels[n_prompt:] == [SPACE, SEVEN]
+    assert EOS not in kept.input_ids and drops.dropped[DROP_TRUNCATED] == 0 and drops.keep_truncated
+    (kept,), _ = build_examples_and_drops(table, PROBLEMS, tokenizer, max_length=n_prompt + 1, keep_truncated=True)
+    assert kept.input_ids[n_prompt:] == [SPACE] and kept.labels[n_prompt:] == [SPACE]
+
+
+def test_drops_are_counted_by_reason(tokenizer):
+    problems = {**PROBLEMS, "p3": "Calculate 5 - 2, then add 10 to the result."}  # a longer prompt than p1's
+    n_p1 = len(prompt_ids("p1", tokenizer))
+    assert len(tokenizer(render_prompt(problems["p3"], tokenizer), add_special_tokens=False)["input_ids"]) > n_p1 + 3
+    rows = [("p1", " 7"), ("p3", " 3"), ("p1", " 3 + 4 = 7."), ("p1", " 7")]
+    examples, drops = build_examples_and_drops(rationales(rows), problems, tokenizer, max_length=n_p1 + 3)
+    assert [e.input_ids[n_p1:] for e in examples] == [[SPACE, SEVEN, EOS], [SPACE, SEVEN, EOS]]
+    assert drops.to_dict() == {"rows_in": 4, "kept": 2, "problems_kept": 1, "max_length": n_p1 + 3,
+                               "keep_truncated": False,
+                               "dropped": {DROP_NOT_PREFIX: 0, DROP_PROMPT_FILLS: 1, DROP_TRUNCATED: 1}}
+    assert str(drops) == (f"2 of 4 rationale rows made SFT examples (max_length={n_p1 + 3}); dropped: "
+                          "1 prompt alone fills lora.max_length, 1 truncated at lora.max_length")
 
 
 def test_unknown_problem_is_named(tokenizer):
@@ -103,10 +154,26 @@ class MergingTokenizer:
         return {"input_ids": ids}
 
 
-def test_prefix_check_catches_a_merge_across_the_boundary():
+def test_prefix_check_catches_a_merge_across_the_boundary(caplog):
     # The plain prompt ends with "Answer:", the rationale starts with " ": the full text has ": " as one token.
-    with pytest.raises(ValueError, match="problem 'p2': the tokenized prompt is not a prefix"):
-        build_examples(rationales([("p1", "7"), ("p2", " 3")]), PROBLEMS, MergingTokenizer(), max_length=512)
+    # The row is dropped and counted (one odd rationale must not end a trial), not raised on.
+    tok = MergingTokenizer()
+    examples, drops = build_examples_and_drops(rationales([("p1", "7"), ("p2", " 3")]), PROBLEMS, tok, max_length=512)
+    (example,) = examples
+    n_prompt = len(tok(render_prompt(PROBLEMS["p1"], tok))["input_ids"])
+    assert example.problem_id == "p1" and example.input_ids[n_prompt:] == [ord("7"), 0]  # "7", then EOS (id 0)
+    assert example.labels[n_prompt:] == [ord("7"), 0]
+    assert drops.dropped == {DROP_NOT_PREFIX: 1, DROP_PROMPT_FILLS: 0, DROP_TRUNCATED: 0}
+    assert DROP_NOT_PREFIX == "prompt does not tokenize as a prefix"
+    assert (drops.rows_in, drops.kept, drops.problems_kept) == (2, 1, 1)
+    assert "1 prompt does not tokenize as a prefix" in caplog.text and "problem 'p2'" in caplog.text
+
+
+def test_every_row_dropped_is_an_empty_list_not_an_error():
+    table = rationales([("p2", " 3"), ("p2", " 5")])
+    assert build_examples(table, PROBLEMS, MergingTokenizer(), max_length=512) == []
+    _, drops = build_examples_and_drops(table, PROBLEMS, MergingTokenizer(), max_length=512)
+    assert (drops.kept, drops.dropped[DROP_NOT_PREFIX]) == (0, 2)
 
 
 def test_check_prompt_prefix_directly():

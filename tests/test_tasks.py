@@ -1,12 +1,13 @@
 """Tasks and splits: determinism, disjointness, stability, and errors that name the file, line or key."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from cotgap_ray.config import TaskConfig
-from cotgap_ray.tasks import check_task_name, load_splits, make_splits
+from cotgap_ray.tasks import check_task_name, load_splits, make_splits, normalize_question
 from cotgap_ray.tasks.splits import RawProblem
 
 # CI lays shared/ beside the clone; the project itself never needs it.
@@ -133,3 +134,122 @@ def test_duplicate_ids_rejected():
     items = [RawProblem("same", "q", "1"), RawProblem("same", "q2", "2")]
     with pytest.raises(ValueError, match="not unique"):
         make_splits("t", {"rest": items}, None, 1, 1, seed=0)
+
+
+# ---------------------------------------------------------------- de-duplication on a normalised question
+
+
+def _normalised(splits):
+    """split -> the normalised questions in it."""
+    return {s: [normalize_question(p.question) for p in splits[s]] for s in ("train", "dev", "test")}
+
+
+def _no_key_in_two_splits(keys_by_split):
+    everything = [k for keys in keys_by_split.values() for k in keys]
+    return len(everything) == len(set(everything))  # also: no repeat inside a split
+
+
+def test_normalize_question_literals():
+    for variant in ("What is 3+4?", "what is 3 + 4", "WHAT  IS 3 +4 ?", " What is\t3 + 4 ? "):
+        assert normalize_question(variant) == "what is 3+4"
+    assert normalize_question("What is 3 4?") == "what is 3 4"  # a space between two words stays
+    assert normalize_question("Tom's  apples, ( 5 - -3 ).") == "tom's apples,(5--3)"
+
+
+def test_file_task_drops_whitespace_and_case_variants_before_splitting(tmp_path):
+    rows = [{"q": f"What is {i} + 1?", "a": str(i + 1), "key": f"k{i}"} for i in range(30)]
+    rows += [{"q": f"  WHAT is {i}+1 ", "a": str(i + 1), "key": f"v{i}"} for i in range(10)]  # 10 variants
+    path = _write_jsonl(tmp_path / "add.jsonl", rows)
+    cfg = TaskConfig(name="file", path=str(path), question_field="q", answer_field="a", id_field="key",
+                     n_train=None, n_dev=5, n_test=5)
+    splits = load_splits(cfg)
+    assert splits.duplicates_dropped == 10
+    assert splits.sizes() == {"train": 20, "dev": 5, "test": 5}  # 40 rows, 30 problems
+    assert _no_key_in_two_splits(_normalised(splits))
+    # Which copy survives depends on the seeded id hash, not on file order.
+    (tmp_path / "reversed").mkdir()
+    again = load_splits(replace(cfg, path=str(_write_jsonl(tmp_path / "reversed" / "add.jsonl", rows[::-1]))))
+    assert again.fingerprint() == splits.fingerprint() and again.duplicates_dropped == 10
+
+
+def test_file_task_without_duplicates_keeps_its_fingerprint(tmp_path):
+    # The splits (and fingerprint) from before de-duplication existed: nothing to drop, nothing moves.
+    rows = [{"question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(30)]
+    splits = make_splits("t", {"rest": [RawProblem(f"p{i}", r["question"], r["answer"]) for i, r in enumerate(rows)]},
+                         None, 5, 5, seed=0)
+    assert splits.duplicates_dropped == 0
+    assert _ids(splits.test) == ["p1", "p7", "p19", "p26", "p16"]
+    assert splits.fingerprint() == "caa30051f8008fdd"
+
+
+def test_a_pool_of_its_own_wins_over_rest():
+    test = [RawProblem("t0", "What is 1 + 1?", "2"), RawProblem("t1", "What is 2 + 2?", "4")]
+    rest = [RawProblem("r0", "what is 1+1", "2"), RawProblem("r1", "What is 5 + 5?", "10"),
+            RawProblem("r2", "What is 6 + 6?", "12"), RawProblem("r3", "WHAT IS 6 + 6?", "12")]
+    splits = make_splits("t", {"test": test, "rest": rest}, None, 1, 2, seed=0)
+    assert splits.duplicates_dropped == 2  # r0 (a test question) and one of r2 / r3
+    assert sorted(_ids(splits.test)) == ["t0", "t1"]
+    assert len(splits.train) + len(splits.dev) == 2 and "r0" not in _ids(splits.train + splits.dev)
+    assert _no_key_in_two_splits(_normalised(splits))
+
+
+RG_ARGS = {"min_terms": 2, "max_terms": 2, "max_digits": 1, "operators": ["+"], "allow_parentheses": False,
+           "allow_negation": False, "format_style": "natural", "whitespace": "random"}
+
+
+def test_reasoning_gym_dedupes_on_the_expression_in_its_metadata():
+    import reasoning_gym
+
+    cfg = TaskConfig(name="reasoning_gym:basic_arithmetic", n_train=20, n_dev=10, n_test=10, seed=0,
+                     generator_args=RG_ARGS)
+    splits = load_splits(cfg)
+    assert splits.sizes() == {"train": 20, "dev": 10, "test": 10}
+    # Item 12 "Solve 10 + 8." is item 5 "Evaluate: 10 + 8." in other words: exact-text de-duplication kept both.
+    dataset = reasoning_gym.create_dataset("basic_arithmetic", size=70, seed=0, **RG_ARGS)
+    assert (dataset[5]["question"], dataset[12]["question"]) == ("Evaluate: 10 + 8.", "Solve 10 + 8.")
+    ids = _ids(splits.train + splits.dev + splits.test)
+    assert "rg:basic_arithmetic:0:5" in ids and "rg:basic_arithmetic:0:12" not in ids
+    assert splits.duplicates_dropped == 11
+    expressions = {s: ["".join(dataset[int(p.id.rsplit(":", 1)[1])]["metadata"]["expression"].split())
+                       for p in splits[s]] for s in ("train", "dev", "test")}
+    assert _no_key_in_two_splits(expressions) and _no_key_in_two_splits(_normalised(splits))
+
+
+def test_reasoning_gym_default_format_keeps_its_fingerprint():
+    # Exact-text de-duplication and expression de-duplication agree on the default format: the split is unchanged.
+    cfg = TaskConfig(name="reasoning_gym:basic_arithmetic", n_train=40, n_dev=20, n_test=20, seed=3)
+    splits = load_splits(cfg)
+    assert splits.fingerprint() == "92770905f3fdd1de" and splits.duplicates_dropped == 0
+
+
+def test_duplicates_are_announced(tmp_path, capsys):
+    rows = [{"question": q, "answer": "2"} for q in ("What is 1 + 1?", "what is 1+1", "A?", "B?", "C?")]
+    load_splits(TaskConfig(name="file", path=str(_write_jsonl(tmp_path / "d.jsonl", rows)), n_train=None,
+                           n_dev=1, n_test=1))
+    assert "task file: 1 duplicate problem(s) dropped" in capsys.readouterr().err
+
+
+def _write_gsm8k(directory, train, test):
+    directory.mkdir()
+    for name, questions in (("train", train), ("test", test)):
+        _write_jsonl(directory / f"{name}.jsonl", [{"question": q, "answer": f"work #### {i}"}
+                                                   for i, q in enumerate(questions)])
+    return directory
+
+
+def test_gsm8k_train_copy_of_a_test_question_is_dropped(tmp_path):
+    test = [f"Tom has {i} apples. How many?" for i in range(5)]
+    train = [f"Ann has {i} pears. How many?" for i in range(10)] + ["tom has 3 apples.  how many"]
+    directory = _write_gsm8k(tmp_path / "gsm8k", train, test)
+    splits = load_splits(TaskConfig(name="gsm8k", path=str(directory), n_train=None, n_dev=2, n_test=5))
+    assert splits.duplicates_dropped == 1
+    assert splits.sizes() == {"train": 8, "dev": 2, "test": 5}
+    assert "Tom has 3 apples. How many?" in [p.question for p in splits.test]
+    assert _no_key_in_two_splits(_normalised(splits))
+
+
+@pytest.mark.skipif(not GSM8K_DIR.is_dir(), reason="shared GSM8K copy not present")
+def test_gsm8k_local_copy_has_no_problem_in_two_splits():
+    splits = load_splits(TaskConfig(name="gsm8k", path=str(GSM8K_DIR), n_train=None, n_dev=50, n_test=30))
+    assert splits.duplicates_dropped == 0 and _no_key_in_two_splits(_normalised(splits))
+    assert splits.fingerprint() == "58acc3fec16529f6"  # as before de-duplication: nothing was dropped

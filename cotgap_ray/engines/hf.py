@@ -144,15 +144,25 @@ class HFEngine:
     def generate(
         self, prompts: list[str], params: SamplingParams, adapter: str | None = None
     ) -> list[list[Generation]]:
-        """For each prompt, `params.n` generations. Sampling repeats for the same prompts, params and batch_size."""
+        """For each prompt, `params.n` generations. Sampling repeats for the same prompts, params and batch_size.
+
+        Prompts are batched in a canonical order (by length, then text), not in the order given: a prompt's batch
+        mates and padding, and so its numerics, do not depend on the caller's order. Scoring the same problems in
+        another order gives the same rows, which the search relies on (the baseline and every adapter are paired
+        problem by problem). Sorting by length also cuts padding."""
         model, context = self._model_for(adapter)
+        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), prompts[i]))
+        ordered = [prompts[i] for i in order]
         results: list[list[Generation]] = []
         with context, torch.inference_mode():
-            for start in range(0, len(prompts), self.batch_size):
-                chunk = prompts[start : start + self.batch_size]
+            for start in range(0, len(ordered), self.batch_size):
+                chunk = ordered[start : start + self.batch_size]
                 with seeded(params.seed + start, self.device):
                     results.extend(self._generate_chunk(model, chunk, params))
-        return results
+        restored: list[list[Generation]] = [[] for _ in prompts]
+        for position, index in enumerate(order):
+            restored[index] = results[position]
+        return restored
 
     @staticmethod
     def _copies(params: SamplingParams) -> int:

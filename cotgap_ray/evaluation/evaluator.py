@@ -53,9 +53,12 @@ class Evaluator:
     def open_test(self) -> None:
         self.test_open = True
 
-    def evaluate(self, split: str, files: dict[str, bytes] | None, tag: str, stage: str = "search"):
+    def evaluate(self, split: str, files: dict[str, bytes] | None, tag: str, stage: str = "search",
+                 order_seed: int | None = None):
         """(EvalResult summary, rows table) of the student with the adapter in `files` (None: no adapter).
-        The rows' `adapter` column holds `tag` (the trial), not the actor's temporary directory."""
+        The rows' `adapter` column holds `tag` (the trial), not the actor's temporary directory. `order_seed`
+        hands the engine the problems in a seeded shuffled order (rows still come back in split order): the A/A
+        rescoring that measures whether the engine's answers depend on batch order (search.noise)."""
         import shutil
 
         from cotgap_ray.evaluation.scoring import eval_rows, result_from_rows
@@ -76,9 +79,17 @@ class Evaluator:
                 (Path(adapter) / name).write_bytes(data)
         problems = self.problem_sets[split]
         prompts = [render_prompt(p.question, self.tokenizer) for p in problems]
+        order = list(range(len(prompts)))
+        if order_seed is not None:
+            import random
+
+            random.Random(order_seed).shuffle(order)
         start = time.perf_counter()
         try:
-            outputs = self.engine.generate(prompts, EVAL_SAMPLING, adapter=adapter)
+            shuffled = self.engine.generate([prompts[i] for i in order], EVAL_SAMPLING, adapter=adapter)
+            outputs = [None] * len(prompts)
+            for position, index in enumerate(order):
+                outputs[index] = shuffled[position]
         finally:
             if adapter is not None:
                 shutil.rmtree(adapter, ignore_errors=True)

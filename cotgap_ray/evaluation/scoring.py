@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cotgap_ray.answers import extract_answer, is_correct
+from cotgap_ray.answers import SCORING_VERSION, extract_answer, is_correct
 from cotgap_ray.engines.base import Engine, Generation
 from cotgap_ray.prompts import EVAL_SAMPLING, render_prompt, template_fingerprint
 from cotgap_ray.records import EVAL_SCHEMA, Problem
@@ -102,6 +102,7 @@ def eval_key(model_fingerprint: str, problems: list[Problem], engine: str, dtype
         "lora_rank": lora_rank,
         # vLLM's LoRA-enabled engine computes differently from a bare one; "merged" runs a bare engine.
         "adapter_scoring": adapter_scoring,
+        "scoring": SCORING_VERSION,  # how an answer is read from the text (answers.py): a new rule, new rows
     }
     h.update(json.dumps(material, sort_keys=True).encode())
     return h.hexdigest()[:20]

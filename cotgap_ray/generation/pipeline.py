@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from cotgap_ray import answers
 from cotgap_ray.cluster import ResourceError, offered_node_types
 from cotgap_ray.errors import InputError
 from cotgap_ray.generation import cache
@@ -147,7 +148,8 @@ def plan_teacher(spec, problems: list[Problem], task: str, split: str, cfg, root
                 "problems": cache.problems_fingerprint(task, problems), "prompt": template_fingerprint(),
                 "sampling": asdict(sampling), "shard_size": placement.shard_size,
                 "engine": {"kind": kind, "dtype": dtype_key(cfg.engine.dtype),
-                           "batch_size": None if kind == "vllm" else cfg.engine.batch_size}}
+                           "batch_size": None if kind == "vllm" else cfg.engine.batch_size},
+                "scoring": answers.SCORING_VERSION}  # rows' pred/correct: rescored rows must not reuse old ones
     key = cache.cache_key(material)
     path = cache.cache_dir(root, model.name, key)
     manifest = cache.open_manifest(path, key, material=material, teacher=model.name, n_problems=len(problems),

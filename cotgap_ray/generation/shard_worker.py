@@ -18,7 +18,7 @@ from dataclasses import asdict
 
 import pyarrow as pa
 
-from cotgap_ray.answers import extract_answer, is_correct
+from cotgap_ray.answers import score_rationale
 from cotgap_ray.cluster import metrics
 from cotgap_ray.generation import cache
 from cotgap_ray.prompts import render_prompt
@@ -31,16 +31,20 @@ class ShardFailure(RuntimeError):
     """One shard's generation failed in its engine; the message names the teacher, the shard and the engine's cause."""
 
 
-def rationale_rows(problem_ids: list[str], answers: list[str], outputs: list, teacher: str) -> pa.Table:
-    """Score the k generations of each problem into RATIONALE_SCHEMA rows, in (problem, sample) order."""
+def rationale_rows(problem_ids: list[str], answers: list[str], outputs: list, teacher: str, *,
+                   max_tokens: int) -> pa.Table:
+    """Score the k generations of each problem into RATIONALE_SCHEMA rows, in (problem, sample) order.
+
+    Strictly (answers.score_rationale): pred needs an answer marker, and a generation that reached max_tokens (the
+    SamplingParams limit it was generated with) is not correct."""
     if len(problem_ids) != len(outputs):
         raise ValueError(f"{len(problem_ids)} problems but {len(outputs)} outputs")
     rows = []
     for pid, gold, gens in zip(problem_ids, answers, outputs):
         for idx, gen in enumerate(gens):
-            pred = extract_answer(gen.text)
+            pred, correct = score_rationale(gen.text, gold, gen.n_tokens, max_tokens)
             rows.append({"problem_id": pid, "teacher": teacher, "sample_idx": idx, "text": gen.text, "pred": pred,
-                         "correct": is_correct(pred, gold), "n_tokens": gen.n_tokens})
+                         "correct": correct, "n_tokens": gen.n_tokens})
     return pa.Table.from_pylist(rows, schema=RATIONALE_SCHEMA)
 
 
@@ -116,7 +120,7 @@ class ShardWorker:
                 raise ShardFailure(f"{SHARD_FAILURE} teacher {self.teacher}, shard {shard_id} ({len(ids)} "
                                    f"problems, {self.engine.name} engine): {e}") from e
         seconds = time.perf_counter() - start
-        table = rationale_rows(ids, answers, outputs, self.teacher)
+        table = rationale_rows(ids, answers, outputs, self.teacher, max_tokens=params.max_tokens)
         data = cache.table_to_parquet(table)
         n_tokens = sum(table.column("n_tokens").to_pylist())
         metrics.teacher_output(self.teacher, n_tokens, table.num_rows)

@@ -19,8 +19,11 @@ from cotgap_ray.records import FinalRecord, SeedRecord, TeacherRef, TrialRecord,
 
 
 def best_trial(records: dict[str, TrialRecord], teacher: str) -> TrialRecord | None:
-    """The teacher's trial with the highest dev delta among those that ran all their epochs (ties: fewer tokens)."""
-    done = [r for r in records.values() if r.teacher == teacher and r.status == "ok" and r.dev_delta is not None]
+    """The teacher's trial with the highest dev delta (ties: fewer tokens) among those that trained and were scored:
+    finished ones and ones ASHA stopped early. A stopped trial stands for what dev measured: its planned schedule,
+    stopped after the epochs it reached (so a teacher whose trials were all stopped is still confirmed)."""
+    done = [r for r in records.values()
+            if r.teacher == teacher and r.status in ("ok", "stopped") and r.dev_delta is not None and r.epochs]
     if not done:
         return None
     return max(done, key=lambda r: (r.dev_delta, -r.train_tokens))
@@ -73,9 +76,11 @@ def confirm_teacher(run_dir: Path, cfg, ref: TeacherRef, best: TrialRecord, tabl
             if reuse and Path(reuse).is_dir():
                 adapter, train_seconds, how = reuse, 0.0, "search trial's adapter"
             else:
+                # A trial ASHA stopped stands for its schedule cut at the epochs it reached: re-train exactly that.
                 trained = fine_tune(cfg, student, rationales, problems,
                                     lora_settings(point, replace(cfg.lora, seed=seed)), storage_path=storage,
-                                    name=f"final-{best.trial_id}-seed{seed}")
+                                    name=f"final-{best.trial_id}-seed{seed}",
+                                    stop_after=len(best.epochs) if best.status == "stopped" else None)
                 adapter, train_seconds, how = trained.adapter_dir, trained.seconds, "trained now"
             summary, rows = ray.get(evaluator.evaluate.remote(
                 "test", adapter_files(adapter), f"final:{ref.name}:seed{seed}", "confirm"))

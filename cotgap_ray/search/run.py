@@ -30,8 +30,8 @@ from pathlib import Path
 
 from cotgap_ray.config import ConfigError, ExperimentConfig, load_config
 from cotgap_ray.errors import run_cli
-from cotgap_ray.evaluation.paired import rows_correct
 from cotgap_ray.records import TeacherRef, record_to_dict
+from cotgap_ray.search.noise import describe, engine_baseline
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -163,9 +163,10 @@ def proxies_stage(run_dir: Path, cfg, student, splits, generations: dict) -> tup
             table = tables[g.teacher]
             scored = with_student_nll(table if needs_nll else nll_sample(table, cfg.search.proxy_rationales),
                                       model, tokenizer, questions, max_length=cfg.lora.max_length)
-            correct = scored.filter(scored["correct"]) if scored.num_rows else scored
             entry = base_proxies(g.summary)
-            entry["student_nll"] = mean_nll(correct["student_nll"].to_pylist()[: cfg.search.proxy_rationales])
+            # The proxy is the mean over the same hash sample of correct rationales whether or not a chain needed
+            # every row scored (proxies.nll_sample), so it does not depend on the search space.
+            entry["student_nll"] = mean_nll(nll_sample(scored, cfg.search.proxy_rationales)["student_nll"].to_pylist())
             proxies[g.teacher] = entry
             if needs_nll:
                 nll_dir.mkdir(exist_ok=True)
@@ -191,6 +192,15 @@ def _load_student_for_nll(path: str):
 
     return (AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(),
             AutoTokenizer.from_pretrained(path))
+
+
+def _record_noise(run_dir: Path, noise: dict) -> None:
+    """Append one split's noise record to noise.json (one entry per evaluation-engine start and split: a resumed
+    run starts another engine, and each start's floor is kept; the report uses the largest)."""
+    path = run_dir / "noise.json"
+    earlier = json.loads(path.read_text()) if path.exists() else []
+    _write_json(path, earlier + [{**noise, "time": time.time()}])
+    print(describe(noise))
 
 
 def _save_evals(run_dir: Path, evaluator) -> None:
@@ -220,7 +230,8 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
         notes.append(f"one teacher ({cfg.teachers[0]}): nothing to select between; the search tunes its filters "
                      f"and LoRA settings and the report says whether it helps the student at all")
         print(f"note: {notes[-1]}")
-    _write_json(run_dir / "splits.json", {"fingerprint": splits.fingerprint(), "sizes": splits.sizes()})
+    _write_json(run_dir / "splits.json", {"fingerprint": splits.fingerprint(), "sizes": splits.sizes(),
+                                          "duplicates_dropped": splits.duplicates_dropped})
     print(f"run {run_dir}: task {cfg.task.name} {splits.sizes()} (split {splits.fingerprint()})")
 
     from cotgap_ray.engines.options import check_context_lengths
@@ -261,15 +272,19 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
 
     evaluator = start_evaluator(student, {"dev": splits.dev, "test": splits.test}, cfg, lora_rank)
     try:
-        baseline_dev = rows_correct(baseline["dev"].rows_path)
+        # Every delta pairs rows of this one engine: its own baseline, with its A/A noise floor (search/noise.py).
+        baseline_dev, noise_dev = engine_baseline(evaluator, "dev", baseline["dev"].rows_path)
+        _record_noise(run_dir, noise_dev)
         records = tuning.run_search(run_dir, cfg, tables, refs, {p.id: p.question for p in splits.train},
                                     baseline_dev, proxies, resume)
         _status(run_dir, cfg, "confirm", notes)
         ray.get(evaluator.open_test.remote())
         from cotgap_ray.search import confirm
 
+        baseline_test, noise_test = engine_baseline(evaluator, "test", baseline["test"].rows_path, "confirm")
+        _record_noise(run_dir, noise_test)
         confirm.confirm_all(run_dir, cfg, records, tables, {p.id: p.question for p in splits.train},
-                            rows_correct(baseline["test"].rows_path), refs, evaluator)
+                            baseline_test, refs, evaluator)
     finally:
         _save_evals(run_dir, evaluator)
         try:  # close the engine before the actor goes: its engine process and shared memory end cleanly

@@ -62,7 +62,7 @@ def tune_trial(point: dict, context: TrialContext) -> None:
     from cotgap_ray.filters import FilterContext, apply_filters
     from cotgap_ray.models import resolve_all
     from cotgap_ray.search.space import filter_chain, lora_settings, point_key
-    from cotgap_ray.training.finetune import NoTrainingData, count_examples
+    from cotgap_ray.training.finetune import NoTrainingData, check_examples
     from cotgap_ray.training.step import fine_tune, rationale_file
 
     key = point_key(point)
@@ -74,17 +74,22 @@ def tune_trial(point: dict, context: TrialContext) -> None:
     teacher = context.teacher_names[point["teacher"]]
     chain = filter_chain(point, cfg.search)
     table, report = apply_filters(context.tables[teacher], chain, FilterContext(teacher_tables=context.tables))
-    static = {"point_key": key, "teacher": teacher, "status": "ok", "rationales_kept": table.num_rows,
-              "filter_report": json.dumps(report.to_dict()["steps"])}
+    static = {"point_key": key, "teacher": teacher, "status": "ok", "rationales_kept": table.num_rows}
     settings = lora_settings(point, cfg.lora)
     (student,) = resolve_all([context.student_spec], cfg)  # on this node: packaged models convert here if needed
     with rationale_file(table) as rationales:
         try:
-            static["n_train_examples"] = count_examples(student.path, rationales, context.problems,
-                                                        settings.max_length)
+            # Rows the SFT step cannot use (a prompt that does not tokenize as a prefix, a rationale truncated at
+            # lora.max_length) are dropped and counted in the filter report, never a crashed trial.
+            drops = check_examples(student.path, rationales, context.problems, settings.max_length)
+            report.add_sft_drops(drops)
+            static.update(n_train_examples=drops.kept, filter_report=json.dumps(report.to_dict()["steps"]))
             fine_tune(cfg, student, rationales, context.problems, settings, storage_path=context.storage, name=key,
                       eval_fn=partial(score_on_dev, baseline_dev=context.baseline_dev, tag=key, static=static),
                       callbacks=[TuneReportCallback()])
         except NoTrainingData as e:
+            if e.drops is not None and "filter_report" not in static:
+                report.add_sft_drops(e.drops)
+            static["filter_report"] = json.dumps(report.to_dict()["steps"])
             tune.report({"epoch": 0, "dev_delta": NO_DATA_DELTA, "dev_accuracy": None, **static,
                          "status": "no_data", "error": str(e), "n_train_examples": 0})

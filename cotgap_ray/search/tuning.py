@@ -18,6 +18,7 @@ from dataclasses import fields
 from functools import partial
 from pathlib import Path
 
+import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
@@ -183,6 +184,19 @@ class StudySearch(OptunaSearch):
             pass
 
     def on_trial_complete(self, trial_id, result=None, error=False):
+        ot_trial = self._ot_trials.get(trial_id)
+        planned = (ot_trial.params if ot_trial is not None else {}).get("lora.epochs")
+        if (result and not error and planned and trial_id not in self._completed_trials
+                and result.get("status") == "ok" and int(result.get("epoch") or 0) < int(planned)):
+            # ASHA stopped it before its planned epochs: its last value is a mid-schedule number, not the result of
+            # the configuration it stands for. Optuna records it as pruned (TPE ranks pruned trials by their last
+            # reported epoch, below completed ones) instead of complete with that value.
+            try:
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            except UpdateFinishedTrialError:
+                pass
+            self._completed_trials.add(trial_id)
+            return
         try:
             super().on_trial_complete(trial_id, result, error)
         except UpdateFinishedTrialError:
@@ -192,10 +206,10 @@ class StudySearch(OptunaSearch):
 def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], problems: dict, baseline_dev: dict,
                proxies: dict, resume: bool) -> dict[str, TrialRecord]:
     """Stage 5: the Tune search; returns the trial records by point key (finished ones from earlier runs too)."""
-    import optuna
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
 
     from cotgap_ray.cluster import join_storage, offered_node_types, storage_root
+    from cotgap_ray.search.scheduler import LikeWithLikeASHA
     from cotgap_ray.search.space import search_space, seed_points
 
     previous = load_records(run_dir)
@@ -227,9 +241,8 @@ def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], pro
         max_t = max(cfg.search.epochs)
         # metric and mode go to the searcher and the scheduler, not TuneConfig: a define-by-run OptunaSearch ignores
         # the TuneConfig values (Ray 2.60) and then refuses to sample.
-        scheduler = (ASHAScheduler(time_attr="training_iteration", metric="dev_delta", mode="max", max_t=max_t,
-                                   grace_period=min(cfg.search.grace_period, max_t),
-                                   reduction_factor=cfg.search.reduction_factor)
+        scheduler = (LikeWithLikeASHA(metric="dev_delta", mode="max", grace_period=cfg.search.grace_period,
+                                      reduction_factor=cfg.search.reduction_factor)
                      if cfg.search.asha and max_t > 1 else FIFOScheduler())
         tuner = tune.Tuner(
             trainable,

@@ -6,14 +6,16 @@
 | `reasoning_gym:<generator>`  | the reasoning-gym package, seeded, offline | tasks/reasoning_gym.py |
 | `file`                       | any JSONL/Parquet with configurable fields | tasks/file.py   |
 
-Prompting and answer checking are shared by all tasks (cotgap_ray.prompts, cotgap_ray.answers).
+Prompting and answer checking are shared by all tasks (cotgap_ray.prompts, cotgap_ray.answers). Every task's problems
+are de-duplicated on a normalised question before they are split (tasks.splits), so no problem is in two splits;
+Splits.duplicates_dropped counts the rows dropped.
 """
 
 from __future__ import annotations
 
 from cotgap_ray.errors import InputError
 from cotgap_ray.tasks import file, gsm8k, reasoning_gym
-from cotgap_ray.tasks.splits import SPLITS, RawProblem, Splits, make_splits
+from cotgap_ray.tasks.splits import SPLITS, RawProblem, Splits, make_splits, normalize_question
 
 TASK_NAMES = ("gsm8k", "reasoning_gym:<generator>", "file")
 
@@ -31,13 +33,14 @@ def load_splits(cfg) -> Splits:
     """The splits of the task described by `cfg` (a config.TaskConfig); raises ValueError on bad data or sizes."""
     check_task_name(cfg.name)
     family, _, arg = cfg.name.partition(":")
+    duplicates = 0  # dropped by the family itself, before the pools
     if family == "gsm8k":
         pools = gsm8k.load_pools(cfg)
     elif family == "file":
         pools = file.load_pools(cfg)
     else:
-        pools = reasoning_gym.load_pools(cfg, arg)
-    return make_splits(cfg.name, pools, cfg.n_train, cfg.n_dev, cfg.n_test, cfg.seed)
+        pools, duplicates = reasoning_gym.load_pools(cfg, arg)
+    return make_splits(cfg.name, pools, cfg.n_train, cfg.n_dev, cfg.n_test, cfg.seed, duplicates_dropped=duplicates)
 
 
-__all__ = ["SPLITS", "RawProblem", "Splits", "check_task_name", "load_splits", "make_splits"]
+__all__ = ["SPLITS", "RawProblem", "Splits", "check_task_name", "load_splits", "make_splits", "normalize_question"]

@@ -3,7 +3,9 @@
     {"question": "Tom has 3 apples and buys 4. How many?", "answer": "7"}   -> RawProblem("file:apples:0", ..., "7")
 
 Gold answers may use GSM8K's "... #### 7" form. Every row is checked before any model is loaded: a missing field or a
-non-numeric gold answer is an error naming the file and line (1-based, as an editor shows it).
+non-numeric gold answer is an error naming the file and line (1-based, as an editor shows it). Rows whose questions
+differ only in case, whitespace or a trailing "?" are one problem: tasks.splits keeps one of them
+(Splits.duplicates_dropped counts the others), so a problem cannot be in train and in test.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Loaded from a local directory holding train.jsonl and test.jsonl in the official format (task.path), or from the hub
 dataset `openai/gsm8k` (its Parquet files, no `datasets` dependency) when no path is given and the hub is reachable.
-Dev is carved out of the official train set; test comes from the official test set only.
+Dev is carved out of the official train set; test comes from the official test set only. A train question that repeats
+a test question (normalised, tasks.splits) is dropped from train; the official files hold none.
 """
 
 from __future__ import annotations

@@ -3,8 +3,12 @@
     reasoning_gym:basic_arithmetic, seed 0 -> {"question": "Calculate 5 - 3 - 6.", "answer": "-4"} -> RawProblem(..., "-4")
 
 Only generators with numeric answers fit cotgap_ray's answer checking; a non-numeric gold answer is an error naming the
-generator and the item. Duplicate questions are dropped (small generators repeat themselves) so that no question can sit
-in both train and test.
+generator and the item. Duplicate problems are dropped while generating (small generators repeat themselves), so that no
+problem can sit in both train and test. A duplicate is a repeat of the de-duplication key: for the arithmetic generators
+whose question is a template around `metadata["expression"]` (EXPRESSION_KEYED), the expression without whitespace, so
+"What is 5 - 3?" and "Solve 5-3." (format_style natural, whitespace random) are one problem; for every other generator
+the normalised question (splits.normalize_question). The count of repeats met before the sizes asked for were reached
+is Splits.duplicates_dropped.
 """
 
 from __future__ import annotations
@@ -13,10 +17,23 @@ import difflib
 
 from cotgap_ray.answers import parse_gold
 from cotgap_ray.errors import InputError
-from cotgap_ray.tasks.splits import RawProblem
+from cotgap_ray.tasks.splits import RawProblem, normalize_question
 
 # Procedural generators repeat questions; generate this much more than asked, then drop duplicates.
 _OVERSAMPLE = 1.5
+
+# Generators whose whole problem is metadata["expression"] (the question is a fixed or random template around it, the
+# answer its value): checked in reasoning_gym 0.1.x. Not every generator's "expression" is the problem (circuit_logic's
+# is the circuit, its inputs are elsewhere), hence a list rather than any item that has one.
+EXPRESSION_KEYED = frozenset({"basic_arithmetic", "chain_sum", "decimal_chain_sum", "products"})
+
+
+def dedupe_key(generator: str, item: dict) -> str:
+    """What makes two items of `generator` the same problem (see the module docstring)."""
+    expression = (item.get("metadata") or {}).get("expression") if generator in EXPRESSION_KEYED else None
+    if isinstance(expression, str) and expression.strip():
+        return "expression:" + "".join(expression.split())
+    return normalize_question(item["question"])
 
 
 def check_generator(name: str) -> None:
@@ -28,7 +45,8 @@ def check_generator(name: str) -> None:
         raise InputError(f"reasoning_gym has no generator {name!r}.{hint} (it has {len(DATASETS)}; see reasoning_gym.factory.DATASETS)")
 
 
-def load_pools(cfg, generator: str) -> dict[str, list[RawProblem]]:
+def load_pools(cfg, generator: str) -> tuple[dict[str, list[RawProblem]], int]:
+    """The test, dev and train pools, and the number of duplicate items dropped before they were filled."""
     import reasoning_gym
 
     check_generator(generator)
@@ -41,18 +59,23 @@ def load_pools(cfg, generator: str) -> dict[str, list[RawProblem]]:
         )
     except TypeError as e:
         raise InputError(f"task.generator_args for reasoning_gym:{generator}: {e}") from e
-    seen, problems = set(), []
+    seen, problems, duplicates = set(), [], 0
     for index, item in enumerate(dataset):
-        if item["question"] in seen:
+        if len(problems) == wanted:
+            break  # later items are never used: their repeats are not counted
+        key = dedupe_key(generator, item)
+        if key in seen:
+            duplicates += 1
             continue
-        seen.add(item["question"])
+        seen.add(key)
         try:
             gold = parse_gold(item["answer"])
         except ValueError as e:
             raise InputError(
                 f"reasoning_gym:{generator} item {index}: {e}; choose a generator with numeric answers"
             ) from e
-        problems.append(RawProblem(id=f"rg:{generator}:{cfg.seed}:{index}", question=item["question"], answer=gold))
+        problems.append(RawProblem(id=f"rg:{generator}:{cfg.seed}:{index}", question=item["question"], answer=gold,
+                                   key=key))
     if len(problems) < wanted:
         raise InputError(
             f"reasoning_gym:{generator} produced only {len(problems)} distinct questions for {wanted} asked; "
@@ -64,4 +87,4 @@ def load_pools(cfg, generator: str) -> dict[str, list[RawProblem]]:
         "test": problems[: cfg.n_test],
         "dev": problems[cfg.n_test : cfg.n_test + cfg.n_dev],
         "train": problems[cfg.n_test + cfg.n_dev : wanted],
-    }
+    }, duplicates

@@ -8,7 +8,9 @@
 
 Pieces, in the order they run:
   check_target_modules   before anything expensive: every LoRA target names a linear layer of the student
-  count_examples         before Ray starts: zero usable rationales raise NoTrainingData (the trial's "no data")
+  check_examples         before Ray starts: the rows sft drops by reason (sft.ExampleDrops, for the trial's filter
+                         report); zero usable rationales raise NoTrainingData (the trial's "no data"), which carries
+                         the same drops. count_examples is its count.
   train_loop_per_worker  the TorchTrainer worker: its shard of the length-bucketed batches, DDP when world size > 1,
                          a report per epoch (metrics + the adapter as a checkpoint, written by rank 0)
   train_student          builds and fit()s the TorchTrainer in the caller (the Train V2 pattern, so a Tune trial
@@ -38,7 +40,7 @@ import torch
 from cotgap_ray.cluster import join_storage, normalize_storage
 from cotgap_ray.config import LoraSettings
 from cotgap_ray.errors import InputError
-from cotgap_ray.sft import Example, build_examples, collate, length_bucketed_batches
+from cotgap_ray.sft import Example, ExampleDrops, build_examples_and_drops, collate, length_bucketed_batches
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,16 @@ class TrainResult:
 
 class NoTrainingData(ValueError):
     """No usable SFT example: raised before any training starts. A search turns it into a "no data" trial result
-    (n_train_examples=0, no adapter, no dev score) rather than a failed trial."""
+    (n_train_examples=0, no adapter, no dev score) rather than a failed trial. `drops`: what sft did with the rows
+    (sft.ExampleDrops) when the examples were built, else None (e.g. fewer batches than workers: the drops are then
+    those check_examples returned)."""
+
+    def __init__(self, message: str, drops: ExampleDrops | None = None):
+        super().__init__(message)
+        self.drops = drops
+
+    def __reduce__(self):  # keep `drops` when Ray or Tune pickle the exception
+        return type(self), (str(self), self.drops)
 
 
 class TrainingFailed(RuntimeError):
@@ -95,29 +106,56 @@ def student_skeleton(student_path: str) -> torch.nn.Module:
         return AutoModelForCausalLM.from_config(config)
 
 
-def load_examples(student_path: str, rationales, problems: dict[str, str],
-                  max_length: int) -> tuple[object, list[Example]]:
-    """The student's tokenizer and one SFT example per usable rationale row (sft.build_examples).
-    `rationales`: a Parquet path, or the Parquet file's bytes (how a worker on another node gets them)."""
+def load_examples_and_drops(student_path: str, rationales, problems: dict[str, str],
+                            max_length: int) -> tuple[object, list[Example], ExampleDrops]:
+    """The student's tokenizer, one SFT example per usable rationale row, and the rows dropped by reason
+    (sft.build_examples_and_drops). `rationales`: a Parquet path, or the Parquet file's bytes (how a worker on
+    another node gets them)."""
     import pyarrow as pa
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(student_path)
     table = pq.read_table(pa.BufferReader(rationales) if isinstance(rationales, bytes) else rationales)
-    return tokenizer, build_examples(table, problems, tokenizer, max_length)
+    examples, drops = build_examples_and_drops(table, problems, tokenizer, max_length)
+    return tokenizer, examples, drops
+
+
+def load_examples(student_path: str, rationales, problems: dict[str, str],
+                  max_length: int) -> tuple[object, list[Example]]:
+    """load_examples_and_drops without the drops (sft logs them)."""
+    tokenizer, examples, _ = load_examples_and_drops(student_path, rationales, problems, max_length)
+    return tokenizer, examples
+
+
+# What to do about each drop reason, for the NoTrainingData message.
+_DROP_HINTS = {
+    "prompt does not tokenize as a prefix": "check the rationales' first characters or the student's tokenizer",
+    "prompt alone fills lora.max_length": "raise lora.max_length",
+    "truncated at lora.max_length": "raise lora.max_length or cut long rationales with the 'length' filter",
+}
+
+
+def check_examples(student_path: str, rationales_path: str, problems: dict[str, str],
+                   max_length: int) -> ExampleDrops:
+    """What the SFT example builder makes of the rationales (tokenizer only, no model): `kept` examples and the rows
+    dropped by reason (sft.ExampleDrops; `.to_dict()` for a report, FilterReport.add_sft_drops for a filter
+    report). Drops are logged. Raises NoTrainingData, carrying the drops, when no example is left."""
+    _, _, drops = load_examples_and_drops(student_path, rationales_path, problems, max_length)
+    if drops.kept == 0:
+        if drops.rows_in == 0:
+            why = " (the filters kept no rationale)"
+        else:
+            why = "; ".join(f"{n} {reason}: {_DROP_HINTS[reason]}" for reason, n in drops.dropped.items() if n)
+            why = f" (dropped: {why})"
+        raise NoTrainingData(f"no SFT examples from {rationales_path}: {drops.rows_in} rationale rows, none usable "
+                             f"at max_length={max_length}{why}", drops)
+    return drops
 
 
 def count_examples(student_path: str, rationales_path: str, problems: dict[str, str], max_length: int) -> int:
-    """Usable examples (tokenizer only, no model); NoTrainingData when there are none."""
-    _, examples = load_examples(student_path, rationales_path, problems, max_length)
-    if not examples:
-        n_rows = pq.read_metadata(rationales_path).num_rows
-        raise NoTrainingData(
-            f"no SFT examples from {rationales_path}: {n_rows} rationale rows, none usable at max_length={max_length}"
-            + (" (every prompt alone fills max_length: raise lora.max_length)" if n_rows else
-               " (the filters kept no rationale)")
-        )
-    return len(examples)
+    """Usable examples (tokenizer only, no model); NoTrainingData when there are none. check_examples also says which
+    rows were dropped and why."""
+    return check_examples(student_path, rationales_path, problems, max_length).kept
 
 
 # ------------------------------------------------------------------------------------------------------ the loop
@@ -249,8 +287,11 @@ def _train(job: dict, rank: int, world_size: int, device: torch.device,
         raise NoTrainingData(f"{len(examples)} examples make fewer batches than the {world_size} workers")
     model = place(load_student(job["student_path"], settings, device, job.get("dtype", "auto")))
     optimizer, scheduler = make_optimizer(model, settings, settings.epochs * steps_per_epoch)
+    # stop_after: run the schedule planned for settings.epochs but end after this many epochs, which is what a trial
+    # ASHA stopped early measured on dev (its confirmation re-trains exactly that: search/confirm.py).
+    last = min(settings.epochs, job.get("stop_after") or settings.epochs)
     history = []
-    for epoch in range(1, settings.epochs + 1):
+    for epoch in range(1, last + 1):
         # A new batch order every epoch (the seed moves with it); bucketing keeps similar lengths together.
         batches = length_bucketed_batches(examples, settings.batch_size, settings.seed + epoch)
         stats = run_epoch(model, optimizer, scheduler, examples, shard_batches(batches, rank, world_size), pad_id,
@@ -276,12 +317,12 @@ def local_student(job: dict) -> str:
 
 def _job(student_path: str, rationales_path: str, problems: dict[str, str], settings: LoraSettings,
          eval_fn: EvalFn | None, student_spec: str | None = None, models_dir: str | None = None,
-         dtype: str = "auto") -> dict:
+         dtype: str = "auto", stop_after: int | None = None) -> dict:
     """The picklable description of one fine-tune: what every worker needs. The rationales travel as Parquet bytes
     (a few MB at most), so workers on other nodes than the caller need no shared filesystem for them."""
     return {"student_path": str(student_path), "rationales": Path(rationales_path).read_bytes(),
             "problems": dict(problems), "settings": asdict(settings), "eval_fn": eval_fn,
-            "student_spec": student_spec, "models_dir": models_dir, "dtype": dtype}
+            "student_spec": student_spec, "models_dir": models_dir, "dtype": dtype, "stop_after": stop_after}
 
 
 # ------------------------------------------------------------------------------------------------------ Ray path
@@ -333,7 +374,7 @@ def train_student(student_path: str, rationales_path: str, problems: dict[str, s
                   eval_fn: EvalFn | None = None, cpus_per_worker: int = 1, keep_checkpoints: int | None = 1,
                   callbacks: list | None = None, accelerator_type: str | None = None,
                   resources: dict | None = None, student_spec: str | None = None,
-                  models_dir: str | None = None, dtype: str = "auto") -> TrainResult:
+                  models_dir: str | None = None, dtype: str = "auto", stop_after: int | None = None) -> TrainResult:
     """LoRA fine-tune of the student on the rationales in a Parquet file, with a TorchTrainer built and fit() here.
 
     `problems` maps problem_id -> question. Raises NoTrainingData (before Ray starts) when no rationale makes an
@@ -366,7 +407,7 @@ def train_student(student_path: str, rationales_path: str, problems: dict[str, s
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=_job(student_path, rationales_path, problems, settings, eval_fn, student_spec, models_dir,
-                               dtype),
+                               dtype, stop_after),
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker, **(resources or {})},
                                      accelerator_type=accelerator_type),

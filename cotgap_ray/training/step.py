@@ -40,9 +40,11 @@ def rationale_file(table, directory: str | Path | None = None) -> Iterator[str]:
 
 
 def fine_tune(cfg: ExperimentConfig, student, rationales_path: str, problems: dict[str, str],
-              settings: LoraSettings, *, storage_path: str, name: str, eval_fn=None, callbacks=None):
+              settings: LoraSettings, *, storage_path: str, name: str, eval_fn=None, callbacks=None,
+              stop_after: int | None = None):
     """LoRA fine-tune of `student` (a models.ResolvedModel) with the config's train section; returns
-    training.finetune.TrainResult. Raises NoTrainingData before Ray starts when no rationale makes an example."""
+    training.finetune.TrainResult. Raises NoTrainingData before Ray starts when no rationale makes an example.
+    `stop_after`: end after that many epochs of the schedule planned for settings.epochs (a trial ASHA stopped)."""
     from cotgap_ray.models import cache_root
     from cotgap_ray.training.finetune import train_student
 
@@ -51,4 +53,4 @@ def fine_tune(cfg: ExperimentConfig, student, rationales_path: str, problems: di
                          num_workers=train.num_workers, use_gpu=train.use_gpu, cpus_per_worker=train.cpus_per_worker,
                          accelerator_type=train.accelerator_type, resources=train.resources,
                          student_spec=student.spec, models_dir=str(cache_root(cfg) / "models"), dtype=train.dtype,
-                         eval_fn=eval_fn, callbacks=callbacks)
+                         eval_fn=eval_fn, callbacks=callbacks, stop_after=stop_after)
