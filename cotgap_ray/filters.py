@@ -27,7 +27,7 @@ Steps (parameters; all optional unless marked *):
 
 A chain that leaves zero rows is not an error here: `report.empty` says so and the caller decides (a trial status).
 The rows that survive the chain but cannot become SFT examples (cotgap_ray.sft drops them, by reason) join the report
-as a last step, "sft_examples", with FilterReport.add_sft_drops(training.finetune.check_examples(...)).
+as a last step, "sft_examples", with FilterReport.add_sft_drops(training.examples.check_examples(...)).
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ class FilterReport:
 
     def add_sft_drops(self, drops) -> None:
         """Append what the SFT example builder did with the rows this chain kept (an sft.ExampleDrops, from
-        training.finetune.check_examples or NoTrainingData.drops) as the step "sft_examples", whose `dropped` maps
+        training.examples.check_examples or NoTrainingData.drops) as the step "sft_examples", whose `dropped` maps
         each reason to its rows: rows_out becomes the rows that made examples, and a chain whose every row was
         dropped there is `empty`, emptied by "sft_examples"."""
         self.steps.append({"step": SFT_STEP, "params": {"max_length": drops.max_length,

@@ -145,8 +145,8 @@ def noise_floor(entries: list | None) -> dict:
             continue
         best = out.get(entry["split"])
         if best is None or entry.get("floor", 0.0) > best["floor"]:
-            out[entry["split"]] = {k: entry.get(k) for k in ("n", "aa_discordant", "aa_texts_changed", "floor",
-                                                             "cross_start_discordant")}
+            out[entry["split"]] = {k: entry.get(k) for k in ("n", "accuracy", "aa_discordant", "aa_texts_changed",
+                                                             "floor", "cross_start_discordant")}
     return out
 
 
@@ -287,10 +287,10 @@ def build_report(run: dict) -> dict:
     teachers.sort(key=lambda t: (not t["selectable"], -(t["best_dev_delta"] or 0.0) if t["selectable"] else 0.0,
                                  t["proxy_rank"] or 1e9))
     base = run["baseline"] or {}
-    base_test = base.get("test", {}).get("accuracy")
-    if base_test is None and finals:  # baseline.json lost: each confirmation still implies it
-        f = next(iter(finals.values()))
-        base_test = f.test_accuracy - f.delta
+    # Deltas pair the evaluation engine's own baseline rows (search/noise.py); its test accuracy is what each
+    # confirmation recorded. baseline.json (the baseline stage, another engine start) stands in before confirmation.
+    recorded = [f.baseline_test_accuracy for f in finals.values() if f.baseline_test_accuracy is not None]
+    base_test = recorded[0] if recorded else base.get("test", {}).get("accuracy")
     stage = status.get("stage")
     seeds = sorted({len(f.seeds) for f in finals.values()})
     return {
@@ -301,6 +301,7 @@ def build_report(run: dict) -> dict:
         "noise_floor": noise,
         "config_fingerprint": run["fingerprint"],
         "baseline": {s: {k: base[s].get(k) for k in ("accuracy", "ci95", "n")} for s in ("dev", "test") if s in base},
+        "engine_baseline": {s: e.get("accuracy") for s, e in noise.items()},  # the rows every delta pairs with
         "teachers": teachers,
         "recommendation": recommend(teachers, base_test, stage),
         "selection": {"split": "dev", "rule": "highest dev delta of a finished trial (ties: fewer training tokens)",
@@ -328,9 +329,10 @@ def render_markdown(r: dict, plots: list[str]) -> str:
     """report.md: the answer first, then the evidence behind it."""
     out = [f"# {r['experiment']}: which teacher for {r['student']} on {r['task']['name']}?", "",
            f"**{r['recommendation']['text']}**", "", "## Baseline (student, no adapter)", "",
-           _table(["split", "n", "accuracy", "95% CI"],
+           _table(["split", "n", "accuracy", "95% CI", "evaluation engine's own (deltas pair with it)"],
                   [[s, b["n"], _pct(b["accuracy"]), f"[{_pct(b['ci95'][0])}, {_pct(b['ci95'][1])}]" if b["ci95"]
-                    else "n/a"] for s, b in r["baseline"].items()]), "", "## Teachers, ranked", "",
+                    else "n/a", _pct((r.get("engine_baseline") or {}).get(s))] for s, b in r["baseline"].items()]),
+           "", "## Teachers, ranked", "",
            _table(["teacher", "teacher acc.", "correct yield", "student NLL", "proxy rank", "trials", "best dev delta",
                    "test acc.", "test delta [95% CI]", "test p (Holm)", "verdict"],
                   [[t["name"], _pct(t["teacher_accuracy"]), _pct((t["proxies"] or {}).get("correct_yield")),

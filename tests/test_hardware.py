@@ -80,7 +80,7 @@ def test_hf_engine_and_training_take_the_rule(monkeypatch, flags, expected):
 @pytest.mark.parametrize("flags, expected", [(SAPPHIRE_RAPIDS, torch.bfloat16), (ZEN3, torch.float32)])
 def test_load_student_uses_the_rule(monkeypatch, tiny_llama_dir, flags, expected):
     from cotgap_ray.config import LoraSettings
-    from cotgap_ray.training.finetune import load_student
+    from cotgap_ray.training.loop import load_student
 
     monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
     model = load_student(tiny_llama_dir, LoraSettings(rank=4), torch.device("cpu"))

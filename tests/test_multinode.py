@@ -98,7 +98,7 @@ def test_checks_see_three_node_types_and_reject_an_unknown_gpu_type(three_nodes,
 
 
 def test_fine_tune_lands_on_the_l40s_node_with_uri_storage(three_nodes, tiny_llama_dir, tmp_path):
-    from cotgap_ray.training.finetune import train_student
+    from cotgap_ray.training.ray_train import train_student
 
     problems = {f"p{i}": f"What is {i} + {i}?" for i in range(4)}
     rationales = tmp_path / "rationales.parquet"

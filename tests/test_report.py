@@ -322,3 +322,17 @@ def test_a_teacher_whose_trials_asha_stopped_is_still_selected(tmp_path):
     r = report.render(run)
     assert r["teachers"][0]["name"] == GEMMA and r["teachers"][0]["best_trial_id"] == "t3"
     assert r["recommendation"]["text"].startswith(f"No recommendation yet: {GEMMA} was chosen on dev: +8.0 points")
+
+
+def test_the_sentence_names_the_baseline_the_delta_was_measured_against(tmp_path):
+    """Deltas pair the evaluation engine's own baseline rows; when its accuracy (22.0%) differs from the baseline
+    stage's (23.5%, another engine start), the sentence must name the one the delta is over."""
+    finals = [{**_final(QWEN, "t1", 0.041, [0.012, 0.070], 0.05), "baseline_test_accuracy": 0.22}]
+    run = write_run(tmp_path / "run", finals)
+    noise = json.loads((run / "noise.json").read_text())
+    (run / "noise.json").write_text(json.dumps([{**e, "accuracy": 0.22 if e["split"] == "test" else 0.2}
+                                                for e in noise]))
+    r = report.render(run)
+    assert "over the student's 22.0% on test" in r["recommendation"]["text"]
+    assert r["engine_baseline"] == {"dev": 0.2, "test": 0.22}
+    assert "| test | 200 | 23.5% | [18.2%, 29.8%] | 22.0% |" in (run / "report.md").read_text()

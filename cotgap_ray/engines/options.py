@@ -83,6 +83,17 @@ def engine_options(engine_cfg, lora_rank: int | None = None, model_dir: str | No
     return options
 
 
+def for_evaluation(engine_cfg):
+    """The engine section an evaluation runs with: engine.eval_dtype instead of engine.dtype (`same`: unchanged).
+    Every evaluation (the baseline stage, the evaluation actor, python -m cotgap_ray.evaluate) goes through here, so
+    the baseline and every adapter are scored in one dtype."""
+    from dataclasses import replace
+
+    if engine_cfg.eval_dtype == "same":
+        return engine_cfg
+    return replace(engine_cfg, dtype=engine_cfg.eval_dtype)
+
+
 def open_engine(model_dir: str, engine_cfg, lora_rank: int | None = None):
     from cotgap_ray.engines import load_engine
 

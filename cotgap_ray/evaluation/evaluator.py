@@ -31,13 +31,13 @@ class Evaluator:
     def __init__(self, model_path: str, model_name: str, engine_cfg, lora_rank: int, problem_sets: dict):
         from transformers import AutoTokenizer
 
-        from cotgap_ray.engines.options import open_engine
+        from cotgap_ray.engines.options import for_evaluation, open_engine
 
         start = time.perf_counter()
         self.model_name = model_name
         self.problem_sets = problem_sets
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.engine = open_engine(model_path, engine_cfg, lora_rank=lora_rank)
+        self.engine = open_engine(model_path, for_evaluation(engine_cfg), lora_rank=lora_rank)
         self.start_seconds = time.perf_counter() - start
         self.test_open = False
         self._calls: list[dict] = []

@@ -157,16 +157,17 @@ def evaluate_cached(model, problem_sets: dict[str, list[Problem]], cfg, adapter:
     `lora_rank` opens a LoRA-capable engine: pass it for the student's baseline too, so that the baseline and every
     adapter are measured on identically configured engines (vLLM's LoRA kernels change the numerics slightly).
     """
-    from cotgap_ray.engines.options import engine_kind, open_engine
+    from cotgap_ray.engines.options import engine_kind, for_evaluation, open_engine
     from cotgap_ray.hardware import dtype_key
     from cotgap_ray.models import cache_root
 
-    kind = engine_kind(cfg.engine)
+    engine_cfg = for_evaluation(cfg.engine)
+    kind = engine_kind(engine_cfg)
     adapter_fp = _dir_fingerprint(adapter) if adapter else None
     results, todo = {}, {}
     for name, problems in problem_sets.items():
-        key = eval_key(model.fingerprint, problems, kind, dtype_key(cfg.engine.dtype), adapter_fp,
-                       lora_rank if cfg.engine.adapter_scoring != "merged" else None, cfg.engine.adapter_scoring)
+        key = eval_key(model.fingerprint, problems, kind, dtype_key(engine_cfg.dtype), adapter_fp,
+                       lora_rank if engine_cfg.adapter_scoring != "merged" else None, engine_cfg.adapter_scoring)
         path = cache_root(cfg) / "evals" / f"{model.name}-{key}" / "rows.parquet"
         rows = read_rows(path)
         if rows is not None and rows.num_rows == len(problems):
@@ -179,7 +180,7 @@ def evaluate_cached(model, problem_sets: dict[str, list[Problem]], cfg, adapter:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model.path)
-        engine = open_engine(model.path, cfg.engine, lora_rank=lora_rank)
+        engine = open_engine(model.path, engine_cfg, lora_rank=lora_rank)
         try:
             for name, (problems, path) in todo.items():
                 result = evaluate(engine, tokenizer, problems, model.name, name, adapter, path)

@@ -236,7 +236,7 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
 
     from cotgap_ray.engines.options import check_context_lengths
     from cotgap_ray.models import resolve_all
-    from cotgap_ray.training.finetune import check_target_modules, student_skeleton
+    from cotgap_ray.training.examples import check_target_modules, student_skeleton
 
     student, *teachers = resolve_all([cfg.student, *cfg.teachers], cfg)
     check_context_lengths([student, *teachers], cfg)

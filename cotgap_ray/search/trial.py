@@ -62,7 +62,7 @@ def tune_trial(point: dict, context: TrialContext) -> None:
     from cotgap_ray.filters import FilterContext, apply_filters
     from cotgap_ray.models import resolve_all
     from cotgap_ray.search.space import filter_chain, lora_settings, point_key
-    from cotgap_ray.training.finetune import NoTrainingData, check_examples
+    from cotgap_ray.training.examples import NoTrainingData, check_examples
     from cotgap_ray.training.step import fine_tune, rationale_file
 
     key = point_key(point)

@@ -43,10 +43,10 @@ def fine_tune(cfg: ExperimentConfig, student, rationales_path: str, problems: di
               settings: LoraSettings, *, storage_path: str, name: str, eval_fn=None, callbacks=None,
               stop_after: int | None = None):
     """LoRA fine-tune of `student` (a models.ResolvedModel) with the config's train section; returns
-    training.finetune.TrainResult. Raises NoTrainingData before Ray starts when no rationale makes an example.
+    training.loop.TrainResult. Raises NoTrainingData before Ray starts when no rationale makes an example.
     `stop_after`: end after that many epochs of the schedule planned for settings.epochs (a trial ASHA stopped)."""
     from cotgap_ray.models import cache_root
-    from cotgap_ray.training.finetune import train_student
+    from cotgap_ray.training.ray_train import train_student
 
     train = cfg.train
     return train_student(student.path, rationales_path, problems, settings, storage_path=storage_path, name=name,
