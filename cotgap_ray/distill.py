@@ -82,7 +82,9 @@ def filtered_rationales(cfg, teacher_spec: str, student, splits, generations: di
     table = tables[teacher_spec]
     if _needs(cfg, "student_nll"):
         table = _with_student_nll(table, student, splits)
-    return apply_filters(table, cfg.filters, context)
+    from cotgap_ray.search.space import training_chain
+
+    return apply_filters(table, training_chain(cfg.filters, cfg.generation.max_tokens), context)
 
 
 def _with_student_nll(table, student, splits):

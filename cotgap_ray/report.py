@@ -196,8 +196,8 @@ def chosen_on_dev(teachers: list[dict]) -> dict | None:
 
 def recommend(teachers: list[dict], baseline_test: float | None, stage: str | None) -> dict:
     """The answer: the teacher chosen on dev (chosen_on_dev), confirmed on test. Its row's verdict is the answer's,
-    so the sentence and the table cannot disagree. `teacher` is the chosen one unless it degrades the student;
-    `clear` only when its confirmation says "improves"."""
+    so the sentence and the table cannot disagree. `teacher` is the chosen one when its test delta is positive and it
+    does not degrade the student; `clear` only when its confirmation says "improves"."""
     none = {"teacher": None, "config": None, "delta": None, "delta_ci95": None, "clear": False}
     chosen = chosen_on_dev(teachers)
     if chosen is None:
@@ -227,6 +227,11 @@ def recommend(teachers: list[dict], baseline_test: float | None, stage: str | No
         head = ("none: every teacher degrades the student" if every_degrades
                 else "none: the teacher chosen on dev degrades the student")
         return {**none, "text": f"{head} ({chosen['name']}, {dev}: {over}){tail}."}
+    if chosen["delta"] <= 0:  # not a teacher to recommend, whatever the test says
+        why = ("inside the evaluation engine's noise floor" if chosen["verdict"] == "within engine noise"
+               else "which the test does not tell from zero")
+        return {**none, "text": f"none: no teacher improves this student ({chosen['name']}, {dev}: {over}, "
+                                f"{why}){tail}."}
     rec = {"teacher": chosen["name"], "config": chosen["best_config"], "delta": chosen["delta"],
            "delta_ci95": chosen["delta_ci95"], "clear": chosen["verdict"] == "improves"}
     if rec["clear"]:

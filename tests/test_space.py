@@ -110,3 +110,20 @@ def test_concurrency_comes_from_the_node_types_and_the_per_trial_request():
     assert max_concurrent(load_config(None, ["search.max_concurrent_trials=3"]), cluster) == 3
     assert max_concurrent(load_config(None, ["search.trials=4"]), laptop * 1 + [
         {"name": "big", "source": "alive", "count": 1, "resources": {"CPU": 64.0}}]) == 4  # capped by the budget
+
+
+def test_every_fine_tune_drops_rationales_cut_at_the_generation_limit():
+    """A rationale that reached generation.max_tokens never ended; the chain a fine-tune trains on drops it (and the
+    filter report counts it), whatever the configured chain is."""
+    import pyarrow as pa
+
+    from cotgap_ray.filters import FilterContext, apply_filters
+    from cotgap_ray.search.space import training_chain
+
+    table = pa.table({"problem_id": ["p1", "p1", "p2"], "teacher": ["t"] * 3, "sample_idx": [0, 1, 0],
+                      "text": ["a", "b", "c"], "pred": ["1", None, "2"], "correct": [True, False, True],
+                      "n_tokens": [40, 256, 255]})
+    chain = training_chain([{"name": "dedupe"}], generation_max_tokens=256)
+    kept, report = apply_filters(table, chain, FilterContext(teacher_tables={"t": table}))
+    assert kept["n_tokens"].to_pylist() == [40, 255]
+    assert report.to_dict()["steps"][-1]["step"] == "length" and report.to_dict()["steps"][-1]["rows_kept"] == 2

@@ -60,12 +60,13 @@ def confirm_teacher(run_dir: Path, cfg, ref: TeacherRef, best: TrialRecord, tabl
     from cotgap_ray.evaluation.paired import correct_by_id, paired
     from cotgap_ray.filters import FilterContext, apply_filters
     from cotgap_ray.models import resolve_all
-    from cotgap_ray.search.space import filter_chain, lora_settings
+    from cotgap_ray.search.space import filter_chain, lora_settings, training_chain
     from cotgap_ray.stats import compare_seeds
     from cotgap_ray.training.step import fine_tune, rationale_file
 
     point = best.params
-    table, _ = apply_filters(tables[ref.name], filter_chain(point, cfg.search), FilterContext(teacher_tables=tables))
+    chain = training_chain(filter_chain(point, cfg.search), cfg.generation.max_tokens)
+    table, _ = apply_filters(tables[ref.name], chain, FilterContext(teacher_tables=tables))
     (student,) = resolve_all([cfg.student], cfg)
     storage = join_storage(storage_root(cfg.train.storage_path, run_dir), "train")
     seeds, afters, before = [], [], None

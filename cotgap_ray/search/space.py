@@ -62,6 +62,14 @@ def filter_chain(point: dict, search: SearchConfig) -> list[dict]:
     return chain
 
 
+def training_chain(chain: list[dict], generation_max_tokens: int) -> list[dict]:
+    """The chain a fine-tune trains on: the configured one, then a `length` step that drops rationales cut at the
+    generation token limit (n_tokens >= generation.max_tokens). Such a rationale never ended, and the SFT example
+    appends EOS to it, which would teach the student to stop mid-thought; the step shows in the filter report with
+    its count. (Strict answer scoring already marks them not correct: after correct_only it drops nothing.)"""
+    return [*chain, {"name": "length", "max_tokens": generation_max_tokens - 1}]
+
+
 def lora_settings(point: dict, base: LoraSettings) -> LoraSettings:
     """The `lora:` section with the point's rank, alpha (= rank x ratio), learning rate and epochs."""
     rank = int(point["lora.rank"])

@@ -61,7 +61,7 @@ def tune_trial(point: dict, context: TrialContext) -> None:
     from cotgap_ray.config import ExperimentConfig, build
     from cotgap_ray.filters import FilterContext, apply_filters
     from cotgap_ray.models import resolve_all
-    from cotgap_ray.search.space import filter_chain, lora_settings, point_key
+    from cotgap_ray.search.space import filter_chain, lora_settings, point_key, training_chain
     from cotgap_ray.training.examples import NoTrainingData, check_examples
     from cotgap_ray.training.step import fine_tune, rationale_file
 
@@ -72,7 +72,7 @@ def tune_trial(point: dict, context: TrialContext) -> None:
         return
     cfg = build(ExperimentConfig, context.config, where="run config")
     teacher = context.teacher_names[point["teacher"]]
-    chain = filter_chain(point, cfg.search)
+    chain = training_chain(filter_chain(point, cfg.search), cfg.generation.max_tokens)
     table, report = apply_filters(context.tables[teacher], chain, FilterContext(teacher_tables=context.tables))
     static = {"point_key": key, "teacher": teacher, "status": "ok", "rationales_kept": table.num_rows}
     settings = lora_settings(point, cfg.lora)
