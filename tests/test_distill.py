@@ -47,8 +47,13 @@ def trial(tiny_llama_dir, tmp_path_factory):
 def test_trial_reports_delta_over_its_own_baseline(trial):
     _, _, r = trial
     assert r.status == "ok"
-    assert r.n_train_examples == 8  # 8 train problems x 2 samples, at most 1 per question
+    # 8 train problems x 2 samples, at most 1 per question; then rationales cut at the generation token limit are
+    # dropped (the tiny model's gibberish often runs to it), then what SFT makes of the rest
     assert r.filter_report[0]["rows_in"] == 16 and r.filter_report[0]["rows_kept"] == 8
+    cut, sft = r.filter_report[-2], r.filter_report[-1]
+    assert cut["step"] == "length" and cut["rows_in"] == 8 and cut["params"]["max_tokens"] == 23  # generation.max_tokens 24 - 1
+    assert sft["step"] == "sft_examples" and sft["rows_in"] == cut["rows_kept"]
+    assert r.n_train_examples == sft["rows_kept"] >= 1
     assert r.dev_delta == pytest.approx(r.dev_accuracy - r.baseline_dev_accuracy)
     lo, hi = r.dev_delta_ci95
     assert lo <= r.dev_delta <= hi and 0.0 <= r.p_value <= 1.0
