@@ -11,6 +11,7 @@ and the JSON records of a run directory (TeacherRef, TrialRecord, FinalRecord: s
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -245,3 +246,15 @@ def _typed(value, hint, where: str):
 
 def record_to_dict(record) -> dict:
     return asdict(record)
+
+
+def write_json(path, data) -> None:
+    """Write a run file atomically (a temporary file renamed into place): an interrupted run never leaves half a
+    trial.json, final/<teacher>.json or report.json for --resume or the report to trip on. Records are converted."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record_to_dict(data) if is_dataclass(data) else data, indent=2, default=str))
+    tmp.replace(path)

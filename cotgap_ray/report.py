@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from cotgap_ray.config import ExperimentConfig, build
 from cotgap_ray.errors import InputError
-from cotgap_ray.records import FinalRecord, RecordError, TeacherRef, TrialRecord, record_from_dict
+from cotgap_ray.records import FinalRecord, RecordError, TeacherRef, TrialRecord, record_from_dict, write_json
 
 STATUSES = ("ok", "no_data", "stopped", "failed")
 ALPHA = 0.05  # every verdict's level: "improves" / "degrades" only when a test rejects at this level
@@ -458,9 +457,7 @@ def render(run_dir: str | Path) -> dict:
     report = build_report(load_run(run_dir))
     report["plots"] = plot(report, run_dir)
     (run_dir / "report.md").write_text(render_markdown(report, report["plots"]))
-    tmp = run_dir / "report.json.tmp"  # renamed into place: a reader never sees half a report.json
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, run_dir / "report.json")
+    write_json(run_dir / "report.json", report)  # renamed into place: a reader never sees half a report.json
     return report
 
 

@@ -15,7 +15,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from cotgap_ray.records import FinalRecord, SeedRecord, TeacherRef, TrialRecord, record_from_dict, record_to_dict
+from cotgap_ray.records import FinalRecord, SeedRecord, TeacherRef, TrialRecord, record_from_dict, write_json
 
 
 def best_trial(records: dict[str, TrialRecord], teacher: str) -> TrialRecord | None:
@@ -43,10 +43,7 @@ def confirm_all(run_dir: Path, cfg, records: dict[str, TrialRecord], tables: dic
             print(f"confirm: {ref.name} has no finished trial with training data; nothing to confirm")
             continue
         final = confirm_teacher(run_dir, cfg, ref, best, tables, problems, baseline_test, evaluator)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")  # atomic: --resume must never read half a confirmation
-        tmp.write_text(json.dumps(record_to_dict(final), indent=2))
-        tmp.replace(path)
+        write_json(path, final)  # atomic: --resume must never read half a confirmation
         finals[ref.name] = final
     return finals
 

@@ -16,7 +16,8 @@ Stages, in order; each is cached or recorded in the run directory, so a re-run o
   7. report     report.json / report.md / plots (report.py; `python -m cotgap_ray.report RUN_DIR` re-renders)
 
 Run directory: config.json, splits.json, status.json, baseline.json, proxies.json, trials/<key>/trial.json,
-final/<teacher>.json, evals.json (every evaluation: split, trial, stage), tune/ (Tune's experiment), optuna.db,
+final/<teacher>.json, noise.json (the evaluation engine's A/A noise floor per split, search/noise.py), evals.json
+(every evaluation: split, trial, stage), tune/ (Tune's experiment), optuna.db,
 train/ (Ray Train runs and adapters, unless train.storage_path / $COTGAP_STORAGE points elsewhere), report.*.
 """
 
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from cotgap_ray.config import ConfigError, ExperimentConfig, load_config
 from cotgap_ray.errors import run_cli
-from cotgap_ray.records import TeacherRef, record_to_dict
+from cotgap_ray.records import TeacherRef, record_to_dict, write_json
 from cotgap_ray.search.noise import describe, engine_baseline
 
 
@@ -66,22 +67,14 @@ def prepare_run_dir(cfg: ExperimentConfig, out: str | None, resume: bool,
         raise ConfigError(f"--resume: {run_dir} holds no run to resume")
     run_dir.mkdir(parents=True, exist_ok=True)
     refs = teachers if teachers is not None else teacher_refs(cfg)
-    _write_json(saved, {"fingerprint": cfg.fingerprint(), "config": cfg.to_dict(),
+    write_json(saved, {"fingerprint": cfg.fingerprint(), "config": cfg.to_dict(),
                         "teachers": [record_to_dict(r) for r in refs]})
     return run_dir
 
 
-def _write_json(path: Path, data) -> None:
-    """Atomic: an interrupted run never leaves half a file for --resume or the report to trip on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
-
-
 def _status(run_dir: Path, cfg, stage: str, notes: list[str]) -> None:
     """status.json (what the report reads) and the dashboard's cotgap_stage gauge."""
-    _write_json(run_dir / "status.json", {"stage": stage, "notes": notes, "updated": time.time()})
+    write_json(run_dir / "status.json", {"stage": stage, "notes": notes, "updated": time.time()})
     from cotgap_ray.cluster import metrics
 
     metrics.stage(stage, experiment=cfg.name)
@@ -132,7 +125,7 @@ def baseline_stage(run_dir: Path, cfg, student, splits, lora_rank: int) -> dict:
     from cotgap_ray.evaluation.scoring import evaluate_cached
 
     baseline = evaluate_cached(student, {"dev": splits.dev, "test": splits.test}, cfg, lora_rank=lora_rank)
-    _write_json(run_dir / "baseline.json", {k: v.summary() for k, v in baseline.items()})
+    write_json(run_dir / "baseline.json", {k: v.summary() for k, v in baseline.items()})
     print(f"\nbaseline of {student.name} (no adapter, greedy, shared prompt):")
     for split, r in baseline.items():
         lo, hi = r.ci95
@@ -175,7 +168,7 @@ def proxies_stage(run_dir: Path, cfg, student, splits, generations: dict) -> tup
     if needs_nll:
         tables = {name: pq.read_table(nll_dir / f"{name}.parquet") for name in tables}
     order = rank_teachers(proxies)
-    _write_json(saved, proxies)
+    write_json(saved, proxies)
     print("\nteacher proxies (train rationales, no training):")
     print(f"  {'rank':>4}  {'teacher':<32} {'accuracy':>8} {'yield':>6} {'correct':>7} {'NLL':>6} {'tokens':>6}")
     for name in order:
@@ -199,7 +192,7 @@ def _record_noise(run_dir: Path, noise: dict) -> None:
     run starts another engine, and each start's floor is kept; the report uses the largest)."""
     path = run_dir / "noise.json"
     earlier = json.loads(path.read_text()) if path.exists() else []
-    _write_json(path, earlier + [{**noise, "time": time.time()}])
+    write_json(path, earlier + [{**noise, "time": time.time()}])
     print(describe(noise))
 
 
@@ -215,7 +208,7 @@ def _save_evals(run_dir: Path, evaluator) -> None:
     except Exception as e:  # noqa: BLE001 - a dead evaluator must not hide the error that killed the run
         print(f"warning: could not read the evaluator's call log: {e}", file=sys.stderr)
         return
-    _write_json(path, earlier + calls)
+    write_json(path, earlier + calls)
 
 
 # -------------------------------------------------------------------------------------------------------- run
@@ -230,7 +223,7 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
         notes.append(f"one teacher ({cfg.teachers[0]}): nothing to select between; the search tunes its filters "
                      f"and LoRA settings and the report says whether it helps the student at all")
         print(f"note: {notes[-1]}")
-    _write_json(run_dir / "splits.json", {"fingerprint": splits.fingerprint(), "sizes": splits.sizes(),
+    write_json(run_dir / "splits.json", {"fingerprint": splits.fingerprint(), "sizes": splits.sizes(),
                                           "duplicates_dropped": splits.duplicates_dropped})
     print(f"run {run_dir}: task {cfg.task.name} {splits.sizes()} (split {splits.fingerprint()})")
 

@@ -23,7 +23,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-from cotgap_ray.records import EpochRecord, TeacherRef, TrialRecord, record_from_dict, record_to_dict
+from cotgap_ray.records import EpochRecord, TeacherRef, TrialRecord, record_from_dict, record_to_dict, write_json
 from cotgap_ray.search.resources import TRIAL_DRIVER, max_concurrent, per_trial_request
 from cotgap_ray.search.trial import NO_DATA_DELTA, TrialContext, tune_trial
 
@@ -87,11 +87,7 @@ class TrialRecorder(tune.Callback):
         return self.records[trial.trial_id]
 
     def _save(self, rec: TrialRecord) -> None:
-        path = self.run_dir / "trials" / rec.trial_id / "trial.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record_to_dict(rec), indent=2, default=str))
-        tmp.replace(path)
+        write_json(self.run_dir / "trials" / rec.trial_id / "trial.json", rec)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         rec = self._record(trial)
