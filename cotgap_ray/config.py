@@ -160,11 +160,20 @@ class TrainConfig:
         _check_dtype(self.dtype)
 
 
+SEARCH_STRATEGIES = ("optuna", "grid")  # search.strategy: see SearchConfig.strategy's help
+
+
 @dataclass
 class SearchConfig:
     """The Tune search over (teacher, filter chain, LoRA settings): lists are categorical choices, [low, high] ranges."""
 
-    trials: int = _f(8, "fine-tunes the search may run in all (at least one per teacher)")
+    strategy: str = _f("optuna", "optuna: TPE samples search.trials points, ASHA stops the weak early | grid: every "
+                                 "point of the declared space once, each to its planned epochs (ground truth for "
+                                 "python -m cotgap_ray.validate; search.trials, asha and seed_from_proxies are "
+                                 "ignored); needs a finite space: choices, integer ranges of at most 16 values, one "
+                                 "learning rate [v, v]")
+    trials: int = _f(8, "fine-tunes the search may run in all (at least one per teacher); strategy grid: ignored, "
+                        "it runs every point")
     filter_chains: dict = _f(
         {"correct": [{"name": "correct_only"}],
          "correct_dedupe_short": [{"name": "correct_only"}, {"name": "dedupe"},
@@ -188,6 +197,10 @@ class SearchConfig:
                                     "the student_nll filter)")
 
     def __post_init__(self):
+        if self.strategy not in SEARCH_STRATEGIES:
+            close = difflib.get_close_matches(self.strategy, SEARCH_STRATEGIES, n=1)
+            raise ValueError(f"strategy={self.strategy!r} is not one of {', '.join(SEARCH_STRATEGIES)}"
+                             + (f"; did you mean {close[0]!r}?" if close else ""))
         checks = {
             "trials": self.trials >= 1, "filter_chains": bool(self.filter_chains),
             "lora_rank": bool(self.lora_rank) and all(isinstance(r, int) and r >= 1 for r in self.lora_rank),

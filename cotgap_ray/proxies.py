@@ -10,9 +10,18 @@ One teacher's proxies (from its cached train-split rationales, k samples per pro
     mean_tokens       96.3   mean rationale length
     student_nll       1.84   mean per-token NLL of the student on (up to N of) the correct rationales: lower means
                              closer to what the student already writes; null when no rationale is correct
+    student_rsr       4.10   mean Rank-Surprisal Ratio over the same rationales (arXiv 2601.14249, "Which Reasoning
+                             Trajectories Teach Students to Reason Better?"): per rationale, the mean rank of its
+                             tokens under the student (1 = the student's top choice, capped at sft.RSR_RANK_CAP) over
+                             their mean NLL. LOWER = better suited: informative (surprising, high NLL) yet aligned
+                             (tokens the student ranks high). Null when no rationale is correct (or none has NLL > 0)
+
+Both student proxies come from one forward pass of the student over the sample (sft.with_student_scores); a cached
+entry lacking either is recomputed (needs_student_scoring).
 
 Ranking (rank 1 = try first): more correct rationales first, then higher accuracy, then lower student NLL. 2604.08880
 finds teacher accuracy and the amount of correct data dominate when teachers differ a lot; NLL breaks ties.
+student_rsr does not enter the rank yet: it is recorded and printed beside it, so runs can compare the two orders.
 """
 
 from __future__ import annotations
@@ -38,7 +47,25 @@ def base_proxies(summary: dict) -> dict:
         "generation_seconds": summary.get("generation_wall_s", 0.0),
         "generation_tokens": summary.get("tokens", 0),
         "student_nll": None,
+        "student_rsr": None,
     }
+
+
+# The proxies scored by the student (sft.with_student_scores adds both columns), each a mean over nll_sample's rows.
+STUDENT_PROXIES = ("student_nll", "student_rsr")
+
+
+def student_proxies(scored: pa.Table, limit: int) -> dict[str, float | None]:
+    """Each student proxy: the mean over nll_sample(scored, limit) of its column, NaN/None rows excluded (None when no
+    row has a value). The same hash sample whether `scored` holds every row or only that sample's."""
+    sample = nll_sample(scored, limit)
+    return {name: mean_nll(sample[name].to_pylist()) for name in STUDENT_PROXIES}
+
+
+def needs_student_scoring(entry: dict | None) -> bool:
+    """Whether a teacher's cached proxies entry must be (re)computed: absent, or written before one of the student
+    proxies existed (a proxies.json of an older run has no student_rsr; a None value is a computed "undefined")."""
+    return entry is None or any(name not in entry for name in STUDENT_PROXIES)
 
 
 def nll_sample(table: pa.Table, limit: int) -> pa.Table:
@@ -53,12 +80,16 @@ def nll_sample(table: pa.Table, limit: int) -> pa.Table:
 
 
 def mean_nll(values: list[float]) -> float | None:
+    """The mean of the finite values (any per-row proxy, not only NLL); None when there is none."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
     return sum(finite) / len(finite) if finite else None
 
 
 def rank_teachers(proxies: dict[str, dict]) -> list[str]:
-    """Teacher names, most promising first (see the module docstring); writes `rank` into each proxies dict."""
+    """Teacher names, most promising first (see the module docstring); writes `rank` into each proxies dict.
+
+    student_rsr (lower = better suited, 2601.14249) is deliberately not part of the key: how the student proxies
+    should steer the search is decided elsewhere; until then the order is the one above."""
     def key(name: str):
         p = proxies[name]
         nll = p["student_nll"] if p["student_nll"] is not None else math.inf

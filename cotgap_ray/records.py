@@ -204,6 +204,12 @@ class FinalRecord:
     training_variance: str | None = None  # "not measured (one seed)" or "measured (N seeds)"
     train_seconds: float = 0.0
     n_train_examples: int = 0
+    # Per-problem test correctness behind `delta`, in one order (evaluation.paired's: sorted problem ids), so a
+    # difference of two teachers' or two runs' deltas can be bootstrapped over problems (validate.py). Empty in a
+    # final written before these fields existed.
+    test_problem_ids: list[str] = field(default_factory=list)
+    baseline_test_correct: list[bool] = field(default_factory=list)
+    test_correct_by_seed: list[list[bool]] = field(default_factory=list)  # one list per entry of `seeds`
 
 
 def record_from_dict(cls, raw, where: str):
@@ -256,5 +262,9 @@ def write_json(path, data) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record_to_dict(data) if is_dataclass(data) else data, indent=2, default=str))
+    try:
+        tmp.write_text(json.dumps(record_to_dict(data) if is_dataclass(data) else data, indent=2, default=str))
+    except OSError as e:  # a full disk: no half file left behind, and the error names the file
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from e
     tmp.replace(path)

@@ -1,7 +1,8 @@
 """python -m cotgap_ray.report RUN_DIR: the report of a finished or interrupted run, rebuilt from its files alone.
 
 It never trains or evaluates: it reads what the search wrote into RUN_DIR (config.json, splits.json, baseline.json,
-proxies.json, trials/*/trial.json, final/*.json, status.json), renders what exists, says what is missing, and writes
+proxies.json, trials/*/trial.json, final/*.json, status.json, and search_quality.json when
+python -m cotgap_ray.validate compared the run with a grid), renders what exists, says what is missing, and writes
 report.json (the machine-readable answer), report.md and PNG plots back into RUN_DIR. No Ray, importable anywhere.
 
     render("runs/default") -> {"recommendation": {"teacher": "qwen2.5-coder-0.5b-instruct", "clear": True,
@@ -27,6 +28,9 @@ ALPHA = 0.05  # every verdict's level: "improves" / "degrades" only when a test 
 INPUTS = {"baseline.json": "the baseline stage did not finish", "proxies.json": "proxies were not computed",
           "splits.json": "split sizes unknown", "status.json": "stage unknown",
           "noise.json": "the evaluation engine's noise floor was not measured"}
+# What report.md's search-quality section reads from search_quality.json (python -m cotgap_ray.validate).
+SEARCH_QUALITY_KEYS = {"grid_run", "grid_choice", "search_choice", "same_choice", "regret", "oracle", "compute",
+                       "proxies"}
 
 
 class ReportError(InputError):
@@ -84,6 +88,12 @@ def load_run(run_dir: str | Path) -> dict:
                      if (f := _read_record(FinalRecord, p, notes)) is not None}
     if not run["finals"]:
         notes.append("no final/*.json: no teacher has been confirmed on the test split")
+    # Written by python -m cotgap_ray.validate against a grid run; optional, so its absence is not a note.
+    run["search_quality"] = _read(run_dir / "search_quality.json", notes)
+    if run["search_quality"] is not None and not (isinstance(run["search_quality"], dict)
+                                                  and SEARCH_QUALITY_KEYS <= set(run["search_quality"])):
+        notes.append(f"{run_dir / 'search_quality.json'}: not what python -m cotgap_ray.validate writes; ignored")
+        run["search_quality"] = None
     # A run written before config.json named its teachers: the names its proxies and confirmations recorded with
     # their specs, else the spec itself (the report never loads a model to find one).
     recorded = {v["spec"]: k for k, v in (run["proxies"] or {}).items() if isinstance(v, dict) and v.get("spec")}
@@ -316,6 +326,7 @@ def build_report(run: dict) -> dict:
         "trials": sorted((_trial_summary(t) for t in run["trials"]), key=lambda t: t["finished_at"] or float("inf")),
         "complete": stage == "done", "stage": stage, "notes": list(status.get("notes", [])) + notes,
         "confirm_seeds": cfg.confirm.seeds,
+        "search_quality": run.get("search_quality"),  # validate.py's comparison with a grid run, when one was made
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -329,6 +340,43 @@ def _num(x, fmt: str) -> str:
     return "n/a" if x is None else format(x, fmt)
 
 
+def _regret(r: dict | None) -> str:
+    if not r or r.get("value") is None:
+        return "n/a"
+    n = f" (paired bootstrap over {r['n_problems']} test problems)" if r.get("ci95") else " (no per-problem data)"
+    return f"{_pts(r['value'])} points {_ci(r.get('ci95'))}{n}"
+
+
+def search_quality_markdown(sq: dict) -> list[str]:
+    """The "Search quality (against a grid)" section: validate.py's search_quality dict as markdown lines."""
+    def row(label: str, c: dict) -> list:
+        return [label, c["teacher"], _pts(c.get("best_dev_delta")),
+                f"{_pts(c.get('test_delta'))} {_ci(c.get('test_delta_ci95'))}"]
+
+    oracle, compute = sq["oracle"], sq["compute"]
+    out = ["## Search quality (against a grid)", "",
+           f"The grid run {sq['grid_run']} trained every point of the search space (strategy "
+           f"{sq.get('grid_strategy') or 'unknown'}). Regret = the test delta of the grid's choice minus that of this "
+           "search's choice, each from its own run's confirmation (points; positive: the search's answer is worse).",
+           "", _table(["", "teacher", "best dev delta", "test delta [95% CI]"],
+                      [row("grid's choice (on dev)", sq["grid_choice"]),
+                       row("this search's choice (on dev)", sq["search_choice"]),
+                       row("oracle: grid's best on TEST (information only)", oracle)]),
+           "", f"- regret: {_regret(sq['regret'])}; same teacher: {'yes' if sq['same_choice'] else 'no'}",
+           f"- regret against the oracle (chosen on test, so for information only): {_regret(oracle['search_regret'])}"]
+    for key, what in (("trial_epochs", "trial-epochs"), ("seconds", "seconds")):
+        c = compute[key]
+        share = "n/a" if c["fraction"] is None else f"{100 * c['fraction']:.1f}%"
+        out.append(f"- compute, {what}: {_num(c['search'], '.0f')} of the grid's {_num(c['grid'], '.0f')} ({share})")
+    out += [f"  ({compute['seconds_are']})", "",
+            "Proxies against the grid's measured deltas (a lower-is-better proxy is negated first, so a positive "
+            "correlation always means the proxy ranks teachers the way training did):", "",
+            _table(["proxy", "better", "proxies of", "vs", "Spearman", "Kendall tau-b", "teachers"],
+                   [[p["proxy"], p["direction"], p["source"], p["target"], _num(p["spearman"], "+.2f"),
+                     _num(p["kendall_tau"], "+.2f"), p["n"]] for p in sq["proxies"]])]
+    return out + (["", *(f"- {n}" for n in sq["notes"])] if sq.get("notes") else [])
+
+
 def render_markdown(r: dict, plots: list[str]) -> str:
     """report.md: the answer first, then the evidence behind it."""
     out = [f"# {r['experiment']}: which teacher for {r['student']} on {r['task']['name']}?", "",
@@ -337,17 +385,21 @@ def render_markdown(r: dict, plots: list[str]) -> str:
                   [[s, b["n"], _pct(b["accuracy"]), f"[{_pct(b['ci95'][0])}, {_pct(b['ci95'][1])}]" if b["ci95"]
                     else "n/a", _pct((r.get("engine_baseline") or {}).get(s))] for s, b in r["baseline"].items()]),
            "", "## Teachers, ranked", "",
-           _table(["teacher", "teacher acc.", "correct yield", "student NLL", "proxy rank", "trials", "best dev delta",
-                   "test acc.", "test delta [95% CI]", "test p (Holm)", "verdict"],
+           _table(["teacher", "teacher acc.", "correct yield", "student NLL", "student RSR", "proxy rank", "trials",
+                   "best dev delta", "test acc.", "test delta [95% CI]", "test p (Holm)", "verdict"],
                   [[t["name"], _pct(t["teacher_accuracy"]), _pct((t["proxies"] or {}).get("correct_yield")),
-                    _num((t["proxies"] or {}).get("student_nll"), ".3f"), t["proxy_rank"], t["n_trials"],
+                    _num((t["proxies"] or {}).get("student_nll"), ".3f"),
+                    _num((t["proxies"] or {}).get("student_rsr"), ".3f"), t["proxy_rank"], t["n_trials"],
                     _pts(t["best_dev_delta"]), _pct(t["test_accuracy"]),
                     "n/a" if t["delta"] is None else f"{_pts(t['delta'])} {_ci(t['delta_ci95'])}",
                     _num(t["p_holm"], ".3g"), t["verdict"]] for t in r["teachers"]])]
     out += ["", "Ranked by the search's selection on **dev** (best dev delta of a finished trial); the first row is "
                 "the teacher chosen. Test only confirms: each teacher's best dev configuration re-trained and scored "
                 "on test, p-values adjusted across the confirmed teachers (Holm); a verdict needs the adjusted test "
-                f"to reject at alpha {ALPHA} and the interval to exclude zero."]
+                f"to reject at alpha {ALPHA} and the interval to exclude zero. Student NLL and RSR are proxies "
+                "measured before any training: lower NLL = closer to what the student already writes; lower RSR "
+                "(Rank-Surprisal Ratio, arXiv 2601.14249: mean token rank under the student / mean NLL) = better "
+                "suited to teach it."]
     tested = [t for t in r["teachers"] if t["test_n"]]
     if tested:
         out += ["", f"Test: n = {tested[0]['test_n']} problems, seeds {tested[0]['test_seeds']} "
@@ -381,8 +433,10 @@ def render_markdown(r: dict, plots: list[str]) -> str:
             _table(["teacher", "generation s", "generation tokens", "training s", "trials wall s"],
                    [[t["name"], f"{t['cost']['generation_seconds']:.0f}", t["cost"]["generation_tokens"],
                      f"{t['cost']['train_seconds']:.0f}", f"{t['cost']['trials_seconds']:.0f}"]
-                    for t in r["teachers"]]),
-            "", "## Notes", ""] + [f"- {n}" for n in r["notes"] or ["none"]]
+                    for t in r["teachers"]])]
+    if r.get("search_quality"):  # python -m cotgap_ray.validate measured this search against a grid run
+        out += ["", *search_quality_markdown(r["search_quality"])]
+    out += ["", "## Notes", ""] + [f"- {n}" for n in r["notes"] or ["none"]]
     out += ["", "## Plots", ""] + ([f"- [{p}]({p})" for p in plots] or ["- none (no data to plot)"])
     sizes = ", ".join(f"{k} {v}" for k, v in (r["splits"]["sizes"] or {}).items()) or "unknown"
     out += ["", "Splits: trials were selected on **dev**; **test** was used only to confirm each teacher's best dev "

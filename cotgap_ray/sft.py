@@ -26,6 +26,14 @@ Neither is a demonstration of the task, and keeping them hides that lora.max_len
 count under DROP_TRUNCATED says so instead (raise lora.max_length, or cut long rationales with the `length` filter).
 keep_truncated=True keeps the prefix that fits, WITHOUT EOS (EOS is only ever the last token of a whole rationale);
 student_nll uses it, so a long rationale is still scored on what fits rather than being NaN.
+
+Scoring a rationale under the student (student_scores; one forward pass per batch gives both numbers, per row, over
+the completion tokens only: the rationale and its EOS, never the prompt):
+
+    student_nll   mean surprisal -log p(token) in nats                   lower = closer to what the student writes
+    student_rsr   Rank-Surprisal Ratio (arXiv 2601.14249): mean rank of   lower = better suited to teach the student
+                  each token in the student's next-token distribution
+                  (1 = its top choice, capped at RSR_RANK_CAP) / mean NLL
 """
 
 from __future__ import annotations
@@ -43,6 +51,11 @@ from cotgap_ray.prompts import render_prompt
 log = logging.getLogger(__name__)
 
 IGNORE = -100  # the label torch's cross-entropy ignores
+# Ranks above this count as this in the mean rank of student_rsr (our value: the paper's own cap was not checked
+# against its text). Why a cap: past the top
+# hundred or so the student does not "almost" write a token, and one token at rank 30,000 of a large vocabulary would
+# otherwise outweigh every other token of the rationale, so the mean would measure outliers, not alignment.
+RSR_RANK_CAP = 100
 
 
 @dataclass
@@ -213,20 +226,23 @@ def padding_waste(batches: list[list[int]], examples: list[Example]) -> float:
 
 
 @torch.no_grad()
-def student_nll(model, tokenizer, rationales: pa.Table, problems: dict[str, str], batch_size: int = 8,
-                max_length: int | None = None) -> list[float]:
-    """Mean NLL (nats per completion token, EOS included) of each rationale under a causal LM, one per row.
+def student_scores(model, tokenizer, rationales: pa.Table, problems: dict[str, str], batch_size: int = 8,
+                   max_length: int | None = None) -> tuple[list[float], list[float]]:
+    """(mean NLL, mean capped rank) of each rationale under a causal LM, one of each per row, from one forward pass.
 
-    Same prompt and tokens as the SFT examples, except that a rationale longer than max_length (default: the model's
-    max_position_embeddings) is scored on the prefix that fits (keep_truncated; no EOS then). NaN for a row SFT would
-    drop for another reason: its prompt alone fills max_length, or it does not tokenize as a prefix (the student_nll
-    filter never keeps NaN). Any HF causal LM: only `model(input_ids, attention_mask).logits` is used."""
+    Both are means over the completion tokens (EOS included), never the prompt's: NLL in nats per token, rank of
+    the token in the model's next-token distribution (1 = its argmax, ties counted in the token's favour; capped at
+    RSR_RANK_CAP). Same prompt and tokens as the SFT examples, except that a rationale longer than max_length
+    (default: the model's max_position_embeddings) is scored on the prefix that fits (keep_truncated; no EOS then).
+    NaN for a row SFT would drop for another reason: its prompt alone fills max_length, or it does not tokenize as a
+    prefix (the student_nll filter never keeps NaN). Any HF causal LM: only `model(input_ids, attention_mask).logits`
+    is used."""
     max_length = max_length or getattr(model.config, "max_position_embeddings", None) or 2048
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     per_row, _, _ = _examples_by_row(rationales, problems, tokenizer, max_length, keep_truncated=True)
     rows = [r for r, e in enumerate(per_row) if e is not None]
     examples = [per_row[r] for r in rows]
-    out = [math.nan] * rationales.num_rows
+    nll_out, rank_out = [math.nan] * rationales.num_rows, [math.nan] * rationales.num_rows
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # dropout would make the NLL noisy
@@ -235,20 +251,44 @@ def student_nll(model, tokenizer, rationales: pa.Table, problems: dict[str, str]
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], pad_id).items()}
-            for i, value in zip(idx, _mean_nll(model, batch)):
-                out[rows[i]] = value
+            for i, nll, rank in zip(idx, *_score_batch(model, batch)):
+                nll_out[rows[i]], rank_out[rows[i]] = nll, rank
     finally:
         model.train(was_training)
-    return out
+    return nll_out, rank_out
 
 
-def _mean_nll(model, batch: dict[str, torch.Tensor]) -> list[float]:
+def student_nll(model, tokenizer, rationales: pa.Table, problems: dict[str, str], batch_size: int = 8,
+                max_length: int | None = None) -> list[float]:
+    """Mean NLL (nats per completion token, EOS included) of each rationale under a causal LM, one per row: the NLL
+    half of student_scores (see there for truncation and NaN rows)."""
+    return student_scores(model, tokenizer, rationales, problems, batch_size, max_length)[0]
+
+
+def rank_surprisal_ratio(mean_rank: float, mean_nll: float) -> float:
+    """RSR of one rationale (arXiv 2601.14249): mean capped rank / mean NLL over the same tokens; lower = better.
+    NaN when undefined: a NaN input (a dropped row), or a mean NLL that is not > 0 (the student predicts every token
+    with probability 1, so there is nothing to learn and the ratio would divide by zero)."""
+    if not (math.isfinite(mean_rank) and math.isfinite(mean_nll)) or mean_nll <= 0:
+        return math.nan
+    return mean_rank / mean_nll
+
+
+def _score_batch(model, batch: dict[str, torch.Tensor]) -> tuple[list[float], list[float]]:
+    """Per row of a collated batch: mean NLL and mean capped rank over its completion (label != IGNORE) tokens."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     # Position t predicts token t+1: shift, then average over the completion (label != IGNORE) tokens of each row.
     logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
-    counts = (labels != IGNORE).sum(dim=1).clamp(min=1)
-    return (nll.sum(dim=1) / counts).tolist()
+    mask = labels != IGNORE
+    counts = mask.sum(dim=1).clamp(min=1)
+    # Rank = 1 + the number of vocabulary entries with a strictly higher logit (same order as the probabilities).
+    # One row at a time: the comparison is a (length x vocab) tensor, which for a whole batch of a 150k-token
+    # vocabulary would cost as much memory again as the logits.
+    target = logits.gather(2, labels.clamp(min=0).unsqueeze(2))  # IGNORE positions read token 0, masked out below
+    ranks = torch.stack([(row > tgt).sum(dim=1) for row, tgt in zip(logits, target)]) + 1
+    ranks = ranks.clamp(max=RSR_RANK_CAP).float() * mask
+    return (nll.sum(dim=1) / counts).tolist(), (ranks.sum(dim=1) / counts).tolist()
 
 
 def with_student_nll(rationales: pa.Table, model, tokenizer, problems: dict[str, str], batch_size: int = 8,
@@ -258,3 +298,15 @@ def with_student_nll(rationales: pa.Table, model, tokenizer, problems: dict[str,
     if "student_nll" in rationales.column_names:
         rationales = rationales.drop_columns(["student_nll"])
     return rationales.append_column("student_nll", values)
+
+
+def with_student_scores(rationales: pa.Table, model, tokenizer, problems: dict[str, str], batch_size: int = 8,
+                        max_length: int | None = None) -> pa.Table:
+    """The rationales with float `student_nll` and `student_rsr` columns (replaced if present), from one forward pass
+    per batch: what with_student_nll adds, and the per-row Rank-Surprisal Ratio (NaN where undefined)."""
+    nll, rank = student_scores(model, tokenizer, rationales, problems, batch_size, max_length)
+    columns = {"student_nll": nll, "student_rsr": [rank_surprisal_ratio(r, n) for r, n in zip(rank, nll)]}
+    rationales = rationales.drop_columns([c for c in columns if c in rationales.column_names])
+    for name, values in columns.items():
+        rationales = rationales.append_column(name, pa.array(values, type=pa.float64()))
+    return rationales

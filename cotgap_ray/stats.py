@@ -388,3 +388,79 @@ def min_detectable_effect(n: int, discordance: float, power: float = 0.8, alpha:
             return round(effect, 6)
         effect += step
     return None
+
+
+# ------------------------------------------------------- search quality (validate.py): rank agreement and regret
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing the mean of the ranks they span: [10, 20, 20, 30] -> [1, 2.5, 2.5, 4]."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    for v in np.unique(values):  # a handful of teachers: a loop over distinct values is clearer than a scan
+        tied = values == v
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def _pairs(x, y) -> tuple[np.ndarray, np.ndarray] | None:
+    """x, y as float arrays, or None when a correlation says nothing: fewer than 3 pairs or a constant vector."""
+    if len(x) != len(y):
+        raise ValueError(f"a correlation needs one y per x: got {len(x)} x vs {len(y)} y")
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(a) < 3 or np.all(a == a[0]) or np.all(b == b[0]):
+        return None
+    return a, b
+
+
+def spearman(x: list[float], y: list[float]) -> float | None:
+    """Spearman's rank correlation: Pearson's r of the (tie-averaged) ranks. None below 3 pairs or for a constant
+    vector (no order to agree with). spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) -> 8 / sqrt(95) = 0.8208."""
+    pair = _pairs(x, y)
+    if pair is None:
+        return None
+    rx, ry = (_ranks(v) - (len(v) + 1) / 2 for v in pair)  # mean rank is (n + 1) / 2 with or without ties
+    return float(rx @ ry / math.sqrt((rx @ rx) * (ry @ ry)))
+
+
+def kendall_tau(x: list[float], y: list[float]) -> float | None:
+    """Kendall's tau-b: (concordant - discordant pairs) / sqrt(pairs untied in x * pairs untied in y), so ties in
+    either vector neither count for nor against and a perfect order with ties still reaches +-1. O(n^2): meant for
+    a few teachers. None below 3 pairs or for a constant vector.
+    kendall_tau([12, 2, 1, 12, 2], [1, 4, 7, 1, 0]) -> -4 / sqrt(8 * 9) = -0.4714."""
+    pair = _pairs(x, y)
+    if pair is None:
+        return None
+    a, b = pair
+    sx = np.sign(a[:, None] - a[None, :])[np.triu_indices(len(a), k=1)]
+    sy = np.sign(b[:, None] - b[None, :])[np.triu_indices(len(b), k=1)]
+    return float(sx @ sy / math.sqrt((sx @ sx) * (sy @ sy)))
+
+
+def per_problem_delta(before: list[bool], afters: list[list[bool]]) -> list[float]:
+    """Per problem: mean over seeds of (after - before), each in {-1, 0, 1}: the values whose mean is a confirmation's
+    delta (compare_seeds). before=[F, F, T], afters=[[T, F, T], [T, T, T]] -> [1.0, 0.5, 0.0]."""
+    if not afters:
+        raise ValueError("per_problem_delta needs at least one seed's results")
+    b = np.asarray(before, dtype=bool).astype(float)
+    return (np.mean([_paired(before, a)[1] for a in afters], axis=0) - b).tolist()
+
+
+def bootstrap_mean_difference(a: list[float], b: list[float], n_boot: int = 2000, seed: int = 0,
+                              level: float = 0.95) -> dict:
+    """mean(a) - mean(b) for two per-problem deltas on the SAME problems (a[i] and b[i] are problem i), with a
+    paired percentile bootstrap interval: each replicate resamples problems, keeping each problem's two values
+    together, so what both deltas share (an easy problem, a shaky baseline answer) cancels. Deterministic (fixed
+    seed). a=[1, 0, 1, 0], b=[0, 0, 1, 0] -> difference 0.25, ci95 within [0, 0.75]; a == b -> [0.0, 0.0]."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(x) != len(y):
+        raise ValueError(f"a paired difference needs the same problems: got {len(x)} vs {len(y)} values")
+    if not len(x):
+        raise ValueError("a paired difference needs at least one problem")
+    diff = x - y
+    rng = np.random.default_rng(seed)
+    means = np.concatenate([diff[rng.integers(0, len(diff), size=(size, len(diff)))].mean(axis=1)
+                            for size in _chunks(n_boot, len(diff))])
+    lo, hi = (float(v) for v in np.quantile(means, [(1 - level) / 2, (1 + level) / 2]))
+    return {"difference": float(diff.mean()), "ci95": [lo, hi], "n": len(diff), "n_boot": n_boot,
+            "interval": f"paired percentile bootstrap over problems ({n_boot} resamples, seed {seed})"}

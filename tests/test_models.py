@@ -541,3 +541,37 @@ def test_spec_name_is_the_resolved_name_without_resolving(tmp_path, tiny_dir, mo
         spec_name("tiny:lama")
     monkeypatch.undo()
     assert spec_name("tiny:llama@9") == resolve_model("tiny:llama@9", cache_dir=tmp_path).name
+
+
+# ---- teacher variants (spec#key=value; tests/test_teacher_variants.py has the rest) --------------------------------
+
+
+def test_a_hub_variant_is_still_a_hub_id_and_resolves_to_the_snapshot(offline_hub_cache, tiny_dir, monkeypatch):
+    from cotgap_ray.models import is_hub_id, offline_unless_hub, spec_name
+
+    assert is_hub_id("Qwen/Qwen2.5-0.5B-Instruct#temperature=1.0")  # offline_unless_hub must keep the network
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    offline_unless_hub(["Qwen/Qwen2.5-0.5B-Instruct#samples=2", "packaged:gemma3-270m#temperature=1"])
+    assert "HF_HUB_OFFLINE" not in os.environ
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = offline_hub_cache / "models--cotgap-test--Tiny-Llama"
+    shutil.copytree(tiny_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    r = resolve_model("cotgap-test/Tiny-Llama#top_p=0.9")
+    assert (r.name, r.path, r.chat) == ("tiny-llama-p0.9", str(repo / "snapshots" / commit), True)
+    assert r.name == spec_name("cotgap-test/Tiny-Llama#top_p=0.9") and r.fingerprint != commit
+
+
+def test_local_directory_variants_and_a_directory_named_with_a_hash(tiny_dir, tmp_path):
+    from cotgap_ray.models import spec_name, split_variant
+
+    plain = resolve_model(str(tiny_dir))
+    hot = resolve_model(f"{tiny_dir}#temperature=1.0")
+    assert (hot.name, hot.path, hot.chat) == ("tiny-llama-t1.0", plain.path, plain.chat)
+    assert spec_name(f"{tiny_dir}/#temperature=1.0") == hot.name
+    hashed = tmp_path / "run#2"  # an existing directory is a directory, whatever its name holds
+    shutil.copytree(tiny_dir, hashed)
+    assert split_variant(str(hashed)) == (str(hashed), {})
+    assert spec_name(str(hashed)) == resolve_model(str(hashed)).name == "run#2"
+    assert resolve_model(f"{hashed}#samples=2").name == "run#2-s2"

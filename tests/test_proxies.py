@@ -1,8 +1,16 @@
-"""Teacher proxies from literal rationale tables and summaries (pure; no model)."""
+"""Teacher proxies from literal rationale tables and summaries (pure; no model: where the search would score with the
+student, a fake scorer stands in)."""
 
 import pyarrow as pa
 
-from cotgap_ray.proxies import base_proxies, mean_nll, nll_sample, rank_teachers
+from cotgap_ray.proxies import (
+    base_proxies,
+    mean_nll,
+    needs_student_scoring,
+    nll_sample,
+    rank_teachers,
+    student_proxies,
+)
 from cotgap_ray.records import RATIONALE_SCHEMA
 
 
@@ -59,3 +67,69 @@ def test_student_nll_is_averaged_over_the_same_sample_whether_every_row_or_only_
     sample_only = mean_nll(nll_sample(scored(nll_sample(table, 10)), 10)["student_nll"].to_pylist())
     first_rows = mean_nll(scored(table).filter(table["correct"])["student_nll"].to_pylist()[:10])
     assert every_row == sample_only and every_row != first_rows  # the old "first N rows" gave another number
+
+
+def test_student_rsr_is_the_mean_over_the_same_sample_as_student_nll():
+    n = 40
+    table = _table([i % 4 != 0 for i in range(n)])
+    # Row i has NLL i and RSR 100 + i; one sampled row has an undefined RSR (NaN), excluded from the mean only.
+    sample_rows = set(nll_sample(table.append_column("i", pa.array(range(n))), 10)["i"].to_pylist())
+    nan_row = min(sample_rows)
+    scored = table.append_column("student_nll", pa.array([float(i) for i in range(n)])).append_column(
+        "student_rsr", pa.array([float("nan") if i == nan_row else 100.0 + i for i in range(n)]))
+    got = student_proxies(scored, 10)
+    assert got["student_nll"] == sum(sample_rows) / 10
+    assert got["student_rsr"] == sum(100.0 + i for i in sample_rows - {nan_row}) / 9
+    no_correct = _table([False] * 4).append_column("student_nll", pa.array([1.0] * 4)).append_column(
+        "student_rsr", pa.array([1.0] * 4))
+    assert student_proxies(no_correct, 10) == {"student_nll": None, "student_rsr": None}
+
+
+def test_a_cached_entry_without_student_rsr_needs_scoring_and_rsr_does_not_change_the_rank():
+    entry = base_proxies(_summary(80, 0.8))
+    assert entry["student_rsr"] is None and not needs_student_scoring(entry)  # None: computed, undefined
+    old = {k: v for k, v in entry.items() if k != "student_rsr"}  # a proxies.json written before RSR existed
+    assert needs_student_scoring(old) and needs_student_scoring(None)
+    proxies = {"a": entry | {"student_nll": 1.0, "student_rsr": 9.0},
+               "b": base_proxies(_summary(80, 0.8)) | {"student_nll": 2.0, "student_rsr": 1.0}}
+    assert rank_teachers(proxies) == ["a", "b"]  # the rank rule is unchanged: RSR is recorded, not yet ranked on
+
+
+def test_proxies_stage_rescores_a_cached_teacher_that_lacks_student_rsr(tmp_path, monkeypatch, capsys):
+    """proxies.json of an older run: teacher "old" has no student_rsr and is scored again; "new" is cached whole."""
+    import json
+    from types import SimpleNamespace
+
+    import cotgap_ray.sft as sft
+    from cotgap_ray.search import run
+
+    scored_teachers = []
+
+    def fake_scores(table, model, tokenizer, questions, batch_size=8, max_length=None):
+        scored_teachers.append(table["teacher"][0].as_py())
+        return (table.append_column("student_nll", pa.array([2.0] * table.num_rows))
+                .append_column("student_rsr", pa.array([5.0] * table.num_rows)))
+
+    monkeypatch.setattr(run, "_load_student_for_nll", lambda path: (None, None))
+    monkeypatch.setattr(sft, "with_student_scores", fake_scores)
+    summary = _summary(10, 0.5)
+
+    def generation(name):
+        table = _table([True, False] * 10)
+        table = table.set_column(table.column_names.index("teacher"), "teacher", pa.array([name] * table.num_rows))
+        return SimpleNamespace(teacher=name, summary=summary, table=lambda: table)
+
+    new_entry = base_proxies(summary) | {"student_nll": 7.0, "student_rsr": 3.0}
+    old_entry = {k: v for k, v in base_proxies(summary).items() if k != "student_rsr"} | {"student_nll": 7.0}
+    (tmp_path / "proxies.json").write_text(json.dumps({"old": old_entry, "new": new_entry}))
+    cfg = SimpleNamespace(search=SimpleNamespace(filter_chains={}, proxy_rationales=4),
+                          lora=SimpleNamespace(max_length=64))
+    splits = SimpleNamespace(train=[SimpleNamespace(id=f"p{i}", question="q") for i in range(10)])
+    proxies, _ = run.proxies_stage(tmp_path, cfg, SimpleNamespace(path="unused"), splits,
+                                   {name: generation(name) for name in ("old", "new")})
+    assert scored_teachers == ["old"]
+    assert proxies["old"]["student_rsr"] == 5.0 and proxies["old"]["student_nll"] == 2.0
+    assert proxies["new"]["student_rsr"] == 3.0 and proxies["new"]["student_nll"] == 7.0  # cached, untouched
+    assert json.loads((tmp_path / "proxies.json").read_text())["old"]["student_rsr"] == 5.0
+    header = next(line for line in capsys.readouterr().out.splitlines() if "teacher" in line and "RSR" in line)
+    assert header.split().index("RSR") == header.split().index("NLL") + 1

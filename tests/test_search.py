@@ -154,13 +154,21 @@ def test_resume_after_killing_the_driver_reruns_no_finished_trial(tmp_path):
     assert json.loads((run / "report.json").read_text())["complete"]
 
 
-def test_impossible_resources_fail_before_any_work(tmp_path):
-    done = _run(tmp_path, "train.cpus_per_worker=64", "teachers=[tiny:llama@1]", "search.trials=1", timeout=300)
+@pytest.mark.parametrize("override, names", [
+    ("train.cpus_per_worker=64", ("fine-tune worker", "64")),
+    ("generation.gpus_per_actor=4", ("tiny:llama@1", "gpus_per_actor=4")),
+    ("generation.accelerator_type=H100", ("generation.accelerator_type 'H100'", "tiny:llama@1")),
+])
+def test_impossible_resources_fail_before_any_work(tmp_path, override, names):
+    """Every stage's request (fine-tune workers, generation engines) is checked before the first model is
+    resolved: no model built, no baseline, no rationale."""
+    done = _run(tmp_path, override, "teachers=[tiny:llama@1]", "search.trials=1", timeout=300)
     assert done.returncode == 2, done.stderr[-3000:]
-    assert "fine-tune worker" in done.stderr and "64" in done.stderr
+    assert all(name in done.stderr for name in names), done.stderr[-2000:]
     assert "one teacher" in done.stdout  # a one-teacher list runs (and says so); here the resources stop it
     run = tmp_path / "run"
     assert not (run / "baseline.json").exists() and not (tmp_path / "cache" / "rationales").exists()
+    assert not (tmp_path / "cache" / "models").exists(), "a model was built before the resource check"
 
 
 def test_a_placement_group_left_by_a_stopped_trial_is_released():

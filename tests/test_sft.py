@@ -1,5 +1,5 @@
 """SFT examples on the tiny char tokenizer (loss mask, EOS, truncation, the prefix check), length-bucketed batching,
-the pad-only collator, and student NLL on the tiny random Llama from conftest.py."""
+the pad-only collator, and student NLL and Rank-Surprisal Ratio on the tiny random Llama from conftest.py."""
 
 import math
 
@@ -23,8 +23,11 @@ from cotgap_ray.sft import (
     collate,
     length_bucketed_batches,
     padding_waste,
+    rank_surprisal_ratio,
     student_nll,
+    student_scores,
     with_student_nll,
+    with_student_scores,
 )
 
 PROBLEMS = {"p1": "What is 3 + 4?", "p2": "Calculate 5 - 2."}
@@ -256,3 +259,85 @@ def test_with_student_nll_feeds_the_student_nll_filter(model, tokenizer):
     kept, report = apply_filters(table, [{"name": "student_nll", "q": 0.5}])
     best = min(table["student_nll"].to_pylist())
     assert best in kept["student_nll"].to_pylist() and report.steps[0]["rows_kept"] == 2
+
+
+def brute_force_mean_rank(model, example: Example, cap: float = math.inf) -> float:
+    """The mean over the completion tokens of 1 + #(vocabulary entries with a higher logit), one token at a time."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([example.input_ids])).logits[0]
+    ranks = []
+    for t in range(1, len(example.input_ids)):
+        if example.labels[t] == IGNORE:
+            continue  # a prompt token: never scored
+        row = logits[t - 1].tolist()
+        target = row[example.labels[t]]
+        ranks.append(min(1 + sum(v > target for v in row), cap))
+    return sum(ranks) / len(ranks)
+
+
+def test_a_greedy_continuation_ranks_first_at_every_token(model, tokenizer):
+    """Score the model's own argmax continuation: every token is its top choice, so the mean rank is exactly 1."""
+    from cotgap_ray.sft import _score_batch
+
+    ids = prompt_ids("p1", tokenizer)
+    n_prompt = len(ids)
+    with torch.no_grad():
+        for _ in range(12):
+            ids = ids + [int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())]
+    greedy = Example(ids, [IGNORE] * n_prompt + ids[n_prompt:], "p1")
+    longer = build_examples(rationales(), PROBLEMS, tokenizer, max_length=512)[1]  # padding beside it changes nothing
+    with torch.no_grad():
+        nll, rank = _score_batch(model, collate([greedy, longer], tokenizer.pad_token_id))
+    assert rank[0] == 1.0 and rank[1] > 1.0
+    assert rank[1] == pytest.approx(brute_force_mean_rank(model, longer, cap=100))
+
+
+def test_student_ranks_match_a_brute_force_count_over_the_logits(model, tokenizer):
+    table = rationales()
+    nll, rank = student_scores(model, tokenizer, table, PROBLEMS, batch_size=3)
+    examples = build_examples(table, PROBLEMS, tokenizer, max_length=512)
+    assert rank == pytest.approx([brute_force_mean_rank(model, e, cap=100) for e in examples])
+    assert student_scores(model, tokenizer, table, PROBLEMS, batch_size=1)[1] == pytest.approx(rank)
+    assert all(1.0 <= r <= 100 for r in rank)
+
+
+def test_the_rank_cap_applies_per_token(model, tokenizer, monkeypatch):
+    import cotgap_ray.sft as sft
+
+    table = rationales()
+    examples = build_examples(table, PROBLEMS, tokenizer, max_length=512)
+    uncapped = [brute_force_mean_rank(model, e) for e in examples]
+    monkeypatch.setattr(sft, "RSR_RANK_CAP", 3)
+    _, capped = student_scores(model, tokenizer, table, PROBLEMS, batch_size=3)
+    assert capped == pytest.approx([brute_force_mean_rank(model, e, cap=3) for e in examples])
+    assert all(r <= 3 for r in capped) and any(c < u for c, u in zip(capped, uncapped))  # the cap did bind
+    monkeypatch.setattr(sft, "RSR_RANK_CAP", 1)
+    assert student_scores(model, tokenizer, table, PROBLEMS)[1] == [1.0, 1.0, 1.0]
+
+
+def test_student_scores_keep_the_nll_numbers_and_rsr_is_mean_rank_over_mean_nll(model, tokenizer):
+    table = rationales()
+    nll, rank = student_scores(model, tokenizer, table, PROBLEMS, batch_size=2)
+    assert nll == student_nll(model, tokenizer, table, PROBLEMS, batch_size=2)
+    scored = with_student_scores(table, model, tokenizer, PROBLEMS, batch_size=2)
+    assert scored.column_names[-2:] == ["student_nll", "student_rsr"] and scored.num_rows == 3
+    assert scored["student_nll"].to_pylist() == with_student_nll(table, model, tokenizer, PROBLEMS,
+                                                                 batch_size=2)["student_nll"].to_pylist()
+    # The same number HF's own loss gives (as test_student_nll_is_the_mean_completion_loss_whatever_the_batch).
+    (example, *_) = build_examples(table, PROBLEMS, tokenizer, max_length=512)
+    with torch.no_grad():
+        loss = model(input_ids=torch.tensor([example.input_ids]), labels=torch.tensor([example.labels])).loss
+    assert nll[0] == pytest.approx(loss.item(), abs=1e-4)
+    assert scored["student_rsr"].to_pylist() == pytest.approx([r / n for r, n in zip(rank, nll)])
+    again = with_student_scores(scored, model, tokenizer, PROBLEMS)  # replaces both columns, never duplicates them
+    assert again.column_names == scored.column_names
+
+
+def test_rsr_is_nan_where_undefined(model, tokenizer):
+    assert math.isnan(rank_surprisal_ratio(2.0, 0.0)) and math.isnan(rank_surprisal_ratio(1.0, -1e-9))
+    assert math.isnan(rank_surprisal_ratio(math.nan, 1.0)) and math.isnan(rank_surprisal_ratio(1.0, math.nan))
+    assert rank_surprisal_ratio(3.0, 1.5) == 2.0
+    n_prompt = len(prompt_ids("p1", tokenizer))
+    scored = with_student_scores(rationales(), model, tokenizer, PROBLEMS, max_length=n_prompt + 1)
+    rsr = scored["student_rsr"].to_pylist()
+    assert math.isfinite(rsr[0]) and math.isnan(rsr[1]) and math.isfinite(rsr[2])  # p2's prompt fills the context

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from cotgap_ray.answers import SCORING_VERSION, extract_answer, is_correct
 from cotgap_ray.engines.base import Engine, Generation
 from cotgap_ray.prompts import EVAL_SAMPLING, render_prompt, template_fingerprint
-from cotgap_ray.records import EVAL_SCHEMA, Problem
+from cotgap_ray.records import EVAL_SCHEMA, Problem, write_json
 from cotgap_ray.stats import wilson_ci
 
 
@@ -149,6 +149,14 @@ def read_rows(path: Path) -> pa.Table | None:
     return table if table.schema.equals(EVAL_SCHEMA, check_metadata=False) else None
 
 
+def _read_summary(path: Path) -> dict | None:
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) and isinstance(summary.get("seconds"), (int, float)) else None
+
+
 def evaluate_cached(model, problem_sets: dict[str, list[Problem]], cfg, adapter: str | None = None,
                     lora_rank: int | None = None):
     """Evaluate `model` (a models.ResolvedModel) on several named problem lists, reusing cached rows.
@@ -170,8 +178,9 @@ def evaluate_cached(model, problem_sets: dict[str, list[Problem]], cfg, adapter:
                        lora_rank if engine_cfg.adapter_scoring != "merged" else None, engine_cfg.adapter_scoring)
         path = cache_root(cfg) / "evals" / f"{model.name}-{key}" / "rows.parquet"
         rows = read_rows(path)
-        if rows is not None and rows.num_rows == len(problems):
-            summary = json.loads((path.parent / "summary.json").read_text())
+        summary = _read_summary(path.parent / "summary.json")
+        # Rows without their summary are what a kill between the two writes leaves: not a cache hit, rescored.
+        if rows is not None and rows.num_rows == len(problems) and summary is not None:
             results[name] = result_from_rows(rows, model.name, adapter, name, kind, summary["seconds"])
             results[name].rows_path = str(path)
         else:
@@ -184,7 +193,7 @@ def evaluate_cached(model, problem_sets: dict[str, list[Problem]], cfg, adapter:
         try:
             for name, (problems, path) in todo.items():
                 result = evaluate(engine, tokenizer, problems, model.name, name, adapter, path)
-                (path.parent / "summary.json").write_text(json.dumps(result.summary(), indent=2))
+                write_json(path.parent / "summary.json", result.summary())  # atomic, after the rows it describes
                 results[name] = result
         finally:
             engine.close()

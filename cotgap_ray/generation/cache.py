@@ -79,10 +79,16 @@ def table_to_parquet(table: pa.Table) -> bytes:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary name in the same directory, fsync, rename over `path`."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        # A full disk: give the space back (the half file is never read: it has no final name) and name the
+        # file, which a bare write error does not.
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from e
     os.replace(tmp, path)
 
 

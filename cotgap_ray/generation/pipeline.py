@@ -20,7 +20,9 @@ One row through the worker (batch_size=1: one shard per call):
 
 Workers return the shard bytes instead of writing them, so the cache needs no filesystem shared across nodes: it
 lives where the driver runs (the head). Teachers run one after another; each one's actors (and placement groups)
-are released before the next starts. A fully cached teacher needs no Ray at all.
+are released before the next starts. A fully cached teacher needs no Ray at all. A teacher variant (a spec ending in
+'#temperature=1.0', see cotgap_ray.models) is a teacher of its own: the base model, sampled with generation.*
+overridden by its settings (sampling_params), into its own cache directory.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import pyarrow as pa
 
 from cotgap_ray import answers
 from cotgap_ray.cluster import ResourceError, offered_node_types
-from cotgap_ray.errors import InputError
+from cotgap_ray.errors import InputError, RunFailure
 from cotgap_ray.generation import cache
 from cotgap_ray.generation.cache import CacheError, load_rationales
 from cotgap_ray.generation.placement import Placement, actor_count, actor_cpus, actor_gpus, check_resources
@@ -51,7 +53,7 @@ __all__ = ["CacheError", "GenerationError", "GenerationResult", "Placement", "Re
            "generate_teachers", "load_rationales", "rationale_rows", "summarize"]
 
 
-class GenerationError(RuntimeError):
+class GenerationError(RunFailure):
     """Generation of one teacher failed; the message names the teacher. Other teachers' caches are untouched."""
 
 
@@ -70,9 +72,13 @@ class GenerationResult:
 # ---------------------------------------------------------------------------------------------------- pure parts
 
 
-def sampling_params(gen_cfg) -> SamplingParams:
-    return SamplingParams(max_tokens=gen_cfg.max_tokens, temperature=gen_cfg.temperature, top_p=gen_cfg.top_p,
-                          n=gen_cfg.samples, seed=gen_cfg.seed)
+def sampling_params(gen_cfg, variant: dict | None = None) -> SamplingParams:
+    """The config's generation settings, overridden by a teacher variant's (models.split_variant: temperature,
+    top_p, samples); max_tokens and seed are always the config's."""
+    settings = {"temperature": gen_cfg.temperature, "top_p": gen_cfg.top_p, "samples": gen_cfg.samples,
+                **(variant or {})}
+    return SamplingParams(max_tokens=gen_cfg.max_tokens, temperature=settings["temperature"],
+                          top_p=settings["top_p"], n=settings["samples"], seed=gen_cfg.seed)
 
 
 def shard_seed(seed: int, shard_id: int) -> int:
@@ -131,7 +137,7 @@ def plan_teacher(spec, problems: list[Problem], task: str, split: str, cfg, root
     """Resolve the teacher, compute its cache key and directory, and find the shards still to generate."""
     from cotgap_ray.engines.options import engine_kind, engine_options
     from cotgap_ray.hardware import dtype_key
-    from cotgap_ray.models import resolve_all
+    from cotgap_ray.models import resolve_all, split_variant
 
     if isinstance(spec, str):
         (model,) = resolve_all([spec], cfg)  # models live in the config's cache, wherever the rationales go
@@ -143,7 +149,9 @@ def plan_teacher(spec, problems: list[Problem], task: str, split: str, cfg, root
         if kind != "vllm":
             raise ResourceError(f"teacher {spec}: tensor_parallel={tp} needs engine kind vllm, not {kind}")
         options["tensor_parallel_size"] = tp
-    sampling = sampling_params(cfg.generation)
+    # A variant (spec 'model#temperature=1.0') samples with its own settings; they are in the key through `sampling`
+    # (and in model.fingerprint), so each variant has its own cache.
+    sampling = sampling_params(cfg.generation, split_variant(spec)[1])
     material = {"teacher": model.fingerprint, "task": task, "split": split,
                 "problems": cache.problems_fingerprint(task, problems), "prompt": template_fingerprint(),
                 "sampling": asdict(sampling), "shard_size": placement.shard_size,
@@ -244,6 +252,20 @@ def print_progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _stall(job: TeacherJob, placement: Placement, last: float, done: set) -> str:
+    """Why an engine actor died, when the reason is our own deadline (shard_worker.deadline ends the worker's
+    process, so Ray reports only a dead actor): no shard arrived for longer than generation.timeout_s."""
+    stalled = time.perf_counter() - last
+    if stalled < placement.timeout_s:
+        return ""
+    unfinished = sorted(set(job.pending) - done)
+    return (f"; no shard finished in the last {stalled:.0f}s, past generation.timeout_s={placement.timeout_s:g}: the "
+            f"worker's deadline ended an engine that hung or a shard slower than the limit (shard "
+            f"{', '.join(map(str, unfinished[:4]))}{' ...' if len(unfinished) > 4 else ''} of teacher "
+            f"{job.model.name} unfinished); if the engine was only slow, raise generation.timeout_s or lower "
+            f"generation.shard_size")
+
+
 def run_teacher(job: TeacherJob, placement: Placement, progress=print_progress, on_shard=None) -> GenerationResult:
     """Generate the pending shards of one teacher (nothing when none is pending) and summarize its cache."""
     start = time.perf_counter()
@@ -259,11 +281,14 @@ def run_teacher(job: TeacherJob, placement: Placement, progress=print_progress, 
         total_rows = sum(cache.expected_rows(job.manifest, i) for i in job.pending)
         progress(f"[{job.model.name}] generating {len(job.pending)}/{job.manifest['n_shards']} shards "
                  f"({total_rows} rows) on {n_actors} engine(s) -> {job.path}")
+        last, done = time.perf_counter(), set()
         try:
             for meta in run_pipeline(job, placement, n_actors):
                 meta = {k: v.item() if hasattr(v, "item") else v for k, v in meta.items()}  # numpy -> plain
                 sid = int(meta["shard_id"])
                 cache.record_shard(job.path, job.manifest, sid, meta.pop("parquet"), meta)
+                last = time.perf_counter()
+                done.add(sid)
                 for k, n in (("generated_shards", 1), ("engine_calls", meta["engine_calls"]),
                              ("tokens", meta["n_tokens"]), ("rows", meta["rows"])):
                     run[k] += n
@@ -279,8 +304,8 @@ def run_teacher(job: TeacherJob, placement: Placement, progress=print_progress, 
         except Exception as e:  # noqa: BLE001 - one clear error naming the teacher; finished shards stay cached
             run["error"] = f"{type(e).__name__}: {e}"
             raise GenerationError(f"teacher {job.spec}: generation failed after {run['generated_shards']} of "
-                                  f"{len(job.pending)} shards ({_cause(e)}); finished shards are kept in "
-                                  f"{job.path} and a re-run resumes there") from e
+                                  f"{len(job.pending)} shards ({_cause(e)}){_stall(job, placement, last, done)}; "
+                                  f"finished shards are kept in {job.path} and a re-run resumes there") from e
         finally:
             run["wall_s"] = time.perf_counter() - start
             job.manifest["runs"].append(run)

@@ -20,6 +20,13 @@ Four kinds of spec:
   pickles, never code); fingerprint = the snapshot's commit hash. Offline (``HF_HUB_OFFLINE=1``) it resolves only
   from the local HF cache.
 
+Any of the four may end in a teacher-variant suffix ``#key=value[,key=value]`` (keys ``VARIANT_KEYS``:
+``temperature``, ``top_p``, ``samples``): one model, several teachers, e.g. ``packaged:gemma3-270m#temperature=1.0``.
+The model is the one before ``#``, resolved and cached as always; the variant has its own name
+(``gemma3-270m-t1.0``, which labels its rationales, trials and report rows) and fingerprint (sha256 of the weights'
+fingerprint and the settings), and generation samples with ``generation.*`` overridden by it. A student spec may
+not have one (``check_student``).
+
 Packaged and tiny models are built the same way: written to a temporary directory, renamed into place atomically and
 guarded by a file lock, so concurrent Ray workers build once and a killed build leaves nothing that gets reused; reuse
 re-checks the manifest's sha256s (memoized per process while the files' stat is unchanged) and rebuilds on any
@@ -28,8 +35,9 @@ mismatch. ``cache_dir`` defaults to ``$COTGAP_CACHE/models``, else ``~/.cache/co
 
 The files, each read top to bottom on its own:
 
-* ``resolve.py`` -- ``resolve_model`` and ``spec_name``: parses every spec form (errors list the valid forms),
-  resolves local directories and hub ids, and ``cache_root`` / ``offline_unless_hub`` / ``resolve_all`` for a config.
+* ``resolve.py`` -- ``resolve_model`` and ``spec_name``: parses every spec form and variant suffix (``split_variant``;
+  errors list the valid forms), resolves local directories and hub ids, and ``cache_root`` / ``offline_unless_hub`` /
+  ``resolve_all`` for a config.
 * ``store.py`` -- the cache: the one build-once implementation (lock, temporary directory, atomic rename, manifest
   with per-file sha256s, verified reuse) and the hashing/memo helpers.
 * ``packaged.py`` -- the ``PACKAGED`` table, finding the GGUF bytes in wheels, the GGUF -> HF conversion.
@@ -42,13 +50,16 @@ from cotgap_ray.models import tiny
 from cotgap_ray.models.packaged import CONVERTER_VERSION, DTYPE, PACKAGED, PackagedGGUF
 from cotgap_ray.models.resolve import (
     HUB_PATTERNS,
+    VARIANT_KEYS,
     ResolvedModel,
     cache_root,
+    check_student,
     is_hub_id,
     offline_unless_hub,
     resolve_all,
     resolve_model,
     spec_name,
+    split_variant,
 )
 
 __all__ = [
@@ -58,11 +69,14 @@ __all__ = [
     "PACKAGED",
     "PackagedGGUF",
     "ResolvedModel",
+    "VARIANT_KEYS",
     "cache_root",
+    "check_student",
     "is_hub_id",
     "offline_unless_hub",
     "resolve_all",
     "resolve_model",
     "spec_name",
+    "split_variant",
     "tiny",
 ]

@@ -3,12 +3,19 @@
 ``resolve_model`` dispatches on the spec: ``packaged:`` and ``tiny:`` are checked here (so that every error lists the
 valid forms, ``_forms``) and built by packaged.py and tiny.py; local directories and hub ids are resolved here, as
 they are only found and checked, never built. ``spec_name`` gives the short name without resolving.
+
+Any spec may end in a teacher-variant suffix ``#key=value[,key=value]`` (``split_variant``): one model, several
+teacher configurations, e.g. ``packaged:gemma3-270m#temperature=1.0``. Only the part before ``#`` is resolved (the
+suffix never reaches model loading or the model cache); the variant gets its own name (``gemma3-270m-t1.0``) and
+fingerprint, and generation samples with ``cfg.generation`` overridden by the suffix (generation/pipeline.py).
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -20,19 +27,25 @@ from cotgap_ray.models.packaged import PACKAGED
 
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "tokenizer.model", "*.tiktoken"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# A teacher variant may set only what changes how one teacher samples its own rationales. max_tokens and seed stay
+# shared: every teacher's rationales must be cut at the same length (filters and training assume one budget) and
+# seeds are what make a rerun repeat, not a property of a teacher. Key -> the tag it adds to the name (spec_name).
+VARIANT_KEYS = {"temperature": "t", "top_p": "p", "samples": "s"}
 
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    spec: str  # as given
-    name: str  # short display name
-    path: str  # local HF directory: config.json, tokenizer files, *.safetensors
-    fingerprint: str  # identifies the weights (see cotgap_ray.models)
+    spec: str  # as given (a teacher variant's '#...' suffix included)
+    name: str  # short display name (a variant's names its settings: gemma3-270m-t1.0)
+    path: str  # local HF directory: config.json, tokenizer files, *.safetensors (a variant's: its base model's)
+    fingerprint: str  # identifies the weights (see cotgap_ray.models), and a variant's settings too (_variant_model)
     chat: bool  # the tokenizer has a chat template
 
 
 def is_hub_id(spec: str) -> bool:
-    """True for an `org/name` spec that is neither packaged, nor tiny, nor an existing local path."""
+    """True for an `org/name` spec that is neither packaged, nor tiny, nor an existing local path (a variant suffix
+    ignored: `org/name#temperature=1.0` still needs the hub)."""
+    spec = _base_spec(spec)
     if spec.startswith(("packaged:", "tiny:", ".", "~")) or Path(spec).expanduser().exists():
         return False
     return bool(_HUB_ID.match(spec))
@@ -40,7 +53,11 @@ def is_hub_id(spec: str) -> bool:
 
 def resolve_model(spec: str, cache_dir: str | Path | None = None) -> ResolvedModel:
     """Resolve ``packaged:<name>`` | ``tiny:<name>[@<seed>]`` | local directory | hub ``org/name`` to a local HF
-    directory (see cotgap_ray.models)."""
+    directory (see cotgap_ray.models); with a variant suffix ``#key=value,...``, the base model under the variant's
+    name and fingerprint."""
+    base, variant = split_variant(spec)  # a bad suffix fails before any model is built or found
+    if variant:
+        return _variant_model(spec, resolve_model(base, cache_dir), variant)
     if spec.startswith("packaged:"):
         name = _packaged_name(spec)  # an unknown name fails before the cache directory is created
         target, fingerprint = packaged.convert_once(name, store.root(cache_dir))
@@ -66,7 +83,12 @@ def spec_name(spec: str) -> str:
     for reports and for picking a model by short name. A malformed ``tiny:`` spec raises resolve_model's ValueError.
 
     packaged:gemma3-270m -> gemma3-270m; tiny:llama -> tiny-llama@1234 (the seed is always named, so
-    ``tiny:llama`` and ``tiny:llama@1234`` share one name); ./models/foo/ -> foo; Qwen/Qwen2.5-0.5B -> qwen2.5-0.5b."""
+    ``tiny:llama`` and ``tiny:llama@1234`` share one name); ./models/foo/ -> foo; Qwen/Qwen2.5-0.5B -> qwen2.5-0.5b;
+    a variant adds its settings, in the order of VARIANT_KEYS: packaged:gemma3-270m#samples=4,temperature=1 ->
+    gemma3-270m-t1.0-s4. A malformed variant suffix raises split_variant's error."""
+    base, variant = split_variant(spec)
+    if variant:
+        return _variant_name(spec_name(base), variant)
     if spec.startswith("packaged:"):
         return spec.removeprefix("packaged:")
     if spec.startswith("tiny:"):
@@ -80,7 +102,91 @@ def _forms() -> str:
     return ("Valid forms: 'packaged:<name>' with <name> one of " + ", ".join(sorted(PACKAGED))
             + "; 'tiny:<name>' or 'tiny:<name>@<seed>' (a random test model, default seed " + str(tiny.TINY_SEED)
             + ") with <name> one of " + ", ".join(tiny.TINY_MODELS)
-            + "; a local directory holding config.json; or a Hugging Face hub id 'org/name'.")
+            + "; a local directory holding config.json; or a Hugging Face hub id 'org/name'. A teacher's spec may end "
+            + "in a variant suffix '#key=value[,key=value]' with keys " + ", ".join(VARIANT_KEYS)
+            + ", e.g. 'packaged:gemma3-270m#temperature=1.0'.")
+
+
+# ---- teacher variants -------------------------------------------------------------------------------------------
+
+
+def _base_spec(spec: str) -> str:
+    """The spec without its variant suffix, unchecked. A local directory whose own name holds '#' stays whole."""
+    if "#" not in spec or (not spec.startswith(("packaged:", "tiny:")) and Path(spec).expanduser().exists()):
+        return spec
+    return spec.rpartition("#")[0]
+
+
+def split_variant(spec: str) -> tuple[str, dict]:
+    """``<spec>#key=value[,key=value]`` -> (``<spec>``, {key: value}) with the values checked and typed (temperature
+    and top_p float, samples int); a spec without a suffix -> (spec, {}). An InputError names the spec, and the
+    allowed keys for an unknown one, before anything is resolved."""
+    base = _base_spec(spec)
+    if base == spec:
+        return spec, {}
+    suffix = spec[len(base) + 1:]
+    example = f"e.g. '{base}#temperature=1.0' or '{base}#samples=8,top_p=0.9'"
+    if not base.strip():
+        raise InputError(f"model spec {spec!r}: no model before the variant suffix '#{suffix}'; {_forms()}")
+    variant: dict = {}
+    for item in suffix.split(","):
+        key, eq, text = (part.strip() for part in item.partition("="))
+        if not eq or not key or not text:
+            raise InputError(f"model spec {spec!r}: the variant suffix after '#' must be key=value pairs separated by "
+                             f"commas, {example}")
+        if key not in VARIANT_KEYS:
+            close = difflib.get_close_matches(key, VARIANT_KEYS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise InputError(f"model spec {spec!r}: unknown variant key {key!r}.{hint} A teacher variant may set only "
+                             f"{', '.join(VARIANT_KEYS)} (the rest of generation.* is shared by every teacher)")
+        if key in variant:
+            raise InputError(f"model spec {spec!r}: variant key {key!r} is given twice; give it once")
+        variant[key] = _variant_value(spec, key, text)
+    return base, variant
+
+
+def _variant_value(spec: str, key: str, text: str) -> float | int:
+    """One checked variant value, in the ranges every engine (vLLM, transformers) accepts."""
+    if key == "samples":
+        if not (text.isascii() and text.isdigit() and int(text) >= 1):
+            raise InputError(f"model spec {spec!r}: samples={text!r} must be a whole number >= 1 of rationales per "
+                             f"problem, as in '#samples=4'")
+        return int(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if key == "temperature" and not (math.isfinite(value) and value >= 0):
+        raise InputError(f"model spec {spec!r}: temperature={text!r} must be a finite number >= 0 (0 is greedy), "
+                         f"as in '#temperature=1.0'")
+    if key == "top_p" and not (0 < value <= 1):
+        raise InputError(f"model spec {spec!r}: top_p={text!r} must be a number in (0, 1], as in '#top_p=0.9'")
+    return value
+
+
+def _variant_name(base_name: str, variant: dict) -> str:
+    """The base model's name and one tag per setting, in VARIANT_KEYS order: gemma3-270m-t1.0-s4. Floats are written
+    by repr, which is unique per value ('1' and '1.0' are one setting, one name; 0.1 and 0.10000001 are two);
+    the exponent's '+' is dropped so that the name stays a plain file name (1e+20 -> 1e20, still unique)."""
+    tags = [VARIANT_KEYS[k] + repr(variant[k]).replace("+", "") for k in VARIANT_KEYS if k in variant]
+    return "-".join([base_name, *tags])
+
+
+def _variant_model(spec: str, base: ResolvedModel, variant: dict) -> ResolvedModel:
+    """The base model's directory under the variant's name. The fingerprint hashes the weights' with the settings:
+    whatever is keyed on a teacher's fingerprint (rationale caches, distill trial ids) must tell variants apart."""
+    material = json.dumps({"weights": base.fingerprint, "variant": variant}, sort_keys=True)
+    fingerprint = hashlib.sha256(material.encode()).hexdigest()
+    return ResolvedModel(spec, _variant_name(base.name, variant), base.path, fingerprint, base.chat)
+
+
+def check_student(spec: str) -> None:
+    """Refuse a variant suffix on the student spec (config key ``student``): the suffix sets how a teacher samples
+    its rationales, and the student samples none (it is trained, then evaluated greedily)."""
+    base, variant = split_variant(spec)
+    if variant:
+        raise InputError(f"student: {spec!r} has a teacher-variant suffix '#{spec[len(base) + 1:]}', which sets how a "
+                         f"teacher samples rationales; the student samples none. Give the plain spec {base!r}")
 
 
 # ---- packaged and tiny specs ------------------------------------------------------------------------------------
@@ -171,5 +277,8 @@ def offline_unless_hub(specs: list[str]) -> None:
 
 
 def resolve_all(specs: list[str], cfg) -> list:
-    """Resolve model specs (converting packaged GGUFs once into the cache) to local HF directories."""
+    """Resolve model specs (converting packaged GGUFs once into the cache) to local HF directories. Every stage
+    resolves the config's models here, so the config's student is checked here too (check_student), first."""
+    if isinstance(getattr(cfg, "student", None), str):
+        check_student(cfg.student)
     return [resolve_model(spec, cache_root(cfg) / "models") for spec in specs]

@@ -1,6 +1,7 @@
 """The final confirmation: each teacher's best dev configuration, re-trained with `confirm.seeds` LoRA seeds and
 scored on the TEST split, which no trial saw. Writes run_dir/final/<teacher>.json (records.FinalRecord) per teacher
-with data.
+with data, keeping every test problem's baseline and per-seed correctness so deltas can be compared problem by
+problem later (python -m cotgap_ray.validate).
 
     best dev trial of qwen (dev delta +5.0) -> seeds 0, 1 -> test 14.0%, 16.0% vs baseline 12.0%
     -> delta +3.0 points [95% CI -1.5, +7.5], p = 0.21 (stats.compare_seeds): not "improves", not "degrades"
@@ -94,4 +95,7 @@ def confirm_teacher(run_dir: Path, cfg, ref: TeacherRef, best: TrialRecord, tabl
                        delta=stats["delta"], delta_ci95=stats["ci95"], p_value=stats["p_value"],
                        discordance=stats["discordance"], degrades=stats["degrades"], improves=stats["improves"],
                        test=stats["test"], interval=stats["interval"], training_variance=stats["training_variance"],
-                       train_seconds=sum(s.train_seconds for s in seeds), n_train_examples=best.n_train_examples)
+                       train_seconds=sum(s.train_seconds for s in seeds), n_train_examples=best.n_train_examples,
+                       # paired() lists problems in sorted-id order: the ids, in that order, name each position
+                       test_problem_ids=sorted(baseline_test), baseline_test_correct=list(before),
+                       test_correct_by_seed=[list(a) for a in afters])

@@ -47,8 +47,19 @@ def max_concurrent(cfg, node_types: list[dict]) -> int:
 
 
 def check_resources(cfg) -> None:
-    """Fail before any work when no node can hold the evaluation engine or one fine-tune worker."""
+    """Fail before any model loads when no node can hold one engine of some teacher's generation, the evaluation
+    engine, or one fine-tune worker: every stage's request, checked against the alive nodes and the node types an
+    autoscaler may launch. (The baseline runs in the driver's process and asks Ray for nothing.)"""
+    from types import SimpleNamespace
+
     from cotgap_ray.cluster import check_request
+    from cotgap_ray.generation.placement import Placement
+    from cotgap_ray.generation.placement import check_resources as check_generation
+
+    placement = Placement.from_config(cfg.generation)
+    # check_generation reads only a job's spec and tensor-parallel size, both known from the config: no model is
+    # resolved (a packaged teacher would be converted) before an impossible request is refused.
+    check_generation([SimpleNamespace(spec=spec, tp=placement.tp(spec)) for spec in cfg.teachers], placement)
 
     check_request({"CPU": cfg.search.eval_cpus, "GPU": cfg.search.eval_gpus, **cfg.train.resources},
                   "the evaluation engine (search.eval_cpus / search.eval_gpus, on a train.accelerator_type / "

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from cotgap_ray.config import ConfigError, ExperimentConfig, load_config
-from cotgap_ray.errors import run_cli
+from cotgap_ray.errors import RunFailure, run_cli
 from cotgap_ray.records import TeacherRef, record_to_dict, write_json
 from cotgap_ray.search.noise import describe, engine_baseline
 
@@ -66,6 +66,9 @@ def prepare_run_dir(cfg: ExperimentConfig, out: str | None, resume: bool,
     elif resume:
         raise ConfigError(f"--resume: {run_dir} holds no run to resume")
     run_dir.mkdir(parents=True, exist_ok=True)
+    from cotgap_ray.search.lock import hold_run_dir
+
+    hold_run_dir(run_dir)  # a second search on this directory is refused here, before it writes anything
     refs = teachers if teachers is not None else teacher_refs(cfg)
     write_json(saved, {"fingerprint": cfg.fingerprint(), "config": cfg.to_dict(),
                         "teachers": [record_to_dict(r) for r in refs]})
@@ -134,32 +137,33 @@ def baseline_stage(run_dir: Path, cfg, student, splits, lora_rank: int) -> dict:
 
 
 def proxies_stage(run_dir: Path, cfg, student, splits, generations: dict) -> tuple[dict, dict]:
-    """Stage 4: proxies per teacher (cached in proxies.json) and the tables trials filter (with student_nll when a
-    chain uses that filter). Returns (proxies by teacher name, rationale tables by teacher name)."""
+    """Stage 4: proxies per teacher (cached in proxies.json) and the tables trials filter (with student_nll and
+    student_rsr when a chain uses the student_nll filter). Returns (proxies by teacher name, rationale tables by
+    teacher name). A cached entry without one of the student proxies (an older run's) is scored again."""
     import pyarrow.parquet as pq
 
-    from cotgap_ray.proxies import base_proxies, mean_nll, nll_sample, rank_teachers
+    from cotgap_ray.proxies import base_proxies, needs_student_scoring, nll_sample, rank_teachers, student_proxies
 
     needs_nll = any(s.get("name") == "student_nll" for chain in cfg.search.filter_chains.values() for s in chain)
     tables = {g.teacher: g.table() for g in generations.values()}
     saved = run_dir / "proxies.json"
     nll_dir = run_dir / "student_nll"
     proxies = json.loads(saved.read_text()) if saved.exists() else {}
-    todo = [g for g in generations.values() if g.teacher not in proxies
+    todo = [g for g in generations.values() if needs_student_scoring(proxies.get(g.teacher))
             or (needs_nll and not (nll_dir / f"{g.teacher}.parquet").exists())]
     if todo:
         model, tokenizer = _load_student_for_nll(student.path)
         questions = {p.id: p.question for p in splits.train}
-        from cotgap_ray.sft import with_student_nll
+        from cotgap_ray.sft import with_student_scores
 
         for g in todo:
             table = tables[g.teacher]
-            scored = with_student_nll(table if needs_nll else nll_sample(table, cfg.search.proxy_rationales),
-                                      model, tokenizer, questions, max_length=cfg.lora.max_length)
-            entry = base_proxies(g.summary)
-            # The proxy is the mean over the same hash sample of correct rationales whether or not a chain needed
+            # One forward pass of the student gives both NLL and RSR per row (never run it twice).
+            scored = with_student_scores(table if needs_nll else nll_sample(table, cfg.search.proxy_rationales),
+                                         model, tokenizer, questions, max_length=cfg.lora.max_length)
+            # Each proxy is the mean over the same hash sample of correct rationales whether or not a chain needed
             # every row scored (proxies.nll_sample), so it does not depend on the search space.
-            entry["student_nll"] = mean_nll(nll_sample(scored, cfg.search.proxy_rationales)["student_nll"].to_pylist())
+            entry = base_proxies(g.summary) | student_proxies(scored, cfg.search.proxy_rationales)
             proxies[g.teacher] = entry
             if needs_nll:
                 nll_dir.mkdir(exist_ok=True)
@@ -170,12 +174,13 @@ def proxies_stage(run_dir: Path, cfg, student, splits, generations: dict) -> tup
     order = rank_teachers(proxies)
     write_json(saved, proxies)
     print("\nteacher proxies (train rationales, no training):")
-    print(f"  {'rank':>4}  {'teacher':<32} {'accuracy':>8} {'yield':>6} {'correct':>7} {'NLL':>6} {'tokens':>6}")
+    print(f"  {'rank':>4}  {'teacher':<32} {'accuracy':>8} {'yield':>6} {'correct':>7} {'NLL':>6} {'RSR':>6}"
+          f" {'tokens':>6}   (RSR: lower = better suited, arXiv 2601.14249)")
     for name in order:
         p = proxies[name]
-        nll = f"{p['student_nll']:.2f}" if p["student_nll"] is not None else "-"
+        nll, rsr = (f"{p[k]:.2f}" if p.get(k) is not None else "-" for k in ("student_nll", "student_rsr"))
         print(f"  {p['rank']:>4}  {name:<32} {100 * p['teacher_accuracy']:7.1f}% {100 * p['correct_yield']:5.1f}%"
-              f" {p['correct_rows']:>7} {nll:>6} {p['mean_tokens']:6.0f}")
+              f" {p['correct_rows']:>7} {nll:>6} {rsr:>6} {p['mean_tokens']:6.0f}")
     return proxies, tables
 
 
@@ -194,6 +199,24 @@ def _record_noise(run_dir: Path, noise: dict) -> None:
     earlier = json.loads(path.read_text()) if path.exists() else []
     write_json(path, earlier + [{**noise, "time": time.time()}])
     print(describe(noise))
+
+
+def _first_line(error: Exception) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
+def _evaluator_alive(evaluator, run_dir: Path, stage: str) -> None:
+    """RunFailure when the evaluation engine's actor is gone (killed, its node lost): every later evaluation would
+    fail, and trials it failed are recorded `failed`, which --resume runs again."""
+    import ray
+
+    try:
+        ray.get(evaluator.ready.remote(), timeout=120)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
+        raise RunFailure(f"the evaluation engine (Ray actor cotgap-evaluator) died during the {stage} stage "
+                         f"({_first_line(e)}); trials that "
+                         f"finished are kept in {run_dir / 'trials'} and trials it failed are marked failed: run "
+                         f"again with --resume to continue") from e
 
 
 def _save_evals(run_dir: Path, evaluator) -> None:
@@ -218,7 +241,9 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
     """All stages (see the module docstring); returns the run directory."""
     splits, refs = validate(cfg)
     run_dir = prepare_run_dir(cfg, out, resume, refs).resolve()
-    notes = []
+    from cotgap_ray.search.integrity import check_run_dir
+
+    notes = check_run_dir(run_dir)  # damaged files: set aside and rebuilt, or refused by name, before any compute
     if len(cfg.teachers) == 1:
         notes.append(f"one teacher ({cfg.teachers[0]}): nothing to select between; the search tunes its filters "
                      f"and LoRA settings and the report says whether it helps the student at all")
@@ -226,6 +251,17 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
     write_json(run_dir / "splits.json", {"fingerprint": splits.fingerprint(), "sizes": splits.sizes(),
                                           "duplicates_dropped": splits.duplicates_dropped})
     print(f"run {run_dir}: task {cfg.task.name} {splits.sizes()} (split {splits.fingerprint()})")
+
+    import ray
+
+    from cotgap_ray.search import tuning
+    from cotgap_ray.search.resources import check_resources
+
+    if not ray.is_initialized():
+        ray.init()  # joins a running cluster (ray up / ray start) when there is one, else starts a local one
+    # Every stage's request (generation engines, the evaluation engine, fine-tune workers) is checked here, before
+    # the first model is resolved (a packaged model is converted on first use) and before the baseline.
+    check_resources(cfg)
 
     from cotgap_ray.engines.options import check_context_lengths
     from cotgap_ray.models import resolve_all
@@ -239,15 +275,6 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
                                f"(models.spec_name and resolve_model disagree: a bug)")
     check_target_modules(student_skeleton(student.path), cfg.lora.target_modules)
     lora_rank = max(cfg.search.lora_rank)  # one engine configuration for the baseline and every adapter
-
-    import ray
-
-    from cotgap_ray.search import tuning
-    from cotgap_ray.search.resources import check_resources
-
-    if not ray.is_initialized():
-        ray.init()  # joins a running cluster (ray up / ray start) when there is one, else starts a local one
-    check_resources(cfg)  # an impossible request fails here, before the baseline and generation
 
     _status(run_dir, cfg, "baseline", notes)
     baseline = baseline_stage(run_dir, cfg, student, splits, lora_rank)
@@ -271,13 +298,19 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
         records = tuning.run_search(run_dir, cfg, tables, refs, {p.id: p.question for p in splits.train},
                                     baseline_dev, proxies, resume)
         _status(run_dir, cfg, "confirm", notes)
+        _evaluator_alive(evaluator, run_dir, "search")  # a dead evaluator fails trials, which Tune only records
         ray.get(evaluator.open_test.remote())
         from cotgap_ray.search import confirm
 
         baseline_test, noise_test = engine_baseline(evaluator, "test", baseline["test"].rows_path, "confirm")
         _record_noise(run_dir, noise_test)
-        confirm.confirm_all(run_dir, cfg, records, tables, {p.id: p.question for p in splits.train},
-                            baseline_test, refs, evaluator)
+        try:
+            confirm.confirm_all(run_dir, cfg, records, tables, {p.id: p.question for p in splits.train},
+                                baseline_test, refs, evaluator)
+        except ray.exceptions.RayActorError as e:
+            _evaluator_alive(evaluator, run_dir, "confirmation")
+            raise RunFailure(f"a Ray actor of the confirmation died ({_first_line(e)}); the confirmations "
+                             f"finished so far are kept in {run_dir / 'final'}: run again with --resume") from e
     finally:
         _save_evals(run_dir, evaluator)
         try:  # close the engine before the actor goes: its engine process and shared memory end cleanly

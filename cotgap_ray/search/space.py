@@ -12,16 +12,26 @@ optuna.trial.FixedTrial).
 
 A filter parameter written {range: [lo, hi]} is sampled uniformly (integers when both ends are), {choices: [...]}
 categorically; anything else is fixed. Keys use "." (Tune's unflatten splits on "/", so points stay flat).
+
+search.strategy=grid enumerates the same space instead of sampling it (grid_points): every teacher x chain x value of
+each searched parameter x rank x ratio x epochs, with the points (keys and value types) search_space yields for the
+same values, so a grid trial and a search trial of one configuration have one point_key. It needs a finite space:
+choices, integer ranges of at most GRID_RANGE_MAX values, and one learning rate ([v, v]).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 
 from cotgap_ray.config import ConfigError, LoraSettings, SearchConfig
+
+# An integer range a grid enumerates value by value; a wider one is most likely a range meant for sampling (max_pct
+# [50, 100] would be 51 trials per everything else), so the grid asks for the values as choices instead.
+GRID_RANGE_MAX = 16
 
 
 def _searched(value) -> bool:
@@ -103,12 +113,61 @@ def _middle(bounds: list):
     return (lo + hi) // 2 if all(isinstance(v, int) for v in bounds) else (lo + hi) / 2
 
 
+def grid_points(teachers: list[str], search: SearchConfig, where: str = "config") -> list[dict]:
+    """search.strategy=grid: every point of the declared space, once each (see the module docstring). Teachers vary
+    fastest, so a grid cut short has tried every teacher on the same settings. A value listed twice gives one point
+    (one point_key: one trial directory). A space that is not finite is a ConfigError naming the key and the fix."""
+    lo, hi = search.learning_rate
+    if lo != hi:
+        middle = f"{math.sqrt(lo * hi):.1e}"  # written with a "." and a signed exponent: YAML reads it as a number
+        raise ConfigError(
+            f"{where}: search.strategy=grid needs a finite space: search.learning_rate [{lo}, {hi}] is a continuous "
+            f"range; set one value [v, v], e.g. \"search.learning_rate=[{middle}, {middle}]\" (one grid run per "
+            f"learning rate to compare), or use search.strategy=optuna to sample the range")
+    chains = []  # {"filters": name, <its searched parameters>: value, ...}, one per combination of their values
+    for name, chain in search.filter_chains.items():
+        dims = {_param_name(name, i, param): _grid_values(value, f"search.filter_chains.{name}[{i}].{param}", where)
+                for i, step in enumerate(chain) for param, value in step.items() if _searched(value)}
+        for values in itertools.product(*dims.values()):
+            chains.append({"filters": name, **dict(zip(dims, values))})
+    points, keys = [], set()
+    for chain, rank, ratio, epochs in itertools.product(chains, search.lora_rank, search.lora_alpha_ratio,
+                                                        search.epochs):
+        for teacher in teachers:
+            # float(): search_space's suggest_float yields a float even for [1, 1], and point_key tells 1 from 1.0
+            point = {"teacher": teacher, **chain, "lora.rank": rank, "lora.alpha_ratio": ratio,
+                     "lora.learning_rate": float(lo), "lora.epochs": epochs}
+            if point_key(point) not in keys:
+                keys.add(point_key(point))
+                points.append(point)
+    return points
+
+
+def _grid_values(value: dict, key: str, where: str) -> list:
+    """The values a grid tries for one searched filter parameter: its choices, or every integer of its range."""
+    if "choices" in value:
+        return list(value["choices"])
+    lo, hi = value["range"]
+    if not all(isinstance(v, int) for v in (lo, hi)):
+        raise ConfigError(
+            f"{where}: search.strategy=grid needs a finite space: {key} {{range: [{lo}, {hi}]}} is a continuous "
+            f"range; list the values the grid should try, e.g. {{choices: [{lo}, {_middle([lo, hi])}, {hi}]}}")
+    if not lo <= hi or hi - lo + 1 > GRID_RANGE_MAX:
+        why = "is empty (low > high)" if lo > hi else (f"has {hi - lo + 1} values (a grid enumerates at most "
+                                                      f"{GRID_RANGE_MAX} per range)")
+        raise ConfigError(f"{where}: search.strategy=grid: {key} {{range: [{lo}, {hi}]}} {why}; list the values the "
+                          f"grid should try, e.g. {{choices: [{min(lo, hi)}, {_middle([lo, hi])}, {max(lo, hi)}]}}")
+    return list(range(lo, hi + 1))
+
+
 def validate_space(search: SearchConfig, teachers: list[str], where: str = "config") -> None:
     """Before any compute: every chain is valid with its searched parameters at both ends of their ranges, and
-    the budget gives each teacher at least one trial."""
+    the budget gives each teacher at least one trial (an Optuna search), or the space is finite (a grid: every
+    concrete chain it will run is checked)."""
     from cotgap_ray.filters import validate_filters
 
-    if search.trials < len(teachers):
+    grid = search.strategy == "grid"
+    if not grid and search.trials < len(teachers):  # a grid's budget is its size: every teacher is in every row
         raise ConfigError(
             f"{where}: search.trials={search.trials} is smaller than the {len(teachers)} teachers: every teacher "
             f"needs at least one trial to be compared. Raise search.trials to >= {len(teachers)} or drop teachers.")
@@ -123,6 +182,20 @@ def validate_space(search: SearchConfig, teachers: list[str], where: str = "conf
                 validate_filters(concrete)
             except ValueError as e:
                 raise ConfigError(f"{where}: search.filter_chains.{name}: {e}") from e
+    if grid:
+        # A grid runs every listed choice, not only the ends checked above: each distinct chain it runs, checked.
+        checked = set()
+        for point in grid_points(teachers, search, where):
+            concrete = filter_chain(point, search)
+            tag = json.dumps(concrete, sort_keys=True, default=str)
+            if tag in checked:
+                continue
+            checked.add(tag)
+            try:
+                validate_filters(concrete)
+            except ValueError as e:
+                raise ConfigError(f"{where}: search.filter_chains.{point['filters']} as the grid runs it, "
+                                  f"{concrete}: {e}") from e
 
 
 def _end(value: dict, end: int, key: str, where: str):

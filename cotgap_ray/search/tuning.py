@@ -1,4 +1,7 @@
 """The Tune part of the search: resources per trial, the Tuner (OptunaSearch + ASHA), resume, and the trial records.
+search.strategy=grid runs through the same Tuner, study, trial function and records: GridSearch hands every point
+of the space (space.grid_points) to the study in turn, num_samples is their count (the sampler is never asked), and
+FIFO replaces ASHA, so each point runs once to its planned epochs.
 
     records = run_search(run_dir, cfg, tables, teacher_names, problems, baseline_dev, proxies, resume=False)
     records["t3f9c0a12b4"] -> {"teacher": "qwen2.5-coder-0.5b-instruct", "status": "ok", "dev_delta": 0.04, ...}
@@ -14,13 +17,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from ray import tune
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from cotgap_ray.records import EpochRecord, TeacherRef, TrialRecord, record_from_dict, record_to_dict, write_json
@@ -145,8 +149,7 @@ class TrialRecorder(tune.Callback):
         self._finish(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        error = getattr(trial, "error_message", None) or "see the trial's error file under run_dir/tune"
-        self._finish(trial, status="failed", error=str(error)[-2000:])
+        self._finish(trial, status="failed", error=trial_error(trial))
 
     def _print_table(self) -> None:
         recs = sorted(load_records(self.run_dir).values(), key=lambda r: r.finished_at or math.inf)
@@ -199,6 +202,29 @@ class StudySearch(OptunaSearch):
             self._completed_trials.add(trial_id)
 
 
+class GridSearch(StudySearch):
+    """StudySearch that hands out exactly `points`, each once, in order, then says the search is finished
+    (search.strategy=grid; num_samples = len(points)).
+
+    Each point is enqueued in the study only when Tune asks for a trial, and asked for at once, instead of all of
+    them up front (OptunaSearch's points_to_evaluate): the points still to hand out are then searcher state, which
+    Tune pickles with its experiment checkpoint, so after --resume they agree with the trials Tune knows about even
+    when the driver died after the study had recorded a trial Tune had not checkpointed (a queue in the study would
+    be one point ahead: that point lost, the sampler asked for the last trial). A fresh run in a directory holding
+    the study likewise starts from the full grid (points that finished earlier replay their records)."""
+
+    def __init__(self, *args, points: list[dict], **kwargs):
+        self._grid_todo = list(points)
+        super().__init__(*args, **kwargs)
+
+    def suggest(self, trial_id: str):
+        if trial_id not in self._ot_trials:
+            if not self._grid_todo:
+                return Searcher.FINISHED
+            self._ot_study.enqueue_trial(self._grid_todo.pop(0))  # the next ask() takes it (define-by-run suggests)
+        return super().suggest(trial_id)
+
+
 def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], problems: dict, baseline_dev: dict,
                proxies: dict, resume: bool) -> dict[str, TrialRecord]:
     """Stage 5: the Tune search; returns the trial records by point key (finished ones from earlier runs too)."""
@@ -206,8 +232,10 @@ def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], pro
 
     from cotgap_ray.cluster import join_storage, offered_node_types, storage_root
     from cotgap_ray.search.scheduler import LikeWithLikeASHA
-    from cotgap_ray.search.space import search_space, seed_points
+    from cotgap_ray.search.space import grid_points, search_space, seed_points
 
+    grid = grid_points(list(cfg.teachers), cfg.search) if cfg.search.strategy == "grid" else None
+    budget = len(grid) if grid is not None else cfg.search.trials
     previous = load_records(run_dir)
     done = {key: [_epoch_result(rec, e) for e in rec.epochs] or [_no_data_result(rec)]
             for key, rec in previous.items() if rec.status in FINAL_STATUSES and rec.finished_at}
@@ -218,38 +246,73 @@ def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], pro
                            student_spec=cfg.student, done=done)
     trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context), TRIAL_DRIVER)
     tune_dir = run_dir / "tune"
-    concurrent = max_concurrent(cfg, offered_node_types())
-    print(f"\nsearch: {cfg.search.trials} trials, up to {concurrent} at once, per trial {per_trial_request(cfg)}"
-          + (f"; {len(done)} finished earlier" if done else ""))
+    # The grid's budget is its size: max_concurrent caps trials at once by the budget (search.trials otherwise).
+    concurrent = max_concurrent(replace(cfg, search=replace(cfg.search, trials=budget)), offered_node_types())
+    if grid is not None:
+        print(f"\ngrid: {len(grid)} points, every one to its planned epochs, up to {concurrent} at once, per trial "
+              f"{per_trial_request(cfg)} (search.trials, asha and seed_from_proxies do not apply to a grid)"
+              + (f"; {len(done)} finished earlier" if done else ""))
+    else:
+        print(f"\nsearch: {cfg.search.trials} trials, up to {concurrent} at once, per trial {per_trial_request(cfg)}"
+              + (f"; {len(done)} finished earlier" if done else ""))
     if resume and tune.Tuner.can_restore(str(tune_dir / "search")):
         tuner = tune.Tuner.restore(str(tune_dir / "search"), trainable=trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
-        teachers_by_rank = sorted(cfg.teachers, key=lambda s: proxies[teacher_names[s]]["rank"])
-        searcher = StudySearch(
+        points = None  # a grid hands out its points itself (GridSearch)
+        if grid is None and cfg.search.seed_from_proxies:
+            teachers_by_rank = sorted(cfg.teachers, key=lambda s: proxies[teacher_names[s]]["rank"])
+            points = seed_points(teachers_by_rank, cfg.search)
+        searcher = (partial(GridSearch, points=grid) if grid is not None else StudySearch)(
             # a partial, not a lambda: Tune pickles the searcher into its experiment checkpoint (resume)
             space=partial(search_space, teachers=list(cfg.teachers), search=cfg.search), metric="dev_delta",
             mode="max",
-            points_to_evaluate=seed_points(teachers_by_rank, cfg.search) if cfg.search.seed_from_proxies else None,
+            points_to_evaluate=points,
             sampler=optuna.samplers.TPESampler(seed=cfg.search.seed),
             storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / 'optuna.db'}"),
             study_name=f"cotgap-{cfg.fingerprint()}")
         max_t = max(cfg.search.epochs)
         # metric and mode go to the searcher and the scheduler, not TuneConfig: a define-by-run OptunaSearch ignores
         # the TuneConfig values (Ray 2.60) and then refuses to sample.
+        # A grid is ground truth: no trial is stopped early (FIFO), whatever search.asha says.
         scheduler = (LikeWithLikeASHA(metric="dev_delta", mode="max", grace_period=cfg.search.grace_period,
                                       reduction_factor=cfg.search.reduction_factor)
-                     if cfg.search.asha and max_t > 1 else FIFOScheduler())
+                     if cfg.search.asha and max_t > 1 and grid is None else FIFOScheduler())
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=cfg.search.trials,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=budget,
                                         max_concurrent_trials=concurrent),
             run_config=tune.RunConfig(name="search", storage_path=str(tune_dir), verbose=0,
-                                      callbacks=[TrialRecorder(run_dir, cfg.search.trials, cfg.name)],
+                                      callbacks=[TrialRecorder(run_dir, budget, cfg.name)],
                                       failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
         )
     tuner.fit()
-    return load_records(run_dir)
+    records = load_records(run_dir)
+    failed = {k: r for k, r in records.items() if r.status == "failed"}
+    for key, rec in failed.items():  # a failed trial is a recorded outcome, but the reason must not hide in a log
+        print(f"warning: trial {key} ({rec.params.get('teacher')}) failed: {rec.error}")
+    if failed:
+        print(f"warning: {len(failed)} of {len(records)} trials failed; `--resume` runs failed trials again")
+    return records
+
+
+def trial_error(trial) -> str:
+    """What ended a failed trial, in one line: the last exception Tune stored for it (its type and message, plus
+    the line after, where Ray Train puts the cause), not Tune's generic text."""
+    import re
+
+    text = ""
+    try:  # Tune writes the error on the driver (trial.error_file) before callbacks run; storage gets it later
+        if trial.error_file and Path(trial.error_file).exists():
+            text = Path(trial.error_file).read_text()
+        text = text or trial.get_error() or ""
+    except Exception:  # noqa: BLE001 - the error file is gone (storage lost): fall back on Tune's summary
+        pass
+    text = str(text or getattr(trial, "error_message", None) or "")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if re.match(r"^[\w.]+(Error|Exception|Failed|Interrupt)\b.*:", line)]
+    summary = " ".join(lines[starts[-1]:starts[-1] + 2]) if starts else " ".join(lines[-2:])
+    return summary[:1000] or "no error text: see the trial's error file under run_dir/tune"
 
 
 def _epoch_result(rec: TrialRecord, epoch: EpochRecord) -> dict:

@@ -85,6 +85,7 @@ def train_student(student_path: str, rationales_path: str, problems: dict[str, s
 
     storage = normalize_storage(storage_path)  # URIs as they are; local paths absolute (workers chdir)
     run_dir = join_storage(storage, name)
+    clear_previous_attempt(run_dir)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=make_job(student_path, rationales_path, problems, settings, eval_fn, student_spec, models_dir,
@@ -109,6 +110,18 @@ def train_student(student_path: str, rationales_path: str, problems: dict[str, s
     return TrainResult(adapter_dir=_local_dir(result.checkpoint, name), metrics_per_epoch=history,
                        train_tokens=sum(m["tokens"] for m in history), seconds=time.perf_counter() - start,
                        n_examples=n_examples, checkpoint=checkpoint_uri(result.checkpoint, run_dir))
+
+
+def clear_previous_attempt(run_dir: str) -> None:
+    """Remove what an earlier attempt under this name left (a trial that failed, or was killed, and now runs again).
+    This loop always starts over, so none of it would be used, and Ray Train would read its run state: a state file
+    cut short by a full disk or a kill makes the TrainController fail in __init__, failing the retried trial too."""
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(run_dir if "://" in run_dir else str(Path(run_dir).resolve()))
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound:
+        print(f"training {run_dir}: removing an earlier attempt's files (training starts over)")
+        fs.delete_dir(path)
 
 
 def checkpoint_uri(checkpoint, run_dir: str) -> str:

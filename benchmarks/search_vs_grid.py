@@ -1,0 +1,412 @@
+"""Does the search find the grid's teacher at a fraction of the grid's compute? Per setting, one grid run (every point
+of a finite space, search.strategy=grid) and --seeds Optuna searches of the same space, each scored against the grid
+by python -m cotgap_ray.validate.
+
+    HF_HUB_OFFLINE=1 python benchmarks/search_vs_grid.py --out-root runs/search_vs_grid            # ~1 h on 2 cores
+    HF_HUB_OFFLINE=1 python benchmarks/search_vs_grid.py --smoke --out-root /tmp/svg_smoke        # plumbing, tiny
+    python benchmarks/search_vs_grid.py --settings A --seeds 3 --trials 6 --set task.n_dev=60      # variations
+
+Settings (--settings picks some): A = experiments/grid_small.yaml (the default student, teachers Qwen, Gemma, SmolLM2
+itself and Qwen#temperature=1.2, a 16-point grid); B = the same with 3-4 term sums. --smoke swaps in
+experiments/smoke.yaml with tiny random models (tiny:llama@1/@2/@3 and tiny:llama@1#temperature=1.5), one filter
+chain, one learning rate, 1 epoch, 2 seeds, and a second setting with 3-term sums: a few minutes, numbers meaningless.
+
+Every run is a subprocess (`python -m cotgap_ray.search --config CFG --out DIR overrides...`) in its own directory
+under --out-root/<setting>/ (grid, search-s<seed>), logging to --out-root/logs/<setting>-<run>.log; all share one
+cache_dir (--cache-dir; rationales, models and baselines are content-addressed, so the teachers generate once per
+setting). A run directory with report.json is reused; one without (killed) is continued with --resume, so running the
+script again resumes it. Each search gets search.seed=<seed> and search.trials=--trials (default: 25% of the grid's
+points rounded up, at least one per teacher). Ray: RAY_ADDRESS=local unless RAY_ADDRESS is set (each run its own
+local Ray, never a cluster left running by someone else).
+
+Printed (and written to --out-root/summary.md and summary.json): the CPU and each run's wall time, then
+
+    setting | seed | search's teacher | grid's teacher | regret [95% CI] | same choice | compute (trial-epochs, seconds)
+    setting | proxy | Spearman vs grid best dev delta | Kendall | n | Spearman vs grid test delta
+
+(regret: the grid's choice's test delta minus the search's, points, paired bootstrap CI over test problems; compute:
+the search's share of the grid's trial-epochs and fine-tune+dev-eval seconds; proxies: those of the grid's run), then
+per setting the mean regret and compute share over seeds and the stated goals, met or not met:
+  1. regret: every seed's regret CI contains 0 (or lies below it: the search's teacher did better) at <= 25% of the
+     grid's compute (trial-epochs, the unit the search budgets; seconds are shown, they move with machine load);
+  2. proxies: the best proxy's Spearman with the grid's per-teacher best dev delta >= 0.86.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Ray colours its actors' prefixes: kept in the log, not the progress line
+GOAL_COMPUTE = 0.25  # the search may spend at most this share of the grid's trial-epochs
+GOAL_SPEARMAN = 0.86  # the best proxy's rank correlation with the grid's per-teacher best dev delta
+
+# name -> (base config, overrides): the real settings, then the --smoke ones.
+SETTINGS = {
+    "A": ("experiments/grid_small.yaml", []),
+    "B": ("experiments/grid_small.yaml",
+          ["task.generator_args={min_terms: 3, max_terms: 4, min_digits: 1, max_digits: 2}"]),
+}
+SMOKE_COMMON = ["teachers=[tiny:llama@1, tiny:llama@2, tiny:llama@3, tiny:llama@1#temperature=1.5]",
+                "search.learning_rate=[0.01, 0.01]", "search.filter_chains={all: []}", "search.epochs=[1]",
+                "confirm.seeds=1"]
+SMOKE_SETTINGS = {
+    "A": ("experiments/smoke.yaml", SMOKE_COMMON),
+    "B": ("experiments/smoke.yaml",
+          [*SMOKE_COMMON, "task.generator_args={min_terms: 3, max_terms: 3, min_digits: 1, max_digits: 1}"]),
+}
+
+
+# ------------------------------------------------------------------------------------------------ machine, runs
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.partition(':')[2].strip()} ({os.cpu_count()} logical CPUs)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} logical CPUs)"
+
+
+def child_env() -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "PYTHONUNBUFFERED": "1"}
+    env.setdefault("RAY_ADDRESS", "local")
+    return env
+
+
+def default_cache() -> str:
+    return str(Path(os.environ.get("COTGAP_CACHE") or Path.home() / ".cache" / "cotgap_ray").expanduser())
+
+
+def plan_setting(name: str, config: str, overrides: list[str], trials: int | None) -> dict:
+    """The setting's grid size and the search budget, from the config the runs will load (nothing is computed)."""
+    from cotgap_ray.config import load_config
+    from cotgap_ray.search.space import grid_points
+
+    cfg = load_config(ROOT / config, [*overrides, "search.strategy=grid"])
+    points = grid_points(list(cfg.teachers), cfg.search, where=config)
+    budget = trials if trials is not None else max(math.ceil(0.25 * len(points)), len(cfg.teachers))
+    return {"name": name, "config": config, "overrides": overrides, "teachers": list(cfg.teachers),
+            "grid_points": len(points), "trials": budget,
+            "seed_points_only": cfg.search.seed_from_proxies and budget <= len(cfg.teachers)}
+
+
+def fingerprint(config: str, overrides: list[str]) -> str:
+    from cotgap_ray.config import load_config
+
+    return load_config(ROOT / config, overrides).fingerprint()
+
+
+def run_one(label: str, cmd: list[str], log: Path, progress_s: float, append: bool = False) -> tuple[int, float]:
+    """Run cmd, its output to `log` (appended to it when `append`: a resume keeps the killed run's output); one
+    progress line (rewritten in place on a terminal, else every progress_s seconds) with the elapsed time and the
+    run's latest output line. Returns (exit status, wall seconds)."""
+    tty = sys.stdout.isatty()
+    start = last_print = time.monotonic()
+    latest = ""
+    with open(log, "a" if append else "w") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, bufsize=1)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line)
+            out.flush()
+            if line.strip():
+                latest = " ".join(ANSI.sub("", line).split())
+            now = time.monotonic()
+            if tty:
+                text = f"  {label}: {now - start:5.0f} s  {latest}"
+                print(f"\r\033[K{text[:shutil_width() - 1]}", end="", flush=True)
+            elif now - last_print >= progress_s:
+                print(f"  {label}: {now - start:5.0f} s  {latest[:100]}", flush=True)
+                last_print = now
+        rc = proc.wait()
+    wall = time.monotonic() - start
+    if tty:
+        print("\r\033[K", end="")
+    return rc, wall
+
+
+def shutil_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((120, 20)).columns
+
+
+def tail(path: Path, n: int = 30) -> str:
+    lines = path.read_text(errors="replace").splitlines()
+    return "\n".join(lines[-n:])
+
+
+def ensure_run(label: str, run_dir: Path, config: str, overrides: list[str], logs: Path, timings: dict,
+               progress_s: float) -> dict:
+    """The run in run_dir, finished: reused when report.json is there, continued (--resume) when started, else run.
+    A directory holding another config is refused (the search would refuse it too, after starting Ray)."""
+    want = fingerprint(config, overrides)
+    saved = run_dir / "config.json"
+    if saved.exists():
+        have = json.loads(saved.read_text()).get("fingerprint")
+        if have != want:
+            raise SystemExit(f"{run_dir} holds another config ({have}, this one {want}): use another --out-root, or "
+                             f"remove that directory to run it again")
+    key = str(run_dir)
+    if (run_dir / "report.json").exists() and saved.exists():
+        known = timings.get(key, {})
+        print(f"  {label}: reused {run_dir} (report.json exists; wall {_secs(known.get('wall_s'))})", flush=True)
+        return {"dir": key, "status": "reused", "wall_s": known.get("wall_s")}
+    resume = saved.exists()
+    cmd = [sys.executable, "-m", "cotgap_ray.search", "--config", str(ROOT / config), "--out", str(run_dir),
+           *(["--resume"] if resume else []), *overrides]
+    log = logs / f"{label.replace('/', '-')}.log"
+    print(f"  {label}: {'resuming' if resume else 'running'} -> {run_dir} (log {log})", flush=True)
+    rc, wall = run_one(label, cmd, log, progress_s, append=resume)
+    if rc != 0:
+        print(tail(log), file=sys.stderr)
+        raise SystemExit(f"{label} failed (exit {rc}) after {wall:.0f} s; full output in {log}. Run this script "
+                         "again to resume it.")
+    earlier = timings.get(key, {}).get("wall_s") if resume else None
+    total = wall + (earlier or 0.0)
+    print(f"  {label}: done in {wall:.0f} s" + (f" (+{earlier:.0f} s before the resume)" if earlier else ""),
+          flush=True)
+    timings[key] = {"wall_s": total, "finished": datetime.now(UTC).isoformat(timespec="seconds")}
+    return {"dir": key, "status": "resumed" if resume else "ran", "wall_s": total, "this_wall_s": wall}
+
+
+def validate_one(label: str, search_dir: Path, grid_dir: Path, out_json: Path, logs: Path) -> dict:
+    log = logs / f"{label.replace('/', '-')}-validate.log"
+    cmd = [sys.executable, "-m", "cotgap_ray.validate", str(search_dir), str(grid_dir), "--json", str(out_json)]
+    with open(log, "w") as out:
+        rc = subprocess.run(cmd, cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
+                            check=False).returncode
+    if rc != 0:
+        print(tail(log), file=sys.stderr)
+        raise SystemExit(f"validate {label} failed (exit {rc}); full output in {log}")
+    return json.loads(out_json.read_text())
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def _secs(x) -> str:
+    return "n/a" if x is None else f"{x:.0f} s"
+
+
+def _pts(x) -> str:
+    return "n/a" if x is None else f"{100 * x:+.1f}"
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f}%"
+
+
+def _num(x, fmt: str = "+.2f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def table(header: list[str], rows: list[list]) -> list[str]:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
+    return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in cells)]
+
+
+def regret_ok(sq: dict) -> bool | None:
+    """Goal 1's regret half: the CI reaches 0 (lower bound <= 0); None when validate gave no interval."""
+    ci = sq["regret"].get("ci95")
+    return None if not ci else ci[0] <= 0
+
+
+def summarize(setting: dict) -> dict:
+    """Means over seeds and the goals' verdicts for one setting."""
+    sqs = [v["quality"] for v in setting["validations"]]
+    regrets = [sq["regret"]["value"] for sq in sqs if sq["regret"]["value"] is not None]
+    epochs = [sq["compute"]["trial_epochs"]["fraction"] for sq in sqs
+              if sq["compute"]["trial_epochs"]["fraction"] is not None]
+    seconds = [sq["compute"]["seconds"]["fraction"] for sq in sqs if sq["compute"]["seconds"]["fraction"] is not None]
+    mean = lambda xs: sum(xs) / len(xs) if xs else None
+    oks = [regret_ok(sq) for sq in sqs]
+    compute_ok = bool(epochs) and max(epochs) <= GOAL_COMPUTE
+    regret_goal = bool(oks) and all(ok is True for ok in oks) and compute_ok
+    dev_rows = [p for p in setting["proxies"] if p["target"] == "grid_best_dev_delta" and p["spearman"] is not None
+                and not (isinstance(p["spearman"], float) and math.isnan(p["spearman"]))]
+    best = max(dev_rows, key=lambda p: p["spearman"], default=None)
+    return {"mean_regret": mean(regrets), "mean_trial_epochs_fraction": mean(epochs),
+            "mean_seconds_fraction": mean(seconds), "same_choice": sum(sq["same_choice"] for sq in sqs),
+            "n_searches": len(sqs),
+            "goal_regret": {"met": regret_goal, "regret_ci_contains_0": oks, "max_trial_epochs_fraction":
+                            max(epochs) if epochs else None, "threshold": GOAL_COMPUTE},
+            "goal_proxy": {"met": best is not None and best["spearman"] >= GOAL_SPEARMAN,
+                           "best_proxy": best and best["proxy"], "spearman": best and best["spearman"],
+                           "threshold": GOAL_SPEARMAN}}
+
+
+def goal_text(goal: dict) -> str:
+    """Goal 1's verdict with what failed: the regret CI of some seed, the compute share, or both."""
+    if goal["met"]:
+        return "met"
+    why = []
+    if not all(ok is True for ok in goal["regret_ci_contains_0"]) or not goal["regret_ci_contains_0"]:
+        why.append("a regret CI is above 0 or missing")
+    share = goal["max_trial_epochs_fraction"]
+    if share is None or share > goal["threshold"]:
+        why.append(f"compute {_pct(share)} > {goal['threshold']:.0%}")
+    return f"not met ({'; '.join(why)})"
+
+
+def render(summary: dict) -> list[str]:
+    out = [f"# Search vs grid{' (smoke: tiny random models, numbers meaningless)' if summary['smoke'] else ''}", "",
+           (f"CPU: {summary['cpu']}; started {summary['started']}; out-root {summary['out_root']}; "
+           f"cache_dir {summary['cache_dir']}"), ""]
+    runs = [[s["name"], r["label"], r["status"], _secs(r["wall_s"]), r["dir"]]
+            for s in summary["settings"] for r in s["runs"]]
+    out += ["## Runs", "", *table(["setting", "run", "status", "wall", "directory"], runs), ""]
+    for s in summary["settings"]:
+        out.append(f"- setting {s['name']}: {s['config']} {' '.join(s['overrides']) or '(no overrides)'}; "
+                   f"{len(s['teachers'])} teacher configurations, grid {s['grid_points']} points, search.trials "
+                   f"{s['trials']}" + ("; every search trial is a proxy-seeded point (search.trials <= teachers, "
+                                       "seed_from_proxies): the searches do not depend on search.seed"
+                                       if s["seed_points_only"] else ""))
+    rows = []
+    for s in summary["settings"]:
+        for v in s["validations"]:
+            sq = v["quality"]
+            r, c = sq["regret"], sq["compute"]
+            ci = r.get("ci95")
+            rows.append([s["name"], v["seed"], sq["search_choice"]["teacher"], sq["grid_choice"]["teacher"],
+                         f"{_pts(r['value'])} [{_pts(ci[0])}, {_pts(ci[1])}]" if ci else f"{_pts(r['value'])} [n/a]",
+                         "yes" if sq["same_choice"] else "no",
+                         (f"{_pct(c['trial_epochs']['fraction'])} ({c['trial_epochs']['search']:.0f}/"
+                         f"{c['trial_epochs']['grid']:.0f}), {_pct(c['seconds']['fraction'])}")])
+    out += ["", "## Regret (points of test accuracy: grid's choice minus the search's) and compute", "",
+            *table(["setting", "seed", "search's teacher", "grid's teacher", "regret [95% CI]", "same choice",
+                    "compute (trial-epochs, seconds)"], rows)]
+    rows = []
+    for s in summary["settings"]:
+        test = {p["proxy"]: p for p in s["proxies"] if p["target"] == "grid_test_delta"}
+        for p in s["proxies"]:
+            if p["target"] == "grid_best_dev_delta":
+                t = test.get(p["proxy"], {})
+                rows.append([s["name"], f"{p['proxy']} ({p['direction']} better)", _num(p["spearman"]),
+                             _num(p["kendall_tau"]), p["n"], _num(t.get("spearman"))])
+    out += ["", "## Proxies (the grid run's) against the grid's per-teacher deltas", "",
+            *table(["setting", "proxy", "Spearman vs grid best dev delta", "Kendall", "n",
+                    "Spearman vs grid test delta"], rows)]
+    rows = []
+    for s in summary["settings"]:
+        m, g1, g2 = s["summary"], s["summary"]["goal_regret"], s["summary"]["goal_proxy"]
+        rows.append([s["name"], f"{_pts(m['mean_regret'])}", f"{m['same_choice']}/{m['n_searches']}",
+                     f"{_pct(m['mean_trial_epochs_fraction'])}, {_pct(m['mean_seconds_fraction'])}",
+                     goal_text(g1),
+                     f"{'met' if g2['met'] else 'not met'} ({g2['best_proxy'] or 'n/a'} {_num(g2['spearman'])})"])
+    out += ["", "## Per setting, over seeds, and the goals", "",
+            *table(["setting", "mean regret", "same choice", "mean compute (trial-epochs, seconds)",
+                    f"goal: regret CI contains 0 at <= {GOAL_COMPUTE:.0%} compute",
+                    f"goal: best proxy Spearman >= {GOAL_SPEARMAN}"], rows),
+            "", (f"Goal 1 needs every seed's regret CI to reach 0 (lower bound <= 0) and every search's trial-epochs "
+                f"share <= {GOAL_COMPUTE:.0%}; seconds (fine-tune + dev evaluation per trial epoch) are shown, not "
+                "judged. Goal 2 takes the best of the grid run's proxies against its per-teacher best dev delta.")]
+    notes = sorted({n for s in summary["settings"] for v in s["validations"] for n in v["quality"].get("notes", [])})
+    return out + (["", "Notes from validate:", *(f"- {n}" for n in notes)] if notes else [])
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out-root", help="where runs, logs and the summary go (default runs/search_vs_grid, "
+                                           "runs/search_vs_grid_smoke with --smoke)")
+    parser.add_argument("--smoke", action="store_true", help="tiny random models on experiments/smoke.yaml")
+    parser.add_argument("--settings", help="comma-separated setting names (default: all): " + ", ".join(SETTINGS))
+    parser.add_argument("--seeds", type=int, default=None, help="searches per setting, search.seed 0..K-1 "
+                                                                "(default 3, 2 with --smoke)")
+    parser.add_argument("--trials", type=int, default=None, help="search.trials of each search (default: 25%% of "
+                                                                 "the grid rounded up, at least the teachers)")
+    parser.add_argument("--cache-dir", help="cache_dir every run shares (default: $COTGAP_CACHE or "
+                                            "~/.cache/cotgap_ray; <out-root>/cache with --smoke)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every run of every setting (repeatable)")
+    parser.add_argument("--progress-s", type=float, default=60.0,
+                        help="seconds between progress lines when stdout is not a terminal")
+    args = parser.parse_args()
+
+    out_root = Path(args.out_root or ("runs/search_vs_grid_smoke" if args.smoke else "runs/search_vs_grid"))
+    out_root = (out_root if out_root.is_absolute() else Path.cwd() / out_root).resolve()
+    logs = out_root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    cache = str(Path(args.cache_dir).resolve()) if args.cache_dir else (
+        str(out_root / "cache") if args.smoke else default_cache())
+    seeds = args.seeds if args.seeds is not None else (2 if args.smoke else 3)
+    catalog = SMOKE_SETTINGS if args.smoke else SETTINGS
+    names = args.settings.split(",") if args.settings else list(catalog)
+    unknown = [n for n in names if n not in catalog]
+    if unknown:
+        parser.error(f"--settings: unknown {', '.join(unknown)}; known: {', '.join(catalog)}")
+
+    timings_path = out_root / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    started = time.monotonic()
+    summary = {"cpu": cpu_model(), "started": datetime.now(UTC).isoformat(timespec="seconds"),
+               "out_root": str(out_root), "cache_dir": cache, "smoke": args.smoke, "seeds": seeds,
+               "goals": {"compute_fraction": GOAL_COMPUTE, "spearman": GOAL_SPEARMAN}, "settings": []}
+    print(f"CPU: {summary['cpu']}\nout-root {out_root}, cache_dir {cache}, seeds {seeds}", flush=True)
+
+    for name in names:
+        config, overrides = catalog[name]
+        base = [*overrides, *args.set, f"cache_dir={cache}"]
+        plan = plan_setting(name, config, base, args.trials)
+        print(f"\nsetting {name}: {config} {' '.join(overrides)}\n  {len(plan['teachers'])} teachers, grid "
+              f"{plan['grid_points']} points, {seeds} searches of {plan['trials']} trials", flush=True)
+        if plan["seed_points_only"]:
+            print("  note: search.trials <= teachers with seed_from_proxies: every search trial is a proxy-seeded "
+                  "point, so the searches do not depend on search.seed", flush=True)
+        setting = {**plan, "runs": [], "validations": []}
+        grid_dir = out_root / name / "grid"
+        setting["runs"].append({"label": "grid", **ensure_run(
+            f"{name}/grid", grid_dir, config, [*base, "search.strategy=grid"], logs, timings, args.progress_s)})
+        write_json(timings_path, timings)
+        for seed in range(seeds):
+            run_dir = out_root / name / f"search-s{seed}"
+            setting["runs"].append({"label": f"search-s{seed}", **ensure_run(
+                f"{name}/search-s{seed}", run_dir, config,
+                [*base, "search.strategy=optuna", f"search.seed={seed}", f"search.trials={plan['trials']}"],
+                logs, timings, args.progress_s)})
+            write_json(timings_path, timings)
+            quality = validate_one(f"{name}-search-s{seed}", run_dir, grid_dir,
+                                   out_root / name / f"validate-s{seed}.json", logs)
+            setting["validations"].append({"seed": seed, "search_run": str(run_dir), "quality": quality})
+        first = setting["validations"][0]["quality"] if setting["validations"] else {"proxies": []}
+        setting["proxies"] = [p for p in first["proxies"] if p["source"] == "grid"]
+        setting["summary"] = summarize(setting)
+        summary["settings"].append(setting)
+
+    summary["wall_s"] = time.monotonic() - started
+    lines = render(summary) + ["", f"Wall time of this invocation: {summary['wall_s']:.0f} s."]
+    write_json(out_root / "summary.json", summary)
+    (out_root / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n" + "\n".join(lines))
+    print(f"\nwrote {out_root / 'summary.md'} and {out_root / 'summary.json'}")
+
+
+def write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+if __name__ == "__main__":  # vLLM spawns its engine process: the entry point must be guarded
+    main()

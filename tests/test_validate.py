@@ -1,0 +1,272 @@
+"""validate.py (a search measured against a grid run) and the statistics behind it, on literal run directories.
+
+No Ray, no model: each test writes the files two searches would have written into tmp_path, with per-problem test
+results chosen so that regret, compute fractions and proxy correlations have known values.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from cotgap_ray import report, validate
+from cotgap_ray.config import SearchConfig
+from cotgap_ray.records import EpochRecord, FinalRecord, SeedRecord, TrialRecord, record_from_dict, write_json
+from cotgap_ray.stats import bootstrap_mean_difference, kendall_tau, per_problem_delta, spearman
+
+A, B, C = "teacher-a", "teacher-b", "teacher-c"
+IDS = [f"p{i}" for i in range(10)]
+BASELINE = [i == 0 for i in range(10)]  # the student alone solves p0 only
+TASK = {"name": "reasoning_gym:basic_arithmetic", "n_train": 40, "n_dev": 20, "n_test": 10, "seed": 3}
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+
+def test_spearman_and_kendall_of_known_vectors():
+    assert spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) == pytest.approx(8 / 95**0.5)  # 0.8208, ties averaged
+    assert kendall_tau([12, 2, 1, 12, 2], [1, 4, 7, 1, 0]) == pytest.approx(-4 / 72**0.5)  # tau-b, ties in both
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+    assert kendall_tau([1, 2, 2, 3], [1, 2, 2, 3]) == pytest.approx(1.0)  # a perfect order with ties still reaches 1
+    assert spearman([0.6, 0.4, 0.2], [0.3, 0.1, 0.5]) == pytest.approx(-0.5)
+    assert kendall_tau([0.6, 0.4, 0.2], [0.3, 0.1, 0.5]) == pytest.approx(-1 / 3)
+
+
+@pytest.mark.parametrize("x, y", [([1, 2], [2, 1]), ([], []), ([1, 1, 1], [1, 2, 3]), ([1, 2, 3], [4, 4, 4])])
+def test_correlations_say_nothing_below_three_pairs_or_for_a_constant(x, y):
+    assert spearman(x, y) is None and kendall_tau(x, y) is None
+
+
+def test_correlations_reject_unpaired_vectors():
+    with pytest.raises(ValueError, match="one y per x"):
+        spearman([1, 2, 3], [1, 2])
+
+
+def test_per_problem_delta_averages_seeds():
+    assert per_problem_delta([False, False, True], [[True, False, True], [True, True, True]]) == [1.0, 0.5, 0.0]
+    with pytest.raises(ValueError):
+        per_problem_delta([True], [])
+
+
+def test_bootstrap_difference_is_paired_and_deterministic():
+    same = bootstrap_mean_difference([1, 0, 1, 0.5], [1, 0, 1, 0.5])
+    assert same["difference"] == 0.0 and same["ci95"] == [0.0, 0.0] and same["n"] == 4
+    r = bootstrap_mean_difference([1, 0, 1, 0], [0, 0, 1, 0])
+    assert r["difference"] == 0.25 and 0.0 <= r["ci95"][0] <= 0.25 <= r["ci95"][1] <= 0.75
+    assert r == bootstrap_mean_difference([1, 0, 1, 0], [0, 0, 1, 0])
+    with pytest.raises(ValueError, match="same problems"):
+        bootstrap_mean_difference([1, 0], [1])
+
+
+# ------------------------------------------------------------------------------------------- run directories
+
+def _trial(tid: str, teacher: str, dev_delta: float, epochs: int = 2, status: str = "ok") -> TrialRecord:
+    return TrialRecord(trial_id=tid, teacher=teacher, params={"teacher": f"packaged:{teacher}", "lora.rank": 8},
+                       status=status, dev_delta=dev_delta, train_tokens=1000,
+                       epochs=[EpochRecord(epoch=e, seconds=10.0, eval_seconds=5.0, dev_delta=dev_delta)
+                               for e in range(1, epochs + 1)])
+
+
+def _solved(k: int) -> list[bool]:
+    """After fine-tuning: p0..p(k-1) correct (p0 was already correct: delta (k - 1) / 10)."""
+    return [i < k for i in range(10)]
+
+
+def _final(teacher: str, trial_id: str, best_dev: float, by_seed: list[list[bool]] | None) -> FinalRecord:
+    delta = sum(per_problem_delta(BASELINE, by_seed)) / 10
+    return FinalRecord(teacher=teacher, spec=f"packaged:{teacher}", trial_id=trial_id, best_dev_delta=best_dev,
+                       seeds=[SeedRecord(seed=s) for s in range(len(by_seed))], n=10, delta=delta,
+                       delta_ci95=[delta - 0.1, delta + 0.1], p_value=0.5, baseline_test_accuracy=0.1,
+                       test_problem_ids=IDS, baseline_test_correct=BASELINE, test_correct_by_seed=by_seed)
+
+
+def write_run(run: Path, trials: list[TrialRecord], finals: list[FinalRecord], proxies: dict | None = None,
+              strategy: str | None = None, **config) -> Path:
+    cfg = {"name": run.name, "student": "packaged:smollm2-135m-instruct",
+           "teachers": [f"packaged:{t}" for t in (A, B, C)], "task": TASK, "confirm": {"seeds": 2}, **config}
+    if strategy and "strategy" in {f.name for f in fields(SearchConfig)}:  # the key arrives with the grid strategy
+        cfg["search"] = {"strategy": strategy}
+    write_json(run / "config.json", {"fingerprint": run.name, "config": cfg,
+                                     "teachers": [{"spec": f"packaged:{t}", "name": t} for t in (A, B, C)]})
+    write_json(run / "proxies.json", proxies or {})
+    write_json(run / "status.json", {"stage": "done"})
+    for t in trials:
+        write_json(run / "trials" / t.trial_id / "trial.json", t)
+    for f in finals:
+        write_json(run / "final" / f"{f.teacher}.json", f)
+    return run
+
+
+# Ordered like the grid's dev deltas (A > B > C); student_nll lower-is-better; correct_rows (higher-is-better)
+# ordered against them; mean_tokens is a description, not a proxy.
+PROXIES = {A: {"spec": f"packaged:{A}", "teacher_accuracy": 0.6, "student_nll": 1.0, "mean_tokens": 100.0, "rank": 1,
+               "correct_rows": 10, "student_rsr": 2.0, "generation_seconds": 9.0},
+           B: {"spec": f"packaged:{B}", "teacher_accuracy": 0.4, "student_nll": 2.0, "mean_tokens": 200.0, "rank": 2,
+               "correct_rows": 20, "student_rsr": None, "generation_seconds": 5.0},
+           C: {"spec": f"packaged:{C}", "teacher_accuracy": 0.2, "student_nll": 3.0, "mean_tokens": 300.0, "rank": 3,
+               "correct_rows": 30, "generation_seconds": 1.0}}
+
+
+def grid_run(tmp_path: Path) -> Path:
+    """Six trials, two epochs each (12 trial-epochs, 180 s). Dev: A 0.05 > B 0.03 > C 0.00, so the grid chooses A
+    (test +0.3, seeds +0.4 / +0.2); on test C is best (+0.5): the oracle; B +0.1."""
+    trials = [_trial("g1", A, 0.05), _trial("g2", A, 0.02), _trial("g3", B, 0.03), _trial("g4", B, 0.01),
+              _trial("g5", C, 0.00), _trial("g6", C, -0.01)]
+    finals = [_final(A, "g1", 0.05, [_solved(5), _solved(3)]), _final(B, "g3", 0.03, [_solved(2), _solved(2)]),
+              _final(C, "g5", 0.00, [_solved(6), _solved(6)])]
+    return write_run(tmp_path / "grid", trials, finals, PROXIES, strategy="grid")
+
+
+def search_run(tmp_path: Path, picks: str, **config) -> Path:
+    """Two trials, three trial-epochs (45 s): a quarter of the grid's. The teacher `picks` leads on dev; its test
+    results equal the grid's for that teacher."""
+    dev = {A: 0.04, B: 0.00} if picks == A else {A: 0.00, B: 0.04}
+    trials = [_trial("s1", A, dev[A]), _trial("s2", B, dev[B], epochs=1, status="stopped")]
+    by_seed = {A: [_solved(5), _solved(3)], B: [_solved(2), _solved(2)]}
+    finals = [_final(t, f"s{i}", dev[t], by_seed[t]) for i, t in enumerate((A, B), start=1)]
+    return write_run(tmp_path / "search", trials, finals, PROXIES, **config)
+
+
+def _proxy(sq: dict, proxy: str, target: str, source: str = "grid") -> dict:
+    (row,) = [p for p in sq["proxies"] if p["proxy"] == proxy and p["target"] == target and p["source"] == source]
+    return row
+
+
+# -------------------------------------------------------------------------------------------------- validate
+
+def test_search_that_picks_the_grids_teacher_has_no_regret(tmp_path):
+    sq = validate.search_quality(search_run(tmp_path, A), grid_run(tmp_path))
+    assert sq["same_choice"] is True
+    assert sq["grid_choice"]["teacher"] == sq["search_choice"]["teacher"] == A
+    assert sq["grid_choice"]["test_delta"] == pytest.approx(0.3) and sq["grid_choice"]["trial_id"] == "g1"
+    assert sq["regret"]["value"] == pytest.approx(0.0)
+    lo, hi = sq["regret"]["ci95"]
+    assert lo <= 0.0 <= hi and sq["regret"]["n_problems"] == 10
+    assert sq["compute"]["trial_epochs"] == {"search": 3, "grid": 12, "fraction": 0.25}
+    assert sq["compute"]["seconds"] == {"search": 45.0, "grid": 180.0, "fraction": 0.25}
+
+
+def test_search_that_picks_a_worse_teacher_has_the_difference_as_regret(tmp_path):
+    sq = validate.search_quality(search_run(tmp_path, B), grid_run(tmp_path))
+    assert sq["same_choice"] is False and sq["search_choice"]["teacher"] == B
+    # grid's A: per problem p1, p2, p3 gain 1 (seed means of 5 and 3 solved); search's B: p1 gains 1.
+    assert sq["regret"]["value"] == pytest.approx(0.3 - 0.1)
+    lo, hi = sq["regret"]["ci95"]
+    assert 0.0 <= lo < 0.2 < hi <= 0.5 and "bootstrap" in sq["regret"]["interval"]
+    oracle = sq["oracle"]
+    assert oracle["teacher"] == C and oracle["test_delta"] == pytest.approx(0.5)
+    assert "information only" in oracle["label"]
+    assert oracle["search_regret"]["value"] == pytest.approx(0.4)
+    assert oracle["grid_choice_regret"]["value"] == pytest.approx(0.2)
+
+
+def test_proxy_correlations_respect_the_proxys_direction(tmp_path):
+    sq = validate.search_quality(search_run(tmp_path, A), grid_run(tmp_path))
+    dev, test = "grid_best_dev_delta", "grid_test_delta"
+    for proxy in ("teacher_accuracy", "student_nll", "rank"):  # lower NLL / rank negated: all predict dev perfectly
+        row = _proxy(sq, proxy, dev)
+        assert row["spearman"] == pytest.approx(1.0) and row["kendall_tau"] == pytest.approx(1.0) and row["n"] == 3
+    assert _proxy(sq, "student_nll", dev)["direction"] == "lower"
+    correct_rows = _proxy(sq, "correct_rows", dev)  # higher-is-better; here more correct data, worse teacher
+    assert correct_rows["direction"] == "higher" and correct_rows["spearman"] == pytest.approx(-1.0)
+    acc_test = _proxy(sq, "teacher_accuracy", test)  # test deltas A 0.3, B 0.1, C 0.5
+    assert acc_test["spearman"] == pytest.approx(-0.5) and acc_test["kendall_tau"] == pytest.approx(-1 / 3)
+    rsr = _proxy(sq, "student_rsr", dev)  # only A has a value (B's is null, C has none): n = 1, no correlation
+    assert rsr["n"] == 1 and rsr["spearman"] is None and rsr["kendall_tau"] is None
+    for name in ("generation_seconds", "mean_tokens"):  # a cost and a description, not proxies
+        assert not [p for p in sq["proxies"] if p["proxy"] == name]
+    assert {p["source"] for p in sq["proxies"]} == {"grid"}  # the search's proxies.json is the same
+
+
+def test_a_search_with_its_own_proxies_is_judged_too(tmp_path):
+    search = search_run(tmp_path, A)
+    write_json(search / "proxies.json", {**PROXIES, C: {**PROXIES[C], "teacher_accuracy": 0.9}})
+    sq = validate.search_quality(search, grid_run(tmp_path))
+    assert _proxy(sq, "teacher_accuracy", "grid_best_dev_delta", "search")["spearman"] == pytest.approx(-0.5)
+
+
+def test_finals_without_per_problem_results_still_give_regret_without_interval(tmp_path):
+    search = search_run(tmp_path, B)
+    old = json.loads((search / "final" / f"{B}.json").read_text())
+    for key in ("test_problem_ids", "baseline_test_correct", "test_correct_by_seed"):
+        del old[key]
+    (search / "final" / f"{B}.json").write_text(json.dumps(old))  # a final written before the fields existed
+    assert record_from_dict(FinalRecord, old, "old").test_correct_by_seed == []
+    sq = validate.search_quality(search, grid_run(tmp_path))
+    assert sq["regret"]["value"] == pytest.approx(0.2) and sq["regret"]["ci95"] is None
+    assert any(f"final/{B}.json has no per-problem test results" in n for n in sq["notes"])
+
+
+def test_a_grid_that_is_not_a_grid_is_noted(tmp_path):
+    sq = validate.search_quality(search_run(tmp_path, A), search_run(tmp_path / "other", B))
+    assert any("not 'grid'" in n for n in sq["notes"])
+
+
+def test_cli_prints_the_table_writes_json_and_the_report_shows_it(tmp_path, capsys):
+    search, grid = search_run(tmp_path, B), grid_run(tmp_path)
+    out = tmp_path / "quality.json"
+    assert validate.main([str(search), str(grid), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "## Search quality (against a grid)" in printed and "+20.0 points" in printed
+    assert f"wrote {out}" in printed
+    written = json.loads(out.read_text())
+    assert written["regret"]["value"] == pytest.approx(0.2)
+    assert json.loads((search / "search_quality.json").read_text())["same_choice"] is False
+    assert json.loads((search / "report.json").read_text())["search_quality"]["search_choice"]["teacher"] == B
+    md = (search / "report.md").read_text()
+    assert "## Search quality (against a grid)" in md and md.index("Search quality") < md.index("## Notes")
+    assert "compute, trial-epochs: 3 of the grid's 12 (25.0%)" in md
+
+
+def test_report_renders_search_quality_only_when_present(tmp_path):
+    search = search_run(tmp_path, A)
+    r = report.render(search)
+    assert r["search_quality"] is None and "Search quality" not in (search / "report.md").read_text()
+    sq = validate.search_quality(search, grid_run(tmp_path))
+    write_json(search / "search_quality.json", sq)
+    r = report.render(search)
+    assert r["search_quality"]["same_choice"] is True
+    assert "| this search's choice (on dev) | teacher-a |" in (search / "report.md").read_text()
+    (search / "search_quality.json").write_text(json.dumps({"regret": 1}))  # not validate's: ignored, and said so
+    r = report.render(search)
+    assert r["search_quality"] is None and any("search_quality.json: not what" in n for n in r["notes"])
+
+
+# ---------------------------------------------------------------------------------------------------- errors
+
+def _error(capsys, *argv) -> str:
+    assert validate.main([str(a) for a in argv]) == 2
+    return capsys.readouterr().err
+
+
+def test_a_missing_run_directory_is_named(tmp_path, capsys):
+    err = _error(capsys, tmp_path / "nope", grid_run(tmp_path))
+    assert err.startswith("error: SEARCH_RUN") and str(tmp_path / "nope") in err and "does not exist" in err
+
+
+def test_a_run_without_final_records_is_named(tmp_path, capsys):
+    search = write_run(tmp_path / "search", [_trial("s1", A, 0.04)], [])
+    err = _error(capsys, search, grid_run(tmp_path))
+    assert "final/<teacher>.json" in err and "--resume" in err and str(search) in err
+
+
+def test_a_chosen_teacher_without_confirmation_is_named(tmp_path, capsys):
+    search = search_run(tmp_path, B)
+    (search / "final" / f"{B}.json").unlink()
+    err = _error(capsys, search, grid_run(tmp_path))
+    assert f"final/{B}.json is missing" in err and "--resume" in err
+
+
+@pytest.mark.parametrize("config, key", [({"task": {**TASK, "n_test": 20}}, "task.n_test"),
+                                         ({"student": "packaged:gemma3-270m"}, "student")])
+def test_runs_of_different_tasks_or_students_are_refused(tmp_path, capsys, config, key):
+    err = _error(capsys, search_run(tmp_path, A, **config), grid_run(tmp_path))
+    assert key in err and "search/config.json" in err and "grid/config.json" in err and "search.strategy=grid" in err
+
+
+def test_the_same_directory_twice_is_refused(tmp_path, capsys):
+    grid = grid_run(tmp_path)
+    assert "same directory" in _error(capsys, grid, grid)
