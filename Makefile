@@ -1,6 +1,8 @@
 # Quickstart targets. Each sets up .venv (idempotent, see scripts/setup.sh) and then runs.
 .PHONY: run test test-all bench
 export HF_HUB_OFFLINE ?= 1
+# A native crash (in the suite or in a CLI) prints every thread's stack instead of a bare "Error 139".
+export PYTHONFAULTHANDLER ?= 1
 PY := .venv/bin/python
 
 run:            ## set up, then run the embedded default experiment

@@ -60,12 +60,18 @@ def _ray_marker_is_true(request):
 
 
 # --- Process exit -----------------------------------------------------------------------------------------------------
-# CI once printed "272 passed" and then died with SIGSEGV (make: Error 139) while the interpreter was shutting down:
-# native libraries loaded by the suite (vLLM's engine threads and zmq sockets, torch, Ray's driver threads, Arrow) tear
-# down in an order they do not all survive. It did not reproduce locally (a full run and three runs of test_engines.py),
-# so instead of chasing one library we end the process ourselves once pytest has reported: the exit status is pytest's
-# own, so failing tests still fail CI. Children (a Ray head, a vLLM engine process) are terminated first so none outlives
-# the run. COTGAP_PYTEST_NORMAL_EXIT=1 restores the ordinary shutdown, e.g. to reproduce the crash under faulthandler.
+# CI once printed "272 passed" and then died with SIGSEGV (make: Error 139) while the interpreter was shutting down,
+# with no stack (pytest turns faulthandler off in its own shutdown unless PYTHONFAULTHANDLER is set; the Makefile now
+# sets it). Hunted without success (issue 16, 2026-12-02), always exit 0 and no faulthandler dump: 42 normal exits of
+# the CLIs (evaluate on vLLM 22x and on HF 6x, generate 10x, distill 2x, search 2x), 3 runs of test_engines.py with
+# COTGAP_PYTEST_NORMAL_EXIT=1, 6 runs of one process opening and closing vLLM and then Ray + Ray Data twice; the full
+# suite with a normal exit was not re-run. After vLLM's engine closes nothing of it is left (no thread, socket or
+# process); after ray.shutdown() Ray's native threads (worker.io, gcs_client_io_service, gRPC timers) and Arrow's
+# jemalloc thread still run during the interpreter's teardown: the most plausible race, inside Ray, never seen to
+# crash. Users' commands are covered by tests/test_cli_exit.py (each CLI, normal exit, no crash allowed). The suite,
+# many Ray sessions in one interpreter, keeps this guard: once pytest has reported we end the process ourselves with
+# pytest's own exit status (failing tests still fail CI), after terminating children (a Ray head, a vLLM engine
+# process). COTGAP_PYTEST_NORMAL_EXIT=1 restores the ordinary shutdown, to look for the crash under faulthandler.
 _SESSION = pytest.StashKey["pytest.Session"]()
 
 

@@ -42,11 +42,12 @@ class Placement:
         return {**self.resources, **accelerator_resources(self.accelerator_type)}
 
 
-def check_resources(jobs: list, placement: Placement) -> None:
+def check_resources(jobs: list, placement: Placement, node_types: list[dict] | None = None) -> None:
     """Fail before anything starts when no node (alive, or of a type the autoscaler can launch) can host one engine
     of some teacher: more GPUs (or CPUs) than the largest node has, or an accelerator type or custom resource
-    (generation.accelerator_type / generation.resources) that no node type offers."""
-    node_types = offered_node_types()
+    (generation.accelerator_type / generation.resources) that no node type offers. `node_types` defaults to
+    offered_node_types() (pass a snapshot to check several stages against one view of the cluster)."""
+    node_types = offered_node_types() if node_types is None else node_types
     max_gpus = max((t["resources"].get("GPU", 0) for t in node_types), default=0)
     for job in jobs:
         need = job.tp if job.tp > 1 else actor_gpus(placement, node_types)

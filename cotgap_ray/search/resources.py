@@ -52,20 +52,23 @@ def check_resources(cfg) -> None:
     autoscaler may launch. (The baseline runs in the driver's process and asks Ray for nothing.)"""
     from types import SimpleNamespace
 
+    from cotgap_ray import cluster
     from cotgap_ray.cluster import check_request
     from cotgap_ray.generation.placement import Placement
     from cotgap_ray.generation.placement import check_resources as check_generation
 
+    node_types = cluster.offered_node_types()  # one view of the cluster for every stage's check
     placement = Placement.from_config(cfg.generation)
     # check_generation reads only a job's spec and tensor-parallel size, both known from the config: no model is
     # resolved (a packaged teacher would be converted) before an impossible request is refused.
-    check_generation([SimpleNamespace(spec=spec, tp=placement.tp(spec)) for spec in cfg.teachers], placement)
+    check_generation([SimpleNamespace(spec=spec, tp=placement.tp(spec)) for spec in cfg.teachers], placement,
+                     node_types)
 
     check_request({"CPU": cfg.search.eval_cpus, "GPU": cfg.search.eval_gpus, **cfg.train.resources},
                   "the evaluation engine (search.eval_cpus / search.eval_gpus, on a train.accelerator_type / "
                   "train.resources node)", accelerator_type=cfg.train.accelerator_type,
-                  setting="train.accelerator_type")
+                  setting="train.accelerator_type", node_types=node_types)
     worker = {"CPU": float(cfg.train.cpus_per_worker), "GPU": 1.0 if cfg.train.use_gpu else 0.0,
               **cfg.train.resources}
     check_request(worker, "a fine-tune worker (train.cpus_per_worker / train.use_gpu / train.resources)",
-                  accelerator_type=cfg.train.accelerator_type, setting="train.accelerator_type")
+                  accelerator_type=cfg.train.accelerator_type, setting="train.accelerator_type", node_types=node_types)
