@@ -151,6 +151,14 @@ def finished(run_dir: Path) -> dict[str, dict]:
     return {k: r for k, r in records(run_dir).items() if r["status"] in FINAL}
 
 
+def resumed(done_before: dict[str, dict], after: dict[str, dict], trials: int = 2) -> tuple[list[str], bool]:
+    """(trials finished before the fault that were trained again, whether every trial is now final). A finished
+    trial kept means: Tune kept it finished (record untouched) or the trial replayed its recorded epochs."""
+    rerun = [k for k, r in done_before.items()
+             if not (after.get(k, {}).get("finished_at") == r["finished_at"] or after.get(k, {}).get("replayed"))]
+    return rerun, len(after) == trials and all(r["status"] in FINAL for r in after.values())
+
+
 def rationale_rows(cache: Path) -> list[tuple]:
     """(problem, sample, text) of every shard the manifests list, in file order: what a re-run would read."""
     import pyarrow.parquet as pq
@@ -317,9 +325,7 @@ class Battery:
         again = run(search_cmd(tmp, "--resume"), tmp, tmp / "log2")
         out.recover_s = time.time() - t0
         after = records(run_dir)
-        rerun = [k for k, r in done_before.items()
-                 if not (after.get(k, {}).get("finished_at") == r["finished_at"] or after.get(k, {}).get("replayed"))]
-        all_final = len(after) == 2 and all(r["status"] in FINAL for r in after.values())
+        rerun, all_final = resumed(done_before, after)
         redone = [n for n, m in finals_before.items() if (run_dir / "final" / n).stat().st_mtime_ns != m]
         same_shape = (run_dir / "report.json").exists() and \
             report_shape(run_dir / "report.json") == report_shape(ref / "run" / "report.json")
@@ -508,9 +514,7 @@ class Battery:
         out = Outcome("corrupted optuna.db (driver killed mid-search, then the study file damaged)")
         out.recover_s = time.time() - t0
         after = records(run_dir)
-        rerun = [k for k, r in done_before.items()
-                 if not (after.get(k, {}).get("finished_at") == r["finished_at"] or after.get(k, {}).get("replayed"))]
-        all_final = len(after) == 2 and all(r["status"] in FINAL for r in after.values())
+        rerun, all_final = resumed(done_before, after)
         aside = list(run_dir.glob("optuna.db.corrupt-*"))
         moved = f"set aside as {aside[0].name}" if aside else "not set aside"
         out.behaviour = (f"--resume exit {again.returncode}: study file {moved}, "
