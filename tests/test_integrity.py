@@ -165,3 +165,17 @@ def test_a_retried_trial_starts_from_an_empty_training_directory(tmp_path, capsy
     assert not run_dir.exists() and "earlier attempt" in capsys.readouterr().out
     clear_previous_attempt(str(run_dir))  # nothing there: nothing to do
     assert capsys.readouterr().out == ""
+
+
+def test_a_damaged_config_json_is_refused_by_name(tmp_path):
+    """config.json binds the run directory to one experiment: unreadable, it cannot be matched, so it is refused
+    (not overwritten) with the file named."""
+    from cotgap_ray.config import load_config
+    from cotgap_ray.search.run import prepare_run_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"fingerprint": "ab')
+    with pytest.raises(ConfigError, match=str(run / "config.json")):
+        prepare_run_dir(load_config(None, []), str(run), resume=True, teachers=[])
+    assert (run / "config.json").read_text() == '{"fingerprint": "ab'

@@ -57,7 +57,11 @@ def prepare_run_dir(cfg: ExperimentConfig, out: str | None, resume: bool,
     run_dir = Path(out) if out else Path(cfg.out_dir) / cfg.name
     saved = run_dir / "config.json"
     if saved.exists():
-        previous = json.loads(saved.read_text())
+        try:
+            previous = json.loads(saved.read_text())
+        except ValueError as e:  # which experiment the directory holds is unknown: never guess, never overwrite
+            raise ConfigError(f"{saved}: unreadable ({e}); it says which experiment {run_dir} holds, so the run "
+                              f"cannot be matched to this config: restore it, or choose another --out") from None
         if previous.get("fingerprint") != cfg.fingerprint():
             raise ConfigError(
                 f"{run_dir} holds a different experiment (config {previous.get('fingerprint')}, this one "
