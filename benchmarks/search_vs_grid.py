@@ -19,9 +19,15 @@ script again resumes it. Each search gets search.seed=<seed> and search.trials=-
 points rounded up, at least one per teacher). Ray: RAY_ADDRESS=local unless RAY_ADDRESS is set (each run its own
 local Ray, never a cluster left running by someone else).
 
+--allocations plain,proxy adds, per seed, a search with proxy-guided allocation (search.rule_out_alpha=0.05,
+search/allocation.py: teachers whose rationales solve significantly fewer train problems than the best teacher's get
+no trial) in <setting>/search-proxy-s<seed>, beside the plain search-s<seed>, same budget: the measurement of
+allocation against the plain order.
+
 Printed (and written to --out-root/summary.md and summary.json): the CPU and each run's wall time, then
 
-    setting | seed | search's teacher | grid's teacher | regret [95% CI] | same choice | compute (trial-epochs, seconds)
+    setting | allocation | seed | search's teacher | grid's teacher | regret [95% CI] | same choice | compute
+      (compute: trial-epochs, seconds)
     setting | proxy | Spearman vs grid best dev delta | Kendall | n | Spearman vs grid test delta
 
 (regret: the grid's choice's test delta minus the search's, points, paired bootstrap CI over test problems; compute:
@@ -50,6 +56,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Ray colours its actors' prefixes: kept in the log, not the progress line
 GOAL_COMPUTE = 0.25  # the search may spend at most this share of the grid's trial-epochs
 GOAL_SPEARMAN = 0.86  # the best proxy's rank correlation with the grid's per-teacher best dev delta
+RULE_OUT_ALPHA = 0.05  # --allocations proxy: search.rule_out_alpha of those searches (search/allocation.py)
+# allocation -> (run directory prefix, extra overrides): plain = every teacher searched; proxy = proxy-guided
+ALLOCATIONS = {"plain": ("search", []), "proxy": ("search-proxy", [f"search.rule_out_alpha={RULE_OUT_ALPHA}"])}
 
 # name -> (base config, overrides): the real settings, then the --smoke ones.
 SETTINGS = {
@@ -230,9 +239,9 @@ def regret_ok(sq: dict) -> bool | None:
     return None if not ci else ci[0] <= 0
 
 
-def summarize(setting: dict) -> dict:
-    """Means over seeds and the goals' verdicts for one setting."""
-    sqs = [v["quality"] for v in setting["validations"]]
+def summarize(setting: dict, allocation: str = "plain") -> dict:
+    """Means over seeds and the goals' verdicts for one setting's searches of one allocation."""
+    sqs = [v["quality"] for v in setting["validations"] if v.get("allocation", "plain") == allocation]
     regrets = [sq["regret"]["value"] for sq in sqs if sq["regret"]["value"] is not None]
     epochs = [sq["compute"]["trial_epochs"]["fraction"] for sq in sqs
               if sq["compute"]["trial_epochs"]["fraction"] is not None]
@@ -286,14 +295,15 @@ def render(summary: dict) -> list[str]:
             sq = v["quality"]
             r, c = sq["regret"], sq["compute"]
             ci = r.get("ci95")
-            rows.append([s["name"], v["seed"], sq["search_choice"]["teacher"], sq["grid_choice"]["teacher"],
+            rows.append([s["name"], v.get("allocation", "plain"), v["seed"], sq["search_choice"]["teacher"],
+                         sq["grid_choice"]["teacher"],
                          f"{_pts(r['value'])} [{_pts(ci[0])}, {_pts(ci[1])}]" if ci else f"{_pts(r['value'])} [n/a]",
                          "yes" if sq["same_choice"] else "no",
                          (f"{_pct(c['trial_epochs']['fraction'])} ({c['trial_epochs']['search']:.0f}/"
                          f"{c['trial_epochs']['grid']:.0f}), {_pct(c['seconds']['fraction'])}")])
     out += ["", "## Regret (points of test accuracy: grid's choice minus the search's) and compute", "",
-            *table(["setting", "seed", "search's teacher", "grid's teacher", "regret [95% CI]", "same choice",
-                    "compute (trial-epochs, seconds)"], rows)]
+            *table(["setting", "allocation", "seed", "search's teacher", "grid's teacher", "regret [95% CI]",
+                    "same choice", "compute (trial-epochs, seconds)"], rows)]
     rows = []
     for s in summary["settings"]:
         test = {p["proxy"]: p for p in s["proxies"] if p["target"] == "grid_test_delta"}
@@ -307,13 +317,14 @@ def render(summary: dict) -> list[str]:
                     "Spearman vs grid test delta"], rows)]
     rows = []
     for s in summary["settings"]:
-        m, g1, g2 = s["summary"], s["summary"]["goal_regret"], s["summary"]["goal_proxy"]
-        rows.append([s["name"], f"{_pts(m['mean_regret'])}", f"{m['same_choice']}/{m['n_searches']}",
-                     f"{_pct(m['mean_trial_epochs_fraction'])}, {_pct(m['mean_seconds_fraction'])}",
-                     goal_text(g1),
-                     f"{'met' if g2['met'] else 'not met'} ({g2['best_proxy'] or 'n/a'} {_num(g2['spearman'])})"])
+        for allocation, m in s["summaries"].items():
+            g1, g2 = m["goal_regret"], m["goal_proxy"]
+            rows.append([s["name"], allocation, f"{_pts(m['mean_regret'])}", f"{m['same_choice']}/{m['n_searches']}",
+                         f"{_pct(m['mean_trial_epochs_fraction'])}, {_pct(m['mean_seconds_fraction'])}",
+                         goal_text(g1),
+                         f"{'met' if g2['met'] else 'not met'} ({g2['best_proxy'] or 'n/a'} {_num(g2['spearman'])})"])
     out += ["", "## Per setting, over seeds, and the goals", "",
-            *table(["setting", "mean regret", "same choice", "mean compute (trial-epochs, seconds)",
+            *table(["setting", "allocation", "mean regret", "same choice", "mean compute (trial-epochs, seconds)",
                     f"goal: regret CI contains 0 at <= {GOAL_COMPUTE:.0%} compute",
                     f"goal: best proxy Spearman >= {GOAL_SPEARMAN}"], rows),
             "", (f"Goal 1 needs every seed's regret CI to reach 0 (lower bound <= 0) and every search's trial-epochs "
@@ -340,6 +351,9 @@ def main() -> None:
                                             "~/.cache/cotgap_ray; <out-root>/cache with --smoke)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every run of every setting (repeatable)")
+    parser.add_argument("--allocations", default="plain",
+                        help="comma-separated: plain (every teacher searched) and/or proxy (search.rule_out_alpha="
+                             f"{RULE_OUT_ALPHA}: teachers the proxy rules out get no trial); default plain")
     parser.add_argument("--progress-s", type=float, default=60.0,
                         help="seconds between progress lines when stdout is not a terminal")
     args = parser.parse_args()
@@ -353,6 +367,9 @@ def main() -> None:
     seeds = args.seeds if args.seeds is not None else (2 if args.smoke else 3)
     catalog = SMOKE_SETTINGS if args.smoke else SETTINGS
     names = args.settings.split(",") if args.settings else list(catalog)
+    allocations = args.allocations.split(",")
+    if bad := [a for a in allocations if a not in ALLOCATIONS]:
+        parser.error(f"--allocations: unknown {', '.join(bad)}; known: {', '.join(ALLOCATIONS)}")
     unknown = [n for n in names if n not in catalog]
     if unknown:
         parser.error(f"--settings: unknown {', '.join(unknown)}; known: {', '.join(catalog)}")
@@ -379,19 +396,23 @@ def main() -> None:
         setting["runs"].append({"label": "grid", **ensure_run(
             f"{name}/grid", grid_dir, config, [*base, "search.strategy=grid"], logs, timings, args.progress_s)})
         write_json(timings_path, timings)
-        for seed in range(seeds):
-            run_dir = out_root / name / f"search-s{seed}"
-            setting["runs"].append({"label": f"search-s{seed}", **ensure_run(
-                f"{name}/search-s{seed}", run_dir, config,
-                [*base, "search.strategy=optuna", f"search.seed={seed}", f"search.trials={plan['trials']}"],
-                logs, timings, args.progress_s)})
-            write_json(timings_path, timings)
-            quality = validate_one(f"{name}-search-s{seed}", run_dir, grid_dir,
-                                   out_root / name / f"validate-s{seed}.json", logs)
-            setting["validations"].append({"seed": seed, "search_run": str(run_dir), "quality": quality})
+        for allocation in allocations:
+            prefix, extra = ALLOCATIONS[allocation]
+            for seed in range(seeds):
+                label = f"{prefix}-s{seed}"
+                run_dir = out_root / name / label
+                setting["runs"].append({"label": label, **ensure_run(
+                    f"{name}/{label}", run_dir, config,
+                    [*base, "search.strategy=optuna", f"search.seed={seed}", f"search.trials={plan['trials']}",
+                     *extra], logs, timings, args.progress_s)})
+                write_json(timings_path, timings)
+                quality = validate_one(f"{name}-{label}", run_dir, grid_dir,
+                                       out_root / name / f"validate-{label.removeprefix('search-')}.json", logs)
+                setting["validations"].append({"allocation": allocation, "seed": seed, "search_run": str(run_dir),
+                                               "quality": quality})
         first = setting["validations"][0]["quality"] if setting["validations"] else {"proxies": []}
         setting["proxies"] = [p for p in first["proxies"] if p["source"] == "grid"]
-        setting["summary"] = summarize(setting)
+        setting["summaries"] = {a: summarize(setting, a) for a in allocations}
         summary["settings"].append(setting)
 
     summary["wall_s"] = time.monotonic() - started

@@ -169,9 +169,9 @@ class SearchConfig:
 
     strategy: str = _f("optuna", "optuna: TPE samples search.trials points, ASHA stops the weak early | grid: every "
                                  "point of the declared space once, each to its planned epochs (ground truth for "
-                                 "python -m cotgap_ray.validate; search.trials, asha and seed_from_proxies are "
-                                 "ignored); needs a finite space: choices, integer ranges of at most 16 values, one "
-                                 "learning rate [v, v]")
+                                 "python -m cotgap_ray.validate; search.trials, asha, seed_from_proxies and "
+                                 "rule_out_alpha are ignored); needs a finite space: choices, integer ranges of at "
+                                 "most 16 values, one learning rate [v, v]")
     trials: int = _f(8, "fine-tunes the search may run in all (at least one per teacher); strategy grid: ignored, "
                         "it runs every point")
     filter_chains: dict = _f(
@@ -187,6 +187,10 @@ class SearchConfig:
     grace_period: int = _f(1, "ASHA: epochs every trial gets before it can be stopped")
     reduction_factor: int = _f(2, "ASHA: keep the top 1/reduction_factor at each rung")
     seed_from_proxies: bool = _f(True, "first trials: every teacher once, best proxy first, middle settings")
+    rule_out_alpha: float | None = _f(None, "proxy-guided allocation (search/allocation.py): a teacher whose "
+                                            "rationales solve fewer train problems than the best teacher's "
+                                            "(one-sided exact McNemar, Holm, p < this) gets no trial; null: every "
+                                            "teacher is searched")
     max_concurrent_trials: int | None = _f(None, "trials at once (null: as many as the cluster's resources hold)")
     eval_cpus: float = _f(0.5, "CPUs of the long-lived evaluation engine actor (logical: it runs while the trial "
                                 "that asked waits, so on a laptop it can share a core with training)")
@@ -211,6 +215,8 @@ class SearchConfig:
             "eval_cpus": self.eval_cpus > 0, "eval_gpus": self.eval_gpus >= 0,
             "max_concurrent_trials": self.max_concurrent_trials is None or self.max_concurrent_trials >= 1,
             "proxy_rationales": self.proxy_rationales >= 1,
+            "rule_out_alpha": self.rule_out_alpha is None or (isinstance(self.rule_out_alpha, (int, float))
+                                                              and 0 < self.rule_out_alpha < 1),
         }
         bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks.items() if not ok]
         if bad:

@@ -94,6 +94,8 @@ def load_run(run_dir: str | Path) -> dict:
                                                   and SEARCH_QUALITY_KEYS <= set(run["search_quality"])):
         notes.append(f"{run_dir / 'search_quality.json'}: not what python -m cotgap_ray.validate writes; ignored")
         run["search_quality"] = None
+    # Written by the search with search.rule_out_alpha (search/allocation.py); optional like search_quality.
+    run["allocation"] = _read(run_dir / "allocation.json", notes)
     # A run written before config.json named its teachers: the names its proxies and confirmations recorded with
     # their specs, else the spec itself (the report never loads a model to find one).
     recorded = {v["spec"]: k for k, v in (run["proxies"] or {}).items() if isinstance(v, dict) and v.get("spec")}
@@ -120,8 +122,11 @@ def best_dev_trial(trials: list[TrialRecord]) -> TrialRecord | None:
     return max(done, key=lambda t: (t.dev_delta, -t.train_tokens), default=None)
 
 
-def _teacher(ref: TeacherRef, proxy: dict | None, trials: list[TrialRecord], final: FinalRecord | None) -> dict:
+def _teacher(ref: TeacherRef, proxy: dict | None, trials: list[TrialRecord], final: FinalRecord | None,
+             allocated: dict | None = None) -> dict:
+    """One teacher's entry of report.json; `allocated`: its entry in allocation.json (search.rule_out_alpha)."""
     counts = {s: sum(t.status == s for t in trials) for s in STATUSES}
+    ruled_out = bool(allocated and allocated.get("ruled_out"))
     best = best_dev_trial(trials)
     f = final
     return {
@@ -137,7 +142,9 @@ def _teacher(ref: TeacherRef, proxy: dict | None, trials: list[TrialRecord], fin
         "delta_ci95": f.delta_ci95 if f else None, "p_value": f.p_value if f else None, "p_holm": None,
         "test": f.test if f else None, "training_variance": f.training_variance if f else None,
         "degrades": None, "improves": None,
-        "verdict": None if f else "no usable data" if trials and counts["no_data"] == len(trials) else "not confirmed",
+        "ruled_out": allocated if ruled_out else None,  # no trial by design: its rationales lost to the leader's
+        "verdict": None if f else "no usable data" if trials and counts["no_data"] == len(trials) else
+        "ruled out before any fine-tune (proxy)" if ruled_out and not trials else "not confirmed",
         "cost": {"generation_seconds": (proxy or {}).get("generation_seconds", 0.0),
                  "generation_tokens": (proxy or {}).get("generation_tokens", 0),
                  "train_seconds": sum(t.train_seconds or 0.0 for t in trials) + (f.train_seconds if f else 0.0),
@@ -218,7 +225,9 @@ def recommend(teachers: list[dict], baseline_test: float | None, stage: str | No
         chosen["verdict"] == "degrades"
     for verdict, clause in (("improves", "also improve{s} it on test (not chosen: lower on dev)"),
                             ("degrades", "degrade{s} it"), ("no usable data", "gave no usable data"),
-                            ("not confirmed", "{are} not confirmed")):
+                            ("not confirmed", "{are} not confirmed"),
+                            ("ruled out before any fine-tune (proxy)",
+                             "{are} ruled out before any fine-tune (search.rule_out_alpha: no trial)")):
         names = [t["name"] for t in teachers if t["verdict"] == verdict and t is not chosen
                  and not (verdict == "degrades" and every_degrades)]  # already said by "every teacher degrades"
         if names:
@@ -289,8 +298,10 @@ def build_report(run: dict) -> dict:
             spec = (proxies.get(extra) or {}).get("spec") or (finals[extra].spec if extra in finals else extra)
             refs.append(TeacherRef(spec=spec, name=extra))
             notes.append(f"teacher {extra} has results but is not in config.json's teachers")
+    allocation = run.get("allocation") if isinstance(run.get("allocation"), dict) else None
+    allocated = (allocation or {}).get("teachers") or {}
     teachers = [_teacher(r, proxies.get(r.name), [t for t in run["trials"] if t.teacher == r.name],
-                         finals.get(r.name)) for r in refs]
+                         finals.get(r.name), allocated.get(r.name)) for r in refs]
     noise = noise_floor(run["noise"])
     judge(teachers, floor=(noise.get("test") or {}).get("floor") or 0.0)
     for t in teachers:
@@ -326,6 +337,7 @@ def build_report(run: dict) -> dict:
         "trials": sorted((_trial_summary(t) for t in run["trials"]), key=lambda t: t["finished_at"] or float("inf")),
         "complete": stage == "done", "stage": stage, "notes": list(status.get("notes", [])) + notes,
         "confirm_seeds": cfg.confirm.seeds,
+        "allocation": allocation,  # search/allocation.py's record when search.rule_out_alpha was set
         "search_quality": run.get("search_quality"),  # validate.py's comparison with a grid run, when one was made
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -400,6 +412,12 @@ def render_markdown(r: dict, plots: list[str]) -> str:
                 "measured before any training: lower NLL = closer to what the student already writes; lower RSR "
                 "(Rank-Surprisal Ratio, arXiv 2601.14249: mean token rank under the student / mean NLL) = better "
                 "suited to teach it."]
+    if r.get("allocation"):
+        from cotgap_ray.search.allocation import describe
+
+        out += ["", f"Proxy-guided allocation (search.rule_out_alpha = {r['allocation']['alpha']}): decided from the "
+                    "rationales before any fine-tune; a ruled-out teacher got no trial, so it has no delta here.", "",
+                *(f"- {line}" for line in describe(r["allocation"]))]
     tested = [t for t in r["teachers"] if t["test_n"]]
     if tested:
         out += ["", f"Test: n = {tested[0]['test_n']} problems, seeds {tested[0]['test_seeds']} "

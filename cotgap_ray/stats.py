@@ -54,6 +54,18 @@ def mcnemar_exact_p(before: list[bool], after: list[bool]) -> float:
     return min(1.0, 2 * tail / 2**n)  # exact integers; int / int is correctly rounded even for huge n
 
 
+
+def mcnemar_greater_p(x: list[bool], y: list[bool]) -> float:
+    """One-sided exact McNemar test that x is right on more problems than y: P(X >= b) for X ~ Binomial(b + c, 1/2),
+    b = problems only x gets right, c = problems only y gets right. b=5, c=0 -> 1/32 = 0.03125; b=c -> >= 0.5;
+    no discordant pair -> 1.0."""
+    a, z = _paired(x, y)
+    b, c = int(np.sum(a & ~z)), int(np.sum(~a & z))
+    n = b + c
+    if n == 0:
+        return 1.0
+    return min(1.0, sum(math.comb(n, k) for k in range(b, n + 1)) / 2**n)  # exact integers, one rounding
+
 # ---------------------------------------------------------------- exact binomial intervals (no scipy in the venv)
 
 def _binom_tail_at_least(n: int, k: int, p: float) -> float:

@@ -11,14 +11,17 @@ Stages, in order; each is cached or recorded in the run directory, so a re-run o
   3. generation every teacher's rationales on train, once (Ray Data, content-addressed Parquet cache)
   4. proxies    per teacher, no training: accuracy, correct-rationale yield, student NLL (proxies.py)
   5. search     Ray Tune + OptunaSearch (study in run_dir/optuna.db) + ASHA on the per-epoch dev delta; one
-                long-lived evaluation engine scores every adapter (evaluation/evaluator.py); test stays locked
+                long-lived evaluation engine scores every adapter (evaluation/evaluator.py); test stays locked.
+                With search.rule_out_alpha, teachers whose rationales solve significantly fewer train problems than
+                the best teacher's get no trial (search/allocation.py)
   6. confirm    each teacher's best dev config re-trained with confirm.seeds seeds, scored on TEST
   7. report     report.json / report.md / plots (report.py; `python -m cotgap_ray.report RUN_DIR` re-renders)
 
 Run directory: config.json, splits.json, status.json, baseline.json, proxies.json, trials/<key>/trial.json,
 final/<teacher>.json, noise.json (the evaluation engine's A/A noise floor per split, search/noise.py), evals.json
 (every evaluation: split, trial, stage), tune/ (Tune's experiment), optuna.db,
-train/ (Ray Train runs and adapters, unless train.storage_path / $COTGAP_STORAGE points elsewhere), report.*.
+train/ (Ray Train runs and adapters, unless train.storage_path / $COTGAP_STORAGE points elsewhere), report.*,
+allocation.json (with search.rule_out_alpha).
 """
 
 from __future__ import annotations
@@ -188,6 +191,26 @@ def proxies_stage(run_dir: Path, cfg, student, splits, generations: dict) -> tup
     return proxies, tables
 
 
+def allocation_stage(run_dir: Path, cfg: ExperimentConfig, tables: dict, refs: list[TeacherRef],
+                     train_ids: list[str]) -> list[str]:
+    """The teacher specs the search spends trials on: all of them, unless search.rule_out_alpha rules some out from
+    their rationales (search/allocation.py; written to allocation.json for the report). A grid searches all."""
+    path = run_dir / "allocation.json"
+    if cfg.search.rule_out_alpha is None or cfg.search.strategy == "grid":
+        path.unlink(missing_ok=True)  # a record of this run's allocation only: a grid ignores the setting
+        return list(cfg.teachers)
+    from cotgap_ray.search.allocation import allocate
+    from cotgap_ray.search.allocation import describe as describe_allocation
+
+    # Recomputed on every (re)start from the cached rationales: the same inputs give the same teachers.
+    allocation = allocate({ref.name: tables[ref.name] for ref in refs}, train_ids, cfg.search.rule_out_alpha)
+    write_json(path, allocation)
+    print("\nproxy-guided allocation (search.rule_out_alpha):")
+    for line in describe_allocation(allocation):
+        print(f"  {line}")
+    return [ref.spec for ref in refs if ref.name in allocation["kept"]]
+
+
 def _load_student_for_nll(path: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -299,8 +322,9 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
         # Every delta pairs rows of this one engine: its own baseline, with its A/A noise floor (search/noise.py).
         baseline_dev, noise_dev = engine_baseline(evaluator, "dev", baseline["dev"].rows_path)
         _record_noise(run_dir, noise_dev)
+        searched = allocation_stage(run_dir, cfg, tables, refs, [p.id for p in splits.train])
         records = tuning.run_search(run_dir, cfg, tables, refs, {p.id: p.question for p in splits.train},
-                                    baseline_dev, proxies, resume)
+                                    baseline_dev, proxies, resume, searched=searched)
         _status(run_dir, cfg, "confirm", notes)
         _evaluator_alive(evaluator, run_dir, "search")  # a dead evaluator fails trials, which Tune only records
         ray.get(evaluator.open_test.remote())

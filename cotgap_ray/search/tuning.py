@@ -226,8 +226,10 @@ class GridSearch(StudySearch):
 
 
 def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], problems: dict, baseline_dev: dict,
-               proxies: dict, resume: bool) -> dict[str, TrialRecord]:
-    """Stage 5: the Tune search; returns the trial records by point key (finished ones from earlier runs too)."""
+               proxies: dict, resume: bool, searched: list[str] | None = None) -> dict[str, TrialRecord]:
+    """Stage 5: the Tune search; returns the trial records by point key (finished ones from earlier runs too).
+    `searched`: the teacher specs the search may choose (run.allocation_stage; default every teacher); a grid
+    always runs every teacher."""
     from ray.tune.schedulers import FIFOScheduler
 
     from cotgap_ray.cluster import join_storage, offered_node_types, storage_root
@@ -235,6 +237,7 @@ def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], pro
     from cotgap_ray.search.space import grid_points, search_space, seed_points
 
     grid = grid_points(list(cfg.teachers), cfg.search) if cfg.search.strategy == "grid" else None
+    searched = list(cfg.teachers) if grid is not None or searched is None else searched
     budget = len(grid) if grid is not None else cfg.search.trials
     previous = load_records(run_dir)
     done = {key: [_epoch_result(rec, e) for e in rec.epochs] or [_no_data_result(rec)]
@@ -250,10 +253,12 @@ def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], pro
     concurrent = max_concurrent(replace(cfg, search=replace(cfg.search, trials=budget)), offered_node_types())
     if grid is not None:
         print(f"\ngrid: {len(grid)} points, every one to its planned epochs, up to {concurrent} at once, per trial "
-              f"{per_trial_request(cfg)} (search.trials, asha and seed_from_proxies do not apply to a grid)"
+              f"{per_trial_request(cfg)} (search.trials, asha, seed_from_proxies and rule_out_alpha do not apply "
+              f"to a grid)"
               + (f"; {len(done)} finished earlier" if done else ""))
     else:
         print(f"\nsearch: {cfg.search.trials} trials, up to {concurrent} at once, per trial {per_trial_request(cfg)}"
+              + (f"; {len(searched)} of {len(cfg.teachers)} teachers" if len(searched) < len(cfg.teachers) else "")
               + (f"; {len(done)} finished earlier" if done else ""))
     if resume and tune.Tuner.can_restore(str(tune_dir / "search")):
         tuner = tune.Tuner.restore(str(tune_dir / "search"), trainable=trainable, resume_unfinished=True,
@@ -261,11 +266,11 @@ def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], pro
     else:
         points = None  # a grid hands out its points itself (GridSearch)
         if grid is None and cfg.search.seed_from_proxies:
-            teachers_by_rank = sorted(cfg.teachers, key=lambda s: proxies[teacher_names[s]]["rank"])
+            teachers_by_rank = sorted(searched, key=lambda s: proxies[teacher_names[s]]["rank"])
             points = seed_points(teachers_by_rank, cfg.search)
         searcher = (partial(GridSearch, points=grid) if grid is not None else StudySearch)(
             # a partial, not a lambda: Tune pickles the searcher into its experiment checkpoint (resume)
-            space=partial(search_space, teachers=list(cfg.teachers), search=cfg.search), metric="dev_delta",
+            space=partial(search_space, teachers=list(searched), search=cfg.search), metric="dev_delta",
             mode="max",
             points_to_evaluate=points,
             sampler=optuna.samplers.TPESampler(seed=cfg.search.seed),
