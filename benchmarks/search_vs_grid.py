@@ -26,8 +26,8 @@ allocation against the plain order.
 
 Printed (and written to --out-root/summary.md and summary.json): the CPU and each run's wall time, then
 
-    setting | allocation | seed | search's teacher | grid's teacher | regret [95% CI] | same choice | compute
-      (compute: trial-epochs, seconds)
+    setting | allocation | seed | search's teacher | grid's teacher | regret [95% CI] | same choice | ruled out |
+      compute (trial-epochs, seconds)
     setting | proxy | Spearman vs grid best dev delta | Kendall | n | Spearman vs grid test delta
 
 (regret: the grid's choice's test delta minus the search's, points, paired bootstrap CI over test problems; compute:
@@ -233,6 +233,16 @@ def table(header: list[str], rows: list[list]) -> list[str]:
     return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in cells)]
 
 
+def _ruled_out(alloc: dict | None) -> str:
+    """validate's allocation check in a cell: the teachers ruled out, and whether the grid's choice or the oracle
+    (best on test) was one of them."""
+    if not alloc:
+        return "-"
+    flags = [what for what, key in (("grid's choice", "grid_choice_ruled_out"), ("oracle", "oracle_ruled_out"))
+             if alloc.get(key)]
+    return f"{', '.join(alloc['ruled_out']) or 'none'} ({' and '.join(flags) + ' ruled out' if flags else 'neither'})"
+
+
 def regret_ok(sq: dict) -> bool | None:
     """Goal 1's regret half: the CI reaches 0 (lower bound <= 0); None when validate gave no interval."""
     ci = sq["regret"].get("ci95")
@@ -286,8 +296,8 @@ def render(summary: dict) -> list[str]:
     for s in summary["settings"]:
         out.append(f"- setting {s['name']}: {s['config']} {' '.join(s['overrides']) or '(no overrides)'}; "
                    f"{len(s['teachers'])} teacher configurations, grid {s['grid_points']} points, search.trials "
-                   f"{s['trials']}" + ("; every search trial is a proxy-seeded point (search.trials <= teachers, "
-                                       "seed_from_proxies): the searches do not depend on search.seed"
+                   f"{s['trials']}" + ("; every plain search trial is a proxy-seeded point (search.trials <= teachers, "
+                                       "seed_from_proxies): plain searches do not depend on search.seed"
                                        if s["seed_points_only"] else ""))
     rows = []
     for s in summary["settings"]:
@@ -298,12 +308,13 @@ def render(summary: dict) -> list[str]:
             rows.append([s["name"], v.get("allocation", "plain"), v["seed"], sq["search_choice"]["teacher"],
                          sq["grid_choice"]["teacher"],
                          f"{_pts(r['value'])} [{_pts(ci[0])}, {_pts(ci[1])}]" if ci else f"{_pts(r['value'])} [n/a]",
-                         "yes" if sq["same_choice"] else "no",
+                         "yes" if sq["same_choice"] else "no", _ruled_out(sq.get("allocation")),
                          (f"{_pct(c['trial_epochs']['fraction'])} ({c['trial_epochs']['search']:.0f}/"
                          f"{c['trial_epochs']['grid']:.0f}), {_pct(c['seconds']['fraction'])}")])
     out += ["", "## Regret (points of test accuracy: grid's choice minus the search's) and compute", "",
             *table(["setting", "allocation", "seed", "search's teacher", "grid's teacher", "regret [95% CI]",
-                    "same choice", "compute (trial-epochs, seconds)"], rows)]
+                    "same choice", "ruled out (grid's choice / oracle among them)",
+                    "compute (trial-epochs, seconds)"], rows)]
     rows = []
     for s in summary["settings"]:
         test = {p["proxy"]: p for p in s["proxies"] if p["target"] == "grid_test_delta"}
@@ -389,8 +400,8 @@ def main() -> None:
         print(f"\nsetting {name}: {config} {' '.join(overrides)}\n  {len(plan['teachers'])} teachers, grid "
               f"{plan['grid_points']} points, {seeds} searches of {plan['trials']} trials", flush=True)
         if plan["seed_points_only"]:
-            print("  note: search.trials <= teachers with seed_from_proxies: every search trial is a proxy-seeded "
-                  "point, so the searches do not depend on search.seed", flush=True)
+            print("  note: search.trials <= teachers with seed_from_proxies: every plain search trial is a "
+                  "proxy-seeded point, so plain searches do not depend on search.seed", flush=True)
         setting = {**plan, "runs": [], "validations": []}
         grid_dir = out_root / name / "grid"
         setting["runs"].append({"label": "grid", **ensure_run(

@@ -376,6 +376,12 @@ def search_quality_markdown(sq: dict) -> list[str]:
                        row("oracle: grid's best on TEST (information only)", oracle)]),
            "", f"- regret: {_regret(sq['regret'])}; same teacher: {'yes' if sq['same_choice'] else 'no'}",
            f"- regret against the oracle (chosen on test, so for information only): {_regret(oracle['search_regret'])}"]
+    alloc = sq.get("allocation")
+    if alloc:  # the search ruled teachers out from their rationales: was the grid's answer among them?
+        out.append(f"- proxy-guided allocation (alpha {alloc['alpha']}): ruled out "
+                   f"{', '.join(alloc['ruled_out']) or 'none'}; the grid's choice "
+                   f"{'WAS' if alloc['grid_choice_ruled_out'] else 'was not'} among them, the oracle "
+                   f"{'WAS' if alloc['oracle_ruled_out'] else 'was not'}")
     for key, what in (("trial_epochs", "trial-epochs"), ("seconds", "seconds")):
         c = compute[key]
         share = "n/a" if c["fraction"] is None else f"{100 * c['fraction']:.1f}%"

@@ -15,6 +15,8 @@ What it computes (fractions in JSON, points in text):
   compute                      the search's trial-epochs and seconds as a fraction of the grid's
   proxies                      Spearman and Kendall tau-b of every numeric proxy with the grid's per-teacher best dev
                                delta and test delta (lower-is-better proxies negated: positive = predicts well)
+  allocation                   when the search ruled teachers out (search.rule_out_alpha): which, and whether the
+                               grid's choice or the oracle was among them (the rule-out's mistake, if it made one)
 
 It writes SEARCH_RUN/search_quality.json and re-renders SEARCH_RUN's report (report.json's `search_quality`, and a
 "Search quality (against a grid)" section in report.md).
@@ -213,6 +215,17 @@ def grid_truths(grid: dict) -> dict[str, dict[str, float]]:
     return {"grid_best_dev_delta": dev, "grid_test_delta": test}
 
 
+def allocation_check(search: dict, grid_choice: str, oracle: str) -> dict | None:
+    """Did the search's proxy-guided allocation (allocation.json) rule out the teacher the grid chose, or the one
+    best on test? None when the search ruled nothing out by design (no allocation.json)."""
+    allocation = search.get("allocation")
+    if not isinstance(allocation, dict) or not isinstance(allocation.get("teachers"), dict):
+        return None
+    ruled_out = sorted(name for name, e in allocation["teachers"].items() if e.get("ruled_out"))
+    return {"alpha": allocation.get("alpha"), "ruled_out": ruled_out, "grid_choice_ruled_out": grid_choice in ruled_out,
+            "oracle_ruled_out": oracle in ruled_out}
+
+
 def search_quality(search_dir: str | Path, grid_dir: str | Path) -> dict:
     """The comparison (see the module docstring); reads the two runs, writes nothing."""
     if Path(search_dir).resolve() == Path(grid_dir).resolve():
@@ -243,6 +256,7 @@ def search_quality(search_dir: str | Path, grid_dir: str | Path) -> dict:
                    "grid_choice_regret": regret(oracle, grid_final, notes, "grid choice against the oracle")},
         "compute": compute_share(search, grid),
         "proxies": proxies,
+        "allocation": allocation_check(search, grid_final.teacher, oracle.teacher),
         "notes": notes,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

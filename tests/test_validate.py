@@ -149,6 +149,21 @@ def test_search_that_picks_the_grids_teacher_has_no_regret(tmp_path):
     assert sq["compute"]["seconds"] == {"search": 45.0, "grid": 180.0, "fraction": 0.25}
 
 
+def test_a_search_that_ruled_teachers_out_says_whether_the_grids_answer_was_one(tmp_path):
+    search = search_run(tmp_path, A)
+    assert validate.search_quality(search, grid_run(tmp_path))["allocation"] is None  # nothing ruled out by design
+    entry = {"solved": 1, "n_problems": 40, "leader_solved": 20, "only_leader": 19, "only_this": 0, "p": 1e-6,
+             "p_holm": 2e-6}
+    write_json(search / "allocation.json", {"alpha": 0.05, "leader": A, "kept": [A, B], "teachers": {
+        A: {**entry, "ruled_out": False}, B: {**entry, "ruled_out": False}, C: {**entry, "ruled_out": True}}})
+    sq = validate.validate(search, tmp_path / "grid")
+    # C, ruled out, is the oracle (best on test) in this grid; the grid's choice A was kept
+    assert sq["allocation"] == {"alpha": 0.05, "ruled_out": [C], "grid_choice_ruled_out": False,
+                                "oracle_ruled_out": True}
+    md = (search / "report.md").read_text()
+    assert f"ruled out {C}; the grid's choice was not among them, the oracle WAS" in md
+
+
 def test_search_that_picks_a_worse_teacher_has_the_difference_as_regret(tmp_path):
     sq = validate.search_quality(search_run(tmp_path, B), grid_run(tmp_path))
     assert sq["same_choice"] is False and sq["search_choice"]["teacher"] == B
