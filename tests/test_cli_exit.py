@@ -3,7 +3,7 @@
 CI once printed "272 passed" and then died with SIGSEGV during interpreter teardown; the suspects (vLLM's engine
 process, threads and zmq sockets, torch, Ray's driver threads, Arrow) are loaded just the same by the commands users
 run, so a teardown crash would hit every `python -m cotgap_ray.<cli>` as a failed run after its work was done. The
-suite's own exit guard (conftest.py ends pytest with os._exit) hides such a crash from the suite; these tests run each
+suite itself now exits normally too (conftest.py), but it is one interpreter with many Ray sessions; these run each
 CLI as users do, in a subprocess with a normal interpreter exit, under faulthandler (a crash prints "Fatal Python
 error" and every thread's stack on stderr), and require exit status 0 and no such dump. The crash was intermittent, so
 evaluate runs 3 times on the HF engine and twice on vLLM (its engine process was the prime suspect); generate, distill

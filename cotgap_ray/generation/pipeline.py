@@ -226,12 +226,34 @@ def run_pipeline(job: TeacherJob, placement: Placement, n_actors: int) -> Iterat
                                            "close_after": len(work) if n_actors == 1 else None},
                     **remote)
             ds.set_name(f"cotgap-generate-{job.model.name}")  # the dashboard's Ray Data view: one row per teacher
-            yield from ds.iter_rows()
+            yield from shard_rows(ds)
         finally:
             ctx.wait_for_min_actors_s, ctx.enable_progress_bars = saved_wait, saved_bars
     finally:
         for group in groups:
             ray.util.remove_placement_group(group)
+
+
+def shard_rows(ds) -> Iterator[dict]:
+    """Every row of `ds` as its blocks are produced (here one row per finished shard: its metadata and bytes).
+
+    Not ds.iter_rows(): when that iteration stops early (a failed shard, an interrupted run) Ray Data's block
+    prefetcher thread (WaitBlockPrefetcher, named "Prefetcher") is never stopped (Ray 2.60 stops it only when the
+    iterator runs to its end); it stays parked for the life of the process holding the last ObjectRefs it fetched,
+    and outlives ray.shutdown(). A thread that keeps Ray objects past ray.shutdown() and into the next Ray session is
+    what Ray reports as unsafe (ray-project/ray#31145: segfaults when restarting Ray with background threads running),
+    and the likeliest cause of the suite's one crash at interpreter exit (issue 16). A row per shard needs neither
+    batching nor prefetching: the ref-bundle iterator starts no thread."""
+    import ray
+    from ray.data.block import BlockAccessor
+
+    bundles = ds.iter_internal_ref_bundles()
+    try:
+        for bundle in bundles:
+            for entry in bundle.blocks:
+                yield from BlockAccessor.for_block(ray.get(entry.ref)).iter_rows(public_row_format=True)
+    finally:
+        del bundles  # the executor (and its engine actors) ends with its iterator, on an early exit too
 
 
 def wait_released(before: dict, timeout_s: float = 30.0) -> None:
