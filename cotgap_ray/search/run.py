@@ -285,6 +285,10 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
     from cotgap_ray.search.resources import check_resources
 
     if not ray.is_initialized():
+        from cotgap_ray.cluster.local import second_cluster_warning
+
+        if warning := second_cluster_warning():  # two local clusters on one machine break Ray Train's cleanup
+            print(warning, file=sys.stderr)
         ray.init()  # joins a running cluster (ray up / ray start) when there is one, else starts a local one
     # Every stage's request (generation engines, the evaluation engine, fine-tune workers) is checked here, before
     # the first model is resolved (a packaged model is converted on first use) and before the baseline.
