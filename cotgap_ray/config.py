@@ -160,6 +160,8 @@ class TrainConfig:
         _check_dtype(self.dtype)
 
 
+# (section, key) -> the value that reproduces the behaviour from before the key existed (ExperimentConfig.fingerprint).
+ADDED_KEYS = {("search", "rule_out_alpha"): None}
 SEARCH_STRATEGIES = ("optuna", "grid")  # search.strategy: see SearchConfig.strategy's help
 
 
@@ -252,8 +254,14 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
     def fingerprint(self) -> str:
-        """Hash of the whole config: a run directory belongs to exactly one config."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of the whole config: a run directory belongs to exactly one config. A key added after run
+        directories existed (ADDED_KEYS) is left out while it holds the value that behaves as before it existed, so
+        a run written before the key still resumes."""
+        data = self.to_dict()
+        for (section, key), neutral in ADDED_KEYS.items():
+            if key in data.get(section, {}) and data[section][key] == neutral:
+                del data[section][key]
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,

@@ -54,6 +54,19 @@ def test_fingerprint_tracks_content(tmp_path):
     assert a.fingerprint() == load_config(None).fingerprint() != b.fingerprint()
 
 
+def test_a_key_added_later_keeps_older_run_directories_resumable():
+    """search.rule_out_alpha came after runs existed: at its default (null: the old behaviour) it is not hashed, so a
+    config.json written before it (no such key) still matches; set, it is part of the config like any key."""
+    import hashlib
+    import json
+
+    cfg = load_config(None)
+    before = cfg.to_dict()
+    del before["search"]["rule_out_alpha"]  # what config.json held before the key existed
+    assert cfg.fingerprint() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    assert load_config(None, ["search.rule_out_alpha=0.05"]).fingerprint() != cfg.fingerprint()
+
+
 def test_every_field_has_help():
     rows = describe()
     assert rows and all(help_text for _, _, help_text in rows)
