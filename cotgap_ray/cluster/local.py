@@ -1,12 +1,12 @@
 """Before a command starts its own local Ray: is another Ray cluster already running on this machine?
 
 Two local clusters on one machine are not safe with Ray Train 2.60. Its PlacementGroupCleaner (a detached actor per
-fine-tune) finds the state API by auto-discovery; with two clusters it may attach to the other one ("Found multiple
-active Ray instances ... Connecting to latest cluster"), not find its fine-tune's controller there, take it for
-dead and remove the placement group of a live trial, which then fails with ActorDiedError (seen 2026-12-02 with two
-test suites on one machine; ray-project/ray#65447 discusses such false deaths). `ray.init()` joins a cluster only
-when RAY_ADDRESS names one or `ray start` started one; a cluster another command's `ray.init()` started is not
-joined, so two searches started by hand each start their own. This module says so before the second one starts.
+fine-tune) finds the state API by auto-discovery, and with two clusters it attaches to the other one ("Found
+multiple active Ray instances ... Connecting to latest cluster"); seen 2026-12-02 with two test suites on one
+machine, where a trial died with ActorDiedError meanwhile (a cleaner that takes its live controller for dead removes
+the trial's placement group; ray-project/ray#65447). `ray.init()` joins a cluster only when RAY_ADDRESS names one or
+`ray start` started one; a cluster another command's `ray.init()` started is not joined, so two searches started by
+hand each start their own. This module says so before the second one starts.
 """
 
 from __future__ import annotations
