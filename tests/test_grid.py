@@ -128,6 +128,36 @@ def test_the_grid_searcher_hands_out_every_point_once_then_finishes(tmp_path):
     assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))
 
 
+def test_the_search_never_hands_out_a_point_twice_and_ends_when_the_space_is_spent():
+    """StudySearch (the Optuna search): TPE repeats points in a small space; a repeat is closed in the study with the
+    earlier trial's value and the sampler asked again, so every trial gets a new point, and once every point of a
+    finite space was handed out the search says it is finished instead of training a point again (no Ray started)."""
+    from functools import partial
+
+    from ray.tune.search import Searcher
+
+    from cotgap_ray.search.tuning import StudySearch
+
+    teachers = TEACHERS[:1]
+    search = SearchConfig(strategy="optuna", filter_chains={"all": []}, lora_rank=[4, 8], lora_alpha_ratio=[2.0],
+                          learning_rate=[0.01, 0.01], epochs=[1, 2])
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    searcher = StudySearch(space=partial(search_space, teachers=teachers, search=search), metric="dev_delta",
+                           mode="max", sampler=optuna.samplers.TPESampler(seed=0))
+    handed = []
+    for i in range(8):
+        config = searcher.suggest(f"t{i}")
+        if config == Searcher.FINISHED:
+            break
+        handed.append(point_key(config))
+        searcher.on_trial_complete(f"t{i}", {"dev_delta": 0.01 * i, "epoch": config["lora.epochs"], "status": "ok"})
+    space = {point_key(p) for p in grid_points(teachers, search)}
+    assert len(handed) == len(set(handed)) == len(space) == 4 and set(handed) == space
+    closed = searcher._ot_study.get_trials(deepcopy=False)
+    repeats = [t for t in closed if t.number not in {searcher._ot_trials[f"t{i}"].number for i in range(4)}]
+    assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL) for t in repeats)
+
+
 # ------------------------------------------------------------------------------------------ end to end (Ray)
 
 GRID_OVERRIDES = ["search.strategy=grid", "search.filter_chains={all: []}", "search.lora_rank=[4]",

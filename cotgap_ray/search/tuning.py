@@ -168,13 +168,73 @@ class TrialRecorder(tune.Callback):
 # ------------------------------------------------------------------------------------------------------ search
 
 
+# How often the sampler may propose an already-tried point for one trial before the search takes the first untried
+# point of a finite space (or ends, when none is left).
+MAX_REPEATS = 32
+
+
 class StudySearch(OptunaSearch):
-    """OptunaSearch whose SQLite study may be ahead of Tune's experiment checkpoint.
+    """OptunaSearch whose SQLite study may be ahead of Tune's experiment checkpoint, and which never hands out the
+    same point twice.
 
     A driver killed after Optuna recorded a trial as finished but before Tune checkpointed it restores that trial as
     unfinished; its (replayed) results then reach a study trial that is already complete, and plain OptunaSearch
     crashes with UpdateFinishedTrialError. The study already holds exactly that outcome, so it is skipped.
+
+    TPE proposes points it has tried before, most of all in a small finite space (a proxy-guided search over one
+    teacher, 4 points, proposed 2 of its 5 points twice on 2026-12-02 and trained them again). A repeat costs a
+    fine-tune and measures nothing new: its study trial is closed with the earlier trial's value (or as failed while
+    that one runs) and the sampler is asked again; after MAX_REPEATS repeats the first untried point of a finite space
+    is taken, and when every point has been tried the search ends (Searcher.FINISHED) with its budget unspent.
     Module level, not nested: Tune pickles the searcher into its experiment checkpoint."""
+
+    def __init__(self, *args, **kwargs):
+        self._given: dict[str, str] = {}  # point key -> the Tune trial it was handed to
+        super().__init__(*args, **kwargs)
+
+    def suggest(self, trial_id: str):
+        from cotgap_ray.search.space import point_key
+
+        for _ in range(MAX_REPEATS):
+            config = super().suggest(trial_id)
+            if not isinstance(config, dict):
+                return config
+            # setdefault on __dict__: a searcher pickled before _given existed (an older run's --resume) has none
+            owner = self.__dict__.setdefault("_given", {}).setdefault(point_key(config), trial_id)
+            if owner == trial_id:
+                return config
+            self._close_repeat(trial_id, owner)
+        untried = self._untried_point()
+        if untried is None:
+            print(f"search: every point of the space has been tried; the search ends after {len(self._given)} "
+                  f"trials")
+            return Searcher.FINISHED
+        self._ot_study.enqueue_trial(untried)  # the next ask() takes it
+        return self.suggest(trial_id)
+
+    def _close_repeat(self, trial_id: str, owner: str) -> None:
+        """Close the study trial that repeated `owner`'s point: with owner's value when it has one, else failed."""
+        repeat = self._ot_trials.pop(trial_id)
+        earlier = self._ot_trials.get(owner)
+        frozen = next((t for t in self._ot_study.get_trials(deepcopy=False)
+                       if earlier is not None and t.number == earlier.number), None)
+        if frozen is not None and frozen.state == optuna.trial.TrialState.COMPLETE:
+            self._ot_study.tell(repeat, frozen.value)
+        else:
+            self._ot_study.tell(repeat, state=optuna.trial.TrialState.FAIL)
+
+    def _untried_point(self) -> dict | None:
+        """The first point of the space (grid order) no trial has had; None when the space is infinite (a searched
+        continuous range) or exhausted."""
+        from cotgap_ray.config import ConfigError
+        from cotgap_ray.search.space import grid_points, point_key
+
+        space = self._space.keywords if isinstance(self._space, partial) else {}
+        try:
+            points = grid_points(space["teachers"], space["search"])
+        except (ConfigError, KeyError):
+            return None
+        return next((p for p in points if point_key(p) not in self._given), None)
 
     def on_trial_result(self, trial_id, result):
         try:
