@@ -30,7 +30,7 @@ Printed (and written to --out-root/summary.md and summary.json): the CPU and eac
       compute (trial-epochs, seconds)
     setting | proxy | Spearman vs grid best dev delta | Kendall | n | Spearman vs grid test delta
 
-(regret: the grid's choice's test delta minus the search's, points, paired bootstrap CI over test problems; compute:
+(regret: the grid's choice's test delta minus the search's, points, paired 95% CI over test problems; compute:
 the search's share of the grid's trial-epochs and fine-tune+dev-eval seconds; proxies: those of the grid's run), then
 per setting the mean regret and compute share over seeds and the stated goals, met or not met:
   1. regret: every seed's regret CI contains 0 (or lies below it: the search's teacher did better) at <= 25% of the

@@ -8,8 +8,10 @@ task, splits and student. Reads the two run directories only; no Ray, no model.
 
 What it computes (fractions in JSON, points in text):
   grid_choice / search_choice  each run's teacher chosen on dev (report.chosen_on_dev) and its own test confirmation
-  regret                       grid choice's test delta - search choice's, with a paired bootstrap 95% CI over the
-                               test problems both confirmations scored (per problem: mean over seeds of after-before)
+  regret                       grid choice's test delta - search choice's, with a 95% interval over the test problems
+                               both confirmations scored (per problem: mean over seeds of after-before): exact
+                               (stats.mcnemar_interval) when each problem's regret is -1, 0 or +1 (one seed each),
+                               else a paired bootstrap; never [0, 0] (exact_regret_interval)
   oracle                       the grid's best teacher by TEST delta, and the search's regret against it: it looks at
                                test, so it is for information only, never a selection rule
   compute                      the search's trial-epochs and seconds as a fraction of the grid's
@@ -135,8 +137,9 @@ def per_problem(final: FinalRecord) -> dict[str, float] | None:
 
 
 def regret(better: FinalRecord, chosen: FinalRecord, notes: list[str], what: str) -> dict:
-    """better.delta - chosen.delta (each run's own confirmation), with a paired bootstrap interval over the test
-    problems both scored. No interval when either final lacks per-problem results (noted)."""
+    """better.delta - chosen.delta (each run's own confirmation), with an interval over the test problems both
+    scored (exact with one seed each, else a paired bootstrap). No interval when either final lacks per-problem
+    results (noted)."""
     from cotgap_ray.stats import bootstrap_mean_difference
 
     value = None if better.delta is None or chosen.delta is None else better.delta - chosen.delta
@@ -154,8 +157,32 @@ def regret(better: FinalRecord, chosen: FinalRecord, notes: list[str], what: str
     if len(common) < max(len(a), len(b)):
         notes.append(f"{what}: the interval pairs the {len(common)} test problems both confirmations scored "
                      f"(of {len(a)} and {len(b)})")
+    diffs = [a[i] - b[i] for i in common]
+    if all(d in (-1.0, 0.0, 1.0) for d in diffs) or len(set(diffs)) == 1:
+        return {**out, **exact_regret_interval(diffs)}
     boot = bootstrap_mean_difference([a[i] for i in common], [b[i] for i in common], n_boot=N_BOOT)
     return {**out, "ci95": boot["ci95"], "n_problems": boot["n"], "interval": boot["interval"]}
+
+
+def exact_regret_interval(diffs: list[float]) -> dict:
+    """An interval for mean(diffs) that is never [0, 0], for the cases a bootstrap gets wrong.
+
+    With one confirmation seed per run (and the two runs' engines agreeing on the baseline) each test problem's
+    regret is -1, 0 or +1: the difference of two paired right/wrong outcomes, whose exact interval is
+    stats.mcnemar_interval (b = problems only the search's teacher got right, c = only the better one). A bootstrap
+    over problems collapses to [0, 0] when the two agree on every problem (the same configuration trained twice with
+    one seed: 2026-12-02, setting A), although a rate of disagreement up to about 3.6 points on 100 problems is not
+    ruled out; the exact interval says so. Several seeds whose per-problem values are all equal are bounded the same
+    way on signs, scaled by the largest |difference| (conservative)."""
+    from cotgap_ray.stats import mcnemar_interval
+
+    n = len(diffs)
+    b, c = sum(d < 0 for d in diffs), sum(d > 0 for d in diffs)
+    scale = max([1.0, *(abs(d) for d in diffs)])
+    lo, hi = mcnemar_interval(b, c, n)
+    return {"ci95": [scale * lo, scale * hi], "n_problems": n,
+            "interval": "exact paired interval over problems (inverts the exact McNemar test; "
+                        "stats.mcnemar_interval)" + (f", scaled by {scale:g}" if scale != 1.0 else "")}
 
 
 def _epoch_seconds(trials: list[TrialRecord]) -> float:

@@ -164,6 +164,25 @@ def test_a_search_that_ruled_teachers_out_says_whether_the_grids_answer_was_one(
     assert f"ruled out {C}; the grid's choice was not among them, the oracle WAS" in md
 
 
+def test_one_seed_and_identical_answers_give_an_exact_interval_never_zero_width(tmp_path):
+    """One confirmation seed each: per-problem regret is -1, 0 or +1 and the interval is the exact one
+    (stats.mcnemar_interval). The same configuration trained twice answers identically, where a bootstrap over
+    problems gave [0, 0] (setting A, 2026-12-02); the exact interval still allows a disagreement rate it cannot rule
+    out on 10 problems (Clopper-Pearson upper bound of 0 of 10: 30.85%)."""
+    from cotgap_ray.stats import mcnemar_interval
+
+    same = [_final(A, "g1", 0.05, [_solved(4)])]
+    grid = write_run(tmp_path / "grid", [_trial("g1", A, 0.05)], same, PROXIES, strategy="grid")
+    search = write_run(tmp_path / "search", [_trial("g1", A, 0.05)], same, PROXIES)
+    r = validate.search_quality(search, grid)["regret"]
+    assert r["value"] == 0.0 and r["ci95"][0] < 0 < r["ci95"][1]
+    assert r["ci95"] == pytest.approx([-0.3085, 0.3085], abs=1e-4) and "exact" in r["interval"]
+    # one problem only the grid's teacher solves: b = 0, c = 1 of 10, the test's own interval
+    other = write_run(tmp_path / "search2", [_trial("s1", A, 0.05)], [_final(A, "s1", 0.05, [_solved(3)])], PROXIES)
+    r = validate.search_quality(other, grid)["regret"]
+    assert r["value"] == pytest.approx(0.1) and r["ci95"] == pytest.approx(list(mcnemar_interval(0, 1, 10)))
+
+
 def test_search_that_picks_a_worse_teacher_has_the_difference_as_regret(tmp_path):
     sq = validate.search_quality(search_run(tmp_path, B), grid_run(tmp_path))
     assert sq["same_choice"] is False and sq["search_choice"]["teacher"] == B
