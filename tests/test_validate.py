@@ -183,6 +183,17 @@ def test_one_seed_and_identical_answers_give_an_exact_interval_never_zero_width(
     assert r["value"] == pytest.approx(0.1) and r["ci95"] == pytest.approx(list(mcnemar_interval(0, 1, 10)))
 
 
+def test_several_seeds_keep_the_bootstrap_even_when_every_problem_is_whole(tmp_path):
+    """Two seeds that agree per problem give regrets of -1, 0 or +1 too, but the exact single-seed interval would
+    ignore seed-to-seed variation: the bootstrap is kept."""
+    grid = write_run(tmp_path / "grid", [_trial("g1", A, 0.05)], [_final(A, "g1", 0.05, [_solved(4), _solved(4)])],
+                     PROXIES, strategy="grid")
+    search = write_run(tmp_path / "search", [_trial("s1", A, 0.05)], [_final(A, "s1", 0.05, [_solved(2)] * 2)],
+                       PROXIES)
+    r = validate.search_quality(search, grid)["regret"]
+    assert r["value"] == pytest.approx(0.2) and "bootstrap" in r["interval"]
+
+
 def test_search_that_picks_a_worse_teacher_has_the_difference_as_regret(tmp_path):
     sq = validate.search_quality(search_run(tmp_path, B), grid_run(tmp_path))
     assert sq["same_choice"] is False and sq["search_choice"]["teacher"] == B

@@ -43,8 +43,8 @@ def allocate(tables: dict[str, pa.Table], train_ids: list[str], alpha: float) ->
     leader = max(by_teacher, key=lambda name: sum(by_teacher[name]))  # max keeps the first of equals
     others = [name for name in by_teacher if name != leader]
     lead = by_teacher[leader]
-    raw = [mcnemar_greater_p(lead, by_teacher[name]) for name in others]
-    adjusted = dict(zip(others, holm(raw)))
+    raw = {name: mcnemar_greater_p(lead, by_teacher[name]) for name in others}
+    adjusted = dict(zip(others, holm(list(raw.values()))))
     entries = {}
     for name, hits in by_teacher.items():
         entry = {"solved": sum(hits), "n_problems": len(train_ids), "leader_solved": sum(lead),
@@ -52,7 +52,7 @@ def allocate(tables: dict[str, pa.Table], train_ids: list[str], alpha: float) ->
                  "only_this": sum(b and not a for a, b in zip(lead, hits)),
                  "p": None, "p_holm": None, "ruled_out": False}
         if name != leader:
-            entry["p"] = raw[others.index(name)]
+            entry["p"] = raw[name]
             entry["p_holm"] = adjusted[name]
             entry["ruled_out"] = adjusted[name] < alpha
         entries[name] = entry
