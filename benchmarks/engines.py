@@ -3,22 +3,28 @@
     HF_HUB_OFFLINE=1 python benchmarks/engines.py --model packaged:smollm2-135m-instruct \\
         --questions ../shared/data/gsm8k/test.jsonl --prompts 32 --max-tokens 128 --batch-size 8
 
-Every engine gets the same rendered prompts (cotgap_ray.prompts.render_prompt) and greedy decoding, once per dtype in
---dtypes. Start-up (model load, vLLM engine start, one tiny warm-up call) is timed apart from generation. The table:
+Every engine gets the same rendered prompts (cotgap_ray.prompts.render_prompt) and decoding (greedy by default), once
+per dtype in --dtypes. Start-up (model load, vLLM engine start, one tiny warm-up call) is timed apart from generation:
 
     engine  dtype  prompts  out tokens  start s  gen s  tok/s  bound tok/s  % of bound  +prompt tok/s  % of bound
-      vs first  same text
+      prefill s  decode tok/s  % of bound  vs first  same text
 
-`bound tok/s` is what the CPU's matmul rate allows: a matmul of the model's shape (batch --prompts x hidden x
-intermediate), measured now on all torch threads in that dtype, divided by the model's FLOPs per token (2 x the
-parameters that take part in a matmul: every weight but the input embedding, plus the output projection). It is a
-compute bound at full batch; small batches are memory-bound and stay below it. `tok/s` counts generated tokens;
-`+prompt tok/s` adds the prompt tokens the engine prefilled in the same seconds (the same matmuls per token), the
-engine's whole work against the same bound. vLLM's engine process gets tcmalloc when the machine has it
-and every core of a small machine (cotgap_ray/engines/preload.py); --tcmalloc on,off and --reserved-cpus auto,1
-compare them with vLLM's own start in the same run. `same text` counts prompts whose
-greedy text equals the first row's (the fp32 HF loop by default). `engine.kind: auto` / `engine.dtype: auto` pick
-vLLM when installed and the dtype hardware.resolve_dtype names (printed first): this table is the evidence.
+`bound tok/s` is what the CPU's matmul rate allows: a matmul of the model's shape (batch: prompts x samples, hidden,
+intermediate), measured now on all torch threads in that dtype through the fastest GEMM at hand (torch's, and vLLM's
+oneDNN one where vLLM is installed: torch's float32 GEMM was 2.2x slower on an AMD EPYC), divided by the model's
+FLOPs per token (2 x the parameters that take part in a matmul: every weight but the input embedding, plus the
+output projection). It is a compute bound at full batch; small batches are memory-bound and stay below it. `tok/s`
+counts generated tokens; `+prompt tok/s` adds the prompt tokens the engine prefilled in the same seconds (the same
+matmuls per token), the engine's whole work against the same bound. `prefill s` is a pass over the same prompts that
+stops after one token (prefix cache reset before the full pass); `decode tok/s` = (out tokens - one per sequence) /
+(gen s - prefill s), the decoding rate the bound is about. --temperature / --samples / --seed sample as the default
+experiment's teachers do (0.7, 2, a shard's seed); all samples count, the bound's batch is prompts x samples. vLLM's
+engine process gets tcmalloc when the machine has it and every core of a small machine
+(cotgap_ray/engines/preload.py); --tcmalloc on,off and --reserved-cpus auto,1 compare them with vLLM's own start in
+the same run; --compile on,off compares cotgap_ray's eager CPU engine with vLLM's own compiled one. `same text`
+counts prompts whose first text equals the first row's (the fp32 HF loop by default). `engine.kind: auto` /
+`engine.dtype: auto` pick vLLM when installed and the dtype hardware.resolve_dtype names (printed first): this table
+is the evidence.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from cotgap_ray.engines import SamplingParams, load_engine, vllm_available
@@ -94,39 +101,83 @@ def flops_per_token(model_dir: str) -> tuple[float, dict]:
     return 2.0 * matmul_params, config
 
 
-def bound_tok_s(model_dir: str, dtype: str, batch: int) -> float:
+def gemm_gflops(dtype: str, m: int, k: int, n: int, seconds: float = 0.5) -> dict[str, float]:
+    """GFLOP/s of an (m x k) @ (k x n) matmul in `dtype` on all torch threads, through each GEMM this machine offers:
+    torch's (MKL on x86) and, where vLLM is installed, the oneDNN GEMM vLLM's CPU linear layers use. They differ:
+    on a 2-core AMD EPYC (Zen 5) torch's float32 GEMM ran at 191 GFLOP/s and oneDNN's at 429."""
+    import torch
+
     from cotgap_ray.hardware import matmul_gflops
 
+    rates = {"torch": matmul_gflops(dtype, m=m, k=k, n=n, seconds=seconds)}
+    if vllm_available():
+        try:
+            from vllm import _custom_ops as ops
+        except ImportError:
+            return rates
+        dt = getattr(torch, dtype)
+        a, w = torch.randn(m, k, dtype=dt), torch.randn(k, n, dtype=dt)
+        handler = ops.create_onednn_mm(w, 32)
+        ops.onednn_mm(handler, a, None)  # warm-up: primitive creation
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            ops.onednn_mm(handler, a, None)
+            count += 1
+        rates["oneDNN"] = 2 * m * k * n * count / (time.perf_counter() - start) / 1e9
+    return rates
+
+
+def bound_tok_s(model_dir: str, dtype: str, batch: int) -> float:
+    """The fastest GEMM's rate at the model's MLP shape over the model's FLOPs per token (the rates printed)."""
     flops, config = flops_per_token(model_dir)
     hidden = config.get("hidden_size", 576)
     inter = config.get("intermediate_size", 4 * hidden)
-    return matmul_gflops(dtype, m=max(batch, 1), k=hidden, n=inter, seconds=0.5) * 1e9 / flops
+    rates = gemm_gflops(dtype, m=max(batch, 1), k=hidden, n=inter)
+    print(f"GEMM {max(batch, 1)}x{hidden}x{inter} {dtype}: "
+          + ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in rates.items())
+          + f"; bound = the fastest / {flops / 1e9:.2f} GFLOP a token", flush=True)
+    return max(rates.values()) * 1e9 / flops
 
 
 def run_engine(kind: str, dtype: str, model_dir: str, prompts: list[str], params: SamplingParams,
                options: dict, prompt_tokens: int) -> dict:
-    """Start the engine, warm it up, time one greedy pass over all prompts, close it."""
+    """Start the engine, warm it up, time a prefill-only pass (one token per sequence) and then the full pass over
+    all prompts, close it. The full pass's time less the prefill pass's is the decode time."""
     t0 = time.perf_counter()
     engine = load_engine(model_dir, kind, **options)
     engine.generate(prompts[:1], SamplingParams(max_tokens=4))  # first-call overheads belong to start-up
     start_s = time.perf_counter() - t0
     try:
         t0 = time.perf_counter()
+        engine.generate(prompts, replace(params, max_tokens=1))
+        prefill_s = time.perf_counter() - t0
+        reset_prefix_cache(engine)  # else the full pass would skip the prefill just timed
+        t0 = time.perf_counter()
         results = engine.generate(prompts, params)
         gen_s = time.perf_counter() - t0
     finally:
         engine.close()
-    tokens = sum(gens[0].n_tokens for gens in results)
+    gens = [g for per_prompt in results for g in per_prompt]
+    tokens = sum(g.n_tokens for g in gens)
+    decode_s = max(gen_s - prefill_s, 1e-9)
     return {"engine": kind, "dtype": dtype, "prompts": len(prompts), "tokens": tokens, "start_s": start_s,
             "gen_s": gen_s, "tok_s": tokens / gen_s, "all_tok_s": (tokens + prompt_tokens) / gen_s,
-            "texts": [gens[0].text for gens in results]}
+            "prefill_s": prefill_s, "decode_tok_s": (tokens - len(gens)) / decode_s,
+            "texts": [per_prompt[0].text for per_prompt in results]}
+
+
+def reset_prefix_cache(engine) -> None:
+    """vLLM keeps computed prompt blocks (prefix caching): drop them so a pass pays its own prefill."""
+    llm = getattr(engine, "llm", None)
+    if llm is not None and not llm.reset_prefix_cache():
+        raise RuntimeError("vLLM refused to reset its prefix cache (requests still running?)")
 
 
 def print_table(rows: list[dict], bounds: dict[str, float]) -> None:
     base = rows[0] if rows else None
     header = f"{'engine':<14} {'dtype':<9} {'prompts':>7} {'out tokens':>10} {'start s':>8} {'gen s':>8} " \
              f"{'tok/s':>8} {'bound tok/s':>11} {'% of bound':>10} {'+prompt tok/s':>13} {'% of bound':>10} " \
-             f"{'vs first':>9} {'same text':>10}"
+             f"{'prefill s':>9} {'decode tok/s':>12} {'% of bound':>10} {'vs first':>9} {'same text':>10}"
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -135,6 +186,7 @@ def print_table(rows: list[dict], bounds: dict[str, float]) -> None:
         print(f"{r['engine']:<14} {r['dtype']:<9} {r['prompts']:>7} {r['tokens']:>10} {r['start_s']:>8.1f} "
               f"{r['gen_s']:>8.1f} {r['tok_s']:>8.1f} {bound:>11.0f} {100 * r['tok_s'] / bound:>9.1f}% "
               f"{r['all_tok_s']:>13.1f} {100 * r['all_tok_s'] / bound:>9.1f}% "
+              f"{r['prefill_s']:>9.1f} {r['decode_tok_s']:>12.1f} {100 * r['decode_tok_s'] / bound:>9.1f}% "
               f"{r['tok_s'] / base['tok_s']:>8.2f}x {same:>10}")
 
 
@@ -147,6 +199,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompts", type=int, default=16, help="number of prompts")
     parser.add_argument("--max-tokens", type=int, default=64, help="greedy tokens per prompt at most")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per sub-batch of the batched HF engine")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="0: greedy (default); the default experiment's teachers sample at 0.7")
+    parser.add_argument("--samples", type=int, default=1, help="completions per prompt (the default experiment: 2)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (a generation shard's seed)")
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated dtypes to run every engine in")
     parser.add_argument("--torch-threads", type=int, help="torch.set_num_threads for the HF engines (default: torch's "
                                                            "choice); 1 is far faster on a CPU shared with other jobs")
@@ -157,6 +213,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated: vLLM once per value of VLLM_CPU_NUM_OF_RESERVED_CPU (auto: unset, "
                              "cotgap_ray's rule, none reserved below 8 CPUs, engines/preload.py; N: row 'vllm-rN'; "
                              "1 is vLLM's own default on x86)")
+    parser.add_argument("--compile", default="off",
+                        help="comma-separated on/off: vLLM once per value, eager (off: cotgap_ray's CPU choice) or "
+                             "compiled with torch.compile, vLLM's own CPU default (on: row 'vllm-compiled'; the "
+                             "compile is part of start s)")
     return parser.parse_args(argv)
 
 
@@ -171,33 +231,38 @@ def main(argv: list[str] | None = None) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prompts = [render_prompt(q, tokenizer) for q in load_questions(args.questions, args.prompts)]
-    params = SamplingParams(max_tokens=args.max_tokens)
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, n=args.samples, seed=args.seed)
     # Prompt tokens go through the same matmuls as generated ones (prefill): the engine's work is both.
     prompt_tokens = sum(len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts)
     from cotgap_ray.hardware import cpu_model, resolve_dtype
 
     kinds = [k for k in args.engines.split(",") if k != "vllm" or vllm_available()]
     dtypes = args.dtypes.split(",")
-    print(f"model {args.model} ({model_dir}); {len(prompts)} prompts ({prompt_tokens} tokens), greedy, "
-          f"max {args.max_tokens} tokens", flush=True)
+    decoding = "greedy" if args.temperature == 0 else f"temperature {args.temperature}, seed {args.seed}"
+    print(f"model {args.model} ({model_dir}); {len(prompts)} prompts ({prompt_tokens} tokens), {decoding}, "
+          f"{args.samples} sample(s) each, max {args.max_tokens} tokens", flush=True)
     print(f"CPU: {cpu_model()}; dtype auto here: {resolve_dtype('auto', 'cpu').name} "
           f"({resolve_dtype('auto', 'cpu').reason})", flush=True)
-    bounds = {d: bound_tok_s(model_dir, d, args.prompts) for d in dtypes}
+    bounds = {d: bound_tok_s(model_dir, d, args.prompts * args.samples) for d in dtypes}  # sequences per step
     rows = []
     for dtype in dtypes:
         for kind in kinds:
-            variants = [(t, r) for t in args.tcmalloc.split(",") for r in args.reserved_cpus.split(",")]
-            for tcmalloc, reserved in variants if kind == "vllm" else [("on", "auto")]:
+            variants = [(t, r, c) for t in args.tcmalloc.split(",") for r in args.reserved_cpus.split(",")
+                        for c in args.compile.split(",")]
+            for tcmalloc, reserved, compiled in variants if kind == "vllm" else [("on", "auto", "off")]:
                 # read by engines/preload.py and by vLLM when it spawns its engine process
                 os.environ["COTGAP_TCMALLOC"] = "auto" if tcmalloc == "on" else "0"
                 if reserved == "auto":
                     os.environ.pop("VLLM_CPU_NUM_OF_RESERVED_CPU", None)
                 else:
                     os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = reserved
-                row = run_engine(kind, dtype, model_dir, prompts, params,
-                                 engine_options(kind, args.batch_size, dtype), prompt_tokens)
+                options = engine_options(kind, args.batch_size, dtype)
+                if compiled == "on":
+                    options["enforce_eager"] = False  # vLLM's CPU default: torch.compile (inductor), traced once
+                row = run_engine(kind, dtype, model_dir, prompts, params, options, prompt_tokens)
                 row["engine"] += "" if tcmalloc == "on" else "-no-tcm"
                 row["engine"] += "" if reserved == "auto" else f"-r{reserved}"
+                row["engine"] += "-compiled" if compiled == "on" else ""
                 rows.append(row)
                 print(f"  {row['engine']} {dtype}: {row['tokens']} tokens in {row['gen_s']:.1f} s", flush=True)
     print()
