@@ -11,7 +11,7 @@ per dtype in --dtypes. Start-up (model load, vLLM engine start, one tiny warm-up
 
 `bound tok/s` is what the CPU's matmul rate allows: a matmul of the model's shape (batch: prompts x samples, hidden,
 intermediate), measured now on all torch threads in that dtype through the fastest GEMM at hand (torch's, and vLLM's
-oneDNN one where vLLM is installed: torch's float32 GEMM was 2.2x slower on an AMD EPYC), divided by the model's
+oneDNN one where vLLM is installed: torch's float32 GEMM was 2.3x slower on an AMD EPYC), divided by the model's
 FLOPs per token (2 x the parameters that take part in a matmul: every weight but the input embedding, plus the
 output projection). It is a compute bound at full batch; small batches are memory-bound and stay below it. `tok/s`
 counts generated tokens; `+prompt tok/s` adds the prompt tokens the engine prefilled in the same seconds (the same
@@ -104,7 +104,7 @@ def flops_per_token(model_dir: str) -> tuple[float, dict]:
 def gemm_gflops(dtype: str, m: int, k: int, n: int, seconds: float = 0.5) -> dict[str, float]:
     """GFLOP/s of an (m x k) @ (k x n) matmul in `dtype` on all torch threads, through each GEMM this machine offers:
     torch's (MKL on x86) and, where vLLM is installed, the oneDNN GEMM vLLM's CPU linear layers use. They differ:
-    on a 2-core AMD EPYC (Zen 5) torch's float32 GEMM ran at 191 GFLOP/s and oneDNN's at 429."""
+    on a 2-core AMD EPYC (Zen 5) torch's float32 GEMM ran at 194 GFLOP/s and oneDNN's at 447 (m=320)."""
     import torch
 
     from cotgap_ray.hardware import matmul_gflops
