@@ -21,7 +21,10 @@ stops after one token (prefix cache reset before the full pass); `decode tok/s` 
 experiment's teachers do (0.7, 2, a shard's seed); all samples count, the bound's batch is prompts x samples. vLLM's
 engine process gets tcmalloc when the machine has it and every core of a small machine
 (cotgap_ray/engines/preload.py); --tcmalloc on,off and --reserved-cpus auto,1 compare them with vLLM's own start in
-the same run; --compile on,off compares cotgap_ray's eager CPU engine with vLLM's own compiled one. `same text`
+the same run; --compile on,off compares cotgap_ray's eager CPU engine with vLLM's own compiled one; --block-size and
+--max-num-seqs compare KV block sizes and batch limits (vLLM's CPU defaults: 128, 256); --shard-size N calls the engine
+once per N prompts with each shard's seed, as the generation pipeline does with generation.shard_size (the bound stays
+at all sequences in one batch: the same work, laid out as the run lays it out). `same text`
 counts prompts whose first text equals the first row's (the fp32 HF loop by default). `engine.kind: auto` /
 `engine.dtype: auto` pick vLLM when installed and the dtype hardware.resolve_dtype names (printed first): this table
 is the evidence.
@@ -30,6 +33,7 @@ is the evidence.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
@@ -140,20 +144,31 @@ def bound_tok_s(model_dir: str, dtype: str, batch: int) -> float:
 
 
 def run_engine(kind: str, dtype: str, model_dir: str, prompts: list[str], params: SamplingParams,
-               options: dict, prompt_tokens: int) -> dict:
+               options: dict, prompt_tokens: int, shard_size: int | None = None) -> dict:
     """Start the engine, warm it up, time a prefill-only pass (one token per sequence) and then the full pass over
-    all prompts, close it. The full pass's time less the prefill pass's is the decode time."""
+    all prompts, close it. The full pass's time less the prefill pass's is the decode time. shard_size: prompts per
+    generate() call, each with its shard's own seed, as the generation pipeline calls an engine (None: one call)."""
+    from cotgap_ray.generation.pipeline import shard_seed
+
+    size = shard_size or max(len(prompts), 1)
+    shards = [(sid, prompts[i:i + size]) for sid, i in enumerate(range(0, len(prompts), size))]
+
+    def passes(p: SamplingParams) -> list:
+        if shard_size is None:
+            return engine.generate(prompts, p)
+        return [out for sid, part in shards for out in engine.generate(part, replace(p, seed=shard_seed(p.seed, sid)))]
+
     t0 = time.perf_counter()
     engine = load_engine(model_dir, kind, **options)
     engine.generate(prompts[:1], SamplingParams(max_tokens=4))  # first-call overheads belong to start-up
     start_s = time.perf_counter() - t0
     try:
         t0 = time.perf_counter()
-        engine.generate(prompts, replace(params, max_tokens=1))
+        passes(replace(params, max_tokens=1))
         prefill_s = time.perf_counter() - t0
         reset_prefix_cache(engine)  # else the full pass would skip the prefill just timed
         t0 = time.perf_counter()
-        results = engine.generate(prompts, params)
+        results = passes(params)
         gen_s = time.perf_counter() - t0
     finally:
         engine.close()
@@ -175,7 +190,7 @@ def reset_prefix_cache(engine) -> None:
 
 def print_table(rows: list[dict], bounds: dict[str, float]) -> None:
     base = rows[0] if rows else None
-    header = f"{'engine':<14} {'dtype':<9} {'prompts':>7} {'out tokens':>10} {'start s':>8} {'gen s':>8} " \
+    header = f"{'engine':<20} {'dtype':<9} {'prompts':>7} {'out tokens':>10} {'start s':>8} {'gen s':>8} " \
              f"{'tok/s':>8} {'bound tok/s':>11} {'% of bound':>10} {'+prompt tok/s':>13} {'% of bound':>10} " \
              f"{'prefill s':>9} {'decode tok/s':>12} {'% of bound':>10} {'vs first':>9} {'same text':>10}"
     print(header)
@@ -183,7 +198,7 @@ def print_table(rows: list[dict], bounds: dict[str, float]) -> None:
     for r in rows:
         bound = bounds[r["dtype"]]
         same = f"{sum(a == b for a, b in zip(r['texts'], base['texts']))}/{r['prompts']}"
-        print(f"{r['engine']:<14} {r['dtype']:<9} {r['prompts']:>7} {r['tokens']:>10} {r['start_s']:>8.1f} "
+        print(f"{r['engine']:<20} {r['dtype']:<9} {r['prompts']:>7} {r['tokens']:>10} {r['start_s']:>8.1f} "
               f"{r['gen_s']:>8.1f} {r['tok_s']:>8.1f} {bound:>11.0f} {100 * r['tok_s'] / bound:>9.1f}% "
               f"{r['all_tok_s']:>13.1f} {100 * r['all_tok_s'] / bound:>9.1f}% "
               f"{r['prefill_s']:>9.1f} {r['decode_tok_s']:>12.1f} {100 * r['decode_tok_s'] / bound:>9.1f}% "
@@ -213,6 +228,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="comma-separated: vLLM once per value of VLLM_CPU_NUM_OF_RESERVED_CPU (auto: unset, "
                              "cotgap_ray's rule, none reserved below 8 CPUs, engines/preload.py; N: row 'vllm-rN'; "
                              "1 is vLLM's own default on x86)")
+    parser.add_argument("--block-size", default="auto",
+                        help="comma-separated: vLLM once per KV block size (auto: cotgap_ray's, 32 on CPU, "
+                             "engines/vllm.py; N: row 'vllm-bN'; 128 is vLLM's own CPU default)")
+    parser.add_argument("--max-num-seqs", default="auto",
+                        help="comma-separated: vLLM once per max_num_seqs (auto: the engine's default, 256 on CPU; "
+                             "N: row 'vllm-sN')")
+    parser.add_argument("--shard-size", default="all",
+                        help="comma-separated: prompts per generate() call, each with its own shard seed, as the "
+                             "generation pipeline calls an engine (all: one call; N: row suffix '-shN'; the default "
+                             "experiment's generation.shard_size)")
     parser.add_argument("--compile", default="off",
                         help="comma-separated on/off: vLLM once per value, eager (off: cotgap_ray's CPU choice) or "
                              "compiled with torch.compile, vLLM's own CPU default (on: row 'vllm-compiled'; the "
@@ -247,24 +272,35 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for dtype in dtypes:
         for kind in kinds:
-            variants = [(t, r, c) for t in args.tcmalloc.split(",") for r in args.reserved_cpus.split(",")
-                        for c in args.compile.split(",")]
-            for tcmalloc, reserved, compiled in variants if kind == "vllm" else [("on", "auto", "off")]:
-                # read by engines/preload.py and by vLLM when it spawns its engine process
-                os.environ["COTGAP_TCMALLOC"] = "auto" if tcmalloc == "on" else "0"
-                if reserved == "auto":
-                    os.environ.pop("VLLM_CPU_NUM_OF_RESERVED_CPU", None)
-                else:
-                    os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = reserved
-                options = engine_options(kind, args.batch_size, dtype)
-                if compiled == "on":
-                    options["enforce_eager"] = False  # vLLM's CPU default: torch.compile (inductor), traced once
-                row = run_engine(kind, dtype, model_dir, prompts, params, options, prompt_tokens)
-                row["engine"] += "" if tcmalloc == "on" else "-no-tcm"
-                row["engine"] += "" if reserved == "auto" else f"-r{reserved}"
-                row["engine"] += "-compiled" if compiled == "on" else ""
-                rows.append(row)
-                print(f"  {row['engine']} {dtype}: {row['tokens']} tokens in {row['gen_s']:.1f} s", flush=True)
+            variants = list(itertools.product(args.tcmalloc.split(","), args.reserved_cpus.split(","),
+                                              args.compile.split(","), args.block_size.split(","),
+                                              args.max_num_seqs.split(",")))
+            for shard in args.shard_size.split(","):
+                for tcmalloc, reserved, compiled, block, seqs in (
+                        variants if kind == "vllm" else [("on", "auto", "off", "auto", "auto")]):
+                    # read by engines/preload.py and by vLLM when it spawns its engine process
+                    os.environ["COTGAP_TCMALLOC"] = "auto" if tcmalloc == "on" else "0"
+                    if reserved == "auto":
+                        os.environ.pop("VLLM_CPU_NUM_OF_RESERVED_CPU", None)
+                    else:
+                        os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = reserved
+                    options = engine_options(kind, args.batch_size, dtype)
+                    if compiled == "on":
+                        options["enforce_eager"] = False  # vLLM's CPU default: torch.compile (inductor), traced once
+                    if block != "auto":
+                        options["block_size"] = int(block)
+                    if seqs != "auto":
+                        options["max_num_seqs"] = int(seqs)
+                    row = run_engine(kind, dtype, model_dir, prompts, params, options, prompt_tokens,
+                                     shard_size=None if shard == "all" else int(shard))
+                    row["engine"] += "" if tcmalloc == "on" else "-no-tcm"
+                    row["engine"] += "" if reserved == "auto" else f"-r{reserved}"
+                    row["engine"] += "-compiled" if compiled == "on" else ""
+                    row["engine"] += "" if block == "auto" else f"-b{block}"
+                    row["engine"] += "" if seqs == "auto" else f"-s{seqs}"
+                    row["engine"] += "" if shard == "all" else f"-sh{shard}"
+                    rows.append(row)
+                    print(f"  {row['engine']} {dtype}: {row['tokens']} tokens in {row['gen_s']:.1f} s", flush=True)
     print()
     print_table(rows, bounds)
 

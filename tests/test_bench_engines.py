@@ -42,7 +42,7 @@ class FakeEngine:
         self.clock, self.log, self.llm = clock, log, FakeLLM(log, accept_reset)
 
     def generate(self, prompts, params):
-        self.log.append(("generate", len(prompts), params.max_tokens, params.n))
+        self.log.append(("generate", len(prompts), params.max_tokens, params.n, params.seed))
         self.clock.now += 2.0 if params.max_tokens == 1 else 10.0
         tokens = min(params.max_tokens, 10)
         return [[Generation(text=f"{p}:{i}", n_tokens=tokens) for i in range(params.n)] for p in prompts]
@@ -70,12 +70,25 @@ def test_run_engine_times_prefill_apart_and_counts_every_sample(fake):
     params = SamplingParams(max_tokens=64, temperature=0.7, n=2, seed=3)
     row = bench.run_engine("vllm", "float32", "/m", ["a", "b", "c"], params, {}, prompt_tokens=30)
     # warm-up, then the prefill-only pass, the prefix cache dropped, then the full pass, then close
-    assert log == [("generate", 1, 4, 1), ("generate", 3, 1, 2), "reset", ("generate", 3, 64, 2), "close"]
+    assert log == [("generate", 1, 4, 1, 0), ("generate", 3, 1, 2, 3), "reset", ("generate", 3, 64, 2, 3), "close"]
     assert row["tokens"] == 3 * 2 * 10  # every sample counted, not the first of each prompt
     assert row["gen_s"] == 10.0 and row["prefill_s"] == 2.0
     assert row["tok_s"] == 6.0 and row["all_tok_s"] == 9.0
     assert row["decode_tok_s"] == (60 - 6) / (10.0 - 2.0)  # one token per sequence belongs to the prefill pass
     assert row["texts"] == ["a:0", "b:0", "c:0"]
+
+
+def test_run_engine_calls_the_engine_once_per_shard_with_the_shards_seed(fake):
+    from cotgap_ray.generation.pipeline import shard_seed
+
+    log, _ = fake
+    params = SamplingParams(max_tokens=64, temperature=0.7, n=2, seed=3)
+    row = bench.run_engine("vllm", "float32", "/m", ["a", "b", "c"], params, {}, prompt_tokens=30, shard_size=2)
+    s0, s1 = shard_seed(3, 0), shard_seed(3, 1)  # the pipeline's seeds of shards 0 and 1
+    assert log[1:] == [("generate", 2, 1, 2, s0), ("generate", 1, 1, 2, s1), "reset",
+                       ("generate", 2, 64, 2, s0), ("generate", 1, 64, 2, s1), "close"]
+    assert row["tokens"] == 60 and row["texts"] == ["a:0", "b:0", "c:0"]  # results in prompt order
+    assert row["gen_s"] == 20.0 and row["prefill_s"] == 4.0  # two calls per pass on the fake clock
 
 
 def test_run_engine_refuses_a_prefix_cache_it_could_not_reset(fake):

@@ -279,6 +279,26 @@ def test_vllm_seeded_sampling_survives_more_prompt_tokens_than_one_step_holds(vl
 
 @pytest.mark.vllm
 @needs_vllm
+def test_vllm_cpu_caches_the_blocks_of_a_short_prompt(vllm_engine):
+    """A prompt shorter than vLLM's CPU block (128 tokens) had no full block to cache, so the n samples of every
+    default-run prompt (~70 tokens) were each prefilled anew. With 32-token blocks a second pass over a 72-token prompt
+    finds its first 64 tokens cached (the last block is partial, and vLLM recomputes from there)."""
+    from vllm import SamplingParams as VllmParams
+    from vllm.inputs import TokensPrompt
+
+    from cotgap_ray.engines.vllm import CPU_BLOCK_SIZE
+
+    assert vllm_engine.llm.llm_engine.vllm_config.cache_config.block_size == CPU_BLOCK_SIZE == 32
+    ids = vllm_engine.tokenizer("a b c d e f g h " * 9, add_special_tokens=False).input_ids[:72]
+    assert len(ids) == 72
+    assert vllm_engine.llm.reset_prefix_cache()
+    cached = [vllm_engine.llm.generate([TokensPrompt(prompt_token_ids=ids)], VllmParams(max_tokens=1),
+                                       use_tqdm=False)[0].num_cached_tokens for _ in range(2)]
+    assert cached == [0, 64]
+
+
+@pytest.mark.vllm
+@needs_vllm
 def test_vllm_greedy_is_deterministic(vllm_engine, prompts):
     first = vllm_engine.generate(prompts, GREEDY)
     assert vllm_engine.generate(prompts, GREEDY) == first
