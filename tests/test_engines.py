@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cotgap_ray.engines import Generation, SamplingParams, load_engine, preload, resolve_kind, vllm_available
+from cotgap_ray.engines.base import prompt_seed
 from cotgap_ray.prompts import render_prompt
 
 # Lengths differ a lot on purpose: batched generation must left-pad them correctly.
@@ -275,6 +276,20 @@ def test_vllm_seeded_sampling_survives_more_prompt_tokens_than_one_step_holds(vl
     results = vllm_engine.generate(prompts, params)
     assert len(results) == 40 and all(len(g) == 2 for g in results)
     assert vllm_engine.generate(prompts, params) == results
+
+
+@pytest.mark.vllm
+@needs_vllm
+def test_vllm_prompts_of_one_call_draw_independent_samples(vllm_engine, prompts):
+    """One seed for the call must not mean one random stream for every prompt: with it, the same prompt twice in a call
+    drew the same samples, and different prompts drew correlated ones (engines.base.prompt_seed)."""
+    params = SamplingParams(max_tokens=12, temperature=1.0, n=2, seed=5)
+    twice = vllm_engine.generate([prompts[0]] * 4, params)
+    assert len({g.text for gens in twice for g in gens}) == 8, texts(twice)
+    assert vllm_engine.generate([prompts[0]] * 4, params) == twice  # and the call still repeats
+    # prompt j of a call samples as it would alone under its own seed: seeds are per prompt, not per position in a batch
+    alone = vllm_engine.generate([prompts[0]], dataclasses.replace(params, seed=prompt_seed(5, 2, 2)))
+    assert alone[0] == twice[2]
 
 
 @pytest.mark.vllm

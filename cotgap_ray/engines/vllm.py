@@ -20,7 +20,8 @@ Facts about vLLM 0.32 this relies on (checked in its source):
   `gpu_memory_utilization` x *total RAM* for the worker (0.92 by default) and refuses to start when less is free.
   The legacy env var VLLM_CPU_KVCACHE_SPACE (GiB), when set, overrides kv_cache_memory_bytes.
 - With enforce_eager and an explicit KV cache size the CPU worker skips its warm-up pass: a faster start.
-- For n > 1 with a seed, the i-th sample uses seed + i, so the n samples differ and the set repeats.
+- For n > 1 with a seed, the i-th sample uses seed + i, so the n samples differ and the set repeats. A seed is per
+  request: each prompt gets its own (base.prompt_seed), or every prompt of a call would share one random stream.
 - On CPU vLLM's KV blocks hold 128 tokens, and the prefix cache shares full blocks only: the n samples of a prompt
   shorter than 128 tokens (every default-run prompt, ~70) were each prefilled anew. On CPU the engine uses blocks of
   32 (vLLM's CPU attention wants multiples of 32): Qwen2.5-0.5B, 160 prompts x 2 samples, bf16, 2-core Zen 5 EPYC:
@@ -41,8 +42,9 @@ import os
 import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 
-from cotgap_ray.engines.base import Generation, SamplingParams, model_context_limit
+from cotgap_ray.engines.base import Generation, SamplingParams, model_context_limit, prompt_seed
 from cotgap_ray.engines.hf import adapter_key
 from cotgap_ray.engines.preload import every_core_for_children, tcmalloc_for_children
 from cotgap_ray.engines.vllm_errors import EngineFailure, ErrorLog, cause_and_advice, explain
@@ -255,10 +257,14 @@ class VLLMEngine:
         if adapter is None and self._loaded is not None:
             self._swap_in(None)
         lora_request = self._lora_request(adapter)
+        # One SamplingParams per prompt, each with its own seed: with one seed for all, every prompt of the call shared
+        # one random stream and their samples were correlated (base.prompt_seed).
+        per_prompt = [self._sampling(replace(params, seed=prompt_seed(params.seed, j, params.n)), params.stop)
+                      for j in range(len(ids))]
         try:
             outputs = self.llm.generate(
                 [TokensPrompt(prompt_token_ids=x) for x in ids],
-                self._sampling(params, params.stop),
+                per_prompt,
                 lora_request=lora_request,
                 use_tqdm=False,
             )

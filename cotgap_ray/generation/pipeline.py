@@ -135,6 +135,7 @@ class TeacherJob:
 
 def plan_teacher(spec, problems: list[Problem], task: str, split: str, cfg, root: Path, placement: Placement):
     """Resolve the teacher, compute its cache key and directory, and find the shards still to generate."""
+    from cotgap_ray.engines.base import SEEDING
     from cotgap_ray.engines.options import engine_kind, engine_options
     from cotgap_ray.hardware import dtype_key
     from cotgap_ray.models import resolve_all, split_variant
@@ -157,7 +158,8 @@ def plan_teacher(spec, problems: list[Problem], task: str, split: str, cfg, root
                 "sampling": asdict(sampling), "shard_size": placement.shard_size,
                 "engine": {"kind": kind, "dtype": dtype_key(cfg.engine.dtype),
                            "batch_size": None if kind == "vllm" else cfg.engine.batch_size},
-                "scoring": answers.SCORING_VERSION}  # rows' pred/correct: rescored rows must not reuse old ones
+                "scoring": answers.SCORING_VERSION,  # rows' pred/correct: rescored rows must not reuse old ones
+                "seeding": SEEDING}  # how a shard's seed becomes each prompt's random stream (engines.base)
     key = cache.cache_key(material)
     path = cache.cache_dir(root, model.name, key)
     manifest = cache.open_manifest(path, key, material=material, teacher=model.name, n_problems=len(problems),
