@@ -16,7 +16,8 @@ from cotgap_ray.records import Generation, SamplingParams  # the vocabulary engi
 __all__ = ["Engine", "Generation", "SamplingParams", "model_context_limit", "prompt_seed", "SEEDING"]
 
 # Names how a call's seed becomes per-sequence random streams; part of the rationale cache key, so rationales drawn
-# under another scheme are never mixed with these. v1: one seed for every prompt of a call (correlated samples).
+# under another scheme are never mixed with these. Before it (keys without the field): one seed for every prompt of a
+# call, whose samples were correlated (prompt_seed).
 SEEDING = "per-prompt-v2"
 
 

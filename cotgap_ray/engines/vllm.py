@@ -24,8 +24,9 @@ Facts about vLLM 0.32 this relies on (checked in its source):
   request: each prompt gets its own (base.prompt_seed), or every prompt of a call would share one random stream.
 - On CPU vLLM's KV blocks hold 128 tokens, and the prefix cache shares full blocks only: the n samples of a prompt
   shorter than 128 tokens (every default-run prompt, ~70) were each prefilled anew. On CPU the engine uses blocks of
-  32 (vLLM's CPU attention wants multiples of 32): Qwen2.5-0.5B, 160 prompts x 2 samples, bf16, 2-core Zen 5 EPYC:
-  prefill 21.0 -> 13.4 s, the whole generation 92.7 -> 86.0 s (benchmarks/engines.py --block-size 128,auto).
+  32 (vLLM's CPU attention wants multiples of 32): Qwen2.5-Coder-0.5B, 160 prompts x 2 samples in one call, bf16,
+  2-core Zen 5 EPYC: prefill 24.9 -> 12.8 s, the whole generation 82.8 -> 66.9 s (benchmarks/engines.py
+  --block-size 128,auto; benchmarks/results/engines_qwen_default_layout_amd.txt).
 - On CPU the executor is multiprocess: one engine step (execute_model) must finish within
   VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS (300 s) or the engine dies. Chunked prefill is off on CPU (see _start), so a
   step holds up to max_num_batched_tokens prompt tokens: it is bounded to the context length (the least vLLM
