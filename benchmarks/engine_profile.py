@@ -9,7 +9,8 @@ prefix cache is reset and the same pass runs between llm.start_profile() and llm
 the profiler's key_averages table (self CPU time per op) to `<out>/rank0.profiler_out.txt`; its first rows are printed.
 What to read: `_C::onednn_mm` is every linear layer and the head (the part the matmul bound of benchmarks/engines.py
 is about); `_C::fused_gumbel_argmax` is the sampler over the whole vocabulary; `_C::cpu_attention_with_kv_cache`
-is attention. On a 2-core Zen 5 EPYC, Qwen2.5-Coder-0.5B, bf16, the command above: 61.3% / 16.6% / 6.8%.
+is attention. On a 2-core Zen 5 EPYC, Qwen2.5-Coder-0.5B, bf16, the command above: 61.3% / 16.6% / 6.8% (measured
+before the engine gave each prompt its own seed, when all prompts of a call sampled together).
 """
 
 from __future__ import annotations

@@ -148,15 +148,14 @@ def run_engine(kind: str, dtype: str, model_dir: str, prompts: list[str], params
     """Start the engine, warm it up, time a prefill-only pass (one token per sequence) and then the full pass over
     all prompts, close it. The full pass's time less the prefill pass's is the decode time. shard_size: prompts per
     generate() call, each with its shard's own seed, as the generation pipeline calls an engine (None: one call)."""
+    from cotgap_ray.generation.cache import shard_bounds
     from cotgap_ray.generation.pipeline import shard_seed
-
-    size = shard_size or max(len(prompts), 1)
-    shards = [(sid, prompts[i:i + size]) for sid, i in enumerate(range(0, len(prompts), size))]
 
     def passes(p: SamplingParams) -> list:
         if shard_size is None:
             return engine.generate(prompts, p)
-        return [out for sid, part in shards for out in engine.generate(part, replace(p, seed=shard_seed(p.seed, sid)))]
+        return [out for sid, (start, stop) in enumerate(shard_bounds(len(prompts), shard_size))
+                for out in engine.generate(prompts[start:stop], replace(p, seed=shard_seed(p.seed, sid)))]
 
     t0 = time.perf_counter()
     engine = load_engine(model_dir, kind, **options)
