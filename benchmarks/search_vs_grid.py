@@ -10,7 +10,9 @@ Settings (--settings picks some): A = experiments/grid_small.yaml (the default s
 itself and Qwen#temperature=1.2, a 16-point grid: correct-only rationales, with or without dedupe, 1 or 2 epochs); B =
 the same teachers, problems and rationales (A's cache serves them) trained without the correctness filter (filter chain
 "unfiltered": every rationale that ended within generation.max_tokens, wrong ones too; a rationale cut by that cap is
-always dropped), LoRA rank 8 or 16, 1 or 2 epochs (16 points). With correct-only filtering a weak teacher leaves one or
+always dropped), LoRA rank 8 or 16, 1 or 2 epochs (16 points); C = B's space (learning rate 0.002) over 6 teacher
+configurations (Qwen, Qwen#samples=4, Qwen#temperature=1.2, Gemma, SmolLM2, SmolLM2#temperature=0.3: 24 points) with
+dev / test of 100 / 200 problems. With correct-only filtering a weak teacher leaves one or
 two rows and every fine-tune lands within noise of the baseline; unfiltered, a teacher's wrong rationales can move the
 student, so teachers can differ by more than noise and the proxies' correlations can mean something. --smoke swaps in
 experiments/smoke.yaml with tiny random models (tiny:llama@1/@2/@3 and tiny:llama@1#temperature=1.5), one filter chain,
@@ -70,6 +72,14 @@ SETTINGS = {
     "A": ("experiments/grid_small.yaml", []),
     "B": ("experiments/grid_small.yaml",
           ["search.filter_chains={unfiltered: []}", "search.lora_rank=[8, 16]"]),
+    # B's space over 6 teacher configurations (more data, colder and hotter sampling) and 2.5x / 2x the dev / test
+    # problems, so that dev differences can exceed a problem or two and a Spearman over 6 teachers means more.
+    "C": ("experiments/grid_small.yaml",
+          ["teachers=[packaged:qwen2.5-coder-0.5b-instruct, packaged:qwen2.5-coder-0.5b-instruct#samples=4, "
+           "packaged:qwen2.5-coder-0.5b-instruct#temperature=1.2, packaged:gemma3-270m, "
+           "packaged:smollm2-135m-instruct, packaged:smollm2-135m-instruct#temperature=0.3]",
+           "task.n_dev=100", "task.n_test=200", "search.filter_chains={unfiltered: []}", "search.lora_rank=[8, 16]",
+           "search.learning_rate=[0.002, 0.002]"]),
 }
 SMOKE_COMMON = ["teachers=[tiny:llama@1, tiny:llama@2, tiny:llama@3, tiny:llama@1#temperature=1.5]",
                 "search.learning_rate=[0.01, 0.01]", "search.filter_chains={all: []}", "search.epochs=[1]",

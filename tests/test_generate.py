@@ -104,7 +104,12 @@ def test_shard_seeds_differ_and_repeat():
     assert gen.shard_seed(1, 0) != gen.shard_seed(0, 0)
 
 
-def test_cache_key_covers_sampling_engine_and_problems(tiny_llama_dir, tmp_path):
+def test_cache_key_covers_sampling_engine_problems_seeding_and_scoring(tiny_llama_dir, tmp_path, monkeypatch):
+    """Rows drawn or scored another way are never reused: a new seeding scheme (how a shard's seed becomes each
+    prompt's random stream, engines.base.SEEDING) or answer-scoring rule (answers.SCORING_VERSION) is a new cache."""
+    from cotgap_ray import answers
+    from cotgap_ray.engines import base as engine_base
+
     def key(cfg=None, problems=PROBLEMS, placement=PLACEMENT):
         return gen.plan_teacher(tiny_llama_dir, problems, "t", "train", cfg or make_cfg(), tmp_path, placement).path
 
@@ -113,8 +118,15 @@ def test_cache_key_covers_sampling_engine_and_problems(tiny_llama_dir, tmp_path)
     hotter.generation.temperature = 0.5
     more = make_cfg()
     more.generation.samples = K + 1
-    assert len({base, key(hotter), key(more), key(make_cfg(dtype="bfloat16")), key(problems=PROBLEMS[:-1]),
-                key(placement=gen.Placement(shard_size=SHARD + 1))}) == 6
+    keys = {base, key(hotter), key(more), key(make_cfg(dtype="bfloat16")), key(problems=PROBLEMS[:-1]),
+            key(placement=gen.Placement(shard_size=SHARD + 1))}
+    with monkeypatch.context() as m:
+        m.setattr(engine_base, "SEEDING", engine_base.SEEDING + "-next")
+        keys.add(key())
+    with monkeypatch.context() as m:
+        m.setattr(answers, "SCORING_VERSION", answers.SCORING_VERSION + "-next")
+        keys.add(key())
+    assert len(keys) == 8
     assert key() == base
 
 
