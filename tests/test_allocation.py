@@ -87,7 +87,7 @@ def test_config_refuses_an_alpha_outside_0_1(value):
         load_config("experiments/smoke.yaml", [f"search.rule_out_alpha={value}"])
 
 
-def test_the_search_glue_keeps_specs_in_config_order_and_a_grid_ignores_it(tmp_path):
+def test_the_search_glue_keeps_specs_in_config_order_and_a_grid_ignores_it(tmp_path, capsys):
     cfg = load_config("experiments/smoke.yaml", ["teachers=[tiny:llama@1, tiny:llama@2, tiny:llama@3]",
                                                  "search.rule_out_alpha=0.05"])
     refs = [TeacherRef(spec=s, name=f"n{i}") for i, s in enumerate(cfg.teachers)]
@@ -95,6 +95,17 @@ def test_the_search_glue_keeps_specs_in_config_order_and_a_grid_ignores_it(tmp_p
     assert allocation_stage(tmp_path, cfg, tables, refs, IDS) == ["tiny:llama@1", "tiny:llama@3"]
     saved = json.loads((tmp_path / "allocation.json").read_text())
     assert saved["kept"] == ["n0", "n2"] and saved["teachers"]["n1"]["ruled_out"]
+    # smoke.yaml's chains 'all' and 'one_per_question' train on wrong rationales too: the proxy does not cover them
+    assert saved["chains_beyond_the_proxy"] == ["all", "one_per_question"]
+    out = capsys.readouterr().out
+    assert "caution: filter chain(s) all, one_per_question have no correct_only step" in out
+    correct_only = load_config("experiments/smoke.yaml", ["teachers=[tiny:llama@1, tiny:llama@2, tiny:llama@3]",
+                                                          "search.rule_out_alpha=0.05",
+                                                          "search.filter_chains={c: [{name: correct_only}], "
+                                                          "cd: [{name: correct_only}, {name: dedupe}]}"])
+    allocation_stage(tmp_path, correct_only, tables, refs, IDS)
+    assert json.loads((tmp_path / "allocation.json").read_text())["chains_beyond_the_proxy"] == []
+    assert "caution" not in capsys.readouterr().out
     grid = load_config("experiments/smoke.yaml", ["teachers=[tiny:llama@1, tiny:llama@2, tiny:llama@3]",
                                                   "search.rule_out_alpha=0.05", "search.strategy=grid",
                                                   "search.learning_rate=[0.01, 0.01]"])

@@ -63,6 +63,14 @@ def allocate(tables: dict[str, pa.Table], train_ids: list[str], alpha: float) ->
             "leader": leader, "kept": [n for n in by_teacher if not entries[n]["ruled_out"]], "teachers": entries}
 
 
+def chains_beyond_the_proxy(filter_chains: dict) -> list[str]:
+    """The filter chains (search.filter_chains) without a correct_only step: they train on rationales the proxy does
+    not count (wrong ones too), so a teacher that solves few problems can still teach well through them; measured on
+    benchmarks/search_vs_grid.py's setting C, where the rule-out removed the grid's choice."""
+    return [name for name, steps in filter_chains.items()
+            if not any((step.get("name") if isinstance(step, dict) else step) == "correct_only" for step in steps)]
+
+
 def describe(allocation: dict) -> list[str]:
     """One line per ruled-out teacher, and one for the kept ones (printed by the search, written in report.md)."""
     lines = []
@@ -76,4 +84,9 @@ def describe(allocation: dict) -> list[str]:
     kept = allocation["kept"]
     lines.append(f"searched: {', '.join(kept)} ({len(kept)} of {len(allocation['teachers'])} teachers; "
                  f"{PROXY}, leader {lead})")
+    if allocation.get("chains_beyond_the_proxy"):
+        lines.append(f"caution: filter chain(s) {', '.join(allocation['chains_beyond_the_proxy'])} have no "
+                     f"correct_only step: they train on rationales the proxy does not count, and on such chains a "
+                     f"ruled-out teacher can teach best (README, search vs grid, setting C); unset "
+                     f"search.rule_out_alpha to search every teacher")
     return lines

@@ -199,11 +199,12 @@ def allocation_stage(run_dir: Path, cfg: ExperimentConfig, tables: dict, refs: l
     if cfg.search.rule_out_alpha is None or cfg.search.strategy == "grid":
         path.unlink(missing_ok=True)  # a record of this run's allocation only: a grid ignores the setting
         return list(cfg.teachers)
-    from cotgap_ray.search.allocation import allocate
+    from cotgap_ray.search.allocation import allocate, chains_beyond_the_proxy
     from cotgap_ray.search.allocation import describe as describe_allocation
 
     # Recomputed on every (re)start from the cached rationales: the same inputs give the same teachers.
     allocation = allocate({ref.name: tables[ref.name] for ref in refs}, train_ids, cfg.search.rule_out_alpha)
+    allocation["chains_beyond_the_proxy"] = chains_beyond_the_proxy(cfg.search.filter_chains)
     write_json(path, allocation)
     print("\nproxy-guided allocation (search.rule_out_alpha):")
     for line in describe_allocation(allocation):
