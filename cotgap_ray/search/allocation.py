@@ -68,7 +68,7 @@ def chains_beyond_the_proxy(filter_chains: dict) -> list[str]:
     not count (wrong ones too), so a teacher that solves few problems can still teach well through them; measured on
     benchmarks/search_vs_grid.py's setting C, where the rule-out removed the grid's choice."""
     return [name for name, steps in filter_chains.items()
-            if not any((step.get("name") if isinstance(step, dict) else step) == "correct_only" for step in steps)]
+            if not any(step.get("name") == "correct_only" for step in steps)]  # steps: dicts (validate_filters)
 
 
 def describe(allocation: dict) -> list[str]:
