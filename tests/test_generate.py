@@ -98,6 +98,15 @@ def test_summarize_literal_rows():
     assert s["mean_tokens"] == pytest.approx(110 / 9)
 
 
+def test_engine_shares_split_every_shard_once_and_evenly():
+    """Each engine of a teacher's pool gets its own shards, round-robin, and so knows its count (close_after)."""
+    work = [{"shard_id": i} for i in range(7)]
+    shares = gen.engine_shares(work, 3)
+    assert [[w["shard_id"] for w in share] for share in shares] == [[0, 3, 6], [1, 4], [2, 5]]
+    assert gen.engine_shares(work, 1) == [work]
+    assert [len(s) for s in gen.engine_shares(work[:2], 4)] == [1, 1]  # no engine without a shard
+
+
 def test_shard_seeds_differ_and_repeat():
     seeds = [gen.shard_seed(0, i) for i in range(100)]
     assert len(set(seeds)) == 100 and seeds == [gen.shard_seed(0, i) for i in range(100)]

@@ -218,15 +218,16 @@ def run_pipeline(job: TeacherJob, placement: Placement, n_actors: int) -> Iterat
                 # Ray 2.60 deprecates **ray_remote_args and ray_remote_args_fn (removal in 2.64) but has no named
                 # replacement yet for max_restarts or per-actor placement groups (ray-project/ray#65227).
                 warnings.simplefilter("ignore", category=DeprecationWarning)
-                ds = ray.data.from_items(work, override_num_blocks=len(work)).map_batches(
+                pools = [ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
                     ShardWorker, batch_size=1,
-                    compute=ray.data.ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=2),
+                    compute=ray.data.ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=2),
                     fn_constructor_kwargs={"model_dir": str(job.model.path), "teacher": job.model.name,
                                            "kind": job.kind, "options": job.options,
                                            "sampling": asdict(job.sampling), "timeout_s": placement.timeout_s,
-                                           # one engine gets every shard: it can close itself after the last
-                                           "close_after": len(work) if n_actors == 1 else None},
-                    **remote)
+                                           # this engine's shard count: it closes itself after its last one
+                                           "close_after": len(items)},
+                    **remote) for items in engine_shares(work, n_actors)]
+                ds = pools[0].union(*pools[1:]) if len(pools) > 1 else pools[0]
             ds.set_name(f"cotgap-generate-{job.model.name}")  # the dashboard's Ray Data view: one row per teacher
             yield from shard_rows(ds)
         finally:
@@ -234,6 +235,17 @@ def run_pipeline(job: TeacherJob, placement: Placement, n_actors: int) -> Iterat
     finally:
         for group in groups:
             ray.util.remove_placement_group(group)
+
+
+def engine_shares(work: list, n_engines: int) -> list[list]:
+    """The shards each engine generates: round-robin, so shares differ by at most one shard and every engine knows
+    its count. Ray Data ends a pool's actors by killing their child processes before any Python teardown of the UDF
+    (the actor's log: "all references to the actor were removed", then "killing all child processes"), so an engine
+    must close itself after its last shard; in one shared pool of several engines no engine knows which is its last
+    (the resource tracker's `KeyError: '/psm_...'` tracebacks at every exit). One pool of one engine per share, unioned,
+    trades dynamic balancing (equal shards on equal engines need none) for engines that close cleanly."""
+    shares = [work[i::n_engines] for i in range(max(1, n_engines))]
+    return [share for share in shares if share]
 
 
 def shard_rows(ds) -> Iterator[dict]:

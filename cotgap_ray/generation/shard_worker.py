@@ -71,10 +71,11 @@ class ShardWorker:
 
     def __init__(self, model_dir: str, teacher: str, kind: str, options: dict, sampling: dict, timeout_s: float,
                  close_after: int | None = None):
-        """close_after: the number of shards this actor will get, when the driver knows it (a pool of one): the
-        engine is closed right after the last one. Ray Data ends its actors without closing their engines (neither
-        the UDF's __del__ nor its __ray_shutdown__ runs first), and a vLLM engine left open at that exit makes
-        Python's resource tracker print `KeyError: '/psm_...'` tracebacks; closed first, it exits cleanly."""
+        """close_after: the number of shards this actor will get (pipeline.engine_shares gives each engine its own):
+        the engine is closed right after the last one. Ray Data ends its actors by killing their child processes
+        before the UDF's __del__ runs (that runs only at the worker's interpreter shutdown), and a vLLM engine left
+        open at that exit makes Python's resource tracker print `KeyError: '/psm_...'` tracebacks; closed first, it
+        exits cleanly. None: never closed by count (tests drive the worker in-process)."""
         import ray
         from transformers import AutoTokenizer
 
