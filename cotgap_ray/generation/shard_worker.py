@@ -75,7 +75,9 @@ class ShardWorker:
         the engine is closed right after the last one. Ray Data ends its actors by killing their child processes
         before the UDF's __del__ runs (that runs only at the worker's interpreter shutdown), and a vLLM engine left
         open at that exit makes Python's resource tracker print `KeyError: '/psm_...'` tracebacks; closed first, it
-        exits cleanly. None: never closed by count (tests drive the worker in-process)."""
+        exits cleanly. None: never closed by count (tests drive the worker in-process). An actor Ray restarts after a
+        fault starts counting at 0 and gets only the share's remaining shards, so it is not closed by count: at its
+        exit the tracebacks come back, after the fault's own error."""
         import ray
         from transformers import AutoTokenizer
 
@@ -95,7 +97,8 @@ class ShardWorker:
         out: dict[str, list] = {}
         for i in range(len(batch["shard_id"])):
             meta = self.generate_shard(int(batch["shard_id"][i]), int(batch["seed"][i]),
-                                       [str(x) for x in batch["problem_ids"][i]], [str(x) for x in batch["questions"][i]],
+                                       [str(x) for x in batch["problem_ids"][i]],
+                                       [str(x) for x in batch["questions"][i]],
                                        [str(x) for x in batch["answers"][i]])
             for k, v in meta.items():
                 out.setdefault(k, []).append(v)
