@@ -75,9 +75,7 @@ class ShardWorker:
         the engine is closed right after the last one. Ray Data ends its actors by killing their child processes
         before the UDF's __del__ runs (that runs only at the worker's interpreter shutdown), and a vLLM engine left
         open at that exit makes Python's resource tracker print `KeyError: '/psm_...'` tracebacks; closed first, it
-        exits cleanly. None: never closed by count (tests drive the worker in-process). An actor Ray restarts after a
-        fault starts counting at 0 and gets only the share's remaining shards, so it is not closed by count: at its
-        exit the tracebacks come back, after the fault's own error."""
+        exits cleanly. None: never closed by count (tests drive the worker in-process)."""
         import ray
         from transformers import AutoTokenizer
 
