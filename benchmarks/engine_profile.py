@@ -10,7 +10,9 @@ the profiler's key_averages table (self CPU time per op) to `<out>/rank0.profile
 What to read: `_C::onednn_mm` is every linear layer and the head (the part the matmul bound of benchmarks/engines.py
 is about); `_C::fused_gumbel_argmax` is the sampler over the whole vocabulary; `_C::cpu_attention_with_kv_cache`
 is attention. On a 2-core Zen 5 EPYC, Qwen2.5-Coder-0.5B, bf16, the command above: 61.3% / 16.6% / 6.8% (measured
-before the engine gave each prompt its own seed, when all prompts of a call sampled together).
+before the engine gave each prompt its own seed, when all prompts of a call sampled together). On a 2-core Xeon with
+AMX (2026-12-04, --prompts 160, a seed per prompt): 43.3% / 26.8% / 6.6%: there the GEMMs are fast enough for the
+sampler to be a quarter of the step (benchmarks/sampler_ceiling.py times it alone).
 """
 
 from __future__ import annotations
