@@ -1,18 +1,26 @@
 # Quickstart targets. Each sets up .venv (idempotent, see scripts/setup.sh) and then runs.
-.PHONY: run test test-all bench
+#   make run               the embedded default experiment
+#   make test              the unit tier (about 10 minutes on 2 cores): everything but the integration tier
+#   make test-integration  the integration tier: real engines and models, smoke searches, multinode, fault battery
+#   make test-all          both tiers (CI runs `make test` then `make test-integration`)
+.PHONY: run test test-integration test-all
 export HF_HUB_OFFLINE ?= 1
 # A native crash (in the suite or in a CLI) prints every thread's stack instead of a bare "Error 139".
 export PYTHONFAULTHANDLER ?= 1
 PY := .venv/bin/python
 
-run:            ## set up, then run the embedded default experiment
+run:
 	scripts/setup.sh
 	$(PY) -m cotgap_ray.search
 
-test:           ## set up with test tools, then run the test suite (slow real-model tests excluded)
+test:
 	scripts/setup.sh --dev
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not integration" -q
 
-test-all:       ## every test, the slow real-model ones included
+test-integration:
+	scripts/setup.sh --dev
+	$(PY) -m pytest -m integration -q
+
+test-all:
 	scripts/setup.sh --dev
 	$(PY) -m pytest -q

@@ -25,6 +25,19 @@ from cotgap_ray.models import tiny  # noqa: E402
 from cotgap_ray.models.tiny import TINY_SEED  # noqa: E402
 
 
+# The integration tier: real packaged models, real vLLM engines, whole searches in a subprocess, several Ray nodes,
+# the fault battery. Each such test already carries one of these markers; `integration` is derived from them here so
+# the tiers cannot drift from the markers. `make test` (the unit tier) deselects it; `make test-integration` runs
+# only it; `make test-all` and CI run both.
+INTEGRATION_MARKERS = ("slow", "vllm", "multinode", "search", "faults")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(name) for name in INTEGRATION_MARKERS):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _offline_hub():
     """Keep HF_HUB_OFFLINE=1 for the whole session even if a test changes the environment."""

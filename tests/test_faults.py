@@ -1,4 +1,4 @@
-"""The fault battery (benchmarks/faults.py) as tests: each fault is injected into a real run (tiny from-config models,
+"""The fault battery (tests/fault_battery.py) as tests: each fault is injected into a real run (tiny from-config models,
 real Ray, real subprocesses), the run is started again, and what it recovered is compared with an uninterrupted
 run. One scenario per test; they share the two uninterrupted reference runs (generation, search).
 
@@ -11,19 +11,17 @@ run. One scenario per test; they share the two uninterrupted reference runs (gen
     two searches on one --out -> the second refused (lock); a generation deadline below a shard's time -> an error
              naming teacher and shard, then a re-run that resumes
 
-`python benchmarks/faults.py` prints the same scenarios as one table (README: "Faults").
+`python tests/fault_battery.py` prints the same scenarios as one table (docs/faults.md).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import faults  # noqa: E402
+from tests import fault_battery as faults
 
 # Each scenario is a run and a re-run (or two); the first search scenario also builds the shared reference search.
 # On a loaded 2-core machine that took longer than the suite's 900 s per test (pyproject.toml).

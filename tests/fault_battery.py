@@ -1,7 +1,7 @@
 """The fault battery: kill, starve or corrupt a real run, then run it again, and print what was survived.
 
-    python benchmarks/faults.py                      # every fault, one table (about 20 minutes on 2 cores)
-    python benchmarks/faults.py --only gen_actor,lock --keep /tmp/faults
+    python tests/fault_battery.py                      # every fault, one table (about 20 minutes on 2 cores)
+    python tests/fault_battery.py --only gen_actor,lock --keep /tmp/faults
 
 Every fault runs real processes on tiny from-config models (no hub): `python -m cotgap_ray.generate` and
 `python -m cotgap_ray.search --config experiments/smoke.yaml` with small overrides, each driver with its own local
@@ -411,8 +411,8 @@ class Battery:
                   f"mount -o remount,size=64m {cache / 'rationales'}\n"
                   f"start=$(date +%s.%N); {cmd} > {tmp / 'log2'} 2>&1; echo \"second=$?\" >> {tmp / 'rc'}\n"
                   f"end=$(date +%s.%N); echo \"seconds=$(echo \"$end - $start\" | bc)\" >> {tmp / 'rc'}\n"
-                  f"{sys.executable} -c 'import json,sys; sys.path.insert(0, \"{ROOT / 'benchmarks'}\"); "
-                  f"import faults; print(json.dumps(faults.rationale_rows(__import__(\"pathlib\").Path(\"{cache}\"))))'"
+                  f"{sys.executable} -c 'import json,sys; sys.path.insert(0, \"{ROOT / 'tests'}\"); "
+                  f"import fault_battery; print(json.dumps(fault_battery.rationale_rows(__import__(\"pathlib\").Path(\"{cache}\"))))'"
                   f" > {tmp / 'rows.json'}\n")
         self._in_namespace(tmp, script)
         rc = dict(line.split("=", 1) for line in (tmp / "rc").read_text().split())
