@@ -5,7 +5,7 @@
 Steps, each reusing the caches (a re-run of a finished trial computes nothing):
     baseline on dev (student, no adapter)  ─► the teacher's rationales on train (Ray Data, cache)
     ─► filter chain (filters.py) ─► LoRA fine-tune on Ray Train (training/ray_train.py)
-    ─► the adapter on dev with the baseline's prompt and decoding ─► paired delta, bootstrap CI, McNemar p (stats.py)
+    ─► the adapter on dev with the baseline's prompt and decoding ─► paired delta, exact CI, McNemar p (stats.py)
 
 A chain that leaves no training example ends the trial with status "no_data" (no fake score). The test split is
 never touched here: trials select on dev; only the search's final confirmation reads test.

@@ -1,11 +1,13 @@
 """Custom metrics for the Ray dashboard's Metrics view (Prometheus/Grafana): trials, the best dev delta, the stage,
-teacher tokens and rows. Ray exports them as ray_<name> from every node's metrics agent.
+teacher tokens and rows. Instruments are named cotgap_<name> here; Ray exports each as ray_cotgap_<name> from every
+node's metrics agent, counters with a _total suffix (ray_cotgap_trials_finished_total). Exported series:
 
-    metrics.stage("search")                                   cotgap_stage{experiment, stage="search"} = 1
-    metrics.trial_finished("qwen-0.5b", "ok", 0.031)          cotgap_trials_finished{teacher, status} += 1
-                                                              cotgap_trial_dev_delta{teacher} = 0.031
-                                                              cotgap_best_dev_delta{experiment} = best so far
-    metrics.teacher_output("qwen-0.5b", tokens=20311, rows=256)   cotgap_teacher_tokens / cotgap_teacher_rows += ...
+    metrics.stage("search")                                   ray_cotgap_stage{experiment, stage="search"} = 1
+    metrics.trial_finished("qwen-0.5b", "ok", 0.031)          ray_cotgap_trials_finished_total{teacher, status} += 1
+                                                              ray_cotgap_trial_dev_delta{teacher} = 0.031
+                                                              ray_cotgap_best_dev_delta{experiment} = best so far
+    metrics.teacher_output("qwen-0.5b", tokens=20311, rows=256)
+                                      ray_cotgap_teacher_tokens_total{teacher} += 20311, ray_cotgap_teacher_rows_total
 
 Every call is also appended to `recorded` as (metric name, value, tags): the unit seam tests read back, and the
 only effect when Ray is not initialized (then nothing is exported). Instruments are created on first use, once per

@@ -4,14 +4,14 @@ fine-tune from the rationales already generated.
 The proxy is the amount of correct data: the train problems a teacher solved in at least one sample (the problems
 correct_only can keep). arXiv 2604.08880 finds that teacher accuracy and the amount of correct data dominate the
 outcome when candidate teachers differ a lot, and on benchmarks/search_vs_grid.py's setting A the proxies of that
-family ranked teachers best (README, "Search vs grid"). It measures what correct_only can keep: on setting C (trained
-on unfiltered rationales, 6 teachers) it ruled out the grid's choice, the student's own rationales (2 of 64 problems
-solved against the leader's 24), where the student's NLL of the rationales ranked teachers best. A teacher is ruled
-out only with confidence: the leader (the teacher solving the most problems) solves more of the same problems than it
-does by a one-sided exact McNemar test (paired by problem), Holm-adjusted over the teachers compared, p < alpha.
-Ruled-out teachers get no trial; the search's budget (search.trials, seeded best proxy first) goes to the rest, so
-the teachers the proxy cannot separate get all of it. The leader is never ruled out, and a grid (ground truth)
-ignores this.
+family ranked teachers best (benchmarks/results/2026-12-search-vs-grid.md). It measures what correct_only can keep:
+on setting C (trained on unfiltered rationales, 6 teachers) it ruled out the grid's choice, the student's own
+rationales (2 of 64 problems solved against the leader's 24), where the student's NLL of the rationales ranked
+teachers best. A teacher is ruled out only with confidence: the leader (the teacher solving the most problems)
+solves more of the same problems than it does by a one-sided exact McNemar test (paired by problem), Holm-adjusted
+over the teachers compared, p < alpha. Ruled-out teachers get no trial; the search's budget (search.trials, seeded
+best proxy first) goes to the rest, so the teachers the proxy cannot separate get all of it. The leader is never
+ruled out, and a grid (ground truth) ignores this.
 
     allocate(tables, train_ids, alpha=0.05) ->
       {"alpha": 0.05, "proxy": "solved train problems", "leader": "qwen", "kept": ["qwen", "qwen-t1.2"],
@@ -87,6 +87,6 @@ def describe(allocation: dict) -> list[str]:
     if allocation.get("chains_beyond_the_proxy"):
         lines.append(f"caution: filter chain(s) {', '.join(allocation['chains_beyond_the_proxy'])} have no "
                      f"correct_only step: they train on rationales the proxy does not count, and on such chains a "
-                     f"ruled-out teacher can teach best (README, search vs grid, setting C); unset "
-                     f"search.rule_out_alpha to search every teacher")
+                     f"ruled-out teacher can teach best (benchmarks/results/2026-12-search-vs-grid.md, setting C); "
+                     f"unset search.rule_out_alpha to search every teacher")
     return lines
