@@ -4,11 +4,12 @@
 
 Steps, each reusing the caches (a re-run of a finished trial computes nothing):
     baseline on dev (student, no adapter)  ─► the teacher's rationales on train (Ray Data, cache)
-    ─► filter chain (filters.py) ─► LoRA fine-tune on Ray Train (training/ray_train.py)
+    ─► the trial runner (training/trial_runner.py, the search's too): filter chain ─► LoRA fine-tune on Ray Train
     ─► the adapter on dev with the baseline's prompt and decoding ─► paired delta, exact CI, McNemar p (stats.py)
 
-A chain that leaves no training example ends the trial with status "no_data" (no fake score). The test split is
-never touched here: trials select on dev; only the search's final confirmation reads test.
+The result is a records.TrialRecord, written atomically to run_dir/trials/<id>/trial.json. A chain that leaves no
+training example ends the trial with status "no_data" (no fake score). The test split is never touched here: trials
+select on dev; only the search's final confirmation reads test.
 """
 
 from __future__ import annotations
@@ -18,34 +19,11 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from cotgap_ray.config import ConfigError, ExperimentConfig, load_config
-
-
-@dataclass
-class TrialResult:
-    """What a trial produced. `status`: "ok" | "no_data". Accuracies are fractions; delta in accuracy points/100."""
-
-    teacher: str
-    filters: list
-    lora: dict
-    status: str
-    n_train_examples: int = 0
-    filter_report: list = field(default_factory=list)
-    baseline_dev_accuracy: float | None = None
-    dev_accuracy: float | None = None
-    dev_delta: float | None = None
-    dev_delta_ci95: list | None = None
-    p_value: float | None = None
-    degrades: bool | None = None
-    improves: bool | None = None
-    adapter_dir: str | None = None
-    train_tokens: int = 0
-    train_seconds: float = 0.0
-    seconds: float = 0.0
-    epochs: list = field(default_factory=list)
+from cotgap_ray.records import TrialRecord, record_from_dict, write_json
 
 
 def trial_id(teacher_fingerprint: str, cfg: ExperimentConfig) -> str:
@@ -70,23 +48,6 @@ def _needs(cfg: ExperimentConfig, step: str) -> bool:
     return any(s.get("name") == step for s in cfg.filters)
 
 
-def filtered_rationales(cfg, teacher_spec: str, student, splits, generations: dict):
-    """Apply the filter chain to one teacher's rationales; returns (table, report).
-
-    `generations` maps teacher spec -> generate.GenerationResult; all of them are the cross_teacher context."""
-    from cotgap_ray.filters import FilterContext, apply_filters
-
-    tables = {spec: g.table() for spec, g in generations.items()}
-    # Rationale rows name their teacher by model name (GenerationResult.teacher), which is what filters key on.
-    context = FilterContext(teacher_tables={generations[spec].teacher: t for spec, t in tables.items()})
-    table = tables[teacher_spec]
-    if _needs(cfg, "student_nll"):
-        table = _with_student_nll(table, student, splits)
-    from cotgap_ray.search.space import training_chain
-
-    return apply_filters(table, training_chain(cfg.filters, cfg.generation.max_tokens), context)
-
-
 def _with_student_nll(table, student, splits):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -98,16 +59,15 @@ def _with_student_nll(table, student, splits):
     return with_student_nll(table, model, tokenizer, {p.id: p.question for p in splits.train})
 
 
-def run_trial(cfg: ExperimentConfig, teacher: str, run_dir: Path) -> TrialResult:
-    """Run (or reload) one trial of `teacher` (a spec from cfg.teachers) in run_dir/trials/<id>."""
-    from cotgap_ray.evaluation.paired import paired, rows_correct
-    from cotgap_ray.evaluation.scoring import evaluate_cached
+def run_trial(cfg: ExperimentConfig, teacher: str, run_dir: Path) -> TrialRecord:
+    """Run (or reload) one trial of `teacher` (a spec from cfg.teachers) in run_dir/trials/<id>: the trial runner
+    (training/trial_runner.py) with the configured chain and settings, scored on dev in this process."""
+    from cotgap_ray.evaluation.scorers import LocalScorer
     from cotgap_ray.generation.pipeline import generate_teachers
     from cotgap_ray.models import offline_unless_hub, resolve_all
-    from cotgap_ray.stats import compare
     from cotgap_ray.tasks import load_splits
-    from cotgap_ray.training.examples import NoTrainingData, check_examples, check_target_modules, student_skeleton
-    from cotgap_ray.training.step import fine_tune, rationale_file
+    from cotgap_ray.training.examples import check_target_modules, student_skeleton
+    from cotgap_ray.training.trial_runner import train_and_score
 
     start = time.perf_counter()
     offline_unless_hub([cfg.student, *cfg.teachers])
@@ -119,44 +79,32 @@ def run_trial(cfg: ExperimentConfig, teacher: str, run_dir: Path) -> TrialResult
     check_target_modules(student_skeleton(student.path), cfg.lora.target_modules)
     this = teachers[teacher_specs.index(teacher)]
     trial_dir = run_dir / "trials" / trial_id(this.fingerprint, cfg)
-    if (trial_dir / "trial.json").exists():
-        return TrialResult(**json.loads((trial_dir / "trial.json").read_text()))
+    path = trial_dir / "trial.json"
+    if path.exists():
+        return record_from_dict(TrialRecord, json.loads(path.read_text()), str(path))
 
-    baseline = evaluate_cached(student, {"dev": splits.dev}, cfg, lora_rank=cfg.lora.rank)["dev"]
+    scorer = LocalScorer(student, splits.dev, cfg, lora_rank=cfg.lora.rank)
+    baseline = scorer(None, "baseline")
     results = generate_teachers(teachers, splits, cfg, split="train", task=cfg.task.name)
-    generations = dict(zip(teacher_specs, results))
-    table, report = filtered_rationales(cfg, teacher, student, splits, generations)
-    result = TrialResult(teacher=teacher, filters=cfg.filters, lora=asdict(cfg.lora), status="ok",
-                         filter_report=report.to_dict()["steps"], baseline_dev_accuracy=baseline.accuracy)
-    questions = {p.id: p.question for p in splits.train}
-    try:
-        with rationale_file(table, trial_dir) as rationales:  # kept in trial_dir: what this trial trained on
-            report.add_sft_drops(check_examples(student.path, rationales, questions, cfg.lora.max_length))
-            trained = fine_tune(cfg, student, rationales, questions, cfg.lora, storage_path=str(trial_dir / "train"),
-                                name="lora")
-    except NoTrainingData as e:
-        if e.drops is not None and not any(s["step"] == "sft_examples" for s in report.steps):
-            report.add_sft_drops(e.drops)
-        print(f"trial {trial_dir.name}: no training data ({e})", file=sys.stderr)
-        result.status = "no_data"
-    else:
-        after = evaluate_cached(student, {"dev": splits.dev}, cfg, adapter=trained.adapter_dir,
-                                lora_rank=cfg.lora.rank)["dev"]
-        stats = compare(*paired(rows_correct(baseline.rows_path), rows_correct(after.rows_path),
-                                f"trial {trial_dir.name} on dev"))
-        result.n_train_examples = trained.n_examples
-        result.dev_accuracy = after.accuracy
-        result.dev_delta, result.dev_delta_ci95 = stats["delta"], list(stats["ci95"])
-        result.p_value, result.degrades, result.improves = stats["p_value"], stats["degrades"], stats["improves"]
-        result.adapter_dir, result.epochs = trained.adapter_dir, trained.metrics_per_epoch
-        result.train_tokens, result.train_seconds = trained.train_tokens, trained.seconds
-    result.filter_report = report.to_dict()["steps"]
-    result.seconds = time.perf_counter() - start
-    (trial_dir / "trial.json").write_text(json.dumps(asdict(result), indent=2))
-    return result
+    # Rationale rows name their teacher by model name (GenerationResult.teacher), which is what filters key on.
+    tables = {g.teacher: g.table() for g in results}
+    name = results[teacher_specs.index(teacher)].teacher
+    if _needs(cfg, "student_nll"):
+        tables[name] = _with_student_nll(tables[name], student, splits)
+    outcome = train_and_score(cfg, student, name, tables, cfg.filters, cfg.lora, scorer, baseline.correct,
+                              {p.id: p.question for p in splits.train}, storage_path=str(trial_dir / "train"),
+                              name="lora", tag=trial_dir.name,
+                              keep_rationales=trial_dir)  # kept: what this trial trained on
+    if outcome.status == "no_data":
+        print(f"trial {trial_dir.name}: no training data ({outcome.error})", file=sys.stderr)
+    record = outcome.record(trial_id=trial_dir.name, teacher=teacher, filters=cfg.filters, lora=cfg.lora,
+                            baseline_dev_accuracy=baseline.accuracy, seconds=time.perf_counter() - start,
+                            finished_at=time.time())
+    write_json(path, record)  # atomic: a re-run must never read half a trial
+    return record
 
 
-def format_result(r: TrialResult) -> str:
+def format_result(r: TrialRecord) -> str:
     pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
     head = f"teacher {r.teacher}: "
     if r.status == "no_data":

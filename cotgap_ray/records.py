@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 
 import pyarrow as pa
 
+from cotgap_ray.config import LoraSettings
 from cotgap_ray.errors import InputError
 
 PROBLEM_SCHEMA = pa.schema(
@@ -97,7 +98,7 @@ def table_to_problems(table: pa.Table) -> list[Problem]:
 # What a search writes into its run directory and the report reads back, one schema each:
 #
 #   config.json              {"fingerprint", "config", "teachers": [TeacherRef, ...]}
-#   trials/<key>/trial.json  TrialRecord (its epochs: EpochRecord)
+#   trials/<key>/trial.json  TrialRecord (its epochs: EpochRecord); a distill run writes the same record
 #   final/<teacher>.json     FinalRecord (its seeds: SeedRecord)
 #
 # Every field has a default so a record of a trial still running (or of an older run) loads; a key the schema does
@@ -119,13 +120,18 @@ class TeacherRef:
 
 @dataclass
 class EpochRecord:
-    """One epoch of a trial, as Ray Train / Tune reported it (dev numbers from the evaluation actor)."""
+    """One epoch of a trial, as Ray Train / Tune reported it (training.loop.epoch_metrics, then the dev numbers of
+    the scorer: after every epoch in a search, after the last one in distill)."""
 
     epoch: int = 0
     train_loss: float | None = None
     tokens: int | None = None
+    label_tokens: int | None = None
+    batches: int | None = None
     seconds: float | None = None
     tokens_per_s: float | None = None
+    lr: float | None = None
+    threads: int | None = None
     dev_accuracy: float | None = None
     dev_delta: float | None = None
     dev_delta_lo: float | None = None
@@ -135,18 +141,30 @@ class EpochRecord:
     eval_seconds: float | None = None
     checkpoint_path: str | None = None
 
+    @classmethod
+    def from_metrics(cls, metrics: dict) -> EpochRecord:
+        """The record of one epoch report (a Tune result or a TrainResult epoch): the keys it knows, the rest left
+        out (a Tune result also carries Tune's own bookkeeping)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in metrics.items() if k in known})
+
 
 @dataclass
 class TrialRecord:
-    """One search trial (run_dir/trials/<trial_id>/trial.json). `status`: running | ok (every planned epoch) |
-    stopped (ASHA ended it early) | no_data (its filters kept nothing) | failed; `outcome` is what the trial last
-    said of itself while running. Deltas are fractions (0.05 = +5 points) against the student's dev baseline; the
-    dev numbers are those of the last epoch reached."""
+    """One trial (run_dir/trials/<trial_id>/trial.json): a search trial or a `python -m cotgap_ray.distill` run.
+    `status`: running | ok (every planned epoch) | stopped (ASHA ended it early) | no_data (its filters kept
+    nothing) | failed; `outcome` is what a search trial last said of itself while running. Deltas are fractions
+    (0.05 = +5 points) against the student's dev baseline; the dev numbers are those of the last epoch reached.
+    What it trained with: a search trial's sampled point is `params` (space.filter_chain / lora_settings turn it into
+    a chain and settings); a distill run has no point and records its configured chain and settings in `filters`
+    and `lora` instead."""
 
     trial_id: str = ""
     tune_trial_id: str | None = None
     teacher: str | None = None
     params: dict = field(default_factory=dict)
+    filters: list = field(default_factory=list)
+    lora: LoraSettings | None = None
     status: str = "running"
     outcome: str | None = None
     error: str | None = None
@@ -154,11 +172,14 @@ class TrialRecord:
     rationales_kept: int = 0
     filter_report: list = field(default_factory=list)
     epochs: list[EpochRecord] = field(default_factory=list)
+    baseline_dev_accuracy: float | None = None
     dev_accuracy: float | None = None
     dev_delta: float | None = None
     dev_delta_ci95: list | None = None
     p_value: float | None = None
     dev_discordance: float | None = None
+    degrades: bool | None = None  # stats.compare's verdict on dev (no adjustment across trials)
+    improves: bool | None = None
     train_tokens: int = 0
     train_seconds: float = 0.0
     seconds: float = 0.0

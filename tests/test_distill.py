@@ -58,7 +58,8 @@ def test_trial_reports_delta_over_its_own_baseline(trial):
     lo, hi = r.dev_delta_ci95
     assert lo <= r.dev_delta <= hi and 0.0 <= r.p_value <= 1.0
     assert r.degrades == (hi < 0) and r.improves == (lo > 0)
-    assert [e["epoch"] for e in r.epochs] == [1, 2] and r.train_tokens > 0
+    assert [e.epoch for e in r.epochs] == [1, 2] and r.train_tokens > 0
+    assert r.epochs[-1].dev_delta == r.dev_delta and r.lora.rank == 8  # the record types its epochs and settings
     assert (r.adapter_dir and json.loads(open(f"{r.adapter_dir}/adapter_config.json").read())["r"] == 8)
 
 

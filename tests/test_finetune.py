@@ -247,14 +247,26 @@ def test_evaluating_the_adapter_changes_the_answers(one_worker_run, tiny_llama_d
 
 
 def test_a_worker_without_the_callers_student_dir_resolves_the_spec(tmp_path):
-    from cotgap_ray.training.loop import local_student
+    from cotgap_ray.training.loop import TrainJob, local_student
 
-    job = {"student_path": str(tmp_path / "only-on-the-caller's-node"), "student_spec": "tiny:llama@3",
-           "models_dir": str(tmp_path / "models")}
+    job = TrainJob(str(tmp_path / "only-on-the-caller's-node"), b"", {}, SETTINGS, student_spec="tiny:llama@3",
+                   models_dir=str(tmp_path / "models"))
     path = local_student(job)
     assert path.startswith(str(tmp_path / "models")) and (Path(path) / "config.json").exists()
-    job["student_path"] = path
-    assert local_student(job) == path  # present here: used as is
+    assert local_student(replace(job, student_path=path)) == path  # present here: used as is
+
+
+def test_the_job_carries_the_typed_settings_to_the_workers(rationales_path):
+    """No dict round trip at the Ray Train boundary: the worker unpickles the LoraSettings the caller built."""
+    import pickle
+
+    from cotgap_ray.training.loop import make_job
+
+    job = make_job("student", rationales_path, PROBLEMS, replace(SETTINGS, rank=4), None, stop_after=1)
+    again = pickle.loads(pickle.dumps({"job": job}))["job"]  # what TorchTrainer does with train_loop_config
+    assert isinstance(again.settings, LoraSettings) and again.settings == replace(SETTINGS, rank=4)
+    assert again.stop_after == 1 and again.rationales == Path(rationales_path).read_bytes()
+    assert "bytes>" in repr(job) and len(repr(job)) < 1000  # Ray Train's run state prints it: no Parquet dump
 
 
 # ------------------------------------------------------------------------------ rows the SFT builder drops

@@ -6,8 +6,9 @@ problem later (python -m cotgap_ray.validate).
     best dev trial of qwen (dev delta +5.0) -> seeds 0, 1 -> test 14.0%, 16.0% vs baseline 12.0%
     -> delta +3.0 points [95% CI -1.5, +7.5], p = 0.21 (stats.compare_seeds): not "improves", not "degrades"
 
-Seed `lora.seed` is the search trial's own configuration: its adapter is reused when it finished every epoch and
-its checkpoint is readable here; the other seeds are trained now. A finished teacher is not redone on --resume.
+Each seed is one run of the trial runner (training/trial_runner.py) scored on test. Seed `lora.seed` is the search
+trial's own configuration: its adapter is reused when its checkpoint is readable here; the other seeds are trained
+now. A finished teacher is not redone on --resume.
 """
 
 from __future__ import annotations
@@ -51,43 +52,40 @@ def confirm_all(run_dir: Path, cfg, records: dict[str, TrialRecord], tables: dic
 
 def confirm_teacher(run_dir: Path, cfg, ref: TeacherRef, best: TrialRecord, tables: dict, problems: dict,
                     baseline_test: dict, evaluator) -> FinalRecord:
-    import ray
-
+    """One teacher's confirmation: its best trial's point through the trial runner once per seed, scored on test."""
     from cotgap_ray.cluster import join_storage, storage_root
-    from cotgap_ray.evaluation.evaluator import adapter_files
-    from cotgap_ray.evaluation.paired import correct_by_id, paired
-    from cotgap_ray.filters import FilterContext, apply_filters
+    from cotgap_ray.evaluation.scorers import EvaluatorScorer
     from cotgap_ray.models import resolve_all
-    from cotgap_ray.search.space import filter_chain, lora_settings, training_chain
+    from cotgap_ray.search.space import filter_chain, lora_settings
     from cotgap_ray.stats import compare_seeds
-    from cotgap_ray.training.step import fine_tune, rationale_file
+    from cotgap_ray.training.trial_runner import train_and_score
 
     point = best.params
-    chain = training_chain(filter_chain(point, cfg.search), cfg.generation.max_tokens)
-    table, _ = apply_filters(tables[ref.name], chain, FilterContext(teacher_tables=tables))
     (student,) = resolve_all([cfg.student], cfg)
     storage = join_storage(storage_root(cfg.train.storage_path, run_dir), "train")
+    scorer = EvaluatorScorer("test", "confirm", evaluator)
     seeds, afters, before = [], [], None
-    with rationale_file(table) as rationales:
-        for i in range(cfg.confirm.seeds):
-            seed = cfg.lora.seed + i
-            reuse = best.adapter_dir if i == 0 else None
-            if reuse and Path(reuse).is_dir():
-                adapter, train_seconds, how = reuse, 0.0, "search trial's adapter"
-            else:
-                # A trial ASHA stopped stands for its schedule cut at the epochs it reached: re-train exactly that.
-                trained = fine_tune(cfg, student, rationales, problems,
-                                    lora_settings(point, replace(cfg.lora, seed=seed)), storage_path=storage,
-                                    name=f"final-{best.trial_id}-seed{seed}",
-                                    stop_after=len(best.epochs) if best.status == "stopped" else None)
-                adapter, train_seconds, how = trained.adapter_dir, trained.seconds, "trained now"
-            summary, rows = ray.get(evaluator.evaluate.remote(
-                "test", adapter_files(adapter), f"final:{ref.name}:seed{seed}", "confirm"))
-            before, after = paired(baseline_test, correct_by_id(rows), f"confirmation of {ref.name}, seed {seed}")
-            afters.append(after)
-            seeds.append(SeedRecord(seed=seed, test_accuracy=summary["accuracy"], train_seconds=train_seconds,
-                                    adapter_dir=adapter, adapter_from=how))
-            print(f"confirm: {ref.name} seed {seed} ({how}): test {100 * summary['accuracy']:.1f}%")
+    for i in range(cfg.confirm.seeds):
+        seed = cfg.lora.seed + i
+        # Seed lora.seed is the search trial's own configuration: its adapter, when still readable here, is scored
+        # as it is; the other seeds are trained now.
+        reuse = best.adapter_dir if i == 0 and best.adapter_dir and Path(best.adapter_dir).is_dir() else None
+        outcome = train_and_score(
+            cfg, student, ref.name, tables, filter_chain(point, cfg.search),
+            lora_settings(point, replace(cfg.lora, seed=seed)), scorer, baseline_test, problems,
+            storage_path=storage, name=f"final-{best.trial_id}-seed{seed}", tag=f"final:{ref.name}:seed{seed}",
+            # A trial ASHA stopped stands for its schedule cut at the epochs it reached: re-train exactly that.
+            stop_after=len(best.epochs) if best.status == "stopped" else None, adapter=reuse)
+        if outcome.status == "no_data":  # the search trained on these very rationales: something changed under it
+            raise RuntimeError(f"confirm: {ref.name}'s best trial {best.trial_id} no longer has training data: "
+                               f"{outcome.error}")
+        how = "search trial's adapter" if reuse else "trained now"
+        train_seconds = outcome.trained.seconds if outcome.trained else 0.0
+        before = outcome.score.before
+        afters.append(outcome.score.after)
+        seeds.append(SeedRecord(seed=seed, test_accuracy=outcome.score.accuracy, train_seconds=train_seconds,
+                                adapter_dir=outcome.adapter_dir, adapter_from=how))
+        print(f"confirm: {ref.name} seed {seed} ({how}): test {100 * outcome.score.accuracy:.1f}%")
     stats = compare_seeds(before, afters)
     return FinalRecord(teacher=ref.name, spec=ref.spec, trial_id=best.trial_id, params=point,
                        best_dev_delta=best.dev_delta, seeds=seeds, n=stats["n"],

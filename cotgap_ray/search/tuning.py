@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -29,10 +29,9 @@ from ray.tune.search.optuna import OptunaSearch
 
 from cotgap_ray.records import EpochRecord, TeacherRef, TrialRecord, record_from_dict, record_to_dict, write_json
 from cotgap_ray.search.resources import TRIAL_DRIVER, max_concurrent, per_trial_request
-from cotgap_ray.search.trial import NO_DATA_DELTA, TrialContext, tune_trial
+from cotgap_ray.search.trial import TrialContext, no_data_report, tune_trial
 
 FINAL_STATUSES = ("ok", "no_data", "stopped")
-EPOCH_KEYS = tuple(f.name for f in fields(EpochRecord))  # what a trial's epoch report carries into its record
 
 
 # ---------------------------------------------------------------------------------------------- placement groups
@@ -110,11 +109,14 @@ class TrialRecorder(tune.Callback):
             rec.filter_report = json.loads(result["filter_report"])
         rec.seconds = result.get("time_total_s", rec.seconds)
         if rec.outcome == "ok":
-            epoch = EpochRecord(**{k: result.get(k) for k in EPOCH_KEYS})
+            epoch = EpochRecord.from_metrics(result)
             rec.epochs = [e for e in rec.epochs if e.epoch != epoch.epoch] + [epoch]
             rec.dev_accuracy, rec.dev_delta = epoch.dev_accuracy, epoch.dev_delta
             rec.dev_delta_ci95 = [epoch.dev_delta_lo, epoch.dev_delta_hi]
             rec.p_value, rec.dev_discordance = epoch.p_value, epoch.dev_discordance
+            # the verdict of the last epoch (trial_runner.score_epoch); absent from a replay of an older record
+            rec.baseline_dev_accuracy = result.get("baseline_dev_accuracy", rec.baseline_dev_accuracy)
+            rec.degrades, rec.improves = result.get("degrades", rec.degrades), result.get("improves", rec.improves)
             rec.train_tokens = sum(e.tokens or 0 for e in rec.epochs)
             rec.train_seconds = sum(e.seconds or 0 for e in rec.epochs)
             rec.adapter_dir = epoch.checkpoint_path
@@ -300,10 +302,11 @@ def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], pro
     searched = list(cfg.teachers) if grid is not None or searched is None else searched
     budget = len(grid) if grid is not None else cfg.search.trials
     previous = load_records(run_dir)
-    done = {key: [_epoch_result(rec, e) for e in rec.epochs] or [_no_data_result(rec)]
+    done = {key: [_epoch_result(rec, e) for e in rec.epochs]
+                 or [no_data_report(rec.trial_id, rec.teacher, rec.rationales_kept, rec.filter_report, rec.error)]
             for key, rec in previous.items() if rec.status in FINAL_STATUSES and rec.finished_at}
     teacher_names = {ref.spec: ref.name for ref in teachers}
-    context = TrialContext(config=cfg.to_dict(), tables=tables, teacher_names=teacher_names, problems=problems,
+    context = TrialContext(config=cfg, tables=tables, teacher_names=teacher_names, problems=problems,
                            baseline_dev=baseline_dev,
                            storage=join_storage(storage_root(cfg.train.storage_path, run_dir), "train"),
                            student_spec=cfg.student, done=done)
@@ -383,10 +386,5 @@ def trial_error(trial) -> str:
 def _epoch_result(rec: TrialRecord, epoch: EpochRecord) -> dict:
     return {**record_to_dict(epoch), "teacher": rec.teacher, "status": "ok", "point_key": rec.trial_id,
             "n_train_examples": rec.n_train_examples, "rationales_kept": rec.rationales_kept,
-            "filter_report": json.dumps(rec.filter_report)}
-
-
-def _no_data_result(rec: TrialRecord) -> dict:
-    return {"epoch": 0, "dev_delta": NO_DATA_DELTA, "dev_accuracy": None, "teacher": rec.teacher,
-            "status": "no_data", "point_key": rec.trial_id, "n_train_examples": 0, "error": rec.error,
-            "rationales_kept": rec.rationales_kept, "filter_report": json.dumps(rec.filter_report)}
+            "filter_report": json.dumps(rec.filter_report), "baseline_dev_accuracy": rec.baseline_dev_accuracy,
+            "degrades": rec.degrades, "improves": rec.improves}

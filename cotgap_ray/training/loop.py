@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -46,6 +46,27 @@ class TrainResult:
     seconds: float  # wall time of the whole call, start-up included
     n_examples: int = 0
     checkpoint: str = ""  # the adapter in storage: a local path, or a URI (s3://...) that other nodes can read
+
+
+@dataclass(repr=False)
+class TrainJob:
+    """The picklable description of one fine-tune: what every worker needs, typed (a dataclass pickles as it is, so
+    the settings reach the workers as the LoraSettings the caller built). The rationales travel as Parquet bytes
+    (a few MB at most), so workers on other nodes than the caller need no shared filesystem for them."""
+
+    student_path: str
+    rationales: bytes
+    problems: dict[str, str]
+    settings: LoraSettings
+    eval_fn: EvalFn | None = None
+    student_spec: str | None = None  # resolved on a worker whose node lacks student_path (local_student)
+    models_dir: str | None = None
+    dtype: str = "auto"
+    stop_after: int | None = None  # end after this many epochs of the schedule planned for settings.epochs
+
+    def __repr__(self) -> str:  # Ray Train's run state prints the config: not megabytes of Parquet bytes
+        return (f"TrainJob(student_path={self.student_path!r}, rationales=<{len(self.rationales)} bytes>, "
+                f"problems=<{len(self.problems)}>, settings={self.settings!r}, stop_after={self.stop_after})")
 
 
 def load_student(student_path: str, settings: LoraSettings, device: torch.device,
@@ -160,23 +181,22 @@ def save_adapter(model: torch.nn.Module, directory: str) -> None:
 OnEpoch = Callable[[dict, torch.nn.Module], None]  # (epoch metrics, model) -> save / evaluate / report
 
 
-def train_epochs(job: dict, rank: int, world_size: int, device: torch.device,
-           place: Callable[[torch.nn.Module], torch.nn.Module], on_epoch: OnEpoch) -> list[dict]:
+def train_epochs(job: TrainJob, rank: int, world_size: int, device: torch.device,
+                 place: Callable[[torch.nn.Module], torch.nn.Module], on_epoch: OnEpoch) -> list[dict]:
     """Load, wrap with LoRA, place, train settings.epochs epochs; on_epoch gets each epoch's metrics and the model."""
-    settings = LoraSettings.from_dict(job["settings"])
-    job = {**job, "student_path": local_student(job)}
-    tokenizer, examples = load_examples(job["student_path"], job["rationales"], job["problems"],
-                                        settings.max_length)
+    settings = job.settings
+    student_path = local_student(job)
+    tokenizer, examples = load_examples(student_path, job.rationales, job.problems, settings.max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     steps_per_epoch = len(shard_batches(length_bucketed_batches(examples, settings.batch_size, settings.seed),
                                         rank, world_size))
     if steps_per_epoch == 0:
         raise NoTrainingData(f"{len(examples)} examples make fewer batches than the {world_size} workers")
-    model = place(load_student(job["student_path"], settings, device, job.get("dtype", "auto")))
+    model = place(load_student(student_path, settings, device, job.dtype))
     optimizer, scheduler = make_optimizer(model, settings, settings.epochs * steps_per_epoch)
     # stop_after: run the schedule planned for settings.epochs but end after this many epochs, which is what a trial
     # ASHA stopped early measured on dev (its confirmation re-trains exactly that: search/confirm.py).
-    last = min(settings.epochs, job.get("stop_after") or settings.epochs)
+    last = min(settings.epochs, job.stop_after or settings.epochs)
     history = []
     for epoch in range(1, last + 1):
         # A new batch order every epoch (the seed moves with it); bucketing keeps similar lengths together.
@@ -192,24 +212,22 @@ def train_epochs(job: dict, rank: int, world_size: int, device: torch.device,
     return history
 
 
-def local_student(job: dict) -> str:
+def local_student(job: TrainJob) -> str:
     """The student's directory on this node: the caller's path when it exists here, else the spec resolved into
     this node's model cache (a worker on another node than the caller converts or downloads it once)."""
-    if Path(job["student_path"]).exists() or not job.get("student_spec"):
-        return job["student_path"]
+    if Path(job.student_path).exists() or not job.student_spec:
+        return job.student_path
     from cotgap_ray.models import resolve_model
 
-    return resolve_model(job["student_spec"], job.get("models_dir")).path
+    return resolve_model(job.student_spec, job.models_dir).path
 
 
 def make_job(student_path: str, rationales_path: str, problems: dict[str, str], settings: LoraSettings,
-         eval_fn: EvalFn | None, student_spec: str | None = None, models_dir: str | None = None,
-         dtype: str = "auto", stop_after: int | None = None) -> dict:
-    """The picklable description of one fine-tune: what every worker needs. The rationales travel as Parquet bytes
-    (a few MB at most), so workers on other nodes than the caller need no shared filesystem for them."""
-    return {"student_path": str(student_path), "rationales": Path(rationales_path).read_bytes(),
-            "problems": dict(problems), "settings": asdict(settings), "eval_fn": eval_fn,
-            "student_spec": student_spec, "models_dir": models_dir, "dtype": dtype, "stop_after": stop_after}
+             eval_fn: EvalFn | None, student_spec: str | None = None, models_dir: str | None = None,
+             dtype: str = "auto", stop_after: int | None = None) -> TrainJob:
+    """The TrainJob of a fine-tune of the rationales in a Parquet file."""
+    return TrainJob(str(student_path), Path(rationales_path).read_bytes(), dict(problems), settings, eval_fn,
+                    student_spec, models_dir, dtype, stop_after)
 
 
 def train_plain(student_path: str, rationales_path: str, problems: dict[str, str], settings: LoraSettings,
@@ -228,8 +246,8 @@ def train_plain(student_path: str, rationales_path: str, problems: dict[str, str
         if eval_fn is not None:
             metrics.update(eval_fn(str(directory)))
 
-    history = train_epochs(make_job(student_path, rationales_path, problems, settings, eval_fn, dtype=dtype), 0, 1, target,
-                     lambda model: model.to(target), save)
+    history = train_epochs(make_job(student_path, rationales_path, problems, settings, eval_fn, dtype=dtype), 0, 1,
+                           target, lambda model: model.to(target), save)
     return TrainResult(adapter_dir=str(out / f"epoch_{settings.epochs:03d}"), metrics_per_epoch=history,
                        train_tokens=sum(m["tokens"] for m in history), seconds=time.perf_counter() - start,
                        n_examples=n_examples)

@@ -27,13 +27,15 @@ class TrainingFailed(RuntimeError):
 
 
 def train_loop_per_worker(config: dict) -> list[dict]:
-    """The TorchTrainer worker function. `config` is a make_job dict; returns the epoch metrics (Result.return_value)."""
+    """The TorchTrainer worker function. `config["job"]` is the loop.TrainJob (Ray Train wants a dict around it);
+    returns the epoch metrics (Result.return_value)."""
     import ray.train
     import ray.train.torch
 
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    eval_fn = config["eval_fn"]
+    job = config["job"]
+    eval_fn = job.eval_fn
 
     def report(metrics: dict, model) -> None:
         # All ranks report every epoch (report is a barrier); only rank 0 writes the adapter and evaluates it.
@@ -47,7 +49,7 @@ def train_loop_per_worker(config: dict) -> list[dict]:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
                              checkpoint_dir_name=f"epoch_{metrics['epoch']:03d}")
 
-    return train_epochs(config, rank, world_size, ray.train.torch.get_device(), ray.train.torch.prepare_model, report)
+    return train_epochs(job, rank, world_size, ray.train.torch.get_device(), ray.train.torch.prepare_model, report)
 
 
 def train_student(student_path: str, rationales_path: str, problems: dict[str, str], settings: LoraSettings,
@@ -88,8 +90,8 @@ def train_student(student_path: str, rationales_path: str, problems: dict[str, s
     clear_previous_attempt(run_dir)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=make_job(student_path, rationales_path, problems, settings, eval_fn, student_spec, models_dir,
-                               dtype, stop_after),
+        train_loop_config={"job": make_job(student_path, rationales_path, problems, settings, eval_fn, student_spec,
+                                           models_dir, dtype, stop_after)},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker, **(resources or {})},
                                      accelerator_type=accelerator_type),

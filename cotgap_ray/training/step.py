@@ -1,14 +1,14 @@
 """The one fine-tune step of the product: a typed experiment config, a filtered rationale table and LoRA settings in,
-a trained adapter out. The search's trials, its confirmation and `python -m cotgap_ray.distill` all train through
-here, so every one of them gets the same workers, placement (train.accelerator_type / train.resources), dtype and
-model resolution on remote nodes.
+a trained adapter out. The trial runner (training/trial_runner.py) calls it for the search's trials, its
+confirmation and `python -m cotgap_ray.distill`, so every one of them gets the same workers, placement
+(train.accelerator_type / train.resources), dtype and model resolution on remote nodes.
 
     with rationale_file(table) as rationales:
         result = fine_tune(cfg, student, rationales, problems, settings, storage_path=..., name="t3f9c0a12b4")
     result.adapter_dir, result.metrics_per_epoch, result.n_examples
 
-Scoring is the caller's: a trial scores on dev after every epoch (`eval_fn`, on Train rank 0), the confirmation
-and distill score the finished adapter; both compare against the baseline with evaluation.paired.
+Scoring is the runner's: after every epoch (`eval_fn`, on Train rank 0) for a search trial, the finished adapter
+for the confirmation and distill; both paired with the baseline and compared there.
 """
 
 from __future__ import annotations
