@@ -212,10 +212,9 @@ def ensure_run(label: str, run_dir: Path, config: str, overrides: list[str], log
 
 def validate_one(label: str, search_dir: Path, grid_dir: Path, out_json: Path, logs: Path) -> dict:
     log = logs / f"{label.replace('/', '-')}-validate.log"
-    cmd = [sys.executable, "-m", "cotgap_ray.validate", str(search_dir), str(grid_dir), "--json", str(out_json)]
-    with open(log, "w") as out:
-        rc = subprocess.run(cmd, cwd=ROOT, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
-                            check=False).returncode
+    cmd = [sys.executable, "-m", "cotgap_ray.validate", str(search_dir), str(grid_dir), "--json"]
+    with open(log, "w") as errors, open(out_json, "w") as out:  # --json: the comparison is stdout
+        rc = subprocess.run(cmd, cwd=ROOT, env=child_env(), stdout=out, stderr=errors, check=False).returncode
     if rc != 0:
         print(tail(log), file=sys.stderr)
         raise SystemExit(f"validate {label} failed (exit {rc}); full output in {log}")

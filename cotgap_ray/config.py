@@ -354,24 +354,9 @@ def _check_type(value: Any, hint, where: str, key: str):
     raise ConfigError(f"{where}: '{key}' must be {names}, got {value!r}")
 
 
-def add_help_config(parser) -> None:
-    """`--help-config` on a CLI's argparse parser: every config key with its default and help, then exit."""
-    import argparse
-
-    class HelpConfig(argparse.Action):
-        def __call__(self, parser, namespace, values, option_string=None):
-            rows = describe()
-            width = max(len(key) for key, _, _ in rows)
-            for key, default, text in rows:
-                print(f"{key:<{width}}  {text} (default {default})")
-            parser.exit(0)
-
-    parser.add_argument("--help-config", nargs=0, action=HelpConfig,
-                        help="list every config key (dotted, for key=value overrides) with its default and help")
-
-
 def describe(cls=ExperimentConfig, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted key, default, help) for every field: the source of `--help-config` and the README table."""
+    """(dotted key, default, help) for every field: the README table (`--help-config`, cli.config_rows, shows the
+    values in force)."""
     rows = []
     for f in dataclasses.fields(cls):
         hint = typing.get_type_hints(cls)[f.name]

@@ -1,6 +1,6 @@
 """One distillation trial: (teacher, filter chain, LoRA settings) -> the student's accuracy change over its baseline.
 
-    python -m cotgap_ray.distill --config experiments/default.yaml teacher=qwen2.5-coder-0.5b-instruct lora.epochs=1
+    cotgap distill --teacher qwen2.5-coder-0.5b-instruct lora.epochs=1      # in runs/default-distill/trials/<id>/
 
 Steps, each reusing the caches (a re-run of a finished trial computes nothing):
     baseline on dev (student, no adapter)  ─► the teacher's rationales on train (Ray Data, cache)
@@ -22,8 +22,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from cotgap_ray.config import ConfigError, ExperimentConfig, load_config
-from cotgap_ray.records import TrialRecord, record_from_dict, write_json
+from cotgap_ray.config import ConfigError, ExperimentConfig
+from cotgap_ray.records import TrialRecord, record_from_dict, record_to_dict, write_json
 
 
 def trial_id(teacher_fingerprint: str, cfg: ExperimentConfig) -> str:
@@ -117,16 +117,16 @@ def format_result(r: TrialRecord) -> str:
             f"{r.train_seconds:.0f}s training, {r.seconds:.0f}s in all.")
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cotgap_ray.distill", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help="experiment YAML (default: the embedded default)")
-    parser.add_argument("--out", help="run directory (default: <out_dir>/<name>)")
-    parser.add_argument("--json", action="store_true", help="print the trial result as JSON")
-    parser.add_argument("overrides", nargs="*", help="teacher=NAME (required) and config overrides key=value")
-    from cotgap_ray.config import add_help_config
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    from cotgap_ray.cli import parse, verb_parser
 
-    add_help_config(parser)
-    return parser.parse_args(argv)
+    parser = verb_parser("distill", __doc__, out="the trial's run directory: DIR/trials/<id>/ (default: "
+                                                 "<out_dir>/<name>-distill, e.g. runs/default-distill: never the "
+                                                 "search's run directory)",
+                         json_help="print the trial result as JSON on stdout instead of the sentence")
+    parser.add_argument("--teacher", action="append", metavar="NAME", default=[],
+                        help="the teacher, exactly one: a spec of the config's teachers or its short name")
+    return parse(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,16 +137,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = _parse(sys.argv[1:] if argv is None else argv)
-    teacher = [o.partition("=")[2] for o in args.overrides if o.startswith("teacher=")]
-    overrides = [o for o in args.overrides if not o.startswith("teacher=")]
-    cfg = load_config(args.config, overrides)
-    if len(teacher) != 1:
-        raise ConfigError(f"name one teacher: teacher=NAME with NAME one of {', '.join(cfg.teachers)}")
-    spec = pick_teacher(cfg, teacher[0])
-    run_dir = Path(args.out) if args.out else Path(cfg.out_dir) / cfg.name
-    result = run_trial(cfg, spec, run_dir)
-    print(json.dumps(asdict(result), indent=2) if args.json else format_result(result))
+    from cotgap_ray.cli import load, work_output
+
+    args = _parse(argv)
+    cfg = load(args)
+    if len(args.teacher) != 1:
+        raise ConfigError(f"name exactly one teacher: --teacher NAME with NAME one of {', '.join(cfg.teachers)}"
+                          + (f" (got {len(args.teacher)})" if args.teacher else ""))
+    spec = pick_teacher(cfg, args.teacher[0])
+    run_dir = Path(args.out) if args.out else Path(cfg.out_dir) / f"{cfg.name}-distill"
+    with work_output(args.json):
+        result = run_trial(cfg, spec, run_dir)
+    print(json.dumps(record_to_dict(result), indent=2, default=str) if args.json else format_result(result))
     return 0
 
 

@@ -41,8 +41,8 @@ class RunFailure(RuntimeError):
 def no_space_message(error: OSError) -> str:
     where = error.filename or "a file"
     return (f"no space left on the device writing {where} ({error.strerror}); free space there or point the "
-            f"run elsewhere (cache_dir / --out / train.storage_path); what was written completely is kept and a "
-            f"re-run resumes")
+            f"run elsewhere (cache_dir / --cache-dir / --out / train.storage_path); what was written completely is "
+            f"kept and a re-run resumes")
 
 
 def run_cli(main: Callable[..., int], *args) -> int:

@@ -1,8 +1,8 @@
-"""python -m cotgap_ray.evaluate: accuracy of a model (+ an optional LoRA adapter) on a task split, with the one prompt
-and greedy decoding every baseline and post-distillation number uses.
+"""cotgap evaluate: accuracy of a model (+ an optional LoRA adapter) on a task split, with the one prompt and greedy
+decoding every baseline and post-distillation number uses.
 
-    python -m cotgap_ray.evaluate --model packaged:smollm2-135m-instruct --task reasoning_gym:basic_arithmetic \
-        --split dev --limit 50 --json
+    cotgap evaluate --model packaged:smollm2-135m-instruct --task reasoning_gym:basic_arithmetic \
+        --split dev --limit 50 --json --out eval/smollm2      # eval/smollm2/rows.parquet, summary.json
 
 The scoring and its cache are cotgap_ray.evaluation.scoring; this module reads the command line, sizes the engine
 from the adapter it is given, and prints the result.
@@ -16,26 +16,22 @@ import shutil
 import sys
 from pathlib import Path
 
+from cotgap_ray.cli import add_task_arguments, load, parse, verb_parser, work_output
+from cotgap_ray.config import task_overrides
 from cotgap_ray.evaluation.scoring import evaluate_cached
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cotgap_ray.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="model spec: packaged:<name> | tiny:<name>[@<seed>] | local HF dir | hub id "
-                                        "(default: the student)")
-    parser.add_argument("--task", help="task name, e.g. gsm8k, reasoning_gym:basic_arithmetic, file")
-    parser.add_argument("--task-path", help="gsm8k directory or file task path")
-    parser.add_argument("--split", default="dev", choices=["train", "dev", "test"])
-    parser.add_argument("--limit", type=int, help="evaluate only the first N problems of the split")
-    parser.add_argument("--adapter", help="a peft LoRA adapter directory to evaluate on top of the model")
-    parser.add_argument("--config", help="experiment YAML for task sizes and engine (default: embedded default)")
-    parser.add_argument("--out", help="also copy rows.parquet and summary.json here (they always go to the cache)")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. engine.kind=hf task.n_dev=50")
-    from cotgap_ray.config import add_help_config
-
-    add_help_config(parser)
-    return parser.parse_args(argv)
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = verb_parser("evaluate", __doc__, out="also write rows.parquet and summary.json into DIR (the evaluation "
+                                                  "cache keeps its own copy either way)",
+                         json_help="print the summary as JSON on stdout instead of the sentence")
+    parser.add_argument("--model", metavar="SPEC", help="model spec: packaged:<name> | tiny:<name>[@<seed>] | local "
+                                                        "HF dir | hub id (default: the config's student; cotgap list "
+                                                        "models)")
+    add_task_arguments(parser, split="dev")
+    parser.add_argument("--adapter", metavar="DIR",
+                        help="a peft LoRA adapter directory to evaluate on top of the model")
+    return parse(parser, argv)
 
 
 def adapter_rank(adapter_dir: str) -> int:
@@ -58,21 +54,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from cotgap_ray.config import load_config, task_overrides
     from cotgap_ray.models import offline_unless_hub, resolve_all
     from cotgap_ray.tasks import load_splits
 
-    args = _parse(sys.argv[1:] if argv is None else argv)
-    cfg = load_config(args.config, task_overrides(args.task_path, args.overrides), task=args.task)
+    args = _parse(argv)
+    cfg = load(args, task_overrides(args.task_path, []), task=args.task)
     spec = args.model or cfg.student
     offline_unless_hub([spec])
     # Data first: a bad row or split must fail before any model is converted or loaded.
     problems = load_splits(cfg.task)[args.split]
     if args.limit is not None:
         problems = problems[: args.limit]
-    (model,) = resolve_all([spec], cfg)
     lora_rank = adapter_rank(args.adapter) if args.adapter else None
-    result = evaluate_cached(model, {args.split: problems}, cfg, args.adapter, lora_rank)[args.split]
+    with work_output(args.json):
+        (model,) = resolve_all([spec], cfg)
+        result = evaluate_cached(model, {args.split: problems}, cfg, args.adapter, lora_rank)[args.split]
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
-"""python -m cotgap_ray.generate: teachers' rationales for a task split, into the rationale cache (Ray Data).
+"""cotgap generate: teachers' rationales for a task split, into the content-addressed rationale cache (Ray Data).
 
-    python -m cotgap_ray.generate --teacher packaged:smollm2-135m-instruct --task reasoning_gym:basic_arithmetic \
-        --samples 4 --temperature 0.7 [--out CACHE_DIR] [--address auto]
+    cotgap generate --teacher packaged:smollm2-135m-instruct --task reasoning_gym:basic_arithmetic \
+        --samples 4 --temperature 0.7 [--cache-dir DIR] [--address auto]
 
 The pipeline itself (shards, actor pool, resumable cache) is cotgap_ray.generation.pipeline; this module only reads
 the command line, checks the data before any model loads, and prints one summary line per teacher.
@@ -10,31 +10,38 @@ the command line, checks the data before any model loads, and prints one summary
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
+from cotgap_ray.cli import add_task_arguments, load, parse, verb_parser, work_output
 from cotgap_ray.generation.pipeline import generate_teachers
-from cotgap_ray.generation.placement import Placement
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cotgap_ray.generate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--teacher", action="append", help="teacher spec (repeatable; default: the config's teachers)")
-    parser.add_argument("--task", help="task name, e.g. gsm8k, reasoning_gym:basic_arithmetic, file")
-    parser.add_argument("--task-path", help="gsm8k directory or file task path")
-    parser.add_argument("--split", default="train", choices=["train", "dev", "test"])
-    parser.add_argument("--limit", type=int, help="only the first N problems of the split")
-    parser.add_argument("--samples", type=int, help="rationales per problem (k)")
-    parser.add_argument("--temperature", type=float, help="sampling temperature")
-    parser.add_argument("--shard-size", type=int, help="problems per shard (default 64)")
-    parser.add_argument("--actors", type=int, help="engines at once (default: one per GPU, or 1 on CPU)")
-    parser.add_argument("--config", help="experiment YAML (default: the embedded default)")
-    parser.add_argument("--out", help="cache directory (default: config cache_dir, $COTGAP_CACHE, ~/.cache/cotgap_ray)")
-    parser.add_argument("--address", help="Ray cluster address (default: a running local cluster, else a new one)")
-    parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. engine.kind=hf")
-    from cotgap_ray.config import add_help_config
+# generate's options that stand for a config key: they become overrides placed before the key=value ones (which win).
+CONFIG_FLAGS = {"samples": "generation.samples", "temperature": "generation.temperature",
+                "shard_size": "generation.shard_size", "actors": "generation.actors"}
 
-    add_help_config(parser)
-    return parser.parse_args(argv)
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = verb_parser("generate", __doc__, json_help="print one JSON object per teacher (teacher, cache, summary) "
+                                                        "as a list instead of the table")
+    parser.add_argument("--teacher", action="append", metavar="NAME",
+                        help="teacher model spec (repeatable; default: the config's teachers; cotgap list models)")
+    add_task_arguments(parser, split="train")
+    parser.add_argument("--samples", type=int, metavar="K", help="rationales per problem, k (generation.samples)")
+    parser.add_argument("--temperature", type=float, metavar="T",
+                        help="sampling temperature (generation.temperature)")
+    parser.add_argument("--shard-size", type=int, metavar="N", help="problems per shard (generation.shard_size)")
+    parser.add_argument("--actors", type=int, metavar="N",
+                        help="engines at once (generation.actors; default: one per GPU, or 1 on CPU)")
+    parser.add_argument("--cache-dir", metavar="DIR",
+                        help="the rationale cache root: rationales go to DIR/rationales/<teacher>-<key>/ (default: "
+                             "the cache root, i.e. config cache_dir, $COTGAP_CACHE or ~/.cache/cotgap_ray; models "
+                             "stay there)")
+    parser.add_argument("--out", help=argparse.SUPPRESS)  # refused in _main with a pointer to --cache-dir
+    parser.add_argument("--address", metavar="ADDR",
+                        help="Ray cluster address (default: a running local cluster, else a new one)")
+    return parse(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,30 +52,31 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from dataclasses import replace
-
-    from cotgap_ray.config import ConfigError, load_config, task_overrides
+    from cotgap_ray.config import ConfigError, task_overrides
     from cotgap_ray.models import offline_unless_hub
     from cotgap_ray.tasks import load_splits
 
-    args = _parse(sys.argv[1:] if argv is None else argv)
-    cfg = load_config(args.config, task_overrides(args.task_path, args.overrides), task=args.task)
-    if args.samples is not None:
-        cfg.generation.samples = args.samples
-    if args.temperature is not None:
-        cfg.generation.temperature = args.temperature
+    args = _parse(argv)
+    if args.out is not None:
+        raise ConfigError(f"generate has no --out: it writes into the content-addressed rationale cache; to choose "
+                          f"that cache, pass --cache-dir {args.out} (--out is the results directory of search, "
+                          f"distill and evaluate)")
+    flags = [f"{key}={getattr(args, name)}" for name, key in CONFIG_FLAGS.items() if getattr(args, name) is not None]
+    cfg = load(args, task_overrides(args.task_path, flags), task=args.task)
     teachers = args.teacher or cfg.teachers
     if not teachers:
         raise ConfigError("no teacher: pass --teacher SPEC or set teachers in the config")
-    placement = Placement.from_config(cfg.generation)
-    placement = replace(placement, **{k: v for k, v in (("shard_size", args.shard_size), ("actors", args.actors))
-                                      if v is not None})
     offline_unless_hub(teachers)
     problems = load_splits(cfg.task)[args.split]  # data first: a bad task fails before any model loads
     if args.limit is not None:
         problems = problems[: args.limit]
-    results = generate_teachers(teachers, problems, cfg, args.out, split=args.split, task=cfg.task.name,
-                                placement=placement, address=args.address)
+    with work_output(args.json):  # placement: cfg.generation, --shard-size / --actors included
+        results = generate_teachers(teachers, problems, cfg, args.cache_dir, split=args.split, task=cfg.task.name,
+                                    address=args.address)
+    if args.json:
+        print(json.dumps([{"teacher": r.teacher, "cache": str(r.path), "summary": r.summary} for r in results],
+                         indent=2, default=str))
+        return 0
     print(f"\n{'teacher':32} {'pass@1':>7} {'maj@k':>7} {'yield':>7} {'solved':>7} {'tokens':>7} {'tok/s':>7} "
           f"{'wall s':>7}  cache")
     for r in results:

@@ -1,8 +1,8 @@
-"""python -m cotgap_ray.report RUN_DIR: the report of a finished or interrupted run, rebuilt from its files alone.
+"""cotgap report RUN_DIR: the report of a finished or interrupted run, rebuilt from its files alone.
 
 It never trains or evaluates: it reads what the search wrote into RUN_DIR (config.json, splits.json, baseline.json,
 proxies.json, trials/*/trial.json, final/*.json, status.json, and search_quality.json when
-python -m cotgap_ray.validate compared the run with a grid), renders what exists, says what is missing, and writes
+cotgap validate compared the run with a grid), renders what exists, says what is missing, and writes
 report.json (the machine-readable answer), report.md and PNG plots back into RUN_DIR. No Ray, importable anywhere.
 
     render("runs/default") -> {"recommendation": {"teacher": "qwen2.5-coder-0.5b-instruct", "clear": True,
@@ -13,12 +13,12 @@ Every delta is test accuracy with the adapter minus the student's own test basel
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cotgap_ray.cli import parse, verb_parser
 from cotgap_ray.config import ExperimentConfig, build
 from cotgap_ray.errors import InputError
 from cotgap_ray.records import FinalRecord, RecordError, TeacherRef, TrialRecord, record_from_dict, write_json
@@ -547,10 +547,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cotgap_ray.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", help="a run directory written by python -m cotgap_ray.search (its --out)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    parser = verb_parser("report", __doc__, config=False,
+                         json_help="print report.json on stdout instead of the recommendation and the files written")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by cotgap search (its --out)")
+    args = parse(parser, argv)
     report = render(args.run_dir)
+    if args.json:  # the file as written (records converted), not a second serialisation of `report`
+        print((Path(args.run_dir) / "report.json").read_text())
+        return 0
     print(report["recommendation"]["text"])
     for name in ["report.json", "report.md", *report["plots"]]:
         print(f"wrote {Path(args.run_dir) / name}")

@@ -1,8 +1,8 @@
-"""python -m cotgap_ray.validate SEARCH_RUN GRID_RUN [--json OUT]: how good a search's answer is, measured against a
-grid run (search.strategy=grid: every point of the same search space trained through the same code) of the same
-task, splits and student. Reads the two run directories only; no Ray, no model.
+"""cotgap validate SEARCH_RUN GRID_RUN: how good a search's answer is, measured against a grid run
+(search.strategy=grid: every point of the same search space trained through the same code) of the same task, splits
+and student. Reads the two run directories only; no Ray, no model.
 
-    python -m cotgap_ray.validate runs/smoke runs/smoke-grid --json quality.json
+    cotgap validate runs/smoke runs/smoke-grid                       # the table; --json > quality.json for the JSON
     regret +1.5 points [95% CI -0.5, +3.5]: the grid's choice (qwen) minus the search's (gemma), test deltas
     compute: 6 of 24 trial-epochs (25.0%), ...; proxies: Spearman / Kendall of each proxy with the grid's deltas
 
@@ -26,13 +26,13 @@ It writes SEARCH_RUN/search_quality.json and re-renders SEARCH_RUN's report (rep
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cotgap_ray.cli import parse, verb_parser
 from cotgap_ray.errors import InputError
 from cotgap_ray.records import FinalRecord, TrialRecord, write_json
 
@@ -312,17 +312,17 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     from cotgap_ray.report import search_quality_markdown
 
-    parser = argparse.ArgumentParser(prog="python -m cotgap_ray.validate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("search_run", help="the search's run directory (python -m cotgap_ray.search --out)")
-    parser.add_argument("grid_run", help="a grid run of the same config (search.strategy=grid)")
-    parser.add_argument("--json", metavar="OUT", help="also write the comparison as JSON to OUT")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    parser = verb_parser("validate", __doc__, config=False,
+                         json_help="print the comparison (search_quality.json) on stdout instead of the table")
+    parser.add_argument("search_run", metavar="SEARCH_RUN", help="the search's run directory (cotgap search --out)")
+    parser.add_argument("grid_run", metavar="GRID_RUN", help="a grid run of the same config (search.strategy=grid)")
+    args = parse(parser, argv)
     sq = validate(args.search_run, args.grid_run)
-    print("\n".join(search_quality_markdown(sq)))
     written = [Path(args.search_run) / name for name in ("search_quality.json", "report.json", "report.md")]
-    if args.json:
-        write_json(args.json, sq)
-        written.append(Path(args.json))
+    if args.json:  # the file as written (records converted), not a second serialisation of `sq`
+        print(written[0].read_text())
+        return 0
+    print("\n".join(search_quality_markdown(sq)))
     print("\n".join(f"wrote {p}" for p in written))
     return 0
 

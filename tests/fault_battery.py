@@ -73,8 +73,8 @@ def search_cmd(tmp: Path, *extra: str, run: str = "run") -> list[str]:
 
 def generate_cmd(cache: Path, *options: str, overrides: tuple = ()) -> list[str]:
     """Options first, then config overrides (argparse takes the positional overrides in one run)."""
-    return [sys.executable, "-m", "cotgap_ray.generate", *GENERATE, "--out", str(cache), *options, "task.n_train=48",
-            *overrides]
+    return [sys.executable, "-m", "cotgap_ray.generate", *GENERATE, "--cache-dir", str(cache), *options,
+            "task.n_train=48", *overrides]
 
 
 def run(cmd: list[str], cwd: Path, log: Path, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -49,7 +49,8 @@ CASES = {
                               "no_answer.jsonl", *SMALL], "no_answer.jsonl:2: row has no 'answer' field"),
     "LoRA target the model lacks": (["cotgap_ray.search", "--config", "bad_target.yaml", "--out", "run"],
                                     "'no_such_proj' not found"),
-    "config typo": (["cotgap_ray.distill", "teacher=x", "lora.rnak=4"], "Did you mean 'lora.rank'"),
+    "config typo": (["cotgap_ray.distill", "--teacher", "x", "lora.rnak=4"], "Did you mean 'lora.rank'"),
+    "bad option value": (["cotgap_ray.evaluate", "--limit", "ten"], "argument --limit: invalid int value: 'ten'"),
     "not a run directory": (["cotgap_ray.report", "."], "is not a run directory"),
 }
 
@@ -105,12 +106,13 @@ def test_evaluate_sizes_the_engine_from_the_adapter_not_the_config(tmp_path):
 
 
 def test_help_config_lists_every_key(capsys):
-    """--help-config exists (error messages point to it) and lists the keys with defaults and help."""
+    """--help-config exists (error messages point to it) and lists every key with its help (tests/test_cli.py checks
+    the values it shows)."""
     from cotgap_ray.config import describe
-    from cotgap_ray.search.run import _parse
+    from cotgap_ray.search.run import main
 
     with pytest.raises(SystemExit) as done:
-        _parse(["--help-config"])
+        main(["--help-config"])
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert all(key in out for key, _, _ in describe())

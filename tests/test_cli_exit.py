@@ -15,6 +15,7 @@ stops its own local Ray where the command uses Ray: RAY_ADDRESS=local, so none j
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,12 +37,12 @@ CLIS = {
                      "engine.kind=hf"], 3, []),
     "evaluate-vllm": (["cotgap_ray.evaluate", "--model", "tiny:llama", *TASK, "--split", "dev", *SMALL,
                        "engine.kind=vllm"], 2, [pytest.mark.vllm, needs_vllm]),
-    "generate-hf": (["cotgap_ray.generate", "--teacher", "tiny:llama@1", *TASK, "--split", "train", *SMALL,
+    "generate-hf": (["cotgap_ray.generate", "--teacher", "tiny:llama@1", *TASK, "--split", "train", "--json", *SMALL,
                      "engine.kind=hf"], 1, [pytest.mark.ray]),
-    "distill-hf": (["cotgap_ray.distill", "--out", "run", "student=tiny:llama", "teachers=[tiny:llama@1]",
-                    "teacher=tiny:llama@1", "filters=[{name: max_per_question, m: 1}]", *SMALL, "engine.kind=hf",
+    "distill-hf": (["cotgap_ray.distill", "--out", "run", "--json", "student=tiny:llama", "teachers=[tiny:llama@1]",
+                    "--teacher", "tiny:llama@1", "filters=[{name: max_per_question, m: 1}]", *SMALL, "engine.kind=hf",
                     "lora.epochs=1", "lora.batch_size=4", "lora.max_length=128"], 1, [pytest.mark.ray]),
-    "search-smoke": (["cotgap_ray.search", "--config", str(SMOKE), "--out", "run", "teachers=[tiny:llama@1]",
+    "search-smoke": (["cotgap_ray.search", "--config", str(SMOKE), "--out", "run", "--json", "teachers=[tiny:llama@1]",
                       "search.trials=1", "confirm.seeds=1", "task.n_train=4", "task.n_dev=4", "task.n_test=4"], 1,
                      [pytest.mark.ray, pytest.mark.search]),
 }
@@ -66,3 +67,5 @@ def test_cli_exits_cleanly(name, run, tmp_path):
         f"python -m {' '.join(args)} (run {run + 1}) exited with status {done.returncode}"
         f"{' and ' + ', '.join(crashed) if crashed else ''}\n--- stdout (tail)\n{done.stdout[-2000:]}"
         f"\n--- stderr (tail)\n{done.stderr[-8000:]}")
+    if "--json" in args:  # stdout holds the result alone: progress and logs go elsewhere
+        json.loads(done.stdout)

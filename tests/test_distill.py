@@ -101,4 +101,6 @@ def test_unknown_lora_target_fails_before_generation(tiny_llama_dir, tmp_path, m
 
 def test_cli_needs_one_teacher(capsys):
     assert distill.main([]) == 2
-    assert "teacher=NAME" in capsys.readouterr().err
+    assert "name exactly one teacher: --teacher NAME with NAME one of" in capsys.readouterr().err
+    assert distill.main(["--teacher", "a", "--teacher", "b"]) == 2
+    assert "(got 2)" in capsys.readouterr().err

@@ -140,7 +140,8 @@ def test_no_import_cycles():
 
 CHEAP = ["cotgap_ray.search.run", "cotgap_ray.generate", "cotgap_ray.evaluate", "cotgap_ray.distill",
          "cotgap_ray.report", "cotgap_ray.search.resources", "cotgap_ray.evaluation.evaluator",
-         "cotgap_ray.generation.pipeline", "cotgap_ray.cluster", "cotgap_ray.config", "cotgap_ray.records"]
+         "cotgap_ray.generation.pipeline", "cotgap_ray.cluster", "cotgap_ray.config", "cotgap_ray.records",
+         "cotgap_ray.cli", "cotgap_ray.catalog", "cotgap_ray.cluster.show", "cotgap_ray.validate"]
 
 
 def test_importing_clis_and_planners_loads_no_heavy_library():

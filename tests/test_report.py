@@ -208,6 +208,9 @@ def test_cli_prints_recommendation_and_paths(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"Use {QWEN} (chosen on dev: +5.0 points): +4.1 points")
     assert f"wrote {run / 'report.json'}" in out and f"wrote {run / 'capacity_gap.png'}" in out
+    assert report.main([str(run), "--json"]) == 0  # --json: report.json alone, on stdout
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["recommendation"]["teacher"] == QWEN and printed == json.loads((run / "report.json").read_text())
 
 
 def test_cli_on_a_non_run_directory_exits_2(tmp_path):

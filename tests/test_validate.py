@@ -252,14 +252,14 @@ def test_a_grid_that_is_not_a_grid_is_noted(tmp_path):
 
 def test_cli_prints_the_table_writes_json_and_the_report_shows_it(tmp_path, capsys):
     search, grid = search_run(tmp_path, B), grid_run(tmp_path)
-    out = tmp_path / "quality.json"
-    assert validate.main([str(search), str(grid), "--json", str(out)]) == 0
+    assert validate.main([str(search), str(grid)]) == 0
     printed = capsys.readouterr().out
     assert "## Search quality (against a grid)" in printed and "+20.0 points" in printed
-    assert f"wrote {out}" in printed
-    written = json.loads(out.read_text())
-    assert written["regret"]["value"] == pytest.approx(0.2)
-    assert json.loads((search / "search_quality.json").read_text())["same_choice"] is False
+    assert f"wrote {search / 'search_quality.json'}" in printed
+    assert validate.main([str(search), str(grid), "--json"]) == 0  # --json: the comparison alone, on stdout
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["regret"]["value"] == pytest.approx(0.2) and printed["same_choice"] is False
+    assert printed == json.loads((search / "search_quality.json").read_text())
     assert json.loads((search / "report.json").read_text())["search_quality"]["search_choice"]["teacher"] == B
     md = (search / "report.md").read_text()
     assert "## Search quality (against a grid)" in md and md.index("Search quality") < md.index("## Notes")

@@ -20,11 +20,11 @@ alive. So "what the cluster offers" is the alive nodes plus the node types the a
   3. else the alive nodes only (a local Ray, `ray start` clusters, a driver off the head of a v1 cluster). Checks
      are then stricter than the cluster: call them from the driver on the head, where 1 or 2 applies.
 Every check runs before any engine, trainer or trial starts; errors name the work, the request and the node types.
+`cotgap cluster` (python -m cotgap_ray.cluster; cluster/show.py) prints what they see on a running cluster.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -236,11 +236,3 @@ def join_storage(root: str, *parts: str) -> str:
     """root/part/...; keeps a URI's scheme intact."""
     return "/".join([root.rstrip("/"), *(str(p).strip("/") for p in parts)])
 
-
-if __name__ == "__main__":  # python -m cotgap_ray.cluster: what the running cluster offers, as the checks see it
-    import ray
-
-    ray.init(address="auto")
-    offered = offered_node_types()
-    print(json.dumps(offered, indent=2))
-    print("accelerator types:", ", ".join(accelerator_types(offered)) or "none")

@@ -1,7 +1,7 @@
 """Accuracy of a model (student + optional LoRA adapter) on a task split: the baseline and every post-distillation
 number come from here, with the one prompt and decoding of cotgap_ray.prompts.
 
-    python -m cotgap_ray.evaluate --model packaged:smollm2-135m-instruct --task reasoning_gym:basic_arithmetic \
+    cotgap evaluate --model packaged:smollm2-135m-instruct --task reasoning_gym:basic_arithmetic \
         --split dev --limit 50 --json
 
 Per-problem rows (records.EVAL_SCHEMA) are saved as Parquet; the accuracy comes with a 95% Wilson interval.

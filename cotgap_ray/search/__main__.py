@@ -1,4 +1,5 @@
-"""python -m cotgap_ray.search: the whole search (cotgap_ray.search.run has the stages and the command line)."""
+"""python -m cotgap_ray.search (= cotgap search): the whole search (cotgap_ray.search.run has the stages and the
+command line)."""
 
 import sys
 

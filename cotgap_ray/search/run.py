@@ -1,8 +1,9 @@
-"""python -m cotgap_ray.search: which teacher should this student distill chain-of-thought from, on this task?
+"""cotgap search: which teacher should this student distill chain-of-thought from, on this task?
 
-    python -m cotgap_ray.search                                   # the embedded default (experiments/default.yaml)
-    python -m cotgap_ray.search --config experiments/smoke.yaml --out runs/smoke search.trials=4
-    python -m cotgap_ray.search --config experiments/smoke.yaml --out runs/smoke --resume     # after a kill
+    cotgap search                                    # the embedded default (experiments/default.yaml) in runs/default
+    cotgap search --config experiments/smoke.yaml --out runs/smoke search.trials=4
+    cotgap search --config experiments/smoke.yaml --out runs/smoke --resume     # after a kill
+    python -m cotgap_ray.search ...                  # the same command without the console script
 
 Stages, in order; each is cached or recorded in the run directory, so a re-run or --resume redoes nothing finished:
   1. validate   config, search space, task data, model specs, LoRA targets, resources (before any model loads)
@@ -15,7 +16,7 @@ Stages, in order; each is cached or recorded in the run directory, so a re-run o
                 With search.rule_out_alpha, teachers whose rationales solve significantly fewer train problems than
                 the best teacher's get no trial (search/allocation.py)
   6. confirm    each teacher's best dev config re-trained with confirm.seeds seeds, scored on TEST
-  7. report     report.json / report.md / plots (report.py; `python -m cotgap_ray.report RUN_DIR` re-renders)
+  7. report     report.json / report.md / plots (report.py; `cotgap report RUN_DIR` re-renders; --json prints it)
 
 Run directory: config.json, splits.json, status.json, baseline.json, proxies.json, trials/<key>/trial.json,
 final/<teacher>.json, noise.json (the evaluation engine's A/A noise floor per split, search/noise.py), evals.json
@@ -32,22 +33,18 @@ import sys
 import time
 from pathlib import Path
 
-from cotgap_ray.config import ConfigError, ExperimentConfig, load_config
+from cotgap_ray.cli import load, parse, verb_parser, work_output
+from cotgap_ray.config import ConfigError, ExperimentConfig
 from cotgap_ray.errors import RunFailure, run_cli
 from cotgap_ray.records import TeacherRef, record_to_dict, write_json
 from cotgap_ray.search.noise import describe, engine_baseline
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cotgap_ray.search", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help="experiment YAML (default: the embedded experiments/default.yaml)")
-    parser.add_argument("--out", help="run directory (default: <out_dir>/<name>)")
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = verb_parser("search", __doc__, out="the run directory (default: <out_dir>/<name>, e.g. runs/default)",
+                         json_help="print report.json on stdout when done (the progress goes to stderr)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out (config must match)")
-    parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. task.n_dev=50")
-    from cotgap_ray.config import add_help_config
-
-    add_help_config(parser)
-    return parser.parse_args(argv)
+    return parse(parser, argv)
 
 
 # ------------------------------------------------------------------------------------------------ run directory
@@ -377,9 +374,13 @@ def check_overrides(overrides: list[str]) -> None:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = _parse(sys.argv[1:] if argv is None else argv)
+    args = _parse(argv)
     check_overrides(args.overrides)
-    run(load_config(args.config, args.overrides), args.out, args.resume)
+    cfg = load(args)
+    with work_output(args.json):
+        run_dir = run(cfg, args.out, args.resume)
+    if args.json:
+        print((run_dir / "report.json").read_text())
     return 0
 
 
