@@ -196,6 +196,9 @@ def _main(argv: list[str] | None) -> int:
     if len(teacher) != 1:
         raise ConfigError(f"name one teacher: teacher=NAME with NAME one of {', '.join(cfg.teachers)}")
     spec = pick_teacher(cfg, teacher[0])
+    from cotgap_ray.preflight import preflight
+
+    preflight(cfg, out=args.out, out_is_run_dir=True, work=("generation", "finetune"))
     run_dir = Path(args.out) if args.out else Path(cfg.out_dir) / cfg.name
     result = run_trial(cfg, spec, run_dir)
     print(json.dumps(asdict(result), indent=2) if args.json else format_result(result))

@@ -60,6 +60,10 @@ def _main(argv: list[str] | None) -> int:
     teachers = args.teacher or cfg.teachers
     if not teachers:
         raise ConfigError("no teacher: pass --teacher SPEC or set teachers in the config")
+    from cotgap_ray.preflight import config_models, preflight
+
+    models = [("--teacher", t) for t in args.teacher] if args.teacher else config_models(cfg, student=False)
+    preflight(cfg, models=models, out=args.out, work=("generation",), teachers=teachers, address=args.address)
     placement = Placement.from_config(cfg.generation)
     placement = replace(placement, **{k: v for k, v in (("shard_size", args.shard_size), ("actors", args.actors))
                                       if v is not None})

