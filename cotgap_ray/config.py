@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from cotgap_ray.errors import InputError
+from cotgap_ray.sources import Sources
 
 DEFAULT_CONFIG = Path(__file__).parent / "experiments" / "default.yaml"
 
@@ -34,6 +35,21 @@ def _f(default, help: str, **kw):
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
     return field(default=default, metadata={"help": help}, **kw)
+
+
+def _require(checks: dict[str, tuple[Any, bool, str]], what: str, hint: str = "") -> None:
+    """A section's range checks: name -> (value, ok, what it must be). One ValueError names every bad field."""
+    bad = [f"{name}={value!r} (must be {need})" for name, (value, ok, need) in checks.items() if not ok]
+    if bad:
+        raise ValueError(f"invalid {what}: {', '.join(bad)}{hint}")
+
+
+def _at_least(value, low) -> tuple[Any, bool, str]:
+    return value, value >= low, f">= {low}"
+
+
+def _none_or_at_least(value, low, none: str) -> tuple[Any, bool, str]:
+    return value, value is None or value >= low, f">= {low}, or null ({none})"
 
 
 def _check_dtype(dtype: str) -> None:
@@ -55,6 +71,10 @@ class TaskConfig:
     n_dev: int = _f(100, "dev problems: the search selects on these")
     n_test: int = _f(100, "test problems: only the final confirmation sees these")
     seed: int = _f(0, "seed of the split (and of reasoning_gym generation)")
+
+    def __post_init__(self):
+        _require({"n_train": _none_or_at_least(self.n_train, 1, "all that remain"),
+                  "n_dev": _at_least(self.n_dev, 1), "n_test": _at_least(self.n_test, 1)}, "task sizes")
 
 
 @dataclass
@@ -82,10 +102,11 @@ class EngineConfig:
             _check_dtype(self.eval_dtype)
         if self.adapter_scoring not in ("auto", "merged", "per-request"):
             raise ValueError(f"adapter_scoring={self.adapter_scoring!r} is not one of auto, merged, per-request")
-        if self.max_num_seqs is not None and self.max_num_seqs < 1:
-            raise ValueError(f"max_num_seqs={self.max_num_seqs} must be >= 1")
-        if self.step_timeout_s is not None and self.step_timeout_s < 0:
-            raise ValueError(f"step_timeout_s={self.step_timeout_s} must be >= 0")
+        _require({"batch_size": _at_least(self.batch_size, 1), "max_model_len": _at_least(self.max_model_len, 2),
+                  "kv_cache_gib": (self.kv_cache_gib, self.kv_cache_gib is None or self.kv_cache_gib > 0,
+                                   "> 0, or null (the engine's default)"),
+                  "max_num_seqs": _none_or_at_least(self.max_num_seqs, 1, "vLLM's default"),
+                  "step_timeout_s": _none_or_at_least(self.step_timeout_s, 0, "vLLM's 300")}, "engine settings")
 
 
 @dataclass
@@ -103,6 +124,19 @@ class GenerationConfig:
     timeout_s: float = _f(1800.0, "limit on an engine start and on one shard; a hung engine fails the run")
     accelerator_type: str | None = _f(None, "GPU type the engines need (e.g. A100; cluster.yaml's accelerator_type:X)")
     resources: dict = _f({}, "custom resources per engine actor (e.g. {generation_node: 0.01}) to pick a node type")
+
+    def __post_init__(self):
+        tp = self.tensor_parallel
+        _require({"samples": _at_least(self.samples, 1), "temperature": _at_least(self.temperature, 0),
+                  "top_p": (self.top_p, 0 < self.top_p <= 1, "in (0, 1]"), "max_tokens": _at_least(self.max_tokens, 1),
+                  "shard_size": _at_least(self.shard_size, 1), "timeout_s": (self.timeout_s, self.timeout_s > 0, "> 0"),
+                  "actors": _none_or_at_least(self.actors, 1, "what fits"),
+                  "cpus_per_actor": (self.cpus_per_actor, self.cpus_per_actor is None or self.cpus_per_actor > 0,
+                                     "> 0, or null (the default)"),
+                  "gpus_per_actor": _none_or_at_least(self.gpus_per_actor, 0, "the default"),
+                  "tensor_parallel": (tp, all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
+                                              for n in tp.values()), "a mapping of teacher spec -> GPUs >= 1")},
+                 "generation settings")
 
 
 @dataclass
@@ -123,16 +157,17 @@ class LoraSettings:
     seed: int = _f(0, "seed of LoRA init and batch order")
 
     def __post_init__(self):
-        checks = {
-            "rank": self.rank >= 1, "alpha": self.alpha > 0, "dropout": 0 <= self.dropout < 1,
-            "target_modules": bool(self.target_modules) and all(isinstance(t, str) for t in self.target_modules),
-            "learning_rate": self.learning_rate > 0, "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
-            "max_length": self.max_length >= 2, "weight_decay": self.weight_decay >= 0,
-            "warmup_ratio": 0 <= self.warmup_ratio < 1, "max_grad_norm": self.max_grad_norm > 0,
-        }
-        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid LoRA settings: {', '.join(bad)}")
+        _require({
+            "rank": _at_least(self.rank, 1), "alpha": (self.alpha, self.alpha > 0, "> 0"),
+            "dropout": (self.dropout, 0 <= self.dropout < 1, "in [0, 1)"),
+            "target_modules": (self.target_modules, bool(self.target_modules)
+                               and all(isinstance(t, str) for t in self.target_modules), "a non-empty list of names"),
+            "learning_rate": (self.learning_rate, self.learning_rate > 0, "> 0"), "epochs": _at_least(self.epochs, 1),
+            "batch_size": _at_least(self.batch_size, 1), "max_length": _at_least(self.max_length, 2),
+            "weight_decay": _at_least(self.weight_decay, 0),
+            "warmup_ratio": (self.warmup_ratio, 0 <= self.warmup_ratio < 1, "in [0, 1)"),
+            "max_grad_norm": (self.max_grad_norm, self.max_grad_norm > 0, "> 0"),
+        }, "LoRA settings")
 
     @classmethod
     def from_dict(cls, values: dict) -> LoraSettings:
@@ -158,6 +193,8 @@ class TrainConfig:
 
     def __post_init__(self):
         _check_dtype(self.dtype)
+        _require({"num_workers": _at_least(self.num_workers, 1), "cpus_per_worker": _at_least(self.cpus_per_worker, 1)},
+                 "train settings")
 
 
 # (section, key) -> the value that reproduces the behaviour from before the key existed (ExperimentConfig.fingerprint).
@@ -207,23 +244,25 @@ class SearchConfig:
             close = difflib.get_close_matches(self.strategy, SEARCH_STRATEGIES, n=1)
             raise ValueError(f"strategy={self.strategy!r} is not one of {', '.join(SEARCH_STRATEGIES)}"
                              + (f"; did you mean {close[0]!r}?" if close else ""))
-        checks = {
-            "trials": self.trials >= 1, "filter_chains": bool(self.filter_chains),
-            "lora_rank": bool(self.lora_rank) and all(isinstance(r, int) and r >= 1 for r in self.lora_rank),
-            "lora_alpha_ratio": bool(self.lora_alpha_ratio) and all(a > 0 for a in self.lora_alpha_ratio),
-            "learning_rate": len(self.learning_rate) == 2 and 0 < self.learning_rate[0] <= self.learning_rate[1],
-            "epochs": bool(self.epochs) and all(isinstance(e, int) and e >= 1 for e in self.epochs),
-            "grace_period": self.grace_period >= 1, "reduction_factor": self.reduction_factor >= 2,
-            "eval_cpus": self.eval_cpus > 0, "eval_gpus": self.eval_gpus >= 0,
-            "max_concurrent_trials": self.max_concurrent_trials is None or self.max_concurrent_trials >= 1,
-            "proxy_rationales": self.proxy_rationales >= 1,
-            "rule_out_alpha": self.rule_out_alpha is None or (isinstance(self.rule_out_alpha, (int, float))
-                                                              and 0 < self.rule_out_alpha < 1),
-        }
-        bad = [f"{name}={getattr(self, name)!r}" for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid search settings: {', '.join(bad)} (see the field help: "
-                             f"python -m cotgap_ray.search --help-config)")
+        _require({
+            "trials": _at_least(self.trials, 1),
+            "filter_chains": (self.filter_chains, bool(self.filter_chains), "a non-empty mapping"),
+            "lora_rank": (self.lora_rank, bool(self.lora_rank)
+                          and all(isinstance(r, int) and r >= 1 for r in self.lora_rank), "integers >= 1"),
+            "lora_alpha_ratio": (self.lora_alpha_ratio, bool(self.lora_alpha_ratio)
+                                 and all(a > 0 for a in self.lora_alpha_ratio), "numbers > 0"),
+            "learning_rate": (self.learning_rate, len(self.learning_rate) == 2
+                              and 0 < self.learning_rate[0] <= self.learning_rate[1], "[low, high], 0 < low <= high"),
+            "epochs": (self.epochs, bool(self.epochs) and all(isinstance(e, int) and e >= 1 for e in self.epochs),
+                       "integers >= 1"),
+            "grace_period": _at_least(self.grace_period, 1), "reduction_factor": _at_least(self.reduction_factor, 2),
+            "eval_cpus": (self.eval_cpus, self.eval_cpus > 0, "> 0"), "eval_gpus": _at_least(self.eval_gpus, 0),
+            "max_concurrent_trials": _none_or_at_least(self.max_concurrent_trials, 1, "what the cluster holds"),
+            "proxy_rationales": _at_least(self.proxy_rationales, 1),
+            "rule_out_alpha": (self.rule_out_alpha, self.rule_out_alpha is None or (
+                isinstance(self.rule_out_alpha, (int, float)) and 0 < self.rule_out_alpha < 1),
+                "in (0, 1), or null (every teacher is searched)"),
+        }, "search settings", " (see the field help: python -m cotgap_ray.search --help-config)")
 
 
 @dataclass
@@ -231,6 +270,10 @@ class ConfirmConfig:
     """The final confirmation on the test split, which the search never sees."""
 
     seeds: int = _f(2, "LoRA seeds per teacher's best dev config, each trained and scored on test")
+
+    def __post_init__(self):
+        _require({"seeds": _at_least(self.seeds, 1)}, "confirm settings",
+                 "; 1 scores the search trial's own adapter on test, each more seed trains one more")
 
 
 @dataclass
@@ -253,6 +296,18 @@ class ExperimentConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def source(self, key: str) -> str:
+        """Where dotted `key`'s value was set, for error messages: 'FILE:LINE', 'command-line override `k=v`', a
+        flag, or the file when it left the key at its default (sources.Sources; kept beside the fields, so it is
+        neither hashed nor saved)."""
+        sources = self.__dict__.get("_sources")
+        return sources(key) if sources is not None else "the config"
+
+    def given(self, key: str) -> str | None:
+        """Where `key` was set explicitly (file line, override, flag); None when it holds its default."""
+        sources = self.__dict__.get("_sources")
+        return sources.given(key) if sources is not None else None
+
     def fingerprint(self) -> str:
         """Hash of the whole config: a run directory belongs to exactly one config. A key added after run
         directories existed (ADDED_KEYS) is left out while it holds the value that behaves as before it existed, so
@@ -269,25 +324,48 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Read a YAML config (the embedded default when `path` is None), apply `a.b=value` overrides, validate.
 
     `task` (the CLIs' --task): another task than the file's starts from that task's defaults, keeping the file's
-    n_dev, n_test and seed; the overrides apply after that, so `--task file task.path=X task.n_train=500` keeps both."""
+    n_dev, n_test and seed; the overrides apply after that, so `--task file task.path=X task.n_train=500` keeps both.
+    Every error names where the bad value came from: the file and line, the override or the flag (cfg.source)."""
     source = Path(path) if path is not None else DEFAULT_CONFIG
     if not source.is_file():
         raise ConfigError(f"config file {source} does not exist")
-    try:
-        raw = yaml.safe_load(source.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {e}") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    raw, sources = _read_yaml(source)
     section = raw.get("task") if isinstance(raw.get("task"), dict) else {}
     if task and task != section.get("name", TaskConfig.name):
-        raw["task"] = {"name": task, **{k: section[k] for k in ("n_dev", "n_test", "seed") if k in section}}
+        kept = ("n_dev", "n_test", "seed")
+        raw["task"] = {"name": task, **{k: section[k] for k in kept if k in section}}
+        sources.keep_only("task", kept)
+        sources.set("task.name", f"--task {task}")
     for item in overrides or []:
-        _apply_override(raw, item)
-    return build(ExperimentConfig, raw, where=str(source))
+        key = _apply_override(raw, item)
+        sources.set(key, f"command-line override `{item}`")
+    return build(ExperimentConfig, raw, where=str(source), sources=sources)
 
 
-def _apply_override(raw: dict, item: str) -> None:
+def _read_yaml(source: Path) -> tuple[dict, Sources]:
+    """The file's mapping and the line of each of its keys (one parse: the composed node gives both)."""
+    try:
+        text = source.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source}: not a UTF-8 text file ({e.reason} at byte {e.start}); give a YAML "
+                          f"experiment file") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        raw = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}") from e
+    finally:
+        loader.dispose()
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    return raw, Sources.of_yaml(str(source), node)
+
+
+def _apply_override(raw: dict, item: str) -> str:
+    """Set one `a.b=value` override in `raw`; returns its dotted key."""
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {item!r} must look like key=value, e.g. task.n_dev=50")
@@ -297,34 +375,59 @@ def _apply_override(raw: dict, item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(value)
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"command-line override `{item}`: the value is not valid YAML "
+                          f"({' '.join(str(e).split())}); quote it") from e
+    return key.strip()
 
 
-def build(cls, raw: dict, where: str, prefix: str = ""):
-    """Construct dataclass `cls` from a mapping, rejecting unknown keys and wrong types with the dotted key."""
+def build(cls, raw: dict, where: str, prefix: str = "", sources: Sources | None = None):
+    """Construct dataclass `cls` from a mapping, rejecting unknown keys and wrong types with the dotted key.
+    Errors start with where the bad value came from: `sources` (load_config's) when given, else `where`."""
+    def origin(key: str) -> str:
+        return sources(key) if sources is not None else where
+
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'} must be a mapping")
+        raise ConfigError(f"{origin(prefix.rstrip('.'))}: {prefix.rstrip('.') or 'config'} must be a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in raw:
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             hint = f" Did you mean '{prefix}{close[0]}'?" if close else f" Valid keys: {', '.join(fields)}."
-            raise ConfigError(f"{where}: unknown key '{prefix}{key}'.{hint}")
+            raise ConfigError(f"{origin(f'{prefix}{key}')}: unknown key '{prefix}{key}'.{hint}")
     values = {}
     for name, value in raw.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            values[name] = build(hint, value, where, prefix=f"{prefix}{name}.")
+            values[name] = build(hint, value, where, prefix=f"{prefix}{name}.", sources=sources)
         else:
-            values[name] = _check_type(value, hint, where, f"{prefix}{name}")
+            values[name] = _check_type(value, hint, origin(f"{prefix}{name}"), f"{prefix}{name}")
     try:
         built = cls(**values)
-    except ValueError as e:  # a section's own checks (e.g. LoraSettings.__post_init__)
-        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'}: {e}") from e
+    except (ValueError, TypeError) as e:  # a section's own checks (TypeError: e.g. a string in a list of numbers)
+        why = e if isinstance(e, ValueError) else f"a value of the wrong type ({e})"
+        culprits = [f"{prefix}{name}" for name in _culprits(cls, values)] or [prefix.rstrip(".")]
+        wheres = " and ".join(dict.fromkeys(origin(key) for key in culprits))
+        raise ConfigError(f"{wheres}: {prefix.rstrip('.') or 'config'}: {why}") from e
     if cls is ExperimentConfig:
-        _check_filters(built.filters, where)
+        _check_filters(built.filters, origin("filters"))
+        built.__dict__["_sources"] = sources
     return built
+
+
+def _culprits(cls, values: dict) -> list[str]:
+    """The fields a section's own checks refuse when each is given alone (the rest at their defaults): which
+    values, and so which lines or overrides, an error is about."""
+    bad = []
+    for name, value in values.items():
+        try:
+            cls(**{name: value})
+        except (ValueError, TypeError):
+            bad.append(name)
+    return bad
 
 
 def _check_filters(steps: list, where: str) -> None:

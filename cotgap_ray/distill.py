@@ -145,6 +145,9 @@ def _main(argv: list[str] | None) -> int:
         raise ConfigError(f"name exactly one teacher: --teacher NAME with NAME one of {', '.join(cfg.teachers)}"
                           + (f" (got {len(args.teacher)})" if args.teacher else ""))
     spec = pick_teacher(cfg, args.teacher[0])
+    from cotgap_ray.preflight import preflight
+
+    preflight(cfg, out=args.out, out_is_run_dir=True, work=("generation", "finetune"))
     run_dir = Path(args.out) if args.out else Path(cfg.out_dir) / f"{cfg.name}-distill"
     with work_output(args.json):
         result = run_trial(cfg, spec, run_dir)

@@ -60,12 +60,15 @@ def _main(argv: list[str] | None) -> int:
     args = _parse(argv)
     cfg = load(args, task_overrides(args.task_path, []), task=args.task)
     spec = args.model or cfg.student
+    from cotgap_ray.preflight import config_models, preflight
+
+    preflight(cfg, models=[("--model", spec)] if args.model else config_models(cfg, teachers=False), out=args.out)
     offline_unless_hub([spec])
     # Data first: a bad row or split must fail before any model is converted or loaded.
     problems = load_splits(cfg.task)[args.split]
     if args.limit is not None:
         problems = problems[: args.limit]
-    lora_rank = adapter_rank(args.adapter) if args.adapter else None
+    lora_rank = adapter_rank(args.adapter) if args.adapter else None  # a bad --adapter fails before the model loads
     with work_output(args.json):
         (model,) = resolve_all([spec], cfg)
         result = evaluate_cached(model, {args.split: problems}, cfg, args.adapter, lora_rank)[args.split]

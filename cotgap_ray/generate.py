@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from cotgap_ray.cli import add_task_arguments, load, parse, verb_parser, work_output
 from cotgap_ray.generation.pipeline import generate_teachers
@@ -66,6 +67,12 @@ def _main(argv: list[str] | None) -> int:
     teachers = args.teacher or cfg.teachers
     if not teachers:
         raise ConfigError("no teacher: pass --teacher SPEC or set teachers in the config")
+    from cotgap_ray.preflight import check_writable_dir, config_models, preflight
+
+    models = [("--teacher", t) for t in args.teacher] if args.teacher else config_models(cfg, student=False)
+    preflight(cfg, models=models, work=("generation",), teachers=teachers, address=args.address)
+    if args.cache_dir:
+        check_writable_dir(Path(args.cache_dir), "--cache-dir", "the rationale cache")
     offline_unless_hub(teachers)
     problems = load_splits(cfg.task)[args.split]  # data first: a bad task fails before any model loads
     if args.limit is not None:

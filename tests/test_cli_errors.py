@@ -27,6 +27,8 @@ def run(args: list[str], tmp_path) -> subprocess.CompletedProcess:
 def bad_files(tmp_path):
     (tmp_path / "malformed.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?", "answer"\n')
     (tmp_path / "no_answer.jsonl").write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?"}\n')
+    (tmp_path / "binary.jsonl").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    (tmp_path / "a_file").write_text("")
     (tmp_path / "bad_target.yaml").write_text(
         "student: tiny:llama\nteachers: [tiny:llama@1]\nengine: {kind: hf}\n"
         "task: {name: reasoning_gym:basic_arithmetic, n_train: 5, n_dev: 5, n_test: 5}\n"
@@ -51,6 +53,11 @@ CASES = {
                                     "'no_such_proj' not found"),
     "config typo": (["cotgap_ray.distill", "--teacher", "x", "lora.rnak=4"], "Did you mean 'lora.rank'"),
     "bad option value": (["cotgap_ray.evaluate", "--limit", "ten"], "argument --limit: invalid int value: 'ten'"),
+    "override typo names the override": (["cotgap_ray.search", "serch.trials=2"],
+                                         "error: command-line override `serch.trials=2`: unknown key 'serch'"),
+    "binary task file": (["cotgap_ray.evaluate", "--model", "tiny:llama", "--task", "file", "--task-path",
+                          "binary.jsonl", *SMALL], "binary.jsonl:1: not UTF-8 text"),
+    "unwritable --out": (["cotgap_ray.search", "--out", "a_file/run"], "--out a_file/run: a_file is a file"),
     "not a run directory": (["cotgap_ray.report", "."], "is not a run directory"),
 }
 

@@ -26,7 +26,7 @@ def test_overrides_apply_with_types(tmp_path):
 
 
 def test_typo_gets_did_you_mean(tmp_path):
-    with pytest.raises(ConfigError, match=r"exp\.yaml: unknown key 'task\.n_deev'\. Did you mean 'task\.n_dev'\?"):
+    with pytest.raises(ConfigError, match=r"exp\.yaml:2: unknown key 'task\.n_deev'\. Did you mean 'task\.n_dev'\?"):
         load_config(_write(tmp_path, "task:\n  n_deev: 10\n"))
     with pytest.raises(ConfigError, match="unknown key 'techers'. Did you mean 'teachers'"):
         load_config(_write(tmp_path, "techers: []\n"))

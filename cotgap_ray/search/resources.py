@@ -1,5 +1,6 @@
 """What the search asks Ray for: one trial's request, how many trials run at once on the cluster's node types, and
-the check, before any model loads, that a node can hold the evaluation engine and one fine-tune worker.
+the check, before any model loads, that a node can hold a generation engine, the evaluation engine and one
+fine-tune worker (on the cluster once Ray is up, or, in preflight, on the one node a local Ray would start).
 
     per_trial_request(cfg) -> {"CPU": 2.01}            (two Train workers of 1 CPU + the trial driver)
     max_concurrent(cfg, [{"resources": {"CPU": 8}, "count": 1}]) -> 3
@@ -46,10 +47,22 @@ def max_concurrent(cfg, node_types: list[dict]) -> int:
     return max(1, min(workers // cfg.train.num_workers, cfg.search.trials))
 
 
-def check_resources(cfg) -> None:
+# The work each stage asks Ray for, and the config keys that size its request (named when it cannot be placed).
+WORK_KEYS = {
+    "generation": ("generation.cpus_per_actor", "generation.gpus_per_actor", "generation.tensor_parallel",
+                   "generation.resources", "generation.accelerator_type"),
+    "evaluator": ("search.eval_cpus", "search.eval_gpus", "train.resources", "train.accelerator_type"),
+    "finetune": ("train.cpus_per_worker", "train.use_gpu", "train.resources", "train.accelerator_type"),
+}
+
+
+def check_resources(cfg, node_types: list[dict] | None = None, work: tuple[str, ...] = tuple(WORK_KEYS),
+                    teachers: list[str] | None = None) -> None:
     """Fail before any model loads when no node can hold one engine of some teacher's generation, the evaluation
-    engine, or one fine-tune worker: every stage's request, checked against the alive nodes and the node types an
-    autoscaler may launch. (The baseline runs in the driver's process and asks Ray for nothing.)"""
+    engine, or one fine-tune worker (`work`: which of them; all by default): every stage's request, checked against
+    `node_types` (default: the alive nodes and the node types an autoscaler may launch; preflight passes the one
+    local node a plain ray.init() would start). `teachers`: the specs generated for (default: the config's).
+    (The baseline runs in the driver's process and asks Ray for nothing.)"""
     from types import SimpleNamespace
 
     from cotgap_ray import cluster
@@ -57,18 +70,22 @@ def check_resources(cfg) -> None:
     from cotgap_ray.generation.placement import Placement
     from cotgap_ray.generation.placement import check_resources as check_generation
 
-    node_types = cluster.offered_node_types()  # one view of the cluster for every stage's check
-    placement = Placement.from_config(cfg.generation)
-    # check_generation reads only a job's spec and tensor-parallel size, both known from the config: no model is
-    # resolved (a packaged teacher would be converted) before an impossible request is refused.
-    check_generation([SimpleNamespace(spec=spec, tp=placement.tp(spec)) for spec in cfg.teachers], placement,
-                     node_types)
-
-    check_request({"CPU": cfg.search.eval_cpus, "GPU": cfg.search.eval_gpus, **cfg.train.resources},
-                  "the evaluation engine (search.eval_cpus / search.eval_gpus, on a train.accelerator_type / "
-                  "train.resources node)", accelerator_type=cfg.train.accelerator_type,
-                  setting="train.accelerator_type", node_types=node_types)
-    worker = {"CPU": float(cfg.train.cpus_per_worker), "GPU": 1.0 if cfg.train.use_gpu else 0.0,
-              **cfg.train.resources}
-    check_request(worker, "a fine-tune worker (train.cpus_per_worker / train.use_gpu / train.resources)",
-                  accelerator_type=cfg.train.accelerator_type, setting="train.accelerator_type", node_types=node_types)
+    if node_types is None:
+        node_types = cluster.offered_node_types()  # one view of the cluster for every stage's check
+    if "generation" in work:
+        placement = Placement.from_config(cfg.generation)
+        # check_generation reads only a job's spec and tensor-parallel size, both known from the config: no model
+        # is resolved (a packaged teacher would be converted) before an impossible request is refused.
+        check_generation([SimpleNamespace(spec=spec, tp=placement.tp(spec)) for spec in teachers or cfg.teachers],
+                         placement, node_types)
+    if "evaluator" in work:
+        check_request({"CPU": cfg.search.eval_cpus, "GPU": cfg.search.eval_gpus, **cfg.train.resources},
+                      "the evaluation engine (search.eval_cpus / search.eval_gpus, on a train.accelerator_type / "
+                      "train.resources node)", accelerator_type=cfg.train.accelerator_type,
+                      setting="train.accelerator_type", node_types=node_types)
+    if "finetune" in work:
+        worker = {"CPU": float(cfg.train.cpus_per_worker), "GPU": 1.0 if cfg.train.use_gpu else 0.0,
+                  **cfg.train.resources}
+        check_request(worker, "a fine-tune worker (train.cpus_per_worker / train.use_gpu / train.resources)",
+                      accelerator_type=cfg.train.accelerator_type, setting="train.accelerator_type",
+                      node_types=node_types)

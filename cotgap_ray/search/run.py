@@ -6,7 +6,8 @@
     python -m cotgap_ray.search ...                  # the same command without the console script
 
 Stages, in order; each is cached or recorded in the run directory, so a re-run or --resume redoes nothing finished:
-  1. validate   config, search space, task data, model specs, LoRA targets, resources (before any model loads)
+  1. validate   config, search space, task data, model specs, LoRA targets, resources (before any model loads;
+                the command line's preflight, cotgap_ray/preflight.py, has checked what it can before Ray starts)
   2. baseline   the student with no adapter on dev and test: same prompt, greedy decoding, same engine options as
                 every adapter evaluation later (LoRA-enabled with the search's largest rank)
   3. generation every teacher's rationales on train, once (Ray Data, content-addressed Parquet cache)
@@ -377,6 +378,9 @@ def _main(argv: list[str] | None) -> int:
     args = _parse(argv)
     check_overrides(args.overrides)
     cfg = load(args)
+    from cotgap_ray.preflight import preflight
+
+    preflight(cfg, out=args.out, out_is_run_dir=True, work=("generation", "evaluator", "finetune"))
     with work_output(args.json):
         run_dir = run(cfg, args.out, args.resume)
     if args.json:

@@ -20,15 +20,26 @@ from cotgap_ray.tasks.splits import RawProblem
 
 def read_rows(path: Path) -> list[tuple[int, dict]]:
     """(line number, row) pairs of a .jsonl / .json-lines or .parquet file."""
+    if path.is_dir():
+        raise InputError(f"task file {path} is a directory; give a .jsonl or .parquet file")
     if not path.is_file():
         raise MissingFile(f"task file {path} does not exist")
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return list(enumerate(pq.read_table(path).to_pylist(), start=1))
+        try:
+            return list(enumerate(pq.read_table(path).to_pylist(), start=1))
+        except pa.ArrowException as e:
+            raise InputError(f"{path}: not a readable Parquet file ({e}); give a .parquet or a .jsonl file") from e
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:  # bytes: a line that is not UTF-8 is named by its number
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start} of the line); a "
+                                 f"file task needs JSON lines (UTF-8) or a .parquet file") from None
             if not line.strip():
                 continue
             try:
