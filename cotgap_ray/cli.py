@@ -123,8 +123,9 @@ def load(args: argparse.Namespace, flags: Sequence[str] = (), task: str | None =
 
     for item in args.overrides:
         if item.partition("=")[0].strip() == "teacher":  # the old distill spelling; not a config key
-            raise InputError(f"override {item!r}: teacher is not a config key; generate and distill name a teacher "
-                             f"with --teacher NAME (the config's candidates are the list teachers=[...])")
+            raise InputError(f"command-line override `{item}`: teacher is not a config key; generate and distill "
+                             f"name a teacher with --teacher NAME (the config's candidates are the list "
+                             f"teachers=[...])")
     cfg = load_config(args.config, [*flags, *args.overrides], task=task)
     if args.help_config:
         from cotgap_ray.config import DEFAULT_CONFIG

@@ -188,7 +188,7 @@ CLI_CASES = {
     "generation GPU on a local run without one": ("search", [*SEARCH, "generation.gpus_per_actor=1"],
                                                   "command-line override `generation.gpus_per_actor=1`: "
                                                   "generation.gpus_per_actor: teacher tiny:llama@1 needs 1 GPU"),
-    "GPU type on a local run": ("distill", ["--config", SMOKE, "--out", "run", "teacher=tiny-llama@1",
+    "GPU type on a local run": ("distill", ["--config", SMOKE, "--out", "run", "--teacher", "tiny-llama@1",
                                             "train.accelerator_type=A100"],
                                 "command-line override `train.accelerator_type=A100`: train.accelerator_type: "
                                 "train.accelerator_type 'A100'"),
