@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import os
 
+from cotgap_ray.private_api import ray_bootstrap_address, ray_local_gcs_addresses
+
 
 def starts_local_cluster() -> bool:
     """Would a plain ray.init() here start a new local cluster (rather than join one)? Uses Ray's own resolution:
     RAY_ADDRESS, else the cluster `ray start` recorded (/tmp/ray/ray_current_cluster)."""
-    from ray._private import services  # private, but it is exactly what ray.init() itself calls
-
-    return services.canonicalize_bootstrap_address(None) is None
+    return ray_bootstrap_address() is None
 
 
 def running_clusters() -> list[str]:
     """GCS addresses of the Ray clusters running on this machine (Ray's own scan of the process table)."""
-    from ray._private import services
-
-    return sorted(services.find_gcs_addresses())
+    return sorted(ray_local_gcs_addresses())
 
 
 def second_cluster_warning() -> str | None:
