@@ -102,13 +102,23 @@ def _attr(library: str, obj, name: str, owner: str):
 # ------------------------------------------------------------------------------------------------ Ray core
 
 
-def ray_bootstrap_address() -> str | None:
-    """The cluster a plain ray.init() here would join ("host:port"), or None when it would start a local one:
-    RAY_ADDRESS, else the cluster `ray start` recorded (/tmp/ray/ray_current_cluster)."""
-    # ray 2.60.0: ray._private.services.canonicalize_bootstrap_address(None). Why: it is exactly what ray.init()
-    # calls, so the answer is Ray's own resolution, not a copy of its order. Public alternative looked for: none
-    # (ray.init(address="auto") connects instead of answering; ray.util has no address resolver).
-    return _module_attr("ray", "ray._private.services", "canonicalize_bootstrap_address")(None)
+def ray_bootstrap_address(address: str | None = None) -> str | None:
+    """The cluster ray.init(address) here would join ("host:port"), or None when it would start a local one.
+    address None: RAY_ADDRESS, else the cluster `ray start` recorded (/tmp/ray/ray_current_cluster); "local": None.
+    Ray's own errors: ConnectionError for "auto" when no cluster runs here, ValueError for a malformed address."""
+    # ray 2.60.0: ray._private.services.canonicalize_bootstrap_address(address). Why: it is exactly what
+    # ray.init() calls, so the answer is Ray's own resolution, not a copy of its order. Public alternative looked
+    # for: none (ray.init(address="auto") connects instead of answering; ray.util has no address resolver).
+    return _module_attr("ray", "ray._private.services", "canonicalize_bootstrap_address")(address)
+
+
+def ray_parse_address(address: str) -> tuple[str, str] | None:
+    """("host", "port") of a "host:port" address as Ray reads it ("[::1]:6379" -> ("::1", "6379")); None when it
+    is not one."""
+    # ray 2.60.0: ray._private.services.parse_address (ray._common.network_utils' Cython function, re-exported).
+    # Why: an address Ray resolved is split the way Ray splits it, IPv6 brackets included. Public alternative
+    # looked for: none in ray.util; str.rpartition(":") leaves an IPv6 host in its brackets.
+    return _module_attr("ray", "ray._private.services", "parse_address")(address)
 
 
 def ray_local_gcs_addresses() -> frozenset[str]:
@@ -117,6 +127,21 @@ def ray_local_gcs_addresses() -> frozenset[str]:
     # `ray status` use it) for clusters this process is not connected to. Public alternative looked for: none
     # (ray.nodes() and ray.util.state list the nodes of the connected cluster only).
     return _module_attr("ray", "ray._private.services", "find_gcs_addresses")()
+
+
+def ray_local_node_resources() -> dict:
+    """The resources of the node a local ray.init() here would start, without starting it: this machine's CPUs,
+    GPUs (CUDA_VISIBLE_DEVICES respected), memory, accelerator type and RAY_OVERRIDE_RESOURCES, plus Ray's per-node
+    bookkeeping resources ("node:<ip>", the head's)."""
+    # ray 2.60.0: ray._private.resource_and_label_spec.ResourceAndLabelSpec().resolve(is_head=True,
+    # node_ip_address="127.0.0.1").to_resource_dict(). Why: it is what ray.init() runs to size the node it starts
+    # (ray._private.node), so a request is checked against what Ray will really offer before Ray starts. Public
+    # alternative looked for: ray.cluster_resources() (needs the cluster started), os.cpu_count() and friends (a
+    # copy of Ray's rules that would drift: affinity, cgroups, CUDA_VISIBLE_DEVICES, RAY_OVERRIDE_RESOURCES).
+    spec_type = _module_attr("ray", "ray._private.resource_and_label_spec", "ResourceAndLabelSpec")
+    resolve = _attr("ray", spec_type(), "resolve", "ray._private.resource_and_label_spec.ResourceAndLabelSpec")
+    spec = resolve(is_head=True, node_ip_address="127.0.0.1")
+    return _attr("ray", spec, "to_resource_dict", "ray._private.resource_and_label_spec.ResourceAndLabelSpec")()
 
 
 def ray_cluster_config():
