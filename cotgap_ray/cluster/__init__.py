@@ -12,8 +12,8 @@
 
 A GPU cluster started by `ray up cluster.yaml` scales its GPU node types from zero: at start only the CPU head is
 alive. So "what the cluster offers" is the alive nodes plus the node types the autoscaler can launch, read from:
-  1. the cluster config the autoscaler reports to the GCS (autoscaler v2, KubeRay): ray._private.state's
-     get_cluster_config(), readable from any node;
+  1. the cluster config the autoscaler reports to the GCS (autoscaler v2, KubeRay), readable from any node
+     (private_api.ray_cluster_config);
   2. else the autoscaling config file of autoscaler v1 (Ray 2.60's default for `ray up`): $COTGAP_AUTOSCALING_CONFIG,
      else ~/ray_bootstrap_config.yaml when this process runs on the head node (where `ray up` writes it, already
      filled in with each instance type's CPUs/GPUs/memory on AWS);
@@ -30,8 +30,10 @@ import os
 from pathlib import Path
 
 from cotgap_ray.errors import InputError
+from cotgap_ray.private_api import (PrivateAPIMissing, ray_accelerator_resource_prefix, ray_cluster_config,
+                                    ray_head_node_resource)
 
-ACCELERATOR_PREFIX = "accelerator_type:"  # Ray's convention (ray._common.utils.RESOURCE_CONSTRAINT_PREFIX)
+ACCELERATOR_PREFIX = ray_accelerator_resource_prefix()  # Ray's convention: "accelerator_type:" + the GPU type
 ACCELERATOR_SHARE = 0.001  # what Ray Train / Ray Core request to pin work to a GPU type: a sliver of the marker
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` puts the autoscaling config on the head
 # Sized by the instance type: every alive node states them; an autoscaling config may leave them out (`ray up` on
@@ -67,7 +69,7 @@ def _alive_nodes() -> list[dict]:
             continue
         raw = node.get("Resources", {})
         labels = node.get("Labels") or {}
-        name = labels.get("ray.io/node-group") or ("head" if "node:__internal_head__" in raw else "worker")
+        name = labels.get("ray.io/node-group") or ("head" if ray_head_node_resource() in raw else "worker")
         resources = _clean(raw)
         key = (name, tuple(sorted((k, v) for k, v in resources.items() if k not in _MEMORY_KEYS)))
         if key in groups:
@@ -80,9 +82,9 @@ def _alive_nodes() -> list[dict]:
 def _types_from_gcs() -> list[dict] | None:
     """Node types the autoscaler reported to the GCS (autoscaler v2, KubeRay); None when none were reported."""
     try:
-        from ray._private.state import state
-
-        config = state.get_cluster_config()
+        config = ray_cluster_config()
+    except PrivateAPIMissing:
+        raise  # an upgrade moved it: say so rather than silently offer fewer node types
     except Exception:  # noqa: BLE001 - an older GCS, or no connection: fall back to the next source
         return None
     if config is None or not config.node_group_configs:
@@ -123,7 +125,7 @@ def _autoscaling_config_path() -> Path | None:
     import ray
 
     here = ray.get_runtime_context().get_node_id()
-    on_head = any(n["NodeID"] == here and "node:__internal_head__" in n.get("Resources", {})
+    on_head = any(n["NodeID"] == here and ray_head_node_resource() in n.get("Resources", {})
                   for n in ray.nodes() if n.get("Alive"))
     return bootstrap if on_head else None
 

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import os
 
+from cotgap_ray.private_api import (PrivateAPIMissing, ray_bootstrap_address, ray_local_gcs_addresses,
+                                    ray_local_node_resources)
+
 
 def starts_local_cluster(address: str | None = None) -> bool:
     """Would ray.init(address) here start a new local cluster (rather than join one)? Uses Ray's own resolution:
@@ -23,9 +26,7 @@ def starts_local_cluster(address: str | None = None) -> bool:
         return True
     if address is not None:
         return False
-    from ray._private import services  # private, but it is exactly what ray.init() itself calls
-
-    return services.canonicalize_bootstrap_address(None) is None
+    return ray_bootstrap_address() is None
 
 
 def local_node_types(address: str | None = None) -> list[dict] | None:
@@ -40,12 +41,11 @@ def local_node_types(address: str | None = None) -> list[dict] | None:
 
     if ray.is_initialized() or not starts_local_cluster(address):
         return None
-    try:  # private, but it is what ray.init() runs to size the node it starts (ray._private.node)
-        from ray._private.resource_and_label_spec import ResourceAndLabelSpec
-
-        spec = ResourceAndLabelSpec().resolve(is_head=True, node_ip_address="127.0.0.1")
-        resources = spec.to_resource_dict()
-    except Exception:  # noqa: BLE001 - another Ray version: leave the check to the started cluster
+    try:
+        resources = ray_local_node_resources()
+    except PrivateAPIMissing:  # an upgrade moved Ray's resolution: say so in one place (private_api), not guess
+        raise
+    except Exception:  # noqa: BLE001 - Ray could not size this machine here: leave the check to the started cluster
         return None
     from cotgap_ray.cluster import _clean
 
@@ -54,9 +54,7 @@ def local_node_types(address: str | None = None) -> list[dict] | None:
 
 def running_clusters() -> list[str]:
     """GCS addresses of the Ray clusters running on this machine (Ray's own scan of the process table)."""
-    from ray._private import services
-
-    return sorted(services.find_gcs_addresses())
+    return sorted(ray_local_gcs_addresses())
 
 
 def second_cluster_warning() -> str | None:

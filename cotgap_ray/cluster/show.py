@@ -35,17 +35,17 @@ def bootstrap_address(address: str) -> str:
                          f"one (is RAY_ADDRESS=local set?): {START_ONE}")
     if address.startswith("ray://"):  # Ray Client: ray.init connects through the client server
         return address
-    from ray._private import services  # private, but it is what ray.init itself resolves an address with
+    from cotgap_ray.private_api import ray_bootstrap_address, ray_parse_address
 
     try:
-        resolved = services.canonicalize_bootstrap_address(address)
+        resolved = ray_bootstrap_address(address)
     except ConnectionError as e:  # "auto" and nothing runs here
         raise InputError(f"no running Ray cluster found ({' '.join(str(e).split())}); {START_ONE}") from None
     except ValueError as e:
         raise InputError(f"--address {address!r}: {e}; give HOST:PORT, e.g. 127.0.0.1:6379") from None
     if resolved is None:
         raise InputError(f"no running Ray cluster found at address {address!r}; {START_ONE}")
-    host, port = services.parse_address(resolved)
+    host, port = ray_parse_address(resolved)
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as e:

@@ -11,6 +11,7 @@ import sys
 
 from cotgap_ray.engines import resolve_kind
 from cotgap_ray.engines.base import model_context_limit
+from cotgap_ray.private_api import vllm_lora_ranks
 
 
 def engine_kind(engine_cfg) -> str:
@@ -18,16 +19,12 @@ def engine_kind(engine_cfg) -> str:
     return resolve_kind(engine_cfg.kind)
 
 
-# vLLM 0.32 accepts only these max_lora_rank values (vllm.config.lora.MaxLoRARanks).
-_VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
-
-
 def vllm_max_lora_rank(rank: int) -> int:
     """The smallest max_lora_rank vLLM accepts that fits adapters of `rank`."""
-    for allowed in _VLLM_LORA_RANKS:
+    for allowed in vllm_lora_ranks():
         if rank <= allowed:
             return allowed
-    raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest max_lora_rank {_VLLM_LORA_RANKS[-1]}")
+    raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest max_lora_rank {vllm_lora_ranks()[-1]}")
 
 
 _clamped: set[tuple[str, int]] = set()

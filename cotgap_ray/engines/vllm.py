@@ -50,6 +50,8 @@ from cotgap_ray.engines.hf import adapter_key
 from cotgap_ray.engines.preload import every_core_for_children, tcmalloc_for_children
 from cotgap_ray.engines.vllm_errors import EngineFailure, ErrorLog, cause_and_advice, explain
 from cotgap_ray.hardware import DTYPES
+from cotgap_ray.private_api import (PrivateAPIMissing, vllm_engine_core, vllm_model_dtype,
+                                    vllm_release_distributed_state, vllm_reload_weights)
 
 GIB = 1 << 30
 ADAPTER_MODES = ("auto", "merged", "per-request")
@@ -128,7 +130,7 @@ class VLLMEngine:
             raise RuntimeError(f"vllm engine failed to start on the model in {model_dir}: "
                                f"{cause_and_advice(e, self.errors.read())}") from e
         # The dtype the weights really have (on GPU "auto" is the checkpoint's): merged adapters are stored in it.
-        self.dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
+        self.dtype = vllm_model_dtype(self.llm)
 
     def _start(self, *, kv_cache_gib, enforce_eager, enable_lora, max_lora_rank, max_loras, max_num_seqs,
                step_timeout_s, block_size, **options):
@@ -219,10 +221,12 @@ class VLLMEngine:
             self._swap_dir = tempfile.mkdtemp(prefix="cotgap-merged-")
             path = self._merger.write(adapter, self._swap_dir)
         try:
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path})
+            vllm_reload_weights(self.llm, path)
             # Cached KV blocks were computed with the previous weights; a prompt seen before must not reuse them.
             if not self.llm.reset_prefix_cache():
                 raise RuntimeError("vLLM refused to reset its prefix cache (requests still running?)")
+        except PrivateAPIMissing:
+            raise  # an upgrade moved reload_weights: that message, not a dead engine's
         except Exception as e:  # noqa: BLE001
             raise EngineFailure(explain(e, self.errors.read(), f"reloading weights for adapter {adapter}")) from e
         finally:
@@ -287,18 +291,9 @@ class VLLMEngine:
             self._swap_dir = None
         if llm is None:
             return
-        engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-        if engine_core is not None and hasattr(engine_core, "shutdown"):
-            engine_core.shutdown()
+        engine_core = vllm_engine_core(llm)
+        engine_core.shutdown()
         del llm, engine_core
         gc.collect()
-        try:
-            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-
-            cleanup_dist_env_and_memory()  # destroy_model_parallel + destroy_distributed_environment + empty_cache
-        except ImportError:  # older/newer layouts: fall back to the two calls it wraps
-            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
-
-            destroy_model_parallel()
-            destroy_distributed_environment()
+        vllm_release_distributed_state()  # model-parallel groups, torch.distributed, device memory
         gc.collect()

@@ -19,25 +19,28 @@ import pickle
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from cotgap_ray.private_api import asha_trial_ids
+
 
 class LikeWithLikeASHA(FIFOScheduler):
     """See the module docstring. `metric` / `mode` as ASHAScheduler's; each group's max_t is its epoch count."""
 
     def __init__(self, metric: str, mode: str, grace_period: int = 1, reduction_factor: float = 2):
         super().__init__()
-        self._metric, self._mode = metric, mode
+        super().set_search_properties(metric, mode)  # Tune reads it back through the `metric` property
+        self._mode = mode
         self.grace_period, self.reduction_factor = grace_period, reduction_factor
         self.groups: dict[int, ASHAScheduler] = {}  # planned epochs -> its ASHA
         self.group_of: dict[str, int] = {}  # Tune trial id -> planned epochs
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
-        return not (metric and metric != self._metric) and not (mode and mode != self._mode)
+        return not (metric and metric != self.metric) and not (mode and mode != self._mode)
 
     def _group(self, trial) -> ASHAScheduler:
         epochs = int(trial.config["lora.epochs"])
         self.group_of[trial.trial_id] = epochs
         if epochs not in self.groups:
-            self.groups[epochs] = ASHAScheduler(time_attr="training_iteration", metric=self._metric, mode=self._mode,
+            self.groups[epochs] = ASHAScheduler(time_attr="training_iteration", metric=self.metric, mode=self._mode,
                                                 max_t=epochs, grace_period=min(self.grace_period, epochs),
                                                 reduction_factor=self.reduction_factor)
         return self.groups[epochs]
@@ -65,7 +68,7 @@ class LikeWithLikeASHA(FIFOScheduler):
 
     def _forget(self, tune_controller, trial) -> None:
         epochs = self.group_of.pop(trial.trial_id, None)
-        if epochs is not None and trial.trial_id in self.groups[epochs]._trial_info:
+        if epochs is not None and trial.trial_id in asha_trial_ids(self.groups[epochs]):
             self.groups[epochs].on_trial_remove(tune_controller, trial)
 
     def debug_string(self) -> str:

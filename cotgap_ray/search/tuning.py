@@ -27,6 +27,7 @@ from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from cotgap_ray.private_api import optuna_space_of, optuna_study_of, optuna_told_trials_of, optuna_trials_of
 from cotgap_ray.records import EpochRecord, TeacherRef, TrialRecord, record_from_dict, record_to_dict, write_json
 from cotgap_ray.search.resources import TRIAL_DRIVER, max_concurrent, per_trial_request
 from cotgap_ray.search.trial import TrialContext, no_data_report, tune_trial
@@ -47,7 +48,7 @@ def release_placement_group(group_hex: str | None) -> bool:
     group is safe."""
     if not group_hex:
         return False
-    from ray._raylet import PlacementGroupID
+    from ray import PlacementGroupID  # public (in ray.__all__): not ray._raylet's
     from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
     group = PlacementGroup(PlacementGroupID(bytes.fromhex(group_hex)))
@@ -211,19 +212,19 @@ class StudySearch(OptunaSearch):
             print(f"search: every point of the space has been tried; the search ends after {len(self._given)} "
                   f"trials")
             return Searcher.FINISHED
-        self._ot_study.enqueue_trial(untried)  # the next ask() takes it
+        optuna_study_of(self).enqueue_trial(untried)  # the next ask() takes it
         return self.suggest(trial_id)
 
     def _close_repeat(self, trial_id: str, owner: str) -> None:
         """Close the study trial that repeated `owner`'s point: with owner's value when it has one, else failed."""
-        repeat = self._ot_trials.pop(trial_id)
-        earlier = self._ot_trials.get(owner)
-        frozen = next((t for t in self._ot_study.get_trials(deepcopy=False)
+        repeat = optuna_trials_of(self).pop(trial_id)
+        earlier = optuna_trials_of(self).get(owner)
+        frozen = next((t for t in optuna_study_of(self).get_trials(deepcopy=False)
                        if earlier is not None and t.number == earlier.number), None)
         if frozen is not None and frozen.state == optuna.trial.TrialState.COMPLETE:
-            self._ot_study.tell(repeat, frozen.value)
+            optuna_study_of(self).tell(repeat, frozen.value)
         else:
-            self._ot_study.tell(repeat, state=optuna.trial.TrialState.FAIL)
+            optuna_study_of(self).tell(repeat, state=optuna.trial.TrialState.FAIL)
 
     def _untried_point(self) -> dict | None:
         """The first point of the space (grid order) no trial has had; None when the space is infinite (a searched
@@ -231,7 +232,8 @@ class StudySearch(OptunaSearch):
         from cotgap_ray.config import ConfigError
         from cotgap_ray.search.space import grid_points, point_key
 
-        space = self._space.keywords if isinstance(self._space, partial) else {}
+        given = optuna_space_of(self)
+        space = given.keywords if isinstance(given, partial) else {}
         try:
             points = grid_points(space["teachers"], space["search"])
         except (ConfigError, KeyError):
@@ -245,23 +247,23 @@ class StudySearch(OptunaSearch):
             pass
 
     def on_trial_complete(self, trial_id, result=None, error=False):
-        ot_trial = self._ot_trials.get(trial_id)
+        ot_trial = optuna_trials_of(self).get(trial_id)
         planned = (ot_trial.params if ot_trial is not None else {}).get("lora.epochs")
-        if (result and not error and planned and trial_id not in self._completed_trials
+        if (result and not error and planned and trial_id not in optuna_told_trials_of(self)
                 and result.get("status") == "ok" and int(result.get("epoch") or 0) < int(planned)):
             # ASHA stopped it before its planned epochs: its last value is a mid-schedule number, not the result of
             # the configuration it stands for. Optuna records it as pruned (TPE ranks pruned trials by their last
             # reported epoch, below completed ones) instead of complete with that value.
             try:
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+                optuna_study_of(self).tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
             except UpdateFinishedTrialError:
                 pass
-            self._completed_trials.add(trial_id)
+            optuna_told_trials_of(self).add(trial_id)
             return
         try:
             super().on_trial_complete(trial_id, result, error)
         except UpdateFinishedTrialError:
-            self._completed_trials.add(trial_id)
+            optuna_told_trials_of(self).add(trial_id)
 
 
 class GridSearch(StudySearch):
@@ -280,10 +282,10 @@ class GridSearch(StudySearch):
         super().__init__(*args, **kwargs)
 
     def suggest(self, trial_id: str):
-        if trial_id not in self._ot_trials:
+        if trial_id not in optuna_trials_of(self):
             if not self._grid_todo:
                 return Searcher.FINISHED
-            self._ot_study.enqueue_trial(self._grid_todo.pop(0))  # the next ask() takes it (define-by-run suggests)
+            optuna_study_of(self).enqueue_trial(self._grid_todo.pop(0))  # the next ask() takes it (define-by-run)
         return super().suggest(trial_id)
 
 
