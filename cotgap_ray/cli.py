@@ -98,6 +98,17 @@ def verb_parser(verb: str, doc: str, *, config: bool = True, out: str | None = N
     return parser
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count that must be at least 1 (--limit 0 would leave nothing to run)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive count (at least 1)")
+    return value
+
+
 def add_task_arguments(parser: Parser, split: str) -> None:
     """--task, --task-path, --split, --limit: the problems a verb that runs one model on one split reads (evaluate,
     generate). `load(args, task_overrides(args.task_path, ...), task=args.task)` applies the first two."""
@@ -107,7 +118,7 @@ def add_task_arguments(parser: Parser, split: str) -> None:
                              "seed)")
     parser.add_argument("--task-path", metavar="PATH", help="gsm8k directory or file task path (= task.path=PATH)")
     parser.add_argument("--split", default=split, choices=["train", "dev", "test"], help=f"default: {split}")
-    parser.add_argument("--limit", type=int, metavar="N", help="only the first N problems of the split")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="only the first N problems of the split")
 
 
 def parse(parser: Parser, argv: list[str] | None) -> argparse.Namespace:

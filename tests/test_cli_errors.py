@@ -53,6 +53,7 @@ CASES = {
                                     "'no_such_proj' not found"),
     "config typo": (["cotgap_ray.distill", "--teacher", "x", "lora.rnak=4"], "Did you mean 'lora.rank'"),
     "bad option value": (["cotgap_ray.evaluate", "--limit", "ten"], "argument --limit: invalid int value: 'ten'"),
+    "zero limit": (["cotgap_ray.evaluate", "--limit", "0"], "argument --limit: 0 is not a positive count"),
     "override typo names the override": (["cotgap_ray.search", "serch.trials=2"],
                                          "error: command-line override `serch.trials=2`: unknown key 'serch'"),
     "binary task file": (["cotgap_ray.evaluate", "--model", "tiny:llama", "--task", "file", "--task-path",
