@@ -169,15 +169,6 @@ class LoraSettings:
             "max_grad_norm": (self.max_grad_norm, self.max_grad_norm > 0, "> 0"),
         }, "LoRA settings")
 
-    @classmethod
-    def from_dict(cls, values: dict) -> LoraSettings:
-        """From a config section or a Tune sample; unknown keys are errors (a typo would silently use a default)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown LoRA setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
-        return cls(**values)
-
 
 @dataclass
 class TrainConfig:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from cotgap_ray.config import LoraSettings
+from cotgap_ray.config import ConfigError, LoraSettings, build
 from cotgap_ray.records import RATIONALE_SCHEMA, Problem
 from cotgap_ray.training.examples import NoTrainingData, check_target_modules, student_skeleton
 from cotgap_ray.training.loop import shard_batches, train_plain
@@ -155,8 +155,8 @@ def test_settings_are_validated():
         LoraSettings(rank=0)
     with pytest.raises(ValueError, match="warmup_ratio=1.5"):
         LoraSettings(warmup_ratio=1.5)
-    with pytest.raises(ValueError, match="lerning_rate"):
-        LoraSettings.from_dict({"lerning_rate": 1e-3})
+    with pytest.raises(ConfigError, match="lerning_rate"):  # a typo is refused where configs are built
+        build(LoraSettings, {"lerning_rate": 1e-3}, where="lora")
 
 
 def test_shards_are_disjoint_and_the_same_size():
