@@ -59,6 +59,13 @@ def _clean(resources: dict) -> dict:
     return {k: float(v) for k, v in resources.items() if not k.startswith("node:")}
 
 
+def alive_node_ids() -> list[str]:
+    """The Ray node ids of the alive nodes."""
+    import ray
+
+    return [node["NodeID"] for node in ray.nodes() if node.get("Alive")]
+
+
 def _alive_nodes() -> list[dict]:
     """Alive nodes grouped by (label node-group or head/worker, resources); memory sizes ignored for grouping."""
     import ray

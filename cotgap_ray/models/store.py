@@ -41,11 +41,13 @@ _memo: dict[str, tuple] = {}  # key -> (stat signature, value): a repeated resol
 
 
 def root(cache_dir: str | Path | None) -> Path:
-    """The model cache directory, created: ``cache_dir``, else ``$COTGAP_CACHE/models``, else
-    ``~/.cache/cotgap_ray/models``."""
+    """The model cache directory of this node, created: ``cache_dir``, else ``$COTGAP_MODELS``, else
+    ``$COTGAP_CACHE/models``, else ``~/.cache/cotgap_ray/models``. Never the storage root ($COTGAP_STORAGE):
+    weights stay on the node that runs them (models/remote.py)."""
     if cache_dir is None:
         env = os.environ.get("COTGAP_CACHE")
-        cache_dir = Path(env) / "models" if env else Path.home() / ".cache" / "cotgap_ray" / "models"
+        cache_dir = (os.environ.get("COTGAP_MODELS")
+                     or (Path(env) / "models" if env else Path.home() / ".cache" / "cotgap_ray" / "models"))
     path = Path(cache_dir).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
