@@ -190,6 +190,9 @@ class TrainConfig:
 
 # (section, key) -> the value that reproduces the behaviour from before the key existed (ExperimentConfig.fingerprint).
 ADDED_KEYS = {("search", "rule_out_alpha"): None}
+# Keys that say where or how robustly a run executes, never what it computes: left out of the fingerprint, so a run
+# moved to another storage mount, or resumed with more retries or evaluation engines, is the same experiment.
+OPERATIONAL_KEYS = {(None, "storage_path"), ("search", "eval_engines"), ("search", "max_failures")}
 SEARCH_STRATEGIES = ("optuna", "grid")  # search.strategy: see SearchConfig.strategy's help
 
 
@@ -226,6 +229,10 @@ class SearchConfig:
                                 "that asked waits, so on a laptop it can share a core with training)")
     eval_gpus: float = _f(0.0, "GPUs of the evaluation engine actor (it runs on a node of the fine-tune type: "
                                "train.accelerator_type / train.resources)")
+    eval_engines: int | None = _f(None, "evaluation engines (null: one per node that can hold one, at most the trials "
+                                        "at once; each pairs its adapters with its own baseline and noise floor)")
+    max_failures: int = _f(2, "times Tune retries a trial that failed (a lost node, a dead worker) before it is "
+                              "recorded failed; --resume runs failed trials again")
     seed: int = _f(0, "seed of the Optuna sampler")
     proxy_rationales: int = _f(256, "rationales per teacher scored for the student-NLL proxy (all when a chain uses "
                                     "the student_nll filter)")
@@ -249,6 +256,8 @@ class SearchConfig:
             "grace_period": _at_least(self.grace_period, 1), "reduction_factor": _at_least(self.reduction_factor, 2),
             "eval_cpus": (self.eval_cpus, self.eval_cpus > 0, "> 0"), "eval_gpus": _at_least(self.eval_gpus, 0),
             "max_concurrent_trials": _none_or_at_least(self.max_concurrent_trials, 1, "what the cluster holds"),
+            "eval_engines": _none_or_at_least(self.eval_engines, 1, "one per node that holds one"),
+            "max_failures": _at_least(self.max_failures, 0),
             "proxy_rationales": _at_least(self.proxy_rationales, 1),
             "rule_out_alpha": (self.rule_out_alpha, self.rule_out_alpha is None or (
                 isinstance(self.rule_out_alpha, (int, float)) and 0 < self.rule_out_alpha < 1),
@@ -282,7 +291,11 @@ class ExperimentConfig:
     search: SearchConfig = field(default_factory=SearchConfig, metadata={"help": "the Tune search"})
     confirm: ConfirmConfig = field(default_factory=ConfirmConfig, metadata={"help": "test-split confirmation"})
     cache_dir: str | None = _f(None, "models and rationale caches (default $COTGAP_CACHE or ~/.cache/cotgap_ray)")
-    out_dir: str = _f("runs", "where run directories are created")
+    out_dir: str = _f("runs", "where run directories are created (without a storage root)")
+    storage_path: str | None = _f(None, "the storage root (default $COTGAP_STORAGE): a directory mounted at the same "
+                                        "path on every node; holds run directories (<root>/runs/<name>) and the "
+                                        "rationale and evaluation caches (<root>/cache), so losing a node, the head "
+                                        "included, loses no finished work (storage.py)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -304,6 +317,8 @@ class ExperimentConfig:
         directories existed (ADDED_KEYS) is left out while it holds the value that behaves as before it existed, so
         a run written before the key still resumes."""
         data = self.to_dict()
+        for section, key in OPERATIONAL_KEYS:
+            (data if section is None else data.get(section, {})).pop(key, None)
         for (section, key), neutral in ADDED_KEYS.items():
             if key in data.get(section, {}) and data[section][key] == neutral:
                 del data[section][key]

@@ -148,7 +148,9 @@ def _main(argv: list[str] | None) -> int:
     from cotgap_ray.preflight import preflight
 
     preflight(cfg, out=args.out, out_is_run_dir=True, work=("generation", "finetune"))
-    run_dir = Path(args.out) if args.out else Path(cfg.out_dir) / f"{cfg.name}-distill"
+    from cotgap_ray.storage import default_run_dir
+
+    run_dir = Path(args.out) if args.out else default_run_dir(cfg).with_name(f"{cfg.name}-distill")
     with work_output(args.json):
         result = run_trial(cfg, spec, run_dir)
     print(json.dumps(record_to_dict(result), indent=2, default=str) if args.json else format_result(result))

@@ -46,9 +46,13 @@ def preflight(cfg, *, models: list[tuple[str, str]] | None = None, out: str | No
     _check(lambda: check_student(cfg.student), cfg.source("student"))  # its message names the key
     for where, spec in models:
         _check(lambda: check_spec(spec), where)  # noqa: B023 - called at once, in this iteration
+    from cotgap_ray.storage import default_run_dir, storage_root
+
+    root = storage_root(cfg)  # an object-store URI as the root is refused here, with the fix
     if out_is_run_dir:
-        where, path = ("--out", Path(out)) if out else (f"{cfg.source('out_dir')}: out_dir/name ({cfg.name})",
-                                                        Path(cfg.out_dir) / cfg.name)
+        default = (f"the storage root {root}: <root>/runs/<name> ({cfg.name})" if root is not None
+                   else f"{cfg.source('out_dir')}: out_dir/name ({cfg.name})")
+        where, path = ("--out", Path(out)) if out else (default, default_run_dir(cfg))
         check_writable_dir(path, where, "the run directory")
     elif out:
         check_writable_dir(Path(out), "--out", "the output directory")

@@ -185,6 +185,7 @@ class TrialRecord:
     seconds: float = 0.0
     adapter_dir: str | None = None
     replayed: bool = False
+    retries: list = field(default_factory=list)  # why each failed attempt Tune retried ended (search.max_failures)
     finished_at: float | None = None
 
 

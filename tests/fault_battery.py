@@ -507,15 +507,15 @@ class Battery:
         wait_for(lambda: bool(finished(run_dir)), proc, 600, "the first finished trial")
         kill_group(proc)
         done_before = finished(run_dir)
-        db = run_dir / "optuna.db"
-        db.write_bytes(b"this is not a database" + os.urandom(512))
+        db = run_dir / "optuna.journal"
+        db.write_bytes(b"this is not a journal" + os.urandom(512))
         t0 = time.time()
         again = run(search_cmd(tmp, "--resume"), tmp, tmp / "log1")
-        out = Outcome("corrupted optuna.db (driver killed mid-search, then the study file damaged)")
+        out = Outcome("corrupted optuna.journal (driver killed mid-search, then the study file damaged)")
         out.recover_s = time.time() - t0
         after = records(run_dir)
         rerun, all_final = resumed(done_before, after)
-        aside = list(run_dir.glob("optuna.db.corrupt-*"))
+        aside = list(run_dir.glob("optuna.journal.corrupt-*"))
         moved = f"set aside as {aside[0].name}" if aside else "not set aside"
         out.behaviour = (f"--resume exit {again.returncode}: study file {moved}, "
                          f"the study rebuilt by replaying {len(done_before)} finished trial(s)")

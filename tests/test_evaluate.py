@@ -86,18 +86,37 @@ def test_evaluate_cached_runs_the_engine_once(tiny_llama_dir, tmp_path, monkeypa
     assert len(texts) == 4 and any(texts)
 
 
-def test_search_baseline_stage_writes_dev_and_test(tiny_llama_dir, tmp_path):
-    from cotgap_ray.models import resolve_all
+@pytest.mark.ray
+def test_search_baseline_stage_runs_in_a_ray_task_and_writes_dev_and_test(tiny_llama_dir, tmp_path, monkeypatch):
+    """The baseline is model work: a Ray task resolves and scores the student (the driver only records it). Model
+    resolution and evaluation are made to fail in this process; Ray's worker processes do not see the patch."""
+    import ray
+
+    import cotgap_ray.evaluation.scoring as scoring
+    import cotgap_ray.models.remote as remote
+
+    from cotgap_ray.models.remote import describe_remote
     from cotgap_ray.search.run import baseline_stage
     from cotgap_ray.tasks import load_splits
 
     cfg = _tiny_cfg(tmp_path, tiny_llama_dir)
-    (student,) = resolve_all([cfg.student], cfg)
     (tmp_path / "run").mkdir()
-    result = baseline_stage(tmp_path / "run", cfg, student, load_splits(cfg.task), lora_rank=8)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("model work in the driver")
+
+    try:
+        (student,) = describe_remote([cfg.student], cfg, "evaluator")
+        monkeypatch.setattr(remote, "resolve_model", forbidden)
+        monkeypatch.setattr(scoring, "evaluate_cached", forbidden)
+        result = baseline_stage(tmp_path / "run", cfg, student, load_splits(cfg.task), lora_rank=8)
+    finally:
+        ray.shutdown()
     baseline = json.loads((tmp_path / "run" / "baseline.json").read_text())
     assert baseline["dev"]["n"] == 4 and baseline["test"]["n"] == 3
-    assert baseline["dev"]["accuracy"] == result["dev"].accuracy
+    dev, correct = result["dev"]
+    assert baseline["dev"]["accuracy"] == dev.accuracy and len(correct) == 4
 
 
 def test_search_cli_rejects_typo_before_work(capsys):

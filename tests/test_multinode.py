@@ -115,23 +115,28 @@ def test_fine_tune_lands_on_the_l40s_node_with_uri_storage(three_nodes, tiny_lla
     assert Path(result.adapter_dir).is_relative_to(tmp_path / "shared-storage" / "ft")
 
 
-def test_evaluation_engine_lands_on_the_l40s_node(three_nodes, tiny_llama_dir):
+def test_evaluation_engine_lands_on_the_l40s_node(three_nodes, tiny_llama_dir, tmp_path):
     import ray
 
-    from cotgap_ray.evaluation.evaluator import start_evaluator
+    from cotgap_ray.evaluation.pool import close_pool, start_pool
+    from cotgap_ray.models.remote import describe_remote
 
     cfg = ExperimentConfig()
     cfg.engine.kind, cfg.engine.dtype = "hf", "float32"
     cfg.train.accelerator_type, cfg.train.resources = "L40S", {"finetune_node": 0.01}
-    student = SimpleNamespace(path=tiny_llama_dir, name="tiny")
+    cfg.student = tiny_llama_dir
     problems = [Problem("p0", "What is 1 + 1?", "2", "dev")]
-    actor = start_evaluator(student, {"dev": problems}, cfg, lora_rank=4)
+    (student,) = describe_remote([cfg.student], cfg, "evaluator")
+    assert student.node_id == three_nodes["finetune"]  # resolved where it runs, not in the driver
+    names = start_pool(student, {"dev": problems}, cfg, 4, tmp_path / "run", concurrent=2)
     try:
+        assert names == ["cotgap-evaluator-0"]  # one fine-tune node: one engine
+        actor = ray.get_actor(names[0])
         assert ray.get(actor.ready.remote())["node_id"] == three_nodes["finetune"]
-        summary, rows = ray.get(actor.evaluate.remote("dev", None, "baseline"))
-        assert rows.num_rows == 1
+        summary, rows, baseline = ray.get(actor.score.remote("dev", None, "t1"))
+        assert rows.num_rows == 1 and set(baseline) == {"p0"}
     finally:
-        ray.kill(actor)
+        close_pool(names)
 
 
 def test_generation_engines_land_on_the_a100_node(three_nodes, tiny_llama_dir, tmp_path):

@@ -110,7 +110,10 @@ def test_proxies_stage_rescores_a_cached_teacher_that_lacks_student_rsr(tmp_path
         return (table.append_column("student_nll", pa.array([2.0] * table.num_rows))
                 .append_column("student_rsr", pa.array([5.0] * table.num_rows)))
 
-    monkeypatch.setattr(run, "_load_student_for_nll", lambda path: (None, None))
+    def fake_task(cfg, student, tables, questions):  # the Ray task's body, in process, with the fake scorer
+        return {teacher: sft.with_student_scores(table, None, None, questions) for teacher, table in tables.items()}
+
+    monkeypatch.setattr(run, "_score_students", fake_task)
     monkeypatch.setattr(sft, "with_student_scores", fake_scores)
     summary = _summary(10, 0.5)
 

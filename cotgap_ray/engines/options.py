@@ -47,13 +47,15 @@ def max_model_len_for(engine_cfg, model_dir: str | None, name: str | None = None
 def check_context_lengths(models: list, cfg) -> None:
     """Before any compute: every model must hold a prompt plus the longest generation (generation.max_tokens for
     teachers, the evaluation's max_tokens for the student). Raises ConfigError naming the model, its limit and
-    the keys to change."""
+    the keys to change. `models`: ResolvedModels (their config read here) or models.remote.ModelFacts (the limit
+    read on the node that resolved them: the search's driver opens no model directory)."""
     from cotgap_ray.config import ConfigError
     from cotgap_ray.prompts import EVAL_SAMPLING
 
     need = max(cfg.generation.max_tokens, EVAL_SAMPLING.max_tokens)
-    for model in models:
-        limit = model_context_limit(model.path)
+    for item in models:
+        model = getattr(item, "model", item)
+        limit = item.context_limit if hasattr(item, "context_limit") else model_context_limit(model.path)
         usable = min(cfg.engine.max_model_len, limit or cfg.engine.max_model_len)
         if usable <= need:
             raise ConfigError(

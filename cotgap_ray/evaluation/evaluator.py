@@ -1,23 +1,35 @@
 """The long-lived evaluation engine: one Ray actor holding the student in a LoRA-capable engine, scoring every
-trial's adapter on dev (and, in the final confirmation only, on test) without restarting the engine.
+trial's adapter on dev (and, in the final confirmation only, on test) without restarting the engine. The search runs
+a pool of them (evaluation/pool.py); each is independent.
 
-    evaluator = start_evaluator(student, {"dev": splits.dev, "test": splits.test}, cfg, lora_rank=16)
-    summary, rows = ray.get(evaluator.evaluate.remote("dev", adapter_files(adapter_dir), "t1a2b3c4d5/epoch 1"))
-    ray.get(evaluator.open_test.remote())     # only the search's confirmation stage does this
+    actor.baseline.remote("dev")     # this engine's own no-adapter rows, scored twice (A/A noise floor), once
+    summary, rows, baseline = ray.get(actor.score.remote("dev", adapter_files(adapter_dir), "t1a2b3c4d5"))
+    ray.get(actor.open_test.remote())     # only the search's confirmation stage does this
 
-Adapters travel as file bytes (a LoRA adapter of a small student is a few MB), so the trial that trained it can run
-on another node than the engine. The test split is locked until `open_test`: a trial asking for it is an error,
-and `calls()` lists every evaluation (split, tag, stage) so a run can prove the search never saw test.
-Same prompt, greedy decoding and engine options as the baseline (runtime.engine_options with the same lora_rank).
+Specs, not paths: the actor gets the student's spec and fingerprint and resolves it on its own node
+(models/remote.local_model). Adapters travel as file bytes (a LoRA adapter of a small student is a few MB), so the
+trial that trained it can run on another node. Every adapter is paired with the baseline of the engine that scored
+it (`score` returns it), so a delta never mixes two engines' numerics (search/noise.py).
+
+The test split is locked until `open_test`: a trial asking for it is an error. The engine logs every evaluation
+(split, tag, stage) and its noise records to a file of its own under the run directory's `evaluators/` (on the
+storage root), after each call: a restart on another node (its node lost) or a lost head loses no record, and the
+run can prove the search never saw test. The lock survives a restart through `evaluators/.test-open`.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
 
-EVALUATOR_NAME = "cotgap-evaluator"
+EVALUATOR_NAME = "cotgap-evaluator"  # engine i of the pool is named f"{EVALUATOR_NAME}-{i}"
+TEST_OPEN = ".test-open"
+
+
+def evaluator_name(index: int) -> str:
+    return f"{EVALUATOR_NAME}-{index}"
 
 
 def adapter_files(directory: str) -> dict[str, bytes]:
@@ -28,30 +40,85 @@ def adapter_files(directory: str) -> dict[str, bytes]:
 class Evaluator:
     """Actor body; see the module docstring. One call at a time (the engine is not re-entrant)."""
 
-    def __init__(self, model_path: str, model_name: str, engine_cfg, lora_rank: int, problem_sets: dict):
+    def __init__(self, spec: str, fingerprint: str | None, models_dir: str | None, engine_cfg, lora_rank: int,
+                 problem_sets: dict, log_dir: str | None = None, index: int = 0,
+                 stage_baselines: dict | None = None):
+        """`stage_baselines`: split -> problem_id -> correct of the baseline stage (for the cross-start count)."""
         from transformers import AutoTokenizer
 
         from cotgap_ray.engines.options import for_evaluation, open_engine
+        from cotgap_ray.models.remote import local_model
 
         start = time.perf_counter()
-        self.model_name = model_name
+        model = local_model(spec, fingerprint, models_dir)  # on this node: built or converted here once
+        self.model_name = model.name
         self.problem_sets = problem_sets
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.engine = open_engine(model_path, for_evaluation(engine_cfg), lora_rank=lora_rank)
+        self.index = index
+        self.stage_baselines = stage_baselines or {}
+        self.tokenizer = AutoTokenizer.from_pretrained(model.path)
+        self.engine = open_engine(model.path, for_evaluation(engine_cfg), lora_rank=lora_rank)
         self.start_seconds = time.perf_counter() - start
-        self.test_open = False
+        self.started = time.time()
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.test_open = bool(self.log_dir and (self.log_dir / TEST_OPEN).exists())
         self._calls: list[dict] = []
+        self._noise: list[dict] = []
+        self._baselines: dict[str, dict] = {}
         self._workdir = tempfile.TemporaryDirectory(prefix="cotgap-adapters-")
         self._n = 0
 
-    def ready(self) -> dict:
+    def _node(self) -> str:
         import ray
 
-        return {"engine": self.engine.name, "start_seconds": self.start_seconds,
-                "node_id": ray.get_runtime_context().get_node_id()}
+        return ray.get_runtime_context().get_node_id()
+
+    def _flush(self) -> None:
+        """This engine's log, rewritten atomically after every call (records.write_json)."""
+        if self.log_dir is None:
+            return
+        from cotgap_ray.records import write_json
+
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        name = f"engine{self.index}-{int(self.started * 1000)}-{os.getpid()}.json"
+        write_json(self.log_dir / name, {"engine": self.index, "node_id": self._node(), "started": self.started,
+                                         "engine_kind": self.engine.name, "noise": self._noise,
+                                         "calls": self._calls})
+
+    def ready(self) -> dict:
+        return {"engine": self.engine.name, "start_seconds": self.start_seconds, "node_id": self._node(),
+                "index": self.index}
 
     def open_test(self) -> None:
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            (self.log_dir / TEST_OPEN).write_text(str(time.time()))
         self.test_open = True
+
+    def baseline(self, split: str, stage: str = "search") -> dict:
+        """This engine's noise record on `split`, scoring the student without adapter twice the first time."""
+        from cotgap_ray.evaluation.paired import correct_by_id
+        from cotgap_ray.search.noise import A_A_ORDER_SEED, noise_record
+
+        if split not in self._baselines:
+            _, first = self.evaluate(split, None, f"baseline:{split}", stage)
+            _, again = self.evaluate(split, None, f"baseline:{split}:a/a", stage, A_A_ORDER_SEED)
+            noise = noise_record(split, first, again, self.stage_baselines.get(split))
+            self._noise.append({**noise, "engine": self.index, "time": time.time()})
+            self._baselines[split] = correct_by_id(first)
+            self._flush()
+        return next(n for n in reversed(self._noise) if n["split"] == split)
+
+    def correct(self, split: str) -> dict:
+        """This engine's baseline problem_id -> correct on `split` (measured first if it was not yet)."""
+        self.baseline(split)
+        return dict(self._baselines[split])
+
+    def score(self, split: str, files: dict[str, bytes] | None, tag: str, stage: str = "search"):
+        """(summary, rows, this engine's baseline problem_id -> correct on `split`): an adapter and the rows it is
+        paired with, from one engine."""
+        self.baseline(split, stage)
+        summary, rows = self.evaluate(split, files, tag, stage)
+        return summary, rows, dict(self._baselines[split])
 
     def evaluate(self, split: str, files: dict[str, bytes] | None, tag: str, stage: str = "search",
                  order_seed: int | None = None):
@@ -97,11 +164,15 @@ class Evaluator:
         rows = eval_rows(problems, outputs, self.model_name, tag)
         result = result_from_rows(rows, self.model_name, tag, split, self.engine.name, seconds)
         self._calls.append({"split": split, "tag": tag, "stage": stage, "accuracy": result.accuracy,
-                            "seconds": seconds, "time": time.time()})
+                            "seconds": seconds, "time": time.time(), "engine": self.index})
+        self._flush()
         return result.summary(), rows
 
     def calls(self) -> list[dict]:
         return list(self._calls)
+
+    def noise(self) -> list[dict]:
+        return list(self._noise)
 
     def close(self) -> None:
         self.engine.close()
@@ -116,20 +187,3 @@ def evaluator_request(cfg) -> dict:
 
     return full_request({"CPU": cfg.search.eval_cpus, "GPU": cfg.search.eval_gpus, **cfg.train.resources},
                         cfg.train.accelerator_type)
-
-
-def start_evaluator(student, problem_sets: dict, cfg, lora_rank: int):
-    """Create (or reuse) the named evaluation actor and wait until its engine is up; returns the handle.
-    Placed by tuning.evaluator_request: eval_cpus / eval_gpus on a node of the fine-tune type."""
-    import ray
-
-    request = evaluator_request(cfg)
-    options = {"name": EVALUATOR_NAME, "get_if_exists": True, "max_restarts": 0,
-               "num_cpus": request.pop("CPU", 0.0), "num_gpus": request.pop("GPU", 0.0)}
-    if request:
-        options["resources"] = request
-    actor = ray.remote(Evaluator).options(**options).remote(student.path, student.name, cfg.engine, lora_rank,
-                                                            problem_sets)
-    info = ray.get(actor.ready.remote(), timeout=cfg.generation.timeout_s)
-    print(f"evaluation engine up: {student.name} on {info['engine']} ({info['start_seconds']:.0f}s to start)")
-    return actor

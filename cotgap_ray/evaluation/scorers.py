@@ -2,21 +2,26 @@
 student with it answers correctly on one split. The trial runner (training/trial_runner.py) pairs that with the
 baseline and compares.
 
-    EvaluatorScorer("dev")                        the search: the evaluation actor, on Train rank 0 after every epoch
-    EvaluatorScorer("test", "confirm", actor)     the confirmation: the same actor, with the test split opened
+    EvaluatorScorer("dev", engines=names)         the search: an evaluation engine of the pool, on Train rank 0 after
+                                                  every epoch (routed by a hash of the trial's tag)
+    EvaluatorScorer("test", "confirm", names, route="qwen")  the confirmation: one engine per teacher, test opened
     LocalScorer(student, splits.dev, cfg, 8)      distill: an engine in this process, cached (scoring.evaluate_cached)
 
     scorer("runs/x/train/lora/checkpoint_000001", "t3f9c0a12b4")
-    -> AdapterScore(split="dev", accuracy=0.25, correct={"p1": True, "p2": False, ...}, seconds=3.1)
+    -> AdapterScore(split="dev", accuracy=0.25, correct={"p1": True, "p2": False, ...}, seconds=3.1,
+                    baseline={"p1": False, ...})    # the scoring engine's own baseline (None: the caller's applies)
     scorer(None, "baseline")   -> the student without an adapter, scored the same way
 
-An EvaluatorScorer pickles (it names the actor, or carries its handle), so a Train worker can run it.
+An EvaluatorScorer pickles (it names the engines), so a Train worker on any node can run it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
+
+from cotgap_ray.evaluation.evaluator import evaluator_name
 
 if TYPE_CHECKING:
     from cotgap_ray.config import ExperimentConfig
@@ -32,6 +37,7 @@ class AdapterScore:
     accuracy: float
     correct: dict[str, bool]  # problem_id -> correct
     seconds: float
+    baseline: dict[str, bool] | None = None  # the scoring engine's no-adapter rows: what this score pairs with
 
 
 class Scorer(Protocol):
@@ -42,24 +48,30 @@ class Scorer(Protocol):
 
 @dataclass
 class EvaluatorScorer:
-    """Scores through the long-lived evaluation actor (evaluation/evaluator.py): the adapter's files travel to it, so
-    the caller may run on another node. `evaluator`: the actor handle; None looks it up by name where it is called
-    (a Train worker). `stage` is what the actor's call log records (search | confirm)."""
+    """Scores through an engine of the evaluation pool (evaluation/pool.py): the adapter's files travel to it, so the
+    caller may run on another node, and the score carries that engine's own baseline. `engines`: the pool's actor
+    names, looked up where the scorer is called (a Train worker); the engine is picked by a stable hash of `route`
+    (default: the tag), so one teacher's confirmation seeds share one engine and its baseline. `stage` is what the
+    engine's call log records (search | confirm)."""
 
     split: str
     stage: str = "search"
-    evaluator: object | None = None  # a ray.actor.ActorHandle
+    engines: list = field(default_factory=lambda: [evaluator_name(0)])
+    route: str | None = None
+
+    def engine_for(self, tag: str) -> str:
+        return self.engines[zlib.crc32((self.route or tag).encode()) % len(self.engines)]
 
     def __call__(self, adapter_dir: str | None, tag: str) -> AdapterScore:
         import ray
 
-        from cotgap_ray.evaluation.evaluator import EVALUATOR_NAME, adapter_files
+        from cotgap_ray.evaluation.evaluator import adapter_files
         from cotgap_ray.evaluation.paired import correct_by_id
 
-        actor = self.evaluator if self.evaluator is not None else ray.get_actor(EVALUATOR_NAME)
+        actor = ray.get_actor(self.engine_for(tag))
         files = adapter_files(adapter_dir) if adapter_dir is not None else None
-        summary, rows = ray.get(actor.evaluate.remote(self.split, files, tag, self.stage))
-        return AdapterScore(self.split, summary["accuracy"], correct_by_id(rows), summary["seconds"])
+        summary, rows, baseline = ray.get(actor.score.remote(self.split, files, tag, self.stage))
+        return AdapterScore(self.split, summary["accuracy"], correct_by_id(rows), summary["seconds"], baseline)
 
 
 @dataclass

@@ -287,8 +287,11 @@ def _resolve_hub(spec: str) -> ResolvedModel:
 
 
 def cache_root(cfg) -> Path:
-    """Where models, rationales and evaluations are cached: config, then $COTGAP_CACHE, then ~/.cache/cotgap_ray."""
-    root = cfg.cache_dir or os.environ.get("COTGAP_CACHE") or Path.home() / ".cache" / "cotgap_ray"
+    """Where rationales and evaluations are cached: config, then $COTGAP_CACHE, then <storage root>/cache (storage.py),
+    then ~/.cache/cotgap_ray. Models go to each node's own cache (store.root, models/remote.py)."""
+    from cotgap_ray.storage import shared_cache_root
+
+    root = cfg.cache_dir or os.environ.get("COTGAP_CACHE") or shared_cache_root(cfg) or Path.home() / ".cache" / "cotgap_ray"
     return Path(root).expanduser()
 
 

@@ -32,7 +32,8 @@ def best_trial(records: dict[str, TrialRecord], teacher: str) -> TrialRecord | N
 
 
 def confirm_all(run_dir: Path, cfg, records: dict[str, TrialRecord], tables: dict, problems: dict,
-                baseline_test: dict, teachers: list[TeacherRef], evaluator) -> dict[str, FinalRecord]:
+                baseline_test: dict, teachers: list[TeacherRef], engines: list[str],
+                student_fingerprint: str | None = None) -> dict[str, FinalRecord]:
     """Stage 6 for every teacher; returns {teacher name: final record}."""
     finals = {}
     for ref in teachers:
@@ -44,38 +45,53 @@ def confirm_all(run_dir: Path, cfg, records: dict[str, TrialRecord], tables: dic
         if best is None:
             print(f"confirm: {ref.name} has no finished trial with training data; nothing to confirm")
             continue
-        final = confirm_teacher(run_dir, cfg, ref, best, tables, problems, baseline_test, evaluator)
+        final = confirm_teacher(run_dir, cfg, ref, best, tables, problems, baseline_test, engines,
+                                student_fingerprint)
         write_json(path, final)  # atomic: --resume must never read half a confirmation
         finals[ref.name] = final
     return finals
 
 
-def confirm_teacher(run_dir: Path, cfg, ref: TeacherRef, best: TrialRecord, tables: dict, problems: dict,
-                    baseline_test: dict, evaluator) -> FinalRecord:
-    """One teacher's confirmation: its best trial's point through the trial runner once per seed, scored on test."""
-    from cotgap_ray.cluster import join_storage, storage_root
-    from cotgap_ray.evaluation.scorers import EvaluatorScorer
-    from cotgap_ray.models import resolve_all
-    from cotgap_ray.search.space import filter_chain, lora_settings
-    from cotgap_ray.stats import compare_seeds
+def seed_run(cfg, student_fingerprint: str | None, **kwargs):
+    """One confirmation seed through the trial runner, as a Ray task on a fine-tune node (resources.trial_request):
+    it resolves the student there, like a search trial, never in the driver."""
+    from cotgap_ray.models.remote import local_model, models_dir_setting
     from cotgap_ray.training.trial_runner import train_and_score
 
+    student = local_model(cfg.student, student_fingerprint, models_dir_setting(cfg))
+    return train_and_score(cfg, student, **kwargs)
+
+
+def confirm_teacher(run_dir: Path, cfg, ref: TeacherRef, best: TrialRecord, tables: dict, problems: dict,
+                    baseline_test: dict, engines: list[str], student_fingerprint: str | None = None) -> FinalRecord:
+    """One teacher's confirmation: its best trial's point through the trial runner once per seed, scored on test by
+    one engine of the pool (routed by the teacher's name: every seed pairs with that engine's baseline)."""
+    import ray
+
+    from cotgap_ray.cluster import join_storage, storage_root
+    from cotgap_ray.evaluation.scorers import EvaluatorScorer
+    from cotgap_ray.search.resources import trial_request
+    from cotgap_ray.search.space import filter_chain, lora_settings
+    from cotgap_ray.stats import compare_seeds
+
     point = best.params
-    (student,) = resolve_all([cfg.student], cfg)
     storage = join_storage(storage_root(cfg.train.storage_path, run_dir), "train")
-    scorer = EvaluatorScorer("test", "confirm", evaluator)
+    scorer = EvaluatorScorer("test", "confirm", list(engines), route=ref.name)
+    request = trial_request(cfg)
+    task = ray.remote(seed_run).options(num_cpus=request.pop("CPU"), resources=request or None, max_retries=0)
     seeds, afters, before = [], [], None
     for i in range(cfg.confirm.seeds):
         seed = cfg.lora.seed + i
         # Seed lora.seed is the search trial's own configuration: its adapter, when still readable here, is scored
         # as it is; the other seeds are trained now.
         reuse = best.adapter_dir if i == 0 and best.adapter_dir and Path(best.adapter_dir).is_dir() else None
-        outcome = train_and_score(
-            cfg, student, ref.name, tables, filter_chain(point, cfg.search),
-            lora_settings(point, replace(cfg.lora, seed=seed)), scorer, baseline_test, problems,
-            storage_path=storage, name=f"final-{best.trial_id}-seed{seed}", tag=f"final:{ref.name}:seed{seed}",
+        outcome = ray.get(task.remote(
+            cfg, student_fingerprint, teacher=ref.name, tables=tables, chain=filter_chain(point, cfg.search),
+            settings=lora_settings(point, replace(cfg.lora, seed=seed)), scorer=scorer, baseline=baseline_test,
+            problems=problems, storage_path=storage, name=f"final-{best.trial_id}-seed{seed}",
+            tag=f"final:{ref.name}:seed{seed}",
             # A trial ASHA stopped stands for its schedule cut at the epochs it reached: re-train exactly that.
-            stop_after=len(best.epochs) if best.status == "stopped" else None, adapter=reuse)
+            stop_after=len(best.epochs) if best.status == "stopped" else None, adapter=reuse))
         if outcome.status == "no_data":  # the search trained on these very rationales: something changed under it
             raise RuntimeError(f"confirm: {ref.name}'s best trial {best.trial_id} no longer has training data: "
                                f"{outcome.error}")

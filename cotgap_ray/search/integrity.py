@@ -6,7 +6,8 @@ What each file is, and what a damaged copy gets:
   trials/<key>/trial.json  the only record of what a finished trial measured -> refused, naming the file (restore it,
                            or move the run's trials aside and start a new --out: the caches keep the rest cheap)
   final/<teacher>.json     derived (a confirmation) -> set aside, the confirmation runs again
-  optuna.db                the study; every finished trial is also in trials/ -> the study file and Tune's experiment
+  optuna.journal           the study (optuna.db in runs from before it); every finished trial is also in trials/ ->
+                           the study file and Tune's experiment
                            (tune/, whose searcher points at that study) are set aside; the search then starts a new
                            study and each finished point is replayed from its record, not retrained (search/trial.py)
   proxies.json, noise.json, evals.json, baseline.json, status.json
@@ -47,6 +48,18 @@ def study_ok(db: Path) -> bool:
         return False
 
 
+def journal_ok(path: Path) -> bool:
+    """An Optuna journal whose every line is a JSON operation (a truncated or overwritten file fails)."""
+    try:
+        with path.open("rb") as f:
+            for line in f:
+                if line.strip():
+                    json.loads(line)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def check_run_dir(run_dir: Path) -> list[str]:
     """Check every file a resumed search would read; returns what was set aside (one line each, printed too)."""
     notes = []
@@ -70,13 +83,14 @@ def check_run_dir(run_dir: Path) -> list[str]:
                 _json(path)
             except ValueError:
                 notes.append(f"{path} was unreadable: set aside as {set_aside(path).name}; recomputed by this run")
-    db = run_dir / "optuna.db"
-    if db.exists() and not study_ok(db):
-        aside = set_aside(db)
-        tune = run_dir / "tune"
-        moved = f" and {set_aside(tune).name}" if tune.exists() else ""
-        notes.append(f"{db} is not a readable SQLite study: set aside as {aside.name}{moved}; a new study replays "
-                     f"the finished trials from trials/*/trial.json without retraining them")
+    for name, ok, what in (("optuna.db", study_ok, "SQLite study"), ("optuna.journal", journal_ok, "Optuna journal")):
+        db = run_dir / name
+        if db.exists() and not ok(db):
+            aside = set_aside(db)
+            tune = run_dir / "tune"
+            moved = f" and {set_aside(tune).name}" if tune.exists() else ""
+            notes.append(f"{db} is not a readable {what}: set aside as {aside.name}{moved}; a new study replays "
+                         f"the finished trials from trials/*/trial.json without retraining them")
     for note in notes:
         print(f"warning: {note}")
     return notes

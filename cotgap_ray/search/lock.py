@@ -2,7 +2,7 @@
 
     lock = hold_run_dir(run_dir)    # a second search on the same --out: ConfigError naming the holder (pid, host)
 
-Two searches writing one run directory would interleave trial records, optuna.db and the confirmation. The lock is a
+Two searches writing one run directory would interleave trial records, the study and the confirmation. The lock is a
 POSIX advisory lock (fcntl.flock) on an open file, so the kernel releases it when the holder dies in any way
 (SIGKILL included): a killed search never leaves a stale lock for `--resume` to clear. flock is per machine: a run
 directory on a network filesystem shared by two machines is not protected across them (hence the host in the file).

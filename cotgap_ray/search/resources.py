@@ -13,6 +13,16 @@ from cotgap_ray.evaluation.evaluator import evaluator_request
 TRIAL_DRIVER = {"CPU": 0.01}  # the trial function only drives its TorchTrainer; the workers hold the real CPUs
 
 
+def trial_request(cfg) -> dict:
+    """What the trial function itself (Tune's trainable, a confirmation seed's driver) asks for: a sliver of CPU on a
+    node of the fine-tune type (train.resources, train.accelerator_type), because it reads the student's tokenizer to
+    check the SFT examples: it resolves the student on its own node, which must be one that trains it, not the head."""
+    from cotgap_ray.cluster import full_request
+
+    return {**TRIAL_DRIVER, **{k: v for k, v in full_request(cfg.train.resources, cfg.train.accelerator_type).items()
+                               if k not in ("CPU", "GPU")}}
+
+
 def per_trial_request(cfg) -> dict:
     """What one trial holds while it trains: its Train workers (+ the small trial driver)."""
     workers = cfg.train.num_workers

@@ -38,7 +38,7 @@ from cotgap_ray.cli import load, parse, verb_parser, work_output
 from cotgap_ray.config import ConfigError, ExperimentConfig
 from cotgap_ray.errors import RunFailure, run_cli
 from cotgap_ray.records import TeacherRef, record_to_dict, write_json
-from cotgap_ray.search.noise import describe, engine_baseline
+from cotgap_ray.search.noise import describe
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -55,7 +55,9 @@ def prepare_run_dir(cfg: ExperimentConfig, out: str | None, resume: bool,
                     teachers: list[TeacherRef] | None = None) -> Path:
     """The run directory, bound to one config: a directory holding a different experiment is refused. config.json
     also records each teacher's spec and name (`teachers`), so the report never re-derives one from the other."""
-    run_dir = Path(out) if out else Path(cfg.out_dir) / cfg.name
+    from cotgap_ray.storage import default_run_dir
+
+    run_dir = Path(out) if out else default_run_dir(cfg)
     saved = run_dir / "config.json"
     if saved.exists():
         try:
@@ -128,14 +130,43 @@ def validate(cfg: ExperimentConfig):
     return load_splits(cfg.task), refs  # a bad row or an impossible split fails here
 
 
-def baseline_stage(run_dir: Path, cfg, student, splits, lora_rank: int) -> dict:
-    """Stage 2: the student's own accuracy, cached by content; every delta is measured against these rows."""
+def baseline_task(cfg, spec: str, fingerprint: str | None, problem_sets: dict, lora_rank: int) -> dict:
+    """The baseline's evaluation (scoring.evaluate_cached: cached by content under the storage root), run as a Ray
+    task with the evaluation engine's resources, on the node it lands on. Returns {split: (EvalResult, problem_id ->
+    correct)}: the rows' verdicts travel back as values, not as a path on that node."""
+    from cotgap_ray.evaluation.paired import rows_correct
     from cotgap_ray.evaluation.scoring import evaluate_cached
+    from cotgap_ray.models.remote import local_model, models_dir_setting
 
-    baseline = evaluate_cached(student, {"dev": splits.dev, "test": splits.test}, cfg, lora_rank=lora_rank)
-    write_json(run_dir / "baseline.json", {k: v.summary() for k, v in baseline.items()})
-    print(f"\nbaseline of {student.name} (no adapter, greedy, shared prompt):")
-    for split, r in baseline.items():
+    model = local_model(spec, fingerprint, models_dir_setting(cfg))
+    results = evaluate_cached(model, problem_sets, cfg, lora_rank=lora_rank)
+    return {split: (r, rows_correct(r.rows_path)) for split, r in results.items()}
+
+
+def evaluator_task_options(cfg) -> dict:
+    """Ray options of a task that does the evaluation engine's work (baseline, student proxies): its declared
+    resources, on a node of the fine-tune type, so the autoscaler sees the demand and the head does no model work."""
+    from cotgap_ray.evaluation.evaluator import evaluator_request
+
+    request = evaluator_request(cfg)
+    options = {"num_cpus": request.pop("CPU", 0.0), "num_gpus": request.pop("GPU", 0.0), "max_retries": 2}
+    if request:
+        options["resources"] = request
+    return options
+
+
+def baseline_stage(run_dir: Path, cfg, student, splits, lora_rank: int) -> dict:
+    """Stage 2: the student's own accuracy, cached by content (student: models.remote.ModelFacts). Returns {split:
+    (EvalResult, problem_id -> correct)}; every delta is measured against an evaluation engine's own rows, and these
+    are what its cross-start count compares with (search/noise.py)."""
+    import ray
+
+    task = ray.remote(baseline_task).options(name="cotgap-baseline", **evaluator_task_options(cfg))
+    baseline = ray.get(task.remote(cfg, student.model.spec, student.model.fingerprint,
+                                   {"dev": splits.dev, "test": splits.test}, lora_rank))
+    write_json(run_dir / "baseline.json", {k: r.summary() for k, (r, _) in baseline.items()})
+    print(f"\nbaseline of {student.model.name} (no adapter, greedy, shared prompt):")
+    for split, (r, _) in baseline.items():
         lo, hi = r.ci95
         print(f"  {split:<5} n={r.n:<5} {100 * r.accuracy:5.1f}%  [{100 * lo:.1f}, {100 * hi:.1f}]")
     return baseline
@@ -157,15 +188,14 @@ def proxies_stage(run_dir: Path, cfg, student, splits, generations: dict) -> tup
     todo = [g for g in generations.values() if needs_student_scoring(proxies.get(g.teacher))
             or (needs_nll and not (nll_dir / f"{g.teacher}.parquet").exists())]
     if todo:
-        model, tokenizer = _load_student_for_nll(student.path)
         questions = {p.id: p.question for p in splits.train}
-        from cotgap_ray.sft import with_student_scores
-
+        # One forward pass of the student gives both NLL and RSR per row (never run it twice).
+        inputs = {g.teacher: tables[g.teacher] if needs_nll else nll_sample(tables[g.teacher],
+                                                                             cfg.search.proxy_rationales)
+                  for g in todo}
+        scored_by_teacher = _score_students(cfg, student, inputs, questions)
         for g in todo:
-            table = tables[g.teacher]
-            # One forward pass of the student gives both NLL and RSR per row (never run it twice).
-            scored = with_student_scores(table if needs_nll else nll_sample(table, cfg.search.proxy_rationales),
-                                         model, tokenizer, questions, max_length=cfg.lora.max_length)
+            scored = scored_by_teacher[g.teacher]
             # Each proxy is the mean over the same hash sample of correct rationales whether or not a chain needed
             # every row scored (proxies.nll_sample), so it does not depend on the search space.
             entry = base_proxies(g.summary) | student_proxies(scored, cfg.search.proxy_rationales)
@@ -173,7 +203,6 @@ def proxies_stage(run_dir: Path, cfg, student, splits, generations: dict) -> tup
             if needs_nll:
                 nll_dir.mkdir(exist_ok=True)
                 pq.write_table(scored, nll_dir / f"{g.teacher}.parquet")
-        del model
     if needs_nll:
         tables = {name: pq.read_table(nll_dir / f"{name}.parquet") for name in tables}
     order = rank_teachers(proxies)
@@ -210,61 +239,66 @@ def allocation_stage(run_dir: Path, cfg: ExperimentConfig, tables: dict, refs: l
     return [ref.spec for ref in refs if ref.name in allocation["kept"]]
 
 
-def _load_student_for_nll(path: str):
+def _score_students(cfg, student, tables: dict, questions: dict) -> dict:
+    """student_scores_task on a node of the evaluation engine's type; {teacher: scored table}."""
+    import ray
+
+    task = ray.remote(student_scores_task).options(name="cotgap-student-proxies", **evaluator_task_options(cfg))
+    return ray.get(task.remote(cfg, student.model.spec, student.model.fingerprint, tables, questions))
+
+
+def student_scores_task(cfg, spec: str, fingerprint: str | None, tables: dict, questions: dict) -> dict:
+    """The student's per-row NLL and RSR of each teacher's rationales (sft.with_student_scores), as a Ray task with the
+    evaluation engine's resources: the student is resolved and loaded on that node, never in the driver."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return (AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval(),
-            AutoTokenizer.from_pretrained(path))
+    from cotgap_ray.models.remote import local_model, models_dir_setting
+    from cotgap_ray.sft import with_student_scores
 
-
-def _record_noise(run_dir: Path, noise: dict) -> None:
-    """Append one split's noise record to noise.json (one entry per evaluation-engine start and split: a resumed
-    run starts another engine, and each start's floor is kept; the report uses the largest)."""
-    path = run_dir / "noise.json"
-    earlier = json.loads(path.read_text()) if path.exists() else []
-    write_json(path, earlier + [{**noise, "time": time.time()}])
-    print(describe(noise))
+    student = local_model(spec, fingerprint, models_dir_setting(cfg))
+    model = AutoModelForCausalLM.from_pretrained(student.path, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(student.path)
+    return {teacher: with_student_scores(table, model, tokenizer, questions, max_length=cfg.lora.max_length)
+            for teacher, table in tables.items()}
 
 
 def _first_line(error: Exception) -> str:
     return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
 
 
-def _evaluator_alive(evaluator, run_dir: Path, stage: str) -> None:
-    """RunFailure when the evaluation engine's actor is gone (killed, its node lost): every later evaluation would
-    fail, and trials it failed are recorded `failed`, which --resume runs again."""
+def _engines_alive(names: list[str], run_dir: Path, stage: str) -> None:
+    """RunFailure when no evaluation engine answers (each is restarted by Ray on another node when its node is lost,
+    up to evaluation.pool.RESTARTS times): every later evaluation would fail; trials it failed are recorded `failed`,
+    which --resume runs again."""
     import ray
 
-    try:
-        ray.get(evaluator.ready.remote(), timeout=120)
-    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
-        raise RunFailure(f"the evaluation engine (Ray actor cotgap-evaluator) died during the {stage} stage "
-                         f"({_first_line(e)}); trials that "
-                         f"finished are kept in {run_dir / 'trials'} and trials it failed are marked failed: run "
-                         f"again with --resume to continue") from e
-
-
-def _save_evals(run_dir: Path, evaluator) -> None:
-    """Append this session's evaluations (split, trial tag, stage) to evals.json: the record that the search
-    stage never scored the test split."""
-    import ray
-
-    path = run_dir / "evals.json"
-    earlier = json.loads(path.read_text()) if path.exists() else []
-    try:
-        calls = ray.get(evaluator.calls.remote(), timeout=60)
-    except Exception as e:  # noqa: BLE001 - a dead evaluator must not hide the error that killed the run
-        print(f"warning: could not read the evaluator's call log: {e}", file=sys.stderr)
-        return
-    write_json(path, earlier + calls)
+    errors = []
+    for name in names:
+        try:
+            ray.get(ray.get_actor(name).ready.remote(), timeout=300)
+            return
+        except (ValueError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
+            errors.append(f"{name}: {_first_line(e)}")
+    raise RunFailure(f"the evaluation engines died during the {stage} stage ({'; '.join(errors)}); trials that "
+                     f"finished are kept in {run_dir / 'trials'} and trials they failed are marked failed: run "
+                     f"again with --resume to continue")
 
 
 # -------------------------------------------------------------------------------------------------------- run
 
 
 def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> Path:
-    """All stages (see the module docstring); returns the run directory."""
+    """All stages (see the module docstring); returns the run directory. The driver does no model work: it validates,
+    plans, schedules and records; every model is resolved and run in Ray tasks and actors that declare their
+    resources (models/remote.py), and everything durable goes to the run directory and caches on the storage root."""
+    from dataclasses import replace
+
+    from cotgap_ray.storage import storage_root
+
+    root = storage_root(cfg)
+    if root is not None:  # tasks and trials read the root from the config they are handed, whatever their env says
+        cfg = replace(cfg, storage_path=str(root))
     splits, refs = validate(cfg)
     run_dir = prepare_run_dir(cfg, out, resume, refs).resolve()
     from cotgap_ray.search.integrity import check_run_dir
@@ -292,18 +326,13 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
     # Every stage's request (generation engines, the evaluation engine, fine-tune workers) is checked here, before
     # the first model is resolved (a packaged model is converted on first use) and before the baseline.
     check_resources(cfg)
+    from cotgap_ray.cluster import alive_node_ids
+    from cotgap_ray.storage import check_shared
 
-    from cotgap_ray.engines.options import check_context_lengths
-    from cotgap_ray.models import resolve_all
-    from cotgap_ray.training.examples import check_target_modules, student_skeleton
+    if len(alive_node_ids()) > 1:  # every node writes records, adapters and evaluations where the driver reads them
+        check_shared(root or run_dir)
 
-    student, *teachers = resolve_all([cfg.student, *cfg.teachers], cfg)
-    check_context_lengths([student, *teachers], cfg)
-    for ref, model in zip(refs, teachers):  # the name rows and files use must be the one config.json records
-        if model.name != ref.name:
-            raise RuntimeError(f"teacher {ref.spec}: resolved as {model.name!r} but validated as {ref.name!r} "
-                               f"(models.spec_name and resolve_model disagree: a bug)")
-    check_target_modules(student_skeleton(student.path), cfg.lora.target_modules)
+    student, teachers = resolve_stage(cfg, refs)
     lora_rank = max(cfg.search.lora_rank)  # one engine configuration for the baseline and every adapter
 
     _status(run_dir, cfg, "baseline", notes)
@@ -312,50 +341,87 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
     _status(run_dir, cfg, "generation", notes)
     from cotgap_ray.generation.pipeline import generate_teachers
 
-    generations = dict(zip(cfg.teachers, generate_teachers(teachers, splits, cfg, split="train",
+    generations = dict(zip(cfg.teachers, generate_teachers([f.model for f in teachers], splits, cfg, split="train",
                                                            task=cfg.task.name)))
     _status(run_dir, cfg, "proxies", notes)
     proxies, tables = proxies_stage(run_dir, cfg, student, splits, generations)
 
     _status(run_dir, cfg, "search", notes)
-    from cotgap_ray.evaluation.evaluator import start_evaluator
+    from cotgap_ray.cluster import offered_node_types
+    from cotgap_ray.evaluation.pool import close_pool, merge_logs, start_pool
+    from cotgap_ray.search.resources import max_concurrent
 
-    evaluator = start_evaluator(student, {"dev": splits.dev, "test": splits.test}, cfg, lora_rank)
+    concurrent = max_concurrent(cfg, offered_node_types())
+    engines = start_pool(student, {"dev": splits.dev, "test": splits.test}, cfg, lora_rank, run_dir, concurrent,
+                         {split: correct for split, (_, correct) in baseline.items()})
     try:
-        # Every delta pairs rows of this one engine: its own baseline, with its A/A noise floor (search/noise.py).
-        baseline_dev, noise_dev = engine_baseline(evaluator, "dev", baseline["dev"].rows_path)
-        _record_noise(run_dir, noise_dev)
+        # Every delta pairs rows of one engine: its own baseline, with its A/A noise floor (search/noise.py), which
+        # each engine measures now, before any trial (and again after a restart on another node).
+        _engine_baselines(engines, "dev", "search")
         searched = allocation_stage(run_dir, cfg, tables, refs, [p.id for p in splits.train])
+        baseline_dev = _any_baseline(engines, "dev")
         records = tuning.run_search(run_dir, cfg, tables, refs, {p.id: p.question for p in splits.train},
-                                    baseline_dev, proxies, resume, searched=searched)
+                                    baseline_dev, proxies, resume, searched=searched, engines=engines,
+                                    student_fingerprint=student.model.fingerprint)
         _status(run_dir, cfg, "confirm", notes)
-        _evaluator_alive(evaluator, run_dir, "search")  # a dead evaluator fails trials, which Tune only records
-        ray.get(evaluator.open_test.remote())
+        _engines_alive(engines, run_dir, "search")  # dead engines fail trials, which Tune only records
+        ray.get([ray.get_actor(name).open_test.remote() for name in engines])
         from cotgap_ray.search import confirm
 
-        baseline_test, noise_test = engine_baseline(evaluator, "test", baseline["test"].rows_path, "confirm")
-        _record_noise(run_dir, noise_test)
+        _engine_baselines(engines, "test", "confirm")
+        baseline_test = _any_baseline(engines, "test")
         try:
             confirm.confirm_all(run_dir, cfg, records, tables, {p.id: p.question for p in splits.train},
-                                baseline_test, refs, evaluator)
+                                baseline_test, refs, engines, student.model.fingerprint)
         except ray.exceptions.RayActorError as e:
-            _evaluator_alive(evaluator, run_dir, "confirmation")
+            _engines_alive(engines, run_dir, "confirmation")
             raise RunFailure(f"a Ray actor of the confirmation died ({_first_line(e)}); the confirmations "
                              f"finished so far are kept in {run_dir / 'final'}: run again with --resume") from e
     finally:
-        _save_evals(run_dir, evaluator)
-        try:  # close the engine before the actor goes: its engine process and shared memory end cleanly
-            ray.get(evaluator.close.remote(), timeout=60)
-        except Exception as e:  # noqa: BLE001 - a dead or stuck evaluator is killed below all the same
-            print(f"warning: the evaluation engine did not close cleanly ({type(e).__name__}); killing it",
-                  file=sys.stderr)
-        ray.kill(evaluator)
+        close_pool(engines)
+        merge_logs(run_dir)
     _status(run_dir, cfg, "done", notes)
     from cotgap_ray.report import render
 
     report = render(run_dir)
     print(f"\n{report['recommendation']['text']}\nreport: {run_dir / 'report.md'}")
     return run_dir
+
+
+def resolve_stage(cfg: ExperimentConfig, refs: list[TeacherRef]):
+    """Each model resolved by a Ray task on a node of the stage that runs it (models/remote.py): the student where
+    evaluation runs, each teacher where generation runs; the driver checks what they report (names, context
+    lengths, LoRA targets) and loads nothing. Returns (student facts, teacher facts)."""
+    from cotgap_ray.engines.options import check_context_lengths
+    from cotgap_ray.models import check_student
+    from cotgap_ray.models.remote import describe_remote
+    from cotgap_ray.training.examples import check_target_modules
+
+    check_student(cfg.student)
+    (student,) = describe_remote([cfg.student], cfg, "evaluator")
+    teachers = describe_remote(list(cfg.teachers), cfg, "generation")
+    check_context_lengths([student, *teachers], cfg)
+    for ref, facts in zip(refs, teachers):  # the name rows and files use must be the one config.json records
+        if facts.model.name != ref.name:
+            raise RuntimeError(f"teacher {ref.spec}: resolved as {facts.model.name!r} but validated as {ref.name!r} "
+                               f"(models.spec_name and resolve_model disagree: a bug)")
+    check_target_modules(student.linear_modules, cfg.lora.target_modules)
+    return student, teachers
+
+
+def _engine_baselines(engines: list[str], split: str, stage: str) -> None:
+    """Each engine's own baseline and A/A noise floor on `split`, measured in parallel; printed."""
+    import ray
+
+    for noise in ray.get([ray.get_actor(name).baseline.remote(split, stage) for name in engines]):
+        print(describe(noise))
+
+
+def _any_baseline(engines: list[str], split: str) -> dict:
+    """Engine 0's baseline correctness (problem ids and a fallback; each score pairs with its own engine's)."""
+    import ray
+
+    return ray.get(ray.get_actor(engines[0]).correct.remote(split))
 
 
 # Keys the search decides per trial (search.* spaces them): an override of one would change nothing.

@@ -32,6 +32,8 @@ class TrialContext:
     baseline_dev: dict  # dev problem_id -> the baseline's correct (bool)
     storage: str  # root of the Ray Train runs (local dir or URI)
     student_spec: str
+    student_fingerprint: str | None = None  # what the spec resolved to where the run first resolved it
+    engines: list = field(default_factory=list)  # the evaluation pool's actor names (evaluation/pool.py)
     done: dict = field(default_factory=dict)  # point key -> recorded epoch metrics of finished trials (resume)
 
 
@@ -42,7 +44,7 @@ def tune_trial(point: dict, context: TrialContext) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from cotgap_ray.evaluation.scorers import EvaluatorScorer
-    from cotgap_ray.models import resolve_all
+    from cotgap_ray.models.remote import local_model, models_dir_setting
     from cotgap_ray.search.space import filter_chain, lora_settings, point_key
     from cotgap_ray.training.trial_runner import train_and_score
 
@@ -53,9 +55,11 @@ def tune_trial(point: dict, context: TrialContext) -> None:
         return
     cfg = context.config
     teacher = context.teacher_names[point["teacher"]]
-    (student,) = resolve_all([context.student_spec], cfg)  # on this node: packaged models convert here if needed
+    # On this trial's node (a fine-tune node: tuning.trial_request): built, converted or downloaded here once.
+    student = local_model(context.student_spec, context.student_fingerprint, models_dir_setting(cfg))
+    scorer = EvaluatorScorer("dev", engines=context.engines) if context.engines else EvaluatorScorer("dev")
     outcome = train_and_score(cfg, student, teacher, context.tables, filter_chain(point, cfg.search),
-                              lora_settings(point, cfg.lora), EvaluatorScorer("dev"), context.baseline_dev,
+                              lora_settings(point, cfg.lora), scorer, context.baseline_dev,
                               context.problems, storage_path=context.storage, name=key, score_every_epoch=True,
                               report_fields={"point_key": key, "teacher": teacher},
                               callbacks=[TuneReportCallback()])

@@ -6,7 +6,7 @@ FIFO replaces ASHA, so each point runs once to its planned epochs.
     records = run_search(run_dir, cfg, tables, teacher_names, problems, baseline_dev, proxies, resume=False)
     records["t3f9c0a12b4"] -> {"teacher": "qwen2.5-coder-0.5b-instruct", "status": "ok", "dev_delta": 0.04, ...}
 
-Resume: the Optuna study lives in run_dir/optuna.db and Tune's experiment in run_dir/tune; `--resume` restores the
+Resume: the Optuna study lives in run_dir/optuna.journal and Tune's experiment in run_dir/tune; `--resume` restores the
 Tuner (finished trials stay finished, the searcher continues) and hands trials the epochs of every point already
 recorded as finished in run_dir/trials, so even a trial Tune had not yet checkpointed as done is replayed, not
 retrained. Records are written by a Tune callback in the driver (trials may run on other nodes).
@@ -29,7 +29,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from cotgap_ray.private_api import optuna_space_of, optuna_study_of, optuna_told_trials_of, optuna_trials_of
 from cotgap_ray.records import EpochRecord, TeacherRef, TrialRecord, record_from_dict, record_to_dict, write_json
-from cotgap_ray.search.resources import TRIAL_DRIVER, max_concurrent, per_trial_request
+from cotgap_ray.search.resources import max_concurrent, per_trial_request, trial_request
 from cotgap_ray.search.trial import TrialContext, no_data_report, tune_trial
 
 FINAL_STATUSES = ("ok", "no_data", "stopped")
@@ -150,6 +150,15 @@ class TrialRecorder(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """A failed attempt Tune retries (search.max_failures): the epochs start again; why it failed is kept."""
+        rec = self._record(trial)
+        why = trial_error(trial)
+        rec.retries.append(why)
+        rec.epochs, rec.status = [], "running"
+        self._save(rec)
+        print(f"  trial {rec.trial_id} failed ({why[:200]}); Tune retries it (attempt {len(rec.retries) + 1})")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finish(trial, status="failed", error=trial_error(trial))
@@ -289,8 +298,24 @@ class GridSearch(StudySearch):
         return super().suggest(trial_id)
 
 
+STUDY_FILE = "optuna.journal"
+
+
+def study_storage(run_dir: Path):
+    """The study's storage: Optuna's journal file in the run directory, with an O_EXCL lock file. The run directory
+    lives on the storage root, often NFS, where SQLite's fcntl locks are unreliable (SQLite's FAQ says so); the
+    journal is an append-only log whose lock is an exclusive create, which Optuna documents as safe on NFSv3+, and a
+    lock left by a killed driver expires after its grace period. (A run started before this change keeps its
+    optuna.db: Tune's experiment checkpoint pickles the searcher with the storage it was created with.)"""
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+
+    path = str(run_dir / STUDY_FILE)
+    return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+
+
 def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], problems: dict, baseline_dev: dict,
-               proxies: dict, resume: bool, searched: list[str] | None = None) -> dict[str, TrialRecord]:
+               proxies: dict, resume: bool, searched: list[str] | None = None, engines: list[str] | None = None,
+               student_fingerprint: str | None = None) -> dict[str, TrialRecord]:
     """Stage 5: the Tune search; returns the trial records by point key (finished ones from earlier runs too).
     `searched`: the teacher specs the search may choose (run.allocation_stage; default every teacher); a grid
     always runs every teacher."""
@@ -311,8 +336,9 @@ def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], pro
     context = TrialContext(config=cfg, tables=tables, teacher_names=teacher_names, problems=problems,
                            baseline_dev=baseline_dev,
                            storage=join_storage(storage_root(cfg.train.storage_path, run_dir), "train"),
-                           student_spec=cfg.student, done=done)
-    trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context), TRIAL_DRIVER)
+                           student_spec=cfg.student, student_fingerprint=student_fingerprint,
+                           engines=list(engines or []), done=done)
+    trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context), trial_request(cfg))
     tune_dir = run_dir / "tune"
     # The grid's budget is its size: max_concurrent caps trials at once by the budget (search.trials otherwise).
     concurrent = max_concurrent(replace(cfg, search=replace(cfg.search, trials=budget)), offered_node_types())
@@ -339,7 +365,7 @@ def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], pro
             mode="max",
             points_to_evaluate=points,
             sampler=optuna.samplers.TPESampler(seed=cfg.search.seed),
-            storage=optuna.storages.RDBStorage(f"sqlite:///{run_dir / 'optuna.db'}"),
+            storage=study_storage(run_dir),
             study_name=f"cotgap-{cfg.fingerprint()}")
         max_t = max(cfg.search.epochs)
         # metric and mode go to the searcher and the scheduler, not TuneConfig: a define-by-run OptunaSearch ignores
@@ -354,7 +380,10 @@ def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], pro
                                         max_concurrent_trials=concurrent),
             run_config=tune.RunConfig(name="search", storage_path=str(tune_dir), verbose=0,
                                       callbacks=[TrialRecorder(run_dir, budget, cfg.name)],
-                                      failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+                                      # A failed trial (its node lost, a worker killed) is retried from the
+                                      # start on any node: on an autoscaling cloud a lost node is routine.
+                                      failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures,
+                                                                        fail_fast=False)),
         )
     tuner.fit()
     records = load_records(run_dir)

@@ -48,8 +48,9 @@ def linear_module_names(model: torch.nn.Module) -> list[str]:
 def check_target_modules(model: torch.nn.Module, target_modules: list[str]) -> None:
     """Raise ValueError when a LoRA target is not the name of a linear layer of `model`.
 
-    Works on a meta-device skeleton (student_skeleton), so a typo fails before any weights load."""
-    available = linear_module_names(model)
+    Works on a meta-device skeleton (student_skeleton), so a typo fails before any weights load. `model` may also be
+    the list of names itself (models.remote.ModelFacts.linear_modules, read on the node that resolved the student)."""
+    available = list(model) if isinstance(model, (list, tuple)) else linear_module_names(model)
     missing = [t for t in target_modules if t not in available]
     if missing:
         raise InputError(

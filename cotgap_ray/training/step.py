@@ -45,12 +45,12 @@ def fine_tune(cfg: ExperimentConfig, student, rationales_path: str, problems: di
     """LoRA fine-tune of `student` (a models.ResolvedModel) with the config's train section; returns
     training.loop.TrainResult. Raises NoTrainingData before Ray starts when no rationale makes an example.
     `stop_after`: end after that many epochs of the schedule planned for settings.epochs (a trial ASHA stopped)."""
-    from cotgap_ray.models import cache_root
+    from cotgap_ray.models.remote import models_dir_setting
     from cotgap_ray.training.ray_train import train_student
 
     train = cfg.train
     return train_student(student.path, rationales_path, problems, settings, storage_path=storage_path, name=name,
                          num_workers=train.num_workers, use_gpu=train.use_gpu, cpus_per_worker=train.cpus_per_worker,
                          accelerator_type=train.accelerator_type, resources=train.resources,
-                         student_spec=student.spec, models_dir=str(cache_root(cfg) / "models"), dtype=train.dtype,
+                         student_spec=student.spec, models_dir=models_dir_setting(cfg), dtype=train.dtype,
                          eval_fn=eval_fn, callbacks=callbacks, stop_after=stop_after)

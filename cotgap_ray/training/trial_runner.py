@@ -91,7 +91,10 @@ def score_adapter(scorer: Scorer, adapter_dir: str, baseline: dict[str, bool], t
     from cotgap_ray.stats import compare
 
     scored = scorer(adapter_dir, tag)
-    before, after = paired(baseline, scored.correct, f"trial {tag} on {scored.split}")
+    # An evaluation engine pairs the adapter with its own baseline rows (evaluation/evaluator.py): one engine's
+    # numerics on both sides of every delta. A scorer without one (distill's, in process) uses the caller's.
+    own = scored.baseline if scored.baseline is not None else baseline
+    before, after = paired(own, scored.correct, f"trial {tag} on {scored.split}")
     return Score(scored.split, scored.accuracy, before, after, compare(before, after), scored.seconds)
 
 
