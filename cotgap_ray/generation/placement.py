@@ -87,11 +87,12 @@ def actor_gpus(placement: Placement, node_types: list[dict] | None = None) -> fl
     return 1.0 if any(t["resources"].get("GPU", 0) > 0 for t in engine_node_types(placement, node_types)) else 0.0
 
 
-def actor_count(job, placement: Placement) -> int:
+def actor_count(job, placement: Placement, node_types: list[dict] | None = None) -> int:
     """Engines to start: what the config asks for, else what fits (GPU slots, or 1 engine on CPU machines); never
     more than fit on the nodes (GPUs, CPUs, custom resources) nor than there are pending shards. What fits is
-    counted on the alive nodes, or, when none of them can host an engine, on the nodes the autoscaler can launch."""
-    node_types = offered_node_types()
+    counted on the alive nodes, or, when none of them can host an engine, on the nodes the autoscaler can launch.
+    `node_types` defaults to offered_node_types() (search/plan.py passes the ones it plans for)."""
+    node_types = offered_node_types() if node_types is None else node_types
     gpus = job.tp if job.tp > 1 else actor_gpus(placement, node_types)
     request = {"CPU": max(actor_cpus(placement, node_types), 1e-9), "GPU": gpus, **placement.custom_resources()}
 

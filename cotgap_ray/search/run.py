@@ -43,8 +43,15 @@ from cotgap_ray.search.noise import describe
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = verb_parser("search", __doc__, out="the run directory (default: <out_dir>/<name>, e.g. runs/default)",
-                         json_help="print report.json on stdout when done (the progress goes to stderr)")
+                         json_help="print report.json on stdout when done (the progress goes to stderr); with "
+                                   "--plan, the plan")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out (config must match)")
+    parser.add_argument("--plan", action="store_true",
+                        help="print what the run would do here (stages and their sizes, where each runs, node-hours "
+                             "from search/plan.py's rates), then exit; loads no model and runs nothing")
+    parser.add_argument("--rates", metavar="FILE",
+                        help="with --plan: a JSON file of throughputs replacing the plan's own, e.g. {\"train.gpu\": "
+                             "5200}")
     return parse(parser, argv)
 
 
@@ -443,10 +450,21 @@ def check_overrides(overrides: list[str]) -> None:
 def _main(argv: list[str] | None) -> int:
     args = _parse(argv)
     check_overrides(args.overrides)
+    if args.rates and not args.plan:
+        from cotgap_ray.errors import InputError
+
+        raise InputError(f"--rates {args.rates}: only --plan uses rates; add --plan, or drop --rates")
     cfg = load(args)
     from cotgap_ray.preflight import preflight
 
     preflight(cfg, out=args.out, out_is_run_dir=True, work=("generation", "evaluator", "finetune"))
+    if args.plan:  # stage 1's cheap checks and the splits, then the plan: no model, no Ray started, no run directory
+        from cotgap_ray.search.plan import print_plan
+
+        with work_output(args.json):
+            splits, _ = validate(cfg)
+        print_plan(cfg, splits, rates_file=args.rates, as_json=args.json)
+        return 0
     with work_output(args.json):
         run_dir = run(cfg, args.out, args.resume)
     if args.json:
