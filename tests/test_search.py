@@ -30,9 +30,11 @@ def _env() -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0"}
 
 
-def _run(tmp: Path, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(_command(tmp, *extra), capture_output=True, text=True, timeout=timeout, env=_env(),
-                          cwd=tmp)
+def _run(tmp: Path, *extra: str, timeout: float = 600, audit: Path | None = None) -> subprocess.CompletedProcess:
+    command = _command(tmp, *extra)
+    if audit is not None:  # the same driver under an audit hook that lists the model files it opens
+        command = [sys.executable, str(ROOT / "tests" / "driver_audit.py"), str(audit), *command[2:]]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=tmp)
 
 
 def _records(run: Path) -> dict[str, dict]:
@@ -42,9 +44,17 @@ def _records(run: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("smoke")
-    done = _run(tmp)
+    done = _run(tmp, audit=tmp / "driver_opened.json")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return tmp / "run", done.stdout
+
+
+def test_the_driver_loads_no_model(smoke):
+    """Baseline, proxies, generation, trials and confirmation all resolve and load models in Ray tasks and actors:
+    the driver process (a CPU-only head on a cluster) opened no model file (tests/driver_audit.py)."""
+    run, _ = smoke
+    opened = json.loads((run.parent / "driver_opened.json").read_text())
+    assert opened == []
 
 
 def test_report_recommends_the_teacher_chosen_on_dev(smoke):

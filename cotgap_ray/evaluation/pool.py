@@ -22,6 +22,9 @@ from cotgap_ray.evaluation.evaluator import Evaluator, evaluator_name, evaluator
 from cotgap_ray.records import write_json
 
 RESTARTS = 4  # a node lost mid-search is routine on a cloud; a deterministic crash must still end the run
+# The handles of the started engines, until close_pool: a named actor that is not detached dies when the last handle
+# to it goes ("all references to the actor were removed"), and trials only hold its name.
+_HANDLES: dict[str, object] = {}
 
 
 def pool_size(cfg, concurrent: int, node_types: list[dict]) -> int:
@@ -72,6 +75,7 @@ def start_pool(student, problem_sets: dict, cfg, lora_rank: int, run_dir: Path, 
                   file=sys.stderr)
     for name in set(actors) - set(started):
         ray.kill(actors[name], no_restart=True)
+    _HANDLES.update({name: actors[name] for name in started})
     if not started:
         raise RunFailure(f"no evaluation engine started within generation.timeout_s={cfg.generation.timeout_s:g}s "
                          f"(each asks for {evaluator_request(cfg)}: search.eval_cpus / search.eval_gpus on a "
@@ -98,7 +102,7 @@ def close_pool(names: list[str]) -> None:
 
     for name in names:
         try:
-            actor = ray.get_actor(name)
+            actor = _HANDLES.pop(name, None) or ray.get_actor(name)
         except ValueError:
             continue
         try:
