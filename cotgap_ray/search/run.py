@@ -3,25 +3,33 @@
     cotgap search                                    # the embedded default (experiments/default.yaml) in runs/default
     cotgap search --config experiments/smoke.yaml --out runs/smoke search.trials=4
     cotgap search --config experiments/smoke.yaml --out runs/smoke --resume     # after a kill
+    cotgap search --config experiments/smoke.yaml --plan   # what it would do on this cluster, loading nothing
     python -m cotgap_ray.search ...                  # the same command without the console script
+
+The driver does no model work: it validates, plans, schedules and records. Every model is resolved and run in Ray
+tasks and actors on nodes of the stage's type (models/remote.py); everything durable goes to the run directory and
+caches, on the storage root when one is set (storage.py: <root>/runs/<name>, <root>/cache).
 
 Stages, in order; each is cached or recorded in the run directory, so a re-run or --resume redoes nothing finished:
   1. validate   config, search space, task data, model specs, LoRA targets, resources (before any model loads;
-                the command line's preflight, cotgap_ray/preflight.py, has checked what it can before Ray starts)
+                the command line's preflight, cotgap_ray/preflight.py, has checked what it can before Ray starts);
+                with several nodes alive, that they all see the storage root; models resolved by tasks
   2. baseline   the student with no adapter on dev and test: same prompt, greedy decoding, same engine options as
-                every adapter evaluation later (LoRA-enabled with the search's largest rank)
+                every adapter evaluation later (LoRA-enabled with the search's largest rank); a Ray task
   3. generation every teacher's rationales on train, once (Ray Data, content-addressed Parquet cache)
   4. proxies    per teacher, no training: accuracy, correct-rationale yield, student NLL (proxies.py)
-  5. search     Ray Tune + OptunaSearch (study in run_dir/optuna.db) + ASHA on the per-epoch dev delta; one
-                long-lived evaluation engine scores every adapter (evaluation/evaluator.py); test stays locked.
+  5. search     Ray Tune + OptunaSearch (study in run_dir/optuna.journal) + ASHA on the per-epoch dev delta; a pool
+                of long-lived evaluation engines (evaluation/pool.py) scores every adapter, each paired with its own
+                engine's baseline; test stays locked; a failed trial is retried (search.max_failures).
                 With search.rule_out_alpha, teachers whose rationales solve significantly fewer train problems than
                 the best teacher's get no trial (search/allocation.py)
   6. confirm    each teacher's best dev config re-trained with confirm.seeds seeds, scored on TEST
   7. report     report.json / report.md / plots (report.py; `cotgap report RUN_DIR` re-renders; --json prints it)
 
 Run directory: config.json, splits.json, status.json, baseline.json, proxies.json, trials/<key>/trial.json,
-final/<teacher>.json, noise.json (the evaluation engine's A/A noise floor per split, search/noise.py), evals.json
-(every evaluation: split, trial, stage), tune/ (Tune's experiment), optuna.db,
+final/<teacher>.json, noise.json (each evaluation engine's A/A noise floor per split, search/noise.py), evals.json
+(every evaluation: split, trial, stage, engine), evaluators/ (each engine's own log, merged into those two),
+tune/ (Tune's experiment), optuna.journal,
 train/ (Ray Train runs and adapters, unless train.storage_path / $COTGAP_STORAGE points elsewhere), report.*,
 allocation.json (with search.rule_out_alpha).
 """
