@@ -63,8 +63,20 @@ def test_a_key_added_later_keeps_older_run_directories_resumable():
     cfg = load_config(None)
     before = cfg.to_dict()
     del before["search"]["rule_out_alpha"]  # what config.json held before the key existed
+    for key in ("eval_engines", "max_failures"):  # operational keys, never hashed (below)
+        del before["search"][key]
+    del before["storage_path"]
     assert cfg.fingerprint() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert load_config(None, ["search.rule_out_alpha=0.05"]).fingerprint() != cfg.fingerprint()
+
+
+def test_where_and_how_robustly_a_run_executes_is_not_part_of_the_experiment():
+    """storage_path, search.eval_engines and search.max_failures say where and how a run executes, not what it
+    computes: a run moved to another storage mount, or resumed with more retries or engines, still matches."""
+    cfg = load_config(None)
+    for override in ("storage_path=/mnt/elsewhere", "search.eval_engines=3", "search.max_failures=0"):
+        assert load_config(None, [override]).fingerprint() == cfg.fingerprint(), override
+    assert load_config(None, ["search.trials=7"]).fingerprint() != cfg.fingerprint()
 
 
 def test_every_field_has_help():
