@@ -55,16 +55,22 @@ def test_fingerprint_tracks_content(tmp_path):
 
 
 def test_a_key_added_later_keeps_older_run_directories_resumable():
-    """search.rule_out_alpha came after runs existed: at its default (null: the old behaviour) it is not hashed, so a
-    config.json written before it (no such key) still matches; set, it is part of the config like any key."""
+    """search.rule_out_alpha and generation.node_wait_s came after runs existed: at their defaults (rule_out_alpha
+    null: the old behaviour; node_wait_s decides only how long generation waits for nodes) they are not hashed, so a
+    config.json written before them (no such keys) still matches; set, each is part of the config like any key."""
     import hashlib
     import json
 
+    from cotgap_ray.config import ADDED_KEYS
+
     cfg = load_config(None)
     before = cfg.to_dict()
-    del before["search"]["rule_out_alpha"]  # what config.json held before the key existed
+    assert ("search", "rule_out_alpha") in ADDED_KEYS and ("generation", "node_wait_s") in ADDED_KEYS
+    for section, key in ADDED_KEYS:
+        del before[section][key]  # what config.json held before the key existed
     assert cfg.fingerprint() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert load_config(None, ["search.rule_out_alpha=0.05"]).fingerprint() != cfg.fingerprint()
+    assert load_config(None, ["generation.node_wait_s=60"]).fingerprint() != cfg.fingerprint()
 
 
 def test_every_field_has_help():
