@@ -67,6 +67,7 @@ def main() -> None:
     from cotgap_ray.generation import cache
     from cotgap_ray.generation import pipeline as gen
     from cotgap_ray.models import cache_root, resolve_model
+    from cotgap_ray.models.remote import describe_remote
     from cotgap_ray.prompts import render_prompt
     from cotgap_ray.tasks import load_splits
 
@@ -90,9 +91,10 @@ def main() -> None:
     print(f"bare {kind}: {rows[f'bare {kind}']}", flush=True)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    (facts,) = describe_remote([args.model], cfg, "generation")  # as cotgap generate: resolved by a Ray task
     with tempfile.TemporaryDirectory() as tmp:
         cpu, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        result = gen.generate_rationales(model, problems, cfg, tmp, placement=gen.Placement(shard_size=args.shard_size),
+        result = gen.generate_rationales(facts, problems, cfg, tmp, placement=gen.Placement(shard_size=args.shard_size),
                                          progress=lambda line: None)
         wall, cpu_end = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
         recorded = cache.read_manifest(result.path)["shards"].values()

@@ -122,6 +122,9 @@ class GenerationConfig:
     gpus_per_actor: float | None = _f(None, "GPUs per engine actor (null: 1 when the cluster has GPUs, else 0)")
     tensor_parallel: dict = _f({}, "teacher spec -> GPUs per engine (vLLM tensor parallel), default 1")
     timeout_s: float = _f(1800.0, "limit on an engine start and on one shard; a hung engine fails the run")
+    node_wait_s: float = _f(600.0, "how long generation waits for nodes for all its planned engines (an autoscaler "
+                                   "launches GPU nodes in minutes) before it runs on the engines that got one; none "
+                                   "by then fails the run")
     accelerator_type: str | None = _f(None, "GPU type the engines need (e.g. A100; cluster.yaml's accelerator_type:X)")
     resources: dict = _f({}, "custom resources per engine actor (e.g. {generation_node: 0.01}) to pick a node type")
 
@@ -130,6 +133,7 @@ class GenerationConfig:
         _require({"samples": _at_least(self.samples, 1), "temperature": _at_least(self.temperature, 0),
                   "top_p": (self.top_p, 0 < self.top_p <= 1, "in (0, 1]"), "max_tokens": _at_least(self.max_tokens, 1),
                   "shard_size": _at_least(self.shard_size, 1), "timeout_s": (self.timeout_s, self.timeout_s > 0, "> 0"),
+                  "node_wait_s": (self.node_wait_s, self.node_wait_s > 0, "> 0"),
                   "actors": _none_or_at_least(self.actors, 1, "what fits"),
                   "cpus_per_actor": (self.cpus_per_actor, self.cpus_per_actor is None or self.cpus_per_actor > 0,
                                      "> 0, or null (the default)"),
@@ -191,8 +195,10 @@ class TrainConfig:
 # (section, key) -> the value that reproduces the behaviour from before the key existed (ExperimentConfig.fingerprint).
 ADDED_KEYS = {("search", "rule_out_alpha"): None}
 # Keys that say where or how robustly a run executes, never what it computes: left out of the fingerprint, so a run
-# moved to another storage mount, or resumed with more retries or evaluation engines, is the same experiment.
-OPERATIONAL_KEYS = {(None, "storage_path"), ("search", "eval_engines"), ("search", "max_failures")}
+# moved to another storage mount, resumed with more retries or evaluation engines, or given longer to wait for its
+# generation nodes, is the same experiment.
+OPERATIONAL_KEYS = {(None, "storage_path"), ("search", "eval_engines"), ("search", "max_failures"),
+                    ("generation", "node_wait_s")}
 SEARCH_STRATEGIES = ("optuna", "grid")  # search.strategy: see SearchConfig.strategy's help
 
 

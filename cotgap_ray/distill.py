@@ -65,6 +65,7 @@ def run_trial(cfg: ExperimentConfig, teacher: str, run_dir: Path) -> TrialRecord
     from cotgap_ray.evaluation.scorers import LocalScorer
     from cotgap_ray.generation.pipeline import generate_teachers
     from cotgap_ray.models import offline_unless_hub, resolve_all
+    from cotgap_ray.models.remote import describe_local, models_dir_setting
     from cotgap_ray.tasks import load_splits
     from cotgap_ray.training.examples import check_target_modules, student_skeleton
     from cotgap_ray.training.trial_runner import train_and_score
@@ -85,7 +86,9 @@ def run_trial(cfg: ExperimentConfig, teacher: str, run_dir: Path) -> TrialRecord
 
     scorer = LocalScorer(student, splits.dev, cfg, lora_rank=cfg.lora.rank)
     baseline = scorer(None, "baseline")
-    results = generate_teachers(teachers, splits, cfg, split="train", task=cfg.task.name)
+    # One trial runs here, its student in this process, so its teachers are described here too (not on a node).
+    facts = [describe_local(t.spec, models_dir_setting(cfg)) for t in teachers]
+    results = generate_teachers(facts, splits, cfg, split="train", task=cfg.task.name)
     # Rationale rows name their teacher by model name (GenerationResult.teacher), which is what filters key on.
     tables = {g.teacher: g.table() for g in results}
     name = results[teacher_specs.index(teacher)].teacher

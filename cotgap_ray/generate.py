@@ -4,7 +4,9 @@
         --samples 4 --temperature 0.7 [--cache-dir DIR] [--address auto]
 
 The pipeline itself (shards, actor pool, resumable cache) is cotgap_ray.generation.pipeline; this module only reads
-the command line, checks the data before any model loads, and prints one summary line per teacher.
+the command line, checks the data before any model loads, joins (or starts) Ray, has each teacher resolved on a
+generation node (models.remote.describe_remote: the driver never holds a model), and prints one summary line per
+teacher.
 """
 
 from __future__ import annotations
@@ -77,9 +79,15 @@ def _main(argv: list[str] | None) -> int:
     problems = load_splits(cfg.task)[args.split]  # data first: a bad task fails before any model loads
     if args.limit is not None:
         problems = problems[: args.limit]
+    import ray
+
+    from cotgap_ray.models.remote import describe_remote
+
     with work_output(args.json):  # placement: cfg.generation, --shard-size / --actors included
-        results = generate_teachers(teachers, problems, cfg, args.cache_dir, split=args.split, task=cfg.task.name,
-                                    address=args.address)
+        if not ray.is_initialized():
+            ray.init(address=args.address)
+        facts = describe_remote(teachers, cfg, "generation")  # on a generation node: specs cross nodes, paths do not
+        results = generate_teachers(facts, problems, cfg, args.cache_dir, split=args.split, task=cfg.task.name)
     if args.json:
         print(json.dumps([{"teacher": r.teacher, "cache": str(r.path), "summary": r.summary} for r in results],
                          indent=2, default=str))

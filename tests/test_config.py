@@ -55,8 +55,9 @@ def test_fingerprint_tracks_content(tmp_path):
 
 
 def test_a_key_added_later_keeps_older_run_directories_resumable():
-    """search.rule_out_alpha came after runs existed: at its default (null: the old behaviour) it is not hashed, so a
-    config.json written before it (no such key) still matches; set, it is part of the config like any key."""
+    """search.rule_out_alpha and generation.node_wait_s came after runs existed: at their defaults (rule_out_alpha
+    null: the old behaviour; node_wait_s decides only how long generation waits for nodes) they are not hashed, so a
+    config.json written before them (no such keys) still matches; set, each is part of the config like any key."""
     import hashlib
     import json
 
@@ -65,7 +66,7 @@ def test_a_key_added_later_keeps_older_run_directories_resumable():
     del before["search"]["rule_out_alpha"]  # what config.json held before the key existed
     for key in ("eval_engines", "max_failures"):  # operational keys, never hashed (below)
         del before["search"][key]
-    del before["storage_path"]
+    del before["storage_path"], before["generation"]["node_wait_s"]
     assert cfg.fingerprint() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert load_config(None, ["search.rule_out_alpha=0.05"]).fingerprint() != cfg.fingerprint()
 
@@ -74,7 +75,8 @@ def test_where_and_how_robustly_a_run_executes_is_not_part_of_the_experiment():
     """storage_path, search.eval_engines and search.max_failures say where and how a run executes, not what it
     computes: a run moved to another storage mount, or resumed with more retries or engines, still matches."""
     cfg = load_config(None)
-    for override in ("storage_path=/mnt/elsewhere", "search.eval_engines=3", "search.max_failures=0"):
+    for override in ("storage_path=/mnt/elsewhere", "search.eval_engines=3", "search.max_failures=0",
+                     "generation.node_wait_s=60"):
         assert load_config(None, [override]).fingerprint() == cfg.fingerprint(), override
     assert load_config(None, ["search.trials=7"]).fingerprint() != cfg.fingerprint()
 

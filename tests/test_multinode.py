@@ -140,18 +140,24 @@ def test_evaluation_engine_lands_on_the_l40s_node(three_nodes, tiny_llama_dir, t
 
 
 def test_generation_engines_land_on_the_a100_node(three_nodes, tiny_llama_dir, tmp_path):
+    from cotgap_ray.models.remote import describe_remote
+
     cfg = ExperimentConfig()
     cfg.engine.kind, cfg.engine.dtype = "hf", "float32"
     cfg.generation.samples, cfg.generation.max_tokens = 1, 4
+    cfg.generation.accelerator_type, cfg.generation.resources = "A100", {"generation_node": 0.01}
+    # The teacher is resolved on a node of the engines' type, not on the head.
+    (teacher,) = describe_remote([tiny_llama_dir], cfg, "generation")
+    assert teacher.node_id == three_nodes["generation"]
     problems = [Problem(f"p{i}", f"What is {i} + 1?", str(i + 1), "train") for i in range(4)]
     wrong = gen.Placement(shard_size=2, timeout_s=300, accelerator_type="H100")
-    job = gen.plan_teacher(tiny_llama_dir, problems, "t", "train", cfg, tmp_path, wrong)
+    job = gen.plan_teacher(teacher, problems, "t", "train", cfg, tmp_path, wrong)
     with pytest.raises(ResourceError, match="generation.accelerator_type 'H100' .* it offers: A100, L40S"):
         placement_mod.check_resources([job], wrong)
     placement = gen.Placement(shard_size=2, timeout_s=300, accelerator_type="A100",
                               resources={"generation_node": 0.01})
     assert placement_mod.actor_gpus(placement) == 1  # the A100 type has GPUs, although the head has none
-    job = gen.plan_teacher(tiny_llama_dir, problems, "t", "train", cfg, tmp_path, placement)
+    job = gen.plan_teacher(teacher, problems, "t", "train", cfg, tmp_path, placement)
     assert placement_mod.actor_count(job, placement) == 1  # one CPU on the A100 node: one engine
     result = gen.run_teacher(job, placement, progress=lambda line: None)
     shards = gen.cache.read_manifest(result.path)["shards"].values()

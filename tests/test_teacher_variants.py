@@ -170,20 +170,27 @@ def test_sampling_params_take_the_variant_over_the_config(tmp_path):
 
 
 def test_plan_gives_a_variant_its_own_key_directory_and_sampling(tmp_path):
+    from cotgap_ray.models.remote import describe_local, models_dir_setting
+
     cfg, placement = make_cfg(tmp_path), gen.Placement(shard_size=2)
     problems = [Problem(f"p{i}", f"What is {i} + 1?", str(i + 1), "train") for i in range(3)]
-    plain = gen.plan_teacher(PLAIN, problems, "t", "train", cfg, tmp_path, placement)
-    hot = gen.plan_teacher(HOT, problems, "t", "train", cfg, tmp_path, placement)
+
+    def plan(spec):
+        return gen.plan_teacher(describe_local(spec, models_dir_setting(cfg)), problems, "t", "train", cfg, tmp_path,
+                                placement)
+
+    plain, hot = plan(PLAIN), plan(HOT)
     assert hot.manifest["key"] != plain.manifest["key"] and hot.path != plain.path
     assert hot.path.name.startswith("tiny-llama_1-t1.5-") and plain.path.name.startswith("tiny-llama_1-")  # @ -> _
     assert (plain.sampling.temperature, hot.sampling.temperature, hot.sampling.n) == (0.7, 1.5, 3)
     assert hot.manifest["material"]["sampling"]["temperature"] == 1.5 and hot.manifest["teacher"] == hot.model.name
     assert hot.options == plain.options  # same model directory, same engine
-    # The search hands plan_teacher resolved models: the same plan as from the spec.
+    # The key is the one resolving the spec anywhere gives: a variant's fingerprint is derived, not read from disk.
     (resolved,) = resolve_all([HOT], cfg)
-    again = gen.plan_teacher(resolved, problems, "t", "train", cfg, tmp_path, placement)
-    assert (again.path, again.sampling, again.spec) == (hot.path, hot.sampling, HOT)
-    many = gen.plan_teacher("tiny:llama@1#samples=5", problems, "t", "train", cfg, tmp_path, placement)
+    assert hot.model == resolved and hot.manifest["material"]["teacher"] == resolved.fingerprint
+    with pytest.raises(TypeError, match="ModelFacts"):  # a spec or a path never reaches the planner
+        gen.plan_teacher(HOT, problems, "t", "train", cfg, tmp_path, placement)
+    many = plan("tiny:llama@1#samples=5")
     assert many.sampling.n == many.manifest["samples"] == 5 and many.path not in (plain.path, hot.path)
 
 
@@ -199,11 +206,17 @@ def test_a_variant_generates_the_base_models_rows_at_its_own_settings(tmp_path):
     variant = "tiny:llama@1#temperature=1.5,samples=2"
     problems = [Problem(f"p{i}", f"What is {i} + {i}?", str(2 * i), "train") for i in range(4)]
     placement = gen.Placement(shard_size=4, timeout_s=300)
+    from cotgap_ray.models.remote import describe_remote
+
+    cfg, reference_cfg = make_cfg(tmp_path), make_cfg(tmp_path, temperature=1.5, samples=2)
     try:
-        plain, hot = gen.generate_teachers([PLAIN, variant], problems, make_cfg(tmp_path), tmp_path / "rationales",
+        # Resolved by Ray tasks; each engine actor resolves the variant again (to its base model) and checks it
+        # against the variant's fingerprint.
+        teachers = describe_remote([PLAIN, variant], cfg, "generation")
+        plain, hot = gen.generate_teachers(teachers, problems, cfg, tmp_path / "rationales",
                                            placement=placement, progress=lambda line: None)
-        (reference,) = gen.generate_teachers([PLAIN], problems, make_cfg(tmp_path, temperature=1.5, samples=2),
-                                             tmp_path / "reference", placement=placement, progress=lambda line: None)
+        (reference,) = gen.generate_teachers(teachers[:1], problems, reference_cfg, tmp_path / "reference",
+                                             placement=placement, progress=lambda line: None)
     finally:
         ray.shutdown()
     assert (plain.teacher, hot.teacher) == ("tiny-llama@1", "tiny-llama@1-t1.5-s2")

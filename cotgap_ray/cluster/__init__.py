@@ -66,6 +66,13 @@ def alive_node_ids() -> list[str]:
     return [node["NodeID"] for node in ray.nodes() if node.get("Alive")]
 
 
+def node_type_name(node: dict) -> str:
+    """The node type of one ray.nodes() entry: its node-group label (cluster.yaml's node type), else head or worker."""
+    labels = node.get("Labels") or {}
+    return labels.get("ray.io/node-group") or ("head" if ray_head_node_resource() in node.get("Resources", {})
+                                                else "worker")
+
+
 def _alive_nodes() -> list[dict]:
     """Alive nodes grouped by (label node-group or head/worker, resources); memory sizes ignored for grouping."""
     import ray
@@ -74,10 +81,7 @@ def _alive_nodes() -> list[dict]:
     for node in ray.nodes():
         if not node.get("Alive"):
             continue
-        raw = node.get("Resources", {})
-        labels = node.get("Labels") or {}
-        name = labels.get("ray.io/node-group") or ("head" if ray_head_node_resource() in raw else "worker")
-        resources = _clean(raw)
+        name, resources = node_type_name(node), _clean(node.get("Resources", {}))
         key = (name, tuple(sorted((k, v) for k, v in resources.items() if k not in _MEMORY_KEYS)))
         if key in groups:
             groups[key]["count"] += 1

@@ -30,14 +30,16 @@ def vllm_max_lora_rank(rank: int) -> int:
 _clamped: set[tuple[str, int]] = set()
 
 
-def max_model_len_for(engine_cfg, model_dir: str | None, name: str | None = None) -> int:
+def max_model_len_for(engine_cfg, model_dir: str | None, name: str | None = None,
+                      context_limit: int | None = None) -> int:
     """engine.max_model_len, clamped to what the model can take (vLLM refuses a longer one and the engine dies at
-    start), with a notice once per model."""
-    limit = model_context_limit(model_dir) if model_dir else None
+    start), with a notice once per model. The limit is `context_limit` when given (ModelFacts.context_limit: read
+    on the node that resolved the model, so a driver without the model's files needs none), else model_dir's."""
+    limit = context_limit if context_limit is not None else model_context_limit(model_dir) if model_dir else None
     if limit is None or engine_cfg.max_model_len <= limit:
         return engine_cfg.max_model_len
-    if (str(model_dir), limit) not in _clamped:
-        _clamped.add((str(model_dir), limit))
+    if (str(name or model_dir), limit) not in _clamped:
+        _clamped.add((str(name or model_dir), limit))
         print(f"note: {name or model_dir} takes at most {limit} tokens of context (max_position_embeddings); its "
               f"engine runs with max_model_len {limit} instead of engine.max_model_len={engine_cfg.max_model_len}",
               file=sys.stderr, flush=True)
@@ -64,12 +66,15 @@ def check_context_lengths(models: list, cfg) -> None:
                 f"tokens: lower generation.max_tokens, or choose a model with a longer context")
 
 
-def engine_options(engine_cfg, lora_rank: int | None = None, model_dir: str | None = None) -> dict:
+def engine_options(engine_cfg, lora_rank: int | None = None, model_dir: str | None = None,
+                   context_limit: int | None = None, name: str | None = None) -> dict:
     """Constructor options of the configured engine; `lora_rank` (the largest adapter rank) enables adapters on vLLM;
-    `model_dir` clamps max_model_len to the model's own limit."""
+    `context_limit` (the model's, from ModelFacts; `name` names the model in the notice) or else `model_dir` clamps
+    max_model_len to the model's own limit."""
     kind = engine_kind(engine_cfg)
     if kind == "vllm":
-        options = {"dtype": engine_cfg.dtype, "max_model_len": max_model_len_for(engine_cfg, model_dir),
+        options = {"dtype": engine_cfg.dtype,
+                   "max_model_len": max_model_len_for(engine_cfg, model_dir, name, context_limit),
                    "kv_cache_gib": engine_cfg.kv_cache_gib, "max_num_seqs": engine_cfg.max_num_seqs,
                    "step_timeout_s": engine_cfg.step_timeout_s}
         if lora_rank is not None:

@@ -3,13 +3,18 @@
     cotgap generate --teacher packaged:smollm2-135m-instruct --task reasoning_gym:basic_arithmetic \
         --samples 4 --temperature 0.7 [--cache-dir DIR] [--address auto]
 
-Per teacher:
+    facts = describe_remote(specs, cfg, "generation")     # models/remote.py: resolved on a generation node
+    results = generate_teachers(facts, splits, cfg, split="train", task=cfg.task.name)
+
+Per teacher (its ModelFacts: spec, fingerprint, context limit; the driver never holds or opens the model):
     problems ─► fixed shards by position ─► pending = shards missing from the cache or failing their check
-      ─► ray.data.from_items(one row per pending shard)
-      ─► map_batches(ShardWorker, compute=ActorPoolStrategy(size=n)): each actor owns one engine (shard_worker.py)
-         (GPU: gpus_per_actor each; tensor parallel > 1: one placement group of that many GPUs per actor, vLLM;
-         generation.accelerator_type / generation.resources pick the node type, checked before any engine starts;
-         placement.py plans this)
+      ─► M engines planned (placement.actor_count), one placement group each (GPU: gpus_per_actor, or tensor
+         parallel GPUs for vLLM; generation.accelerator_type / generation.resources pick the node type, checked
+         before anything starts); generation runs on the N that get a node within generation.node_wait_s
+         ("N of M engines started on <node types>"), none fails fast (placement.reserved_engines)
+      ─► per engine: ray.data.from_items(its pending shards)
+         ─► map_batches(ShardWorker, compute=ActorPoolStrategy(size=1)) in its placement group: the actor resolves
+            the spec on its own node and owns one engine (shard_worker.py); the N pools are unioned
       ─► driver: each finished shard's Parquet bytes are checked, written atomically and recorded in the manifest,
          so an interrupted run keeps every finished shard (cache.py has the layout and the checks)
 
@@ -20,7 +25,7 @@ One row through the worker (batch_size=1: one shard per call):
 
 Workers return the shard bytes instead of writing them, so the cache needs no filesystem shared across nodes: it
 lives where the driver runs (the head). Teachers run one after another; each one's actors (and placement groups)
-are released before the next starts. A fully cached teacher needs no Ray at all. A teacher variant (a spec ending in
+are released before the next starts. A fully cached teacher starts no engine. A teacher variant (a spec ending in
 '#temperature=1.0', see cotgap_ray.models) is a teacher of its own: the base model, sampled with generation.*
 overridden by its settings (sampling_params), into its own cache directory.
 """
@@ -28,12 +33,12 @@ overridden by its settings (sampling_params), into its own cache directory.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import sys
 import time
 import warnings
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,7 +49,8 @@ from cotgap_ray.cluster import ResourceError, offered_node_types
 from cotgap_ray.errors import InputError, RunFailure
 from cotgap_ray.generation import cache
 from cotgap_ray.generation.cache import CacheError, load_rationales
-from cotgap_ray.generation.placement import Placement, actor_count, actor_cpus, actor_gpus, check_resources
+from cotgap_ray.generation.placement import (Placement, actor_count, actor_cpus, actor_gpus, check_resources,
+                                             reserved_engines)
 from cotgap_ray.generation.shard_worker import SHARD_FAILURE, ShardWorker, rationale_rows
 from cotgap_ray.prompts import template_fingerprint
 from cotgap_ray.records import Problem, SamplingParams
@@ -122,7 +128,8 @@ class TeacherJob:
     """Everything known about one teacher before any generation: where its cache is and what is missing."""
 
     spec: str
-    model: object  # models.ResolvedModel
+    model: object  # models.ResolvedModel, from ModelFacts: its path is valid only on the node that resolved it
+    models_dir: str | None  # the model cache each engine's node resolves the spec into (models_dir_setting)
     path: Path
     manifest: dict
     pending: dict[int, str]  # shard id -> why it must be generated
@@ -133,19 +140,22 @@ class TeacherJob:
     tp: int
 
 
-def plan_teacher(spec, problems: list[Problem], task: str, split: str, cfg, root: Path, placement: Placement):
-    """Resolve the teacher, compute its cache key and directory, and find the shards still to generate."""
+def plan_teacher(facts, problems: list[Problem], task: str, split: str, cfg, root: Path, placement: Placement):
+    """The teacher's cache key and directory, and the shards still to generate, from its ModelFacts (models.remote:
+    resolved on a generation node; nothing here opens a model directory)."""
     from cotgap_ray.engines.base import SEEDING
     from cotgap_ray.engines.options import engine_kind, engine_options
     from cotgap_ray.hardware import dtype_key
-    from cotgap_ray.models import resolve_all, split_variant
+    from cotgap_ray.models import split_variant
+    from cotgap_ray.models.remote import ModelFacts, models_dir_setting
 
-    if isinstance(spec, str):
-        (model,) = resolve_all([spec], cfg)  # models live in the config's cache, wherever the rationales go
-    else:
-        model, spec = spec, spec.spec
+    if not isinstance(facts, ModelFacts):
+        raise TypeError(f"plan_teacher takes a teacher's ModelFacts (models.remote.describe_remote), not "
+                        f"{type(facts).__name__} {facts!r}")
+    model = facts.model
+    spec = model.spec
     tp, kind = placement.tp(spec), engine_kind(cfg.engine)
-    options = engine_options(cfg.engine, model_dir=str(model.path))
+    options = engine_options(cfg.engine, context_limit=facts.context_limit, name=model.name)
     if tp > 1:
         if kind != "vllm":
             raise ResourceError(f"teacher {spec}: tensor_parallel={tp} needs engine kind vllm, not {kind}")
@@ -165,15 +175,17 @@ def plan_teacher(spec, problems: list[Problem], task: str, split: str, cfg, root
     manifest = cache.open_manifest(path, key, material=material, teacher=model.name, n_problems=len(problems),
                                    samples=sampling.n, shard_size=placement.shard_size)
     pending = cache.pending_shards(path, manifest)
-    return TeacherJob(spec, model, path, manifest, pending, problems, sampling, kind, options, tp)
+    return TeacherJob(spec, model, models_dir_setting(cfg), path, manifest, pending, problems, sampling, kind,
+                      options, tp)
 
 
 # --------------------------------------------------------------------------------------------- driver: running
 
 
-def run_pipeline(job: TeacherJob, placement: Placement, n_actors: int) -> Iterator[dict]:
-    """The Ray Data pipeline over the pending shards of one teacher; yields each finished shard's metadata + bytes.
-    Placement groups (tensor parallel) live exactly as long as this generator."""
+def run_pipeline(job: TeacherJob, placement: Placement, groups: list, node_types: list[dict] | None = None
+                 ) -> Iterator[dict]:
+    """The Ray Data pipeline over the pending shards of one teacher, one engine in each placement group of `groups`
+    (placement.reserved_engines: the engines that got a node); yields each finished shard's metadata + bytes."""
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -186,55 +198,44 @@ def run_pipeline(job: TeacherJob, placement: Placement, n_actors: int) -> Iterat
                      "answers": [p.answer for p in chunk]})
     # max_restarts=0: a dead actor (hung engine killed by its deadline, lost node) fails the run, which a re-run
     # resumes; Ray Data's default (restart forever, retry the shard) would loop on a deterministic hang.
-    node_types = offered_node_types()
-    cpus, custom = actor_cpus(placement, node_types), placement.custom_resources()
-    remote: dict = {"num_cpus": cpus, "num_gpus": actor_gpus(placement, node_types), "max_restarts": 0}
-    if custom:  # e.g. {"generation_node": 0.01, "accelerator_type:A100": 0.001}: only that node type qualifies
+    node_types = offered_node_types() if node_types is None else node_types
+    remote: dict = {"num_cpus": actor_cpus(placement, node_types), "max_restarts": 0,
+                    # tensor parallel: vLLM's Ray workers take the group's GPUs, the engine actor none
+                    "num_gpus": 0 if job.tp > 1 else actor_gpus(placement, node_types)}
+    custom = placement.custom_resources()
+    if custom:  # e.g. {"generation_node": 0.01, "accelerator_type:A100": 0.001}: held in the group's bundle 0
         remote["resources"] = custom
-    groups = []
+    ctx = ray.data.DataContext.get_current()
+    # 0: each pool starts its actor without waiting for it. Ray Data starts its operators one after another, and a
+    # positive wait blocks each start until that pool's actor is up: N engines would start one at a time. Every actor
+    # has a node already (its group is placed), and its deadline (generation.timeout_s) bounds its start.
+    saved_wait, ctx.wait_for_min_actors_s = ctx.wait_for_min_actors_s, 0
+    # In a log file or CI (stdout not a terminal) Ray Data prints its whole progress block every 10 s and buries
+    # the run's own lines; there our per-shard lines (rows, tok/s, ETA) are the progress. Bars stay on a terminal.
+    saved_bars = ctx.enable_progress_bars
+    if not sys.stdout.isatty():
+        ctx.enable_progress_bars = False
+    constructor = {"spec": job.spec, "fingerprint": job.model.fingerprint, "models_dir": job.models_dir,
+                   "teacher": job.model.name, "kind": job.kind, "options": job.options,
+                   "sampling": asdict(job.sampling), "timeout_s": placement.timeout_s}
     try:
-        if job.tp > 1:  # one group of tp GPUs per engine; vLLM's Ray executor places its workers in it
-            # The engine actor takes bundle 0 (its CPUs and custom resources); STRICT_PACK keeps all on its node.
-            bundles = [{"GPU": 1, "CPU": cpus, **custom}] + [{"GPU": 1}] * (job.tp - 1)
-            groups = [ray.util.placement_group(bundles, strategy="STRICT_PACK") for _ in range(n_actors)]
-            try:
-                ray.get([g.ready() for g in groups], timeout=placement.timeout_s)
-            except ray.exceptions.GetTimeoutError as e:
-                raise ResourceError(f"teacher {job.spec}: {n_actors} placement group(s) of {job.tp} GPUs not ready "
-                                    f"after {placement.timeout_s:.0f}s") from e
-            turn = itertools.count()  # Ray Data calls the fn once per actor it starts (fixed pool, no restarts)
-            remote["num_gpus"] = 0
-            remote["ray_remote_args_fn"] = lambda: {"scheduling_strategy": PlacementGroupSchedulingStrategy(
-                groups[next(turn) % len(groups)], placement_group_capture_child_tasks=True)}
-        ctx = ray.data.DataContext.get_current()
-        saved_wait, ctx.wait_for_min_actors_s = ctx.wait_for_min_actors_s, int(placement.timeout_s)
-        # In a log file or CI (stdout not a terminal) Ray Data prints its whole progress block every 10 s and buries
-        # the run's own lines; there our per-shard lines (rows, tok/s, ETA) are the progress. Bars stay on a terminal.
-        saved_bars = ctx.enable_progress_bars
-        if not sys.stdout.isatty():
-            ctx.enable_progress_bars = False
-        try:
-            with warnings.catch_warnings():
-                # Ray 2.60 deprecates **ray_remote_args and ray_remote_args_fn (removal in 2.64) but has no named
-                # replacement yet for max_restarts or per-actor placement groups (ray-project/ray#65227).
-                warnings.simplefilter("ignore", category=DeprecationWarning)
-                pools = [ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-                    ShardWorker, batch_size=1,
-                    compute=ray.data.ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=2),
-                    fn_constructor_kwargs={"model_dir": str(job.model.path), "teacher": job.model.name,
-                                           "kind": job.kind, "options": job.options,
-                                           "sampling": asdict(job.sampling), "timeout_s": placement.timeout_s,
-                                           # this engine's shard count: it closes itself after its last one
-                                           "close_after": len(items)},
-                    **remote) for items in engine_shares(work, n_actors)]
-                ds = pools[0].union(*pools[1:]) if len(pools) > 1 else pools[0]
-            ds.set_name(f"cotgap-generate-{job.model.name}")  # the dashboard's Ray Data view: one row per teacher
-            yield from shard_rows(ds)
-        finally:
-            ctx.wait_for_min_actors_s, ctx.enable_progress_bars = saved_wait, saved_bars
+        with warnings.catch_warnings():
+            # Ray 2.60 deprecates **ray_remote_args (removal in 2.64) but has no named replacement yet for
+            # max_restarts or a placement group (ray-project/ray#65227).
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            pools = [ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+                ShardWorker, batch_size=1,
+                compute=ray.data.ActorPoolStrategy(size=1, max_tasks_in_flight_per_actor=2),
+                # this engine's shard count: it closes itself after its last one
+                fn_constructor_kwargs={**constructor, "close_after": len(items)},
+                # capture child tasks: vLLM's tensor-parallel workers land in the engine's group
+                scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True),
+                **remote) for items, group in zip(engine_shares(work, len(groups)), groups)]
+            ds = pools[0].union(*pools[1:]) if len(pools) > 1 else pools[0]
+        ds.set_name(f"cotgap-generate-{job.model.name}")  # the dashboard's Ray Data view: one row per teacher
+        yield from shard_rows(ds)
     finally:
-        for group in groups:
-            ray.util.remove_placement_group(group)
+        ctx.wait_for_min_actors_s, ctx.enable_progress_bars = saved_wait, saved_bars
 
 
 def engine_shares(work: list, n_engines: int) -> list[list]:
@@ -312,30 +313,35 @@ def run_teacher(job: TeacherJob, placement: Placement, progress=print_progress, 
 
         job.path.mkdir(parents=True, exist_ok=True)
         cache.drop_shards(job.manifest, job.pending)
-        check_resources([job], placement)
-        n_actors, before = actor_count(job, placement), ray.available_resources()
+        node_types = offered_node_types()  # one view of the cluster for the check, the plan and the actors
+        check_resources([job], placement, node_types)
+        planned, before = actor_count(job, placement, node_types), ray.available_resources()
         total_rows = sum(cache.expected_rows(job.manifest, i) for i in job.pending)
         progress(f"[{job.model.name}] generating {len(job.pending)}/{job.manifest['n_shards']} shards "
-                 f"({total_rows} rows) on {n_actors} engine(s) -> {job.path}")
+                 f"({total_rows} rows) on up to {planned} engine(s) -> {job.path}")
         last, done = time.perf_counter(), set()
         try:
-            for meta in run_pipeline(job, placement, n_actors):
-                meta = {k: v.item() if hasattr(v, "item") else v for k, v in meta.items()}  # numpy -> plain
-                sid = int(meta["shard_id"])
-                cache.record_shard(job.path, job.manifest, sid, meta.pop("parquet"), meta)
-                last = time.perf_counter()
-                done.add(sid)
-                for k, n in (("generated_shards", 1), ("engine_calls", meta["engine_calls"]),
-                             ("tokens", meta["n_tokens"]), ("rows", meta["rows"])):
-                    run[k] += n
-                elapsed = time.perf_counter() - start
-                eta = elapsed / run["rows"] * (total_rows - run["rows"]) if run["rows"] else 0.0
-                progress(f"[{job.model.name}] shard {sid} done: {run['rows']}/{total_rows} rows, "
-                         f"{run['tokens'] / elapsed:.0f} tok/s, {elapsed:.0f}s, ETA {eta:.0f}s, "
-                         f"node {meta['node_id'][:8]}")
-                if on_shard is not None:
-                    on_shard(meta)
-        except CacheError:
+            # closing: the pipeline (and its actors) ends before the engines' placement groups are removed
+            with reserved_engines(job, placement, planned, progress, node_types) as groups, \
+                    closing(run_pipeline(job, placement, groups, node_types)) as shards:
+                last = time.perf_counter()  # the stall clock starts when the engines have nodes
+                for meta in shards:
+                    meta = {k: v.item() if hasattr(v, "item") else v for k, v in meta.items()}  # numpy -> plain
+                    sid = int(meta["shard_id"])
+                    cache.record_shard(job.path, job.manifest, sid, meta.pop("parquet"), meta)
+                    last = time.perf_counter()
+                    done.add(sid)
+                    for k, n in (("generated_shards", 1), ("engine_calls", meta["engine_calls"]),
+                                 ("tokens", meta["n_tokens"]), ("rows", meta["rows"])):
+                        run[k] += n
+                    elapsed = time.perf_counter() - start
+                    eta = elapsed / run["rows"] * (total_rows - run["rows"]) if run["rows"] else 0.0
+                    progress(f"[{job.model.name}] shard {sid} done: {run['rows']}/{total_rows} rows, "
+                             f"{run['tokens'] / elapsed:.0f} tok/s, {elapsed:.0f}s, ETA {eta:.0f}s, "
+                             f"node {meta['node_id'][:8]}")
+                    if on_shard is not None:
+                        on_shard(meta)
+        except (CacheError, ResourceError):  # a damaged cache, or no engine got a node: their own messages
             raise
         except Exception as e:  # noqa: BLE001 - one clear error naming the teacher; finished shards stay cached
             run["error"] = f"{type(e).__name__}: {e}"
@@ -405,23 +411,31 @@ def generate_teachers(teachers: list, problems, cfg, cache_dir=None, *, split: s
                       address: str | None = None) -> list[GenerationResult]:
     """Rationales of every teacher, one teacher after another (each releases its engines before the next).
 
-    `problems` is a list of Problem or a tasks.Splits (then `split` picks one). Everything that can fail cheaply
-    (model specs, resources) fails before the first teacher starts; a failing teacher stops the run with its name."""
+    `teachers` are ModelFacts (models.remote.describe_remote(specs, cfg, "generation"): each resolved on a generation
+    node; the driver never resolves or opens a model). `problems` is a list of Problem or a tasks.Splits (then
+    `split` picks one). Everything that can fail cheaply (resources, the cache) fails before the first teacher
+    starts; a failing teacher stops the run with its name. `address`: the Ray to join when none is connected."""
+    from cotgap_ray.models.remote import ModelFacts
+
+    wrong = [t for t in teachers if not isinstance(t, ModelFacts)]
+    if wrong:
+        raise TypeError(f"generate_teachers takes ModelFacts (models.remote.describe_remote(specs, cfg, "
+                        f"'generation')), not {type(wrong[0]).__name__} {wrong[0]!r}")
     placement = placement or Placement.from_config(cfg.generation)
     problems, task = _problems(problems, split, task, cfg)
     if not problems:
         raise ValueError(f"no problems to generate rationales for (split {split})")
     root = _root(cfg, cache_dir)
     jobs = []
-    for spec in teachers:
+    for facts in teachers:
         try:
-            jobs.append(plan_teacher(spec, problems, task, split, cfg, root, placement))
+            jobs.append(plan_teacher(facts, problems, task, split, cfg, root, placement))
         except ResourceError:
             raise
-        except InputError as e:  # a bad spec stays a user-input error (one `error:` line), now naming the teacher
-            raise type(e)(f"teacher {getattr(spec, 'spec', spec)}: {e}") from e
+        except InputError as e:  # stays a user-input error (one `error:` line), now naming the teacher
+            raise type(e)(f"teacher {facts.model.spec}: {e}") from e
         except Exception as e:  # noqa: BLE001
-            raise GenerationError(f"teacher {getattr(spec, 'spec', spec)}: {e}") from e
+            raise GenerationError(f"teacher {facts.model.spec}: {e}") from e
     if any(job.pending for job in jobs):
         import ray
 
@@ -432,5 +446,5 @@ def generate_teachers(teachers: list, problems, cfg, cache_dir=None, *, split: s
 
 
 def generate_rationales(teacher, problems, cfg, cache_dir=None, **kwargs) -> GenerationResult:
-    """Rationales of one teacher (spec or models.ResolvedModel); see generate_teachers for the arguments."""
+    """Rationales of one teacher (its ModelFacts); see generate_teachers for the arguments."""
     return generate_teachers([teacher], problems, cfg, cache_dir, **kwargs)[0]

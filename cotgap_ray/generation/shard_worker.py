@@ -1,5 +1,6 @@
 """The Ray Data actor of teacher generation: it owns one engine and turns one shard descriptor into one shard of
 scored rationale rows (Parquet bytes), with a deadline that kills a hung engine. pipeline.py plans and drives it.
+It gets the teacher's spec and fingerprint, never a path: it resolves the model on its own node (models/remote.py).
 
     {"shard_id": 3, "seed": 91522..., "problem_ids": [...], "questions": [...], "answers": [...]}
       -> {"shard_id": 3, "rows": 256, "sha256": "9f..", "n_tokens": 20311, "seconds": 41.2, ..., "parquet": b"PAR1..."}
@@ -69,9 +70,12 @@ def deadline(seconds: float, what: str) -> Iterator[None]:
 class ShardWorker:
     """A Ray Data actor owning one engine: one shard descriptor in, one shard of rationale rows (Parquet) out."""
 
-    def __init__(self, model_dir: str, teacher: str, kind: str, options: dict, sampling: dict, timeout_s: float,
-                 close_after: int | None = None):
-        """close_after: the number of shards this actor will get (pipeline.engine_shares gives each engine its own):
+    def __init__(self, spec: str, fingerprint: str | None, models_dir: str | None, teacher: str, kind: str,
+                 options: dict, sampling: dict, timeout_s: float, close_after: int | None = None):
+        """spec, fingerprint, models_dir: the teacher as the driver knows it (ModelFacts), resolved here, on this
+        actor's node, into that node's model cache (built, converted or downloaded once per node), and checked to be
+        the weights the run's cache key names (a teacher variant resolves to its base model's directory).
+        close_after: the number of shards this actor will get (pipeline.engine_shares gives each engine its own):
         the engine is closed right after the last one. Ray Data ends its actors by killing their child processes
         before the UDF's __del__ runs (that runs only at the worker's interpreter shutdown), and a vLLM engine left
         open at that exit makes Python's resource tracker print `KeyError: '/psm_...'` tracebacks; closed first, it
@@ -80,12 +84,15 @@ class ShardWorker:
         from transformers import AutoTokenizer
 
         from cotgap_ray.engines import load_engine
+        from cotgap_ray.models.remote import local_model
 
         self.teacher, self.timeout_s = teacher, timeout_s
         self.close_after, self.shards_done = close_after, 0
         self.sampling = SamplingParams(**{**sampling, "stop": tuple(sampling.get("stop", ()))})
         start = time.perf_counter()
-        with deadline(timeout_s, f"engine start for teacher {teacher}"):
+        # A download that stalls is as much a hang as an engine that does: one deadline covers both.
+        with deadline(timeout_s, f"model fetch and engine start for teacher {teacher}"):
+            model_dir = local_model(spec, fingerprint, models_dir).path
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
             self.engine = load_engine(model_dir, kind, **options)
         self.engine_start_s, self.ready_at = time.perf_counter() - start, time.time()

@@ -356,7 +356,7 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
     _status(run_dir, cfg, "generation", notes)
     from cotgap_ray.generation.pipeline import generate_teachers
 
-    generations = dict(zip(cfg.teachers, generate_teachers([f.model for f in teachers], splits, cfg, split="train",
+    generations = dict(zip(cfg.teachers, generate_teachers(teachers, splits, cfg, split="train",
                                                            task=cfg.task.name)))
     _status(run_dir, cfg, "proxies", notes)
     proxies, tables = proxies_stage(run_dir, cfg, student, splits, generations)
