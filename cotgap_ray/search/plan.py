@@ -202,15 +202,11 @@ def capacity(cfg, node_types: list[dict], work: dict) -> dict:
                       "finetune_workers": workers, "trials": workers // cfg.train.num_workers})
     budget = work["search"]["trials"]  # a grid's budget is its size, as tuning.run_search counts it
     trials = max_concurrent(replace(cfg, search=replace(cfg.search, trials=budget)), node_types)
+    from cotgap_ray.evaluation.pool import pool_size
+
     return {"node_types": types, "generation_engines_at_once": engines_at_once, "trials_at_once": trials,
+            "evaluation_engines": pool_size(cfg, trials, node_types),
             "generation_gpu": {spec: e["gpu"] for spec, e in engines.items()}}
-
-
-def driver_type(node_types: list[dict]) -> dict | None:
-    """The node the driver runs on (the baseline and the proxies run in its process): this machine on a local run,
-    else the alive node type named head, else the first alive one."""
-    alive = [t for t in node_types if t["source"] == "alive"]
-    return next((t for t in alive if t["name"] == "head"), alive[0] if alive else None)
 
 
 # ------------------------------------------------------------------------------------------------- cost (pure)
@@ -239,14 +235,13 @@ def estimate(cfg, work: dict, cap: dict, node_types: list[dict], rates: dict[str
                      "rate": key, "per_node": per_node, "at_once": at_once(parallel, per_node, node["count"]),
                      "node_hours": node_hours(amount, rates[key].value, parallel, per_node, node["count"])})
 
-    driver = driver_type(node_types)
-    if driver is not None:  # in the driver's process: one engine, one model, on the driver's node
-        device = "gpu" if driver["resources"].get("GPU", 0) > 0 else "cpu"
-        add("baseline", driver, "dev + test", work["baseline"]["problems"], "problems", f"evaluate.{device}.{engine}",
-            1, 1)
-        add("proxies", driver, "student NLL",
-            work["proxies"]["tokens"], "tokens", f"train.{device}", 1, 1)
     by_name = {t["name"]: t for t in cap["node_types"]}
+    device = "gpu" if cfg.search.eval_gpus > 0 else "cpu"
+    for node in node_types:  # Ray tasks with the evaluation engine's resources (search/run.py): never the driver
+        if by_name[node["name"]]["evaluation_engine"]:
+            add("baseline", node, "dev + test", work["baseline"]["problems"], "problems",
+                f"evaluate.{device}.{engine}", 1, 1)
+            add("proxies", node, "student NLL", work["proxies"]["tokens"], "tokens", f"train.{device}", 1, 1)
     for node in node_types:
         here = by_name[node["name"]]
         for t in work["teachers"]:
@@ -265,8 +260,9 @@ def estimate(cfg, work: dict, cap: dict, node_types: list[dict], rates: dict[str
                  work["confirm"]["test_evaluations"])):
             if workers:
                 add(stage, node, "fine-tune workers", tokens, "tokens", train_key, parallel, workers)
-            if here["evaluation_engine"]:
-                add(stage, node, "evaluation engine", evals, "problems", eval_key, 1, 1)
+            if here["evaluation_engine"]:  # the pool: one engine per node that holds one (evaluation/pool.py)
+                add(stage, node, "evaluation engines", evals, "problems", eval_key,
+                    cap["evaluation_engines"] if stage == "search" else 1, 1)
     return rows
 
 
@@ -319,14 +315,14 @@ def stage_lines(plan: dict) -> list[str]:
     nll = ("every rationale: a chain filters on student_nll" if w["proxies"]["every_rationale"]
            else "up to search.proxy_rationales per teacher")
     return [
-        f"baseline    the student without adapter, greedy, in the driver: dev {s['dev']} + test {s['test']} = "
-        f"{_n(ev['baseline'])} evaluations",
+        f"baseline    the student without adapter, greedy, a task on an evaluation node: dev {s['dev']} + test "
+        f"{s['test']} = {_n(ev['baseline'])} evaluations",
         f"generation  {len(w['teachers'])} teachers x {s['train']} train problems x samples ({variants}) = "
         f"{_n(w['generation']['rationales'])} rationales in {w['generation']['shards']} shards, "
         f"<= {_n(w['generation']['tokens'])} tokens",
         f"proxies     student NLL of <= {_n(w['proxies']['rationales'])} rationales ({nll}), <= "
-        f"{_n(w['proxies']['tokens'])} tokens, a forward pass each (timed at the training rate, which bounds it), in "
-        f"the driver",
+        f"{_n(w['proxies']['tokens'])} tokens, a forward pass each (timed at the training rate, which bounds it), a "
+        f"task on an evaluation node",
         f"search      {search['trials']} trials ({search['strategy']}, {search['trials_from']}), <= "
         f"{_n(search['epochs'])} epochs in all, <= {_n(search['train_tokens'])} training tokens; dev scoring: "
         f"{_n(ev['search_dev'])} (each trial epoch) + {2 * s['dev']} (engine baseline + A/A)",
