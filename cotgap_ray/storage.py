@@ -74,8 +74,9 @@ def check_shared(root: Path, timeout_s: float = 60.0) -> None:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         nodes = alive_node_ids()
-        task = ray.remote(_sees).options(num_cpus=0, max_retries=0)
-        refs = {node: task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
+        task = ray.remote(_sees)
+        refs = {node: task.options(num_cpus=0, max_retries=0, name="cotgap-storage-check",
+                                   scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
                 .remote(str(probe), token) for node in nodes}
         blind = [node for node, ref in refs.items() if not ray.get(ref, timeout=timeout_s)]
     finally:
