@@ -142,8 +142,11 @@ def _wait_for_a_trial(c: NsCluster, submission_id: str, run: Path, timeout_s: fl
 @pytest.mark.search
 @pytest.mark.timeout(3600)
 def test_search_survives_node_loss_and_head_loss():
-    """EXPECTED TO FAIL until issue #31's product changes land on main (today: `search.max_failures` is an unknown
-    key; without it, the driver resolves the tiny models on the head and the worker's engines cannot find them)."""
+    """The README's cluster flow on nodes that share only the storage root: `ray job submit` of the smoke search,
+    work pinned to the worker by custom resources; the worker killed mid-search and replaced (the search finishes by
+    itself, the lost trial retried); then every node stopped and a new head and worker, with empty disks, resume
+    from storage with --resume (no trial retrained, no shard regenerated). Before #31 it failed in generation: the
+    driver resolved the models on the head and handed the worker a path that exists only there."""
     with _cluster() as c:
         run = c.storage / "runs" / "smoke"  # the default run dir under $COTGAP_STORAGE: no --out
         c.start_head()
@@ -165,6 +168,13 @@ def test_search_survives_node_loss_and_head_loss():
         assert len(records) == 4 and all(r["status"] in FINAL and r["finished_at"] for r in records.values()), \
             {k: (r["status"], r["error"]) for k, r in records.items()}
         _head_wrote_no_model(c, "head")
+        # The trial running on w1 failed with its node and Tune ran it again on w2 (search.max_failures); the
+        # evaluation engine lost with w1 was restarted by Ray on w2, and each engine start kept its own log.
+        assert any(r.get("retries") for r in records.values()), {k: r.get("retries") for k, r in records.items()}
+        engine_logs = [json.loads(p.read_text()) for p in (run / "evaluators").glob("*.json")]
+        assert len({log["node_id"] for log in engine_logs}) >= 2, [log["node_id"] for log in engine_logs]
+        calls = json.loads((run / "evals.json").read_text())
+        assert {c["split"] for c in calls if c["stage"] == "search"} == {"dev"}  # test stayed locked
         finished = {key: r["finished_at"] for key, r in records.items()}
         shards = _rationale_shards(c.storage)
         assert shards, f"no rationale shard under {c.storage / 'cache' / 'rationales'}"

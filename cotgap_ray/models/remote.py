@@ -84,7 +84,12 @@ def describe_remote(specs: list[str], cfg, stage: str, timeout_s: float | None =
         options["resources"] = request
     task = ray.remote(describe_local).options(name=f"cotgap-resolve-{stage}", **options)
     refs = [task.remote(spec, models_dir_setting(cfg)) for spec in specs]
-    return ray.get(refs, timeout=timeout_s or cfg.generation.timeout_s)
+    try:
+        return ray.get(refs, timeout=timeout_s or cfg.generation.timeout_s)
+    except ray.exceptions.RayTaskError as e:  # bad input found on the node (unknown model, bad directory): its one
+        if isinstance(e.cause, InputError):   # clear message, not Ray's wrapper with the remote traceback
+            raise e.cause from None
+        raise
 
 
 def stage_request(cfg, stage: str) -> dict:
