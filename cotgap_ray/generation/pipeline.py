@@ -33,6 +33,7 @@ overridden by its settings (sampling_params), into its own cache directory.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 import warnings
@@ -205,6 +206,11 @@ def run_pipeline(job: TeacherJob, placement: Placement, groups: list, node_types
     custom = placement.custom_resources()
     if custom:  # e.g. {"generation_node": 0.01, "accelerator_type:A100": 0.001}: held in the group's bundle 0
         remote["resources"] = custom
+    # Ray 2.60's Data usage collection starts, in this driver, a daemon thread (data-usage-metrics-poller) that queries
+    # a Prometheus server on localhost:9090 every 10 s for the rest of the process, logging a connection error each
+    # time none runs (ours never does), and outliving ray.shutdown(). It only feeds Ray's usage statistics: off,
+    # unless the user set it (RAY_DATA_USAGE_DISABLED=0 turns it back on).
+    os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
     ctx = ray.data.DataContext.get_current()
     # 0: each pool starts its actor without waiting for it. Ray Data starts its operators one after another, and a
     # positive wait blocks each start until that pool's actor is up: N engines would start one at a time. Every actor
