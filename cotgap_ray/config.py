@@ -237,8 +237,9 @@ class SearchConfig:
                                "train.accelerator_type / train.resources)")
     eval_engines: int | None = _f(None, "evaluation engines (null: one per node that can hold one, at most the trials "
                                         "at once; each pairs its adapters with its own baseline and noise floor)")
-    max_failures: int = _f(2, "times Tune retries a trial that failed (a lost node, a dead worker) before it is "
-                              "recorded failed; --resume runs failed trials again")
+    max_failures: int = _f(2, "times a trial that failed (a lost node, a dead worker) is retried before it is "
+                              "recorded failed (Tune), and a confirmation seed lost with its node; --resume runs "
+                              "failed trials again")
     seed: int = _f(0, "seed of the Optuna sampler")
     proxy_rationales: int = _f(256, "rationales per teacher scored for the student-NLL proxy (all when a chain uses "
                                     "the student_nll filter)")

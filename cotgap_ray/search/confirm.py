@@ -78,7 +78,9 @@ def confirm_teacher(run_dir: Path, cfg, ref: TeacherRef, best: TrialRecord, tabl
     storage = join_storage(storage_root(cfg.train.storage_path, run_dir), "train")
     scorer = EvaluatorScorer("test", "confirm", list(engines), route=ref.name)
     request = trial_request(cfg)
-    task = ray.remote(seed_run).options(num_cpus=request.pop("CPU"), resources=request or None, max_retries=0)
+    # A seed lost with its node (a system failure, not an exception it raised) runs again elsewhere.
+    task = ray.remote(seed_run).options(num_cpus=request.pop("CPU"), resources=request or None,
+                                        max_retries=cfg.search.max_failures)
     seeds, afters, before = [], [], None
     for i in range(cfg.confirm.seeds):
         seed = cfg.lora.seed + i
