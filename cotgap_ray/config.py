@@ -235,8 +235,9 @@ class SearchConfig:
                                 "that asked waits, so on a laptop it can share a core with training)")
     eval_gpus: float = _f(0.0, "GPUs of the evaluation engine actor (it runs on a node of the fine-tune type: "
                                "train.accelerator_type / train.resources)")
-    eval_engines: int | None = _f(None, "evaluation engines (null: one per node that can hold one, at most the trials "
-                                        "at once; each pairs its adapters with its own baseline and noise floor)")
+    eval_engines: int | None = _f(None, "evaluation engines (null: one per 4 trials at once, at most one per node "
+                                        "that holds one; each pairs its adapters with its own baseline and noise "
+                                        "floor)")
     max_failures: int = _f(2, "times a trial that failed (a lost node, a dead worker) is retried before it is "
                               "recorded failed (Tune), and a confirmation seed lost with its node; --resume runs "
                               "failed trials again")
@@ -263,7 +264,7 @@ class SearchConfig:
             "grace_period": _at_least(self.grace_period, 1), "reduction_factor": _at_least(self.reduction_factor, 2),
             "eval_cpus": (self.eval_cpus, self.eval_cpus > 0, "> 0"), "eval_gpus": _at_least(self.eval_gpus, 0),
             "max_concurrent_trials": _none_or_at_least(self.max_concurrent_trials, 1, "what the cluster holds"),
-            "eval_engines": _none_or_at_least(self.eval_engines, 1, "one per node that holds one"),
+            "eval_engines": _none_or_at_least(self.eval_engines, 1, "one per 4 trials at once"),
             "max_failures": _at_least(self.max_failures, 0),
             "proxy_rationales": _at_least(self.proxy_rationales, 1),
             "rule_out_alpha": (self.rule_out_alpha, self.rule_out_alpha is None or (

@@ -270,11 +270,11 @@ def _schema() -> dict:
 def test_the_gpu_study_fits_this_cluster(prepared, monkeypatch):
     """experiments/gsm8k_qwen25.yaml is written for cluster.yaml: the search's own checks pass on its node types, the
     evaluation engine goes to a gpu_finetune node (not an 8-GPU generation node), and the concurrency it sets is the
-    one the cluster holds (8 fine-tune nodes, one of them the evaluation engine's)."""
+    one the cluster holds (8 fine-tune nodes, two of them the evaluation engines')."""
     from cotgap_ray import cluster
     from cotgap_ray.config import load_config
     from cotgap_ray.evaluation.evaluator import evaluator_request
-    from cotgap_ray.search.resources import check_resources, max_concurrent
+    from cotgap_ray.search.resources import check_resources, concurrency
 
     node_types = [HEAD_ALIVE, *cluster.node_types_from_config(prepared)]
     monkeypatch.setattr(cluster, "offered_node_types", lambda: node_types)
@@ -282,8 +282,10 @@ def test_the_gpu_study_fits_this_cluster(prepared, monkeypatch):
     check_resources(cfg)
     evaluator = evaluator_request(cfg)
     assert [t["name"] for t in node_types if cluster.fits(evaluator, t["resources"])] == ["gpu_finetune"]
-    derived = load_config(str(ROOT / "experiments" / "gsm8k_qwen25.yaml"), ["search.max_concurrent_trials=null"])
-    assert max_concurrent(derived, node_types) == cfg.search.max_concurrent_trials == 7
+    derived = load_config(str(ROOT / "experiments" / "gsm8k_qwen25.yaml"),
+                          ["search.max_concurrent_trials=null", "search.eval_engines=null"])
+    # 8 one-GPU fine-tune nodes: 2 evaluation engines (one per 4 trials) and the 6 trials beside them
+    assert concurrency(derived, node_types) == (cfg.search.max_concurrent_trials, cfg.search.eval_engines) == (6, 2)
 
 
 def _documented_module_commands() -> list[list[str]]:

@@ -128,7 +128,7 @@ def test_evaluation_engine_lands_on_the_l40s_node(three_nodes, tiny_llama_dir, t
     problems = [Problem("p0", "What is 1 + 1?", "2", "dev")]
     (student,) = describe_remote([cfg.student], cfg, "evaluator")
     assert student.node_id == three_nodes["finetune"]  # resolved where it runs, not in the driver
-    names = start_pool(student, {"dev": problems}, cfg, 4, tmp_path / "run", concurrent=2)
+    names = start_pool(student, {"dev": problems}, cfg, 4, tmp_path / "run", size=1)
     try:
         assert names == ["cotgap-evaluator-0"]  # one fine-tune node: one engine
         actor = ray.get_actor(names[0])

@@ -106,6 +106,11 @@ def test_concurrency_comes_from_the_node_types_and_the_per_trial_request():
     gpu = load_config(None, ["train.use_gpu=true", "train.accelerator_type=L40S", "search.eval_gpus=1",
                              "search.trials=12"])
     assert max_concurrent(gpu, cluster) == 7  # 8 GPU nodes, one shared with the evaluation engine's GPU
+    assert max_concurrent(gpu, cluster, evaluators=3) == 5  # three nodes each hold an engine's GPU
+    from cotgap_ray.search.resources import concurrency
+
+    assert concurrency(gpu, cluster) == (6, 2)  # one engine per 4 trials at once: 7 -> 2 engines -> 6 trials
+    assert concurrency(load_config(None, []), laptop) == (1, 1)  # a laptop: one engine, as before
     assert evaluator_request(gpu) == {"CPU": 0.5, "GPU": 1.0, "accelerator_type:L40S": 0.001}  # a fine-tune node
     assert max_concurrent(load_config(None, ["search.max_concurrent_trials=3"]), cluster) == 3
     assert max_concurrent(load_config(None, ["search.trials=4"]), laptop * 1 + [

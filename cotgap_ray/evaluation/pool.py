@@ -5,8 +5,8 @@ bounded wait, and whatever they logged merged into the run directory.
     -> ["cotgap-evaluator-0", "cotgap-evaluator-1"]      ("evaluation engines: 2 of 2 started ...")
     merge_logs(run_dir)   # evaluators/*.json -> evals.json (every evaluation) and noise.json (every engine's floor)
 
-One engine per node that can hold one (search.eval_engines overrides), at most one per concurrent trial: on one
-laptop that is one engine, as before. A trial is routed to an engine by a hash of its tag (scorers.EvaluatorScorer),
+One engine per TRIALS_PER_ENGINE trials at once, at most one per node that can hold one (search.eval_engines
+overrides; search/resources.concurrency sizes trials and engines together): on one laptop that is one engine. A trial is routed to an engine by a hash of its tag (scorers.EvaluatorScorer),
 and every delta pairs rows of the engine that scored it, so engines need not agree (each has its own A/A noise
 floor; the report uses the largest). An engine that dies with its node is restarted by Ray (max_restarts) on another
 node; it then resolves the student there and measures its own baseline again before its next score.
@@ -22,26 +22,33 @@ from cotgap_ray.evaluation.evaluator import Evaluator, evaluator_name, evaluator
 from cotgap_ray.records import write_json
 
 RESTARTS = 4  # a node lost mid-search is routine on a cloud; a deterministic crash must still end the run
+# Trials at once per evaluation engine when search.eval_engines is not set. An engine scores one adapter on dev per
+# trial epoch, while the trial trains that epoch on the whole train split: on 2 CPU cores scoring the smoke dev split
+# took a small fraction of an epoch (benchmarks/results/2026-12-scoring.md for the engines' rates), so a few trials
+# share one engine; an engine on a GPU node takes that node from the trials (cluster.yaml's 1-GPU fine-tune type).
+TRIALS_PER_ENGINE = 4
 # The handles of the started engines, until close_pool: a named actor that is not detached dies when the last handle
 # to it goes ("all references to the actor were removed"), and trials only hold its name.
 _HANDLES: dict[str, object] = {}
 
 
 def pool_size(cfg, concurrent: int, node_types: list[dict]) -> int:
-    """search.eval_engines, else one per node (alive, or launchable up to its max) that holds an evaluation engine,
-    at most `concurrent`, at least 1."""
+    """search.eval_engines, else one engine per TRIALS_PER_ENGINE trials at once, at most one per node (alive, or
+    launchable up to its max) that holds one, at least 1."""
+    import math
+
     from cotgap_ray.cluster import fits
 
     if cfg.search.eval_engines:
         return cfg.search.eval_engines
     request = evaluator_request(cfg)
     nodes = sum(concurrent if t["count"] is None else t["count"] for t in node_types if fits(request, t["resources"]))
-    return max(1, min(nodes, concurrent))
+    return max(1, min(nodes, math.ceil(concurrent / TRIALS_PER_ENGINE)))
 
 
-def start_pool(student, problem_sets: dict, cfg, lora_rank: int, run_dir: Path, concurrent: int,
+def start_pool(student, problem_sets: dict, cfg, lora_rank: int, run_dir: Path, size: int,
                stage_baselines: dict | None = None) -> list[str]:
-    """Start the pool (student: models.remote.ModelFacts) and wait up to generation.timeout_s for its engines;
+    """Start `size` engines (pool_size; student: models.remote.ModelFacts) and wait up to generation.timeout_s;
     returns the names of those that started (at least one, else RunFailure naming the request and the node types).
     Engines that did not start in time are killed: the search goes on with the engines that exist."""
     import ray
@@ -51,7 +58,6 @@ def start_pool(student, problem_sets: dict, cfg, lora_rank: int, run_dir: Path, 
     from cotgap_ray.models.remote import models_dir_setting
 
     node_types = offered_node_types()
-    size = pool_size(cfg, concurrent, node_types)
     request = evaluator_request(cfg)
     options = {"max_restarts": RESTARTS, "max_task_retries": 0, "num_cpus": request.pop("CPU", 0.0),
                "num_gpus": request.pop("GPU", 0.0)}

@@ -177,7 +177,7 @@ def capacity(cfg, node_types: list[dict], work: dict) -> dict:
     from cotgap_ray.cluster import fits, full_request, slots
     from cotgap_ray.evaluation.evaluator import evaluator_request
     from cotgap_ray.generation.placement import Placement, actor_count, actor_cpus, actor_gpus
-    from cotgap_ray.search.resources import max_concurrent
+    from cotgap_ray.search.resources import concurrency
 
     placement = Placement.from_config(cfg.generation)
     engine_gpus = actor_gpus(placement, node_types)
@@ -201,11 +201,9 @@ def capacity(cfg, node_types: list[dict], work: dict) -> dict:
                       "evaluation_engine": int(fits(evaluator_request(cfg), res)),
                       "finetune_workers": workers, "trials": workers // cfg.train.num_workers})
     budget = work["search"]["trials"]  # a grid's budget is its size, as tuning.run_search counts it
-    trials = max_concurrent(replace(cfg, search=replace(cfg.search, trials=budget)), node_types)
-    from cotgap_ray.evaluation.pool import pool_size
-
+    trials, evaluation_engines = concurrency(replace(cfg, search=replace(cfg.search, trials=budget)), node_types)
     return {"node_types": types, "generation_engines_at_once": engines_at_once, "trials_at_once": trials,
-            "evaluation_engines": pool_size(cfg, trials, node_types),
+            "evaluation_engines": evaluation_engines,
             "generation_gpu": {spec: e["gpu"] for spec, e in engines.items()}}
 
 
@@ -365,7 +363,8 @@ def render(plan: dict) -> str:
                        f"{t['evaluation_engine']:>11} {t['finetune_workers']:>10} {t['trials']:>6}")
         engines = ", ".join(map(str, cap["generation_engines_at_once"].values()))
         out += _wrapped(f"at once: generation engines {engines} (per teacher, in the order listed: one teacher after "
-                        f"another); trials {cap['trials_at_once']} (search/resources.max_concurrent)")
+                        f"another); trials {cap['trials_at_once']}, evaluation engines {cap['evaluation_engines']} "
+                        f"(search/resources.concurrency)")
         out += ["", "estimate in node-hours: work / rate / units at once, times the nodes they hold"]
         out += _wrapped("upper bounds: every rationale is kept and trained on, every trial runs to its last epoch, a "
                         "prompt counts a token per byte; filters and ASHA cut the real work")

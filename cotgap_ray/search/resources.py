@@ -32,10 +32,11 @@ def per_trial_request(cfg) -> dict:
     return request
 
 
-def max_concurrent(cfg, node_types: list[dict]) -> int:
+def max_concurrent(cfg, node_types: list[dict], evaluators: int = 1) -> int:
     """Trials at once: how many trials' workers the cluster's node types hold (alive nodes, plus the types an
-    autoscaler may launch, up to their max_workers), after the evaluation engine takes its share of one node;
-    at least 1, at most the budget. `node_types` as cluster.offered_node_types() returns them."""
+    autoscaler may launch, up to their max_workers), after `evaluators` evaluation engines (one per node, on the
+    first nodes that hold one: evaluation/pool.py) take their share; at least 1, at most the budget. `node_types` as
+    cluster.offered_node_types() returns them."""
     from cotgap_ray.cluster import fits, full_request, slots
 
     if cfg.search.max_concurrent_trials:
@@ -44,17 +45,24 @@ def max_concurrent(cfg, node_types: list[dict]) -> int:
                            "GPU": 1.0 if cfg.train.use_gpu else 0.0, **cfg.train.resources},
                           cfg.train.accelerator_type)
     evaluator = evaluator_request(cfg)
-    workers, evaluator_placed = 0, False
+    workers, left = 0, evaluators
     for node_type in node_types:
         resources, count = dict(node_type["resources"]), node_type["count"]
-        count = cfg.search.trials * cfg.train.num_workers if count is None else count
-        if count and not evaluator_placed and fits(evaluator, resources):
-            rest = {k: v - evaluator.get(k, 0.0) for k, v in resources.items()}
-            workers += min(slots(worker, rest), 10**6) + min(slots(worker, resources), 10**6) * (count - 1)
-            evaluator_placed = True
-        else:
-            workers += min(slots(worker, resources), 10**6) * count
+        count = cfg.search.trials * cfg.train.num_workers + left if count is None else count
+        shared = min(left, count) if fits(evaluator, resources) else 0  # nodes that also hold an engine
+        rest = {k: v - evaluator.get(k, 0.0) for k, v in resources.items()}
+        workers += min(slots(worker, rest), 10**6) * shared + min(slots(worker, resources), 10**6) * (count - shared)
+        left -= shared
     return max(1, min(workers // cfg.train.num_workers, cfg.search.trials))
+
+
+def concurrency(cfg, node_types: list[dict]) -> tuple[int, int]:
+    """(trials at once, evaluation engines): the pool asks for one engine per TRIALS_PER_ENGINE trials at once, on
+    nodes that hold one (evaluation/pool.py), and the trials fit beside the engines it takes."""
+    from cotgap_ray.evaluation.pool import pool_size
+
+    engines = pool_size(cfg, max_concurrent(cfg, node_types), node_types)
+    return max_concurrent(cfg, node_types, engines), engines
 
 
 # The work each stage asks Ray for, and the config keys that size its request (named when it cannot be placed).

@@ -364,10 +364,10 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
     _status(run_dir, cfg, "search", notes)
     from cotgap_ray.cluster import offered_node_types
     from cotgap_ray.evaluation.pool import close_pool, merge_logs, start_pool
-    from cotgap_ray.search.resources import max_concurrent
+    from cotgap_ray.search.resources import concurrency
 
-    concurrent = max_concurrent(cfg, offered_node_types())
-    engines = start_pool(student, {"dev": splits.dev, "test": splits.test}, cfg, lora_rank, run_dir, concurrent,
+    _, size = concurrency(cfg, offered_node_types())  # trials at once and the engines that score them, together
+    engines = start_pool(student, {"dev": splits.dev, "test": splits.test}, cfg, lora_rank, run_dir, size,
                          {split: correct for split, (_, correct) in baseline.items()})
     try:
         # Every delta pairs rows of one engine: its own baseline, with its A/A noise floor (search/noise.py), which

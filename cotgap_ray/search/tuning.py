@@ -341,7 +341,8 @@ def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], pro
     trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context), trial_request(cfg))
     tune_dir = run_dir / "tune"
     # The grid's budget is its size: max_concurrent caps trials at once by the budget (search.trials otherwise).
-    concurrent = max_concurrent(replace(cfg, search=replace(cfg.search, trials=budget)), offered_node_types())
+    concurrent = max_concurrent(replace(cfg, search=replace(cfg.search, trials=budget)), offered_node_types(),
+                                evaluators=max(1, len(engines or [])))  # beside the engines the pool took
     if grid is not None:
         print(f"\ngrid: {len(grid)} points, every one to its planned epochs, up to {concurrent} at once, per trial "
               f"{per_trial_request(cfg)} (search.trials, asha, seed_from_proxies and rule_out_alpha do not apply "
