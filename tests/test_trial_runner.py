@@ -243,10 +243,13 @@ def test_the_confirmation_runs_the_runner_per_seed_on_test(cfg, tiny_llama_dir, 
     from cotgap_ray.records import TeacherRef
     from cotgap_ray.search.confirm import confirm_teacher
 
+    from cotgap_ray.search import confirm
+
     scored = []
     monkeypatch.setattr(EvaluatorScorer, "__call__",
-                        lambda self, adapter, tag: scored.append((self.split, self.stage, self.evaluator, tag)) or
+                        lambda self, adapter, tag: scored.append((self.split, self.stage, self.route, tag)) or
                         FakeScorer(split=self.split)(adapter, tag))
+    monkeypatch.setattr(confirm, "run_seed", confirm.seed_run)  # the Ray task's body, in this process
     point = {"teacher": tiny_llama_dir, "filters": "keep", "lora.rank": 4, "lora.alpha_ratio": 2.0,
              "lora.learning_rate": 1e-3, "lora.epochs": 2}
     searched = tmp_path / "search-adapter"
@@ -254,13 +257,14 @@ def test_the_confirmation_runs_the_runner_per_seed_on_test(cfg, tiny_llama_dir, 
     best = TrialRecord(trial_id="t1", teacher="tiny", params=point, status="stopped", dev_delta=0.1,
                        epochs=[EpochRecord(epoch=1)], adapter_dir=str(searched), n_train_examples=8)
     final = confirm_teacher(tmp_path / "run", cfg, TeacherRef(tiny_llama_dir, "tiny"), best,
-                            {"tiny": rationales("tiny")}, PROBLEMS, BASELINE, evaluator="the-actor")
+                            {"tiny": rationales("tiny")}, PROBLEMS, BASELINE, engines=["the-engine"])
     # seed 0 reuses the search trial's adapter; seed 1 re-trains the stopped trial's schedule cut at its epoch 1
     (call,) = fine_tunes
     assert call.settings.seed == cfg.lora.seed + 1 and call.settings.rank == 4 and call.stop_after == 1
     assert [s.adapter_from for s in final.seeds] == ["search trial's adapter", "trained now"]
     assert final.seeds[0].adapter_dir == str(searched)
-    assert scored == [("test", "confirm", "the-actor", f"final:tiny:seed{cfg.lora.seed + i}") for i in range(2)]
+    # every seed of one teacher is scored by one engine (routed by the teacher's name): one baseline for all seeds
+    assert scored == [("test", "confirm", "tiny", f"final:tiny:seed{cfg.lora.seed + i}") for i in range(2)]
     assert final.delta == pytest.approx(0.5) and final.baseline_test_correct == [BASELINE[d] for d in sorted(DEV)]
 
 

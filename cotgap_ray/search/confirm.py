@@ -62,38 +62,44 @@ def seed_run(cfg, student_fingerprint: str | None, **kwargs):
     return train_and_score(cfg, student, **kwargs)
 
 
+def run_seed(cfg, student_fingerprint: str | None, **kwargs):
+    """seed_run as a Ray task on a fine-tune node; a seed lost with its node (a system failure, not an exception it
+    raised) runs again elsewhere (search.max_failures)."""
+    import ray
+
+    from cotgap_ray.search.resources import trial_request
+
+    request = trial_request(cfg)
+    task = ray.remote(seed_run).options(num_cpus=request.pop("CPU"), resources=request or None,
+                                        max_retries=cfg.search.max_failures, name="cotgap-confirm-seed")
+    return ray.get(task.remote(cfg, student_fingerprint, **kwargs))
+
+
 def confirm_teacher(run_dir: Path, cfg, ref: TeacherRef, best: TrialRecord, tables: dict, problems: dict,
                     baseline_test: dict, engines: list[str], student_fingerprint: str | None = None) -> FinalRecord:
     """One teacher's confirmation: its best trial's point through the trial runner once per seed, scored on test by
     one engine of the pool (routed by the teacher's name: every seed pairs with that engine's baseline)."""
-    import ray
-
     from cotgap_ray.cluster import join_storage, storage_root
     from cotgap_ray.evaluation.scorers import EvaluatorScorer
-    from cotgap_ray.search.resources import trial_request
     from cotgap_ray.search.space import filter_chain, lora_settings
     from cotgap_ray.stats import compare_seeds
 
     point = best.params
     storage = join_storage(storage_root(cfg.train.storage_path, run_dir), "train")
     scorer = EvaluatorScorer("test", "confirm", list(engines), route=ref.name)
-    request = trial_request(cfg)
-    # A seed lost with its node (a system failure, not an exception it raised) runs again elsewhere.
-    task = ray.remote(seed_run).options(num_cpus=request.pop("CPU"), resources=request or None,
-                                        max_retries=cfg.search.max_failures)
     seeds, afters, before = [], [], None
     for i in range(cfg.confirm.seeds):
         seed = cfg.lora.seed + i
         # Seed lora.seed is the search trial's own configuration: its adapter, when still readable here, is scored
         # as it is; the other seeds are trained now.
         reuse = best.adapter_dir if i == 0 and best.adapter_dir and Path(best.adapter_dir).is_dir() else None
-        outcome = ray.get(task.remote(
+        outcome = run_seed(
             cfg, student_fingerprint, teacher=ref.name, tables=tables, chain=filter_chain(point, cfg.search),
             settings=lora_settings(point, replace(cfg.lora, seed=seed)), scorer=scorer, baseline=baseline_test,
             problems=problems, storage_path=storage, name=f"final-{best.trial_id}-seed{seed}",
             tag=f"final:{ref.name}:seed{seed}",
             # A trial ASHA stopped stands for its schedule cut at the epochs it reached: re-train exactly that.
-            stop_after=len(best.epochs) if best.status == "stopped" else None, adapter=reuse))
+            stop_after=len(best.epochs) if best.status == "stopped" else None, adapter=reuse)
         if outcome.status == "no_data":  # the search trained on these very rationales: something changed under it
             raise RuntimeError(f"confirm: {ref.name}'s best trial {best.trial_id} no longer has training data: "
                                f"{outcome.error}")
