@@ -307,8 +307,10 @@ class Battery:
         return self._generation_kill("gen_driver", "SIGKILL driver mid-generation", kill)
 
     # -- 2, 3. search
-    def _search_kill(self, name: str, fault: str, when, kill, expect_error: str | None = None) -> Outcome:
-        """`expect_error`: the first run must end with status 3 and an `error:` line holding these words."""
+    def _search_kill(self, name: str, fault: str, when, kill, expect_error: str | None = None,
+                     check=None) -> Outcome:
+        """`expect_error`: the first run must end with status 3 and an `error:` line holding these words. `check`:
+        (first run's exit status, its log, the run dir) -> what is wrong with how the first run ended, or None."""
         ref = self.search_reference()
         tmp = self.dir(name)
         shutil.copytree(ref / "cache", tmp / "cache")  # generation and baseline cached: the fault hits the search
@@ -338,6 +340,9 @@ class Battery:
         if expect_error is not None and not (rc == 3 and _error_names(first, expect_error)):
             out.ok = False
             out.details.append(f"the first run did not end with status 3 and an error naming {expect_error!r}")
+        if check is not None and (problem := check(rc, first, run_dir)):
+            out.ok = False
+            out.details.append(problem)
         if not same_shape:
             out.details.append("report.json differs in structure from the uninterrupted run's (or is missing)")
         out.details += [tail(first), tail(again.stdout)]
@@ -350,8 +355,15 @@ class Battery:
         def kill(proc):
             descendant(proc, "Evaluator").kill()
             return "evaluation actor SIGKILLed after the first trial"
-        return self._search_kill("eval_actor", "SIGKILL evaluation actor mid-search", when, kill,
-                                 expect_error="the evaluation engine (Ray actor cotgap-evaluator) died")
+
+        def restarted(rc, log, run_dir):
+            """Ray restarts the engine (evaluation/pool.RESTARTS): the first run finishes by itself, and the engine's
+            second start measured its own baseline again (two logs under evaluators/)."""
+            starts = len(list((run_dir / "evaluators").glob("*.json")))
+            if rc != 0 or starts < 2:
+                return f"the search did not recover by itself: exit {rc}, {starts} engine start(s) logged"
+            return None
+        return self._search_kill("eval_actor", "SIGKILL evaluation actor mid-search", when, kill, check=restarted)
 
     def train_worker(self) -> Outcome:
         def when(run_dir, proc):

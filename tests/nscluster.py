@@ -10,8 +10,9 @@
 
 What each node has of its own, and why (a real cluster's nodes share no disk but the one the run is told to use):
     <base>/<node>/home  bind-mounted over $HOME (/root): ~/.cache (models, HF, torch), ~/probe.txt, ~/.ray; the
-                        interpreter's dir, where it lives under $HOME (~/.pyenv), is bind-mounted into it read-only:
-                        part of the machine image, like the venv
+                        interpreter's dir, the checkout and its venv, where they live under $HOME (~/.pyenv) or /tmp
+                        (a CI clone in /tmp/ci), are bind-mounted read-only into the node's private home or tmp at
+                        the same path: part of the machine image, software every machine has
     <base>/<node>/tmp   bind-mounted over /tmp: Ray's session dir /tmp/ray (logs, sockets, the job's unpacked
                         working dir, spilled objects), anything a library writes to /tmp
     a fresh tmpfs       mounted over /dev/shm: the node's object store and shared memory
@@ -71,12 +72,23 @@ for d in $NS_HOME_IMAGE; do
   mount --bind "$HOME/$d" "$NS_NODE_HOME/$d"
   mount -o remount,bind,ro "$NS_NODE_HOME/$d"
 done
+for d in $NS_TMP_IMAGE; do
+  mkdir -p "$NS_NODE_TMP/$d"
+  mount --bind "/tmp/$d" "$NS_NODE_TMP/$d"
+  mount -o remount,bind,ro "$NS_NODE_TMP/$d"
+done
 mount --rbind "$NS_NODE_HOME" "$HOME"
 mount --bind "$NS_NODE_TMP" /tmp
 mount -t tmpfs -o size="$NS_SHM_SIZE",mode=1777 tmpfs /dev/shm
 cd /
 exec "$@"
 """
+
+
+def _top_dirs(paths, root: Path) -> list[str]:
+    """The first component under `root` of each path that lives there ("/tmp/ci/.venv" under /tmp -> "ci")."""
+    return sorted({Path(p).relative_to(root).parts[0] for p in paths if Path(p).is_relative_to(root)
+                   and Path(p) != root})
 
 
 class ClusterError(RuntimeError):
@@ -148,13 +160,14 @@ class NsCluster:
         self.jobs: list[str] = []  # submission ids, for the diagnostics
         # The interpreter is part of the machine image: where it lives under $HOME (pyenv: ~/.pyenv), that dir is
         # bind-mounted read-only into every node's private home, as if installed there on each machine.
-        self.home_image = sorted({Path(p).relative_to(self.home).parts[0]
-                                  for p in (sys.base_prefix, os.path.realpath(python), self.bin)
-                                  if Path(p).is_relative_to(self.home)})
+        # The same for the checkout and its venv when they live under $HOME or /tmp (a CI clone in /tmp/ci): they
+        # are the software every machine has, mounted read-only at the same path in each node's private dir.
+        image = (sys.base_prefix, os.path.realpath(python), self.bin, self.repo)
+        self.home_image = _top_dirs(image, self.home)
+        self.tmp_image = _top_dirs(image, Path("/tmp"))
         for hidden in ("/tmp", str(self.home), "/dev/shm"):
-            for needed, what in ((self.repo, "the repository"), (self.base, "the base dir")):
-                if Path(needed).is_relative_to(hidden):
-                    raise ClusterError(f"{what} {needed} is under {hidden}, which every node mounts over")
+            if self.base.is_relative_to(hidden):
+                raise ClusterError(f"the base dir {self.base} is under {hidden}, which every node mounts over")
 
     # ----------------------------------------------------------------------------------------------- lifecycle
 
@@ -198,6 +211,7 @@ class NsCluster:
         log = self.base / "logs" / f"{name}.log"
         env = {**self.node_env(), "NS_NODE_HOME": str(node_dir / "home"), "NS_NODE_TMP": str(node_dir / "tmp"),
                "NS_SHM_SIZE": self.shm_size, "NS_HOME_IMAGE": " ".join(self.home_image),
+               "NS_TMP_IMAGE": " ".join(self.tmp_image),
                MARKER: str(node_dir)}  # inherited by every process of the node: kill_node and cleanup find them by it
         common = ["--block", "--node-ip-address", "127.0.0.1", "--node-name", name,
                   "--object-store-memory", str(self.object_store_bytes),
