@@ -48,7 +48,8 @@ def pool_size(cfg, concurrent: int, node_types: list[dict]) -> int:
 
 def start_pool(student, problem_sets: dict, cfg, lora_rank: int, run_dir: Path, size: int,
                stage_baselines: dict | None = None) -> list[str]:
-    """Start `size` engines (pool_size; student: models.remote.ModelFacts) and wait up to generation.timeout_s;
+    """Start `size` engines (pool_size; student: models.remote.ModelFacts) and wait up to generation.node_wait_s (a
+    node) + generation.timeout_s (the student resolved and its engine started, bounded like a generation engine's);
     returns the names of those that started (at least one, else RunFailure naming the request and the node types).
     Engines that did not start in time are killed: the search goes on with the engines that exist."""
     import ray
@@ -70,7 +71,8 @@ def start_pool(student, problem_sets: dict, cfg, lora_rank: int, run_dir: Path, 
             student.model.spec, student.model.fingerprint, models_dir_setting(cfg), cfg.engine, lora_rank,
             problem_sets, str(run_dir / "evaluators"), index, stage_baselines)
     pending = {actor.ready.remote(): name for name, actor in actors.items()}
-    ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=cfg.generation.timeout_s)
+    wait = cfg.generation.node_wait_s + cfg.generation.timeout_s
+    ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=wait)
     started, infos = [], []
     for ref in ready:
         try:
@@ -83,7 +85,7 @@ def start_pool(student, problem_sets: dict, cfg, lora_rank: int, run_dir: Path, 
         ray.kill(actors[name], no_restart=True)
     _HANDLES.update({name: actors[name] for name in started})
     if not started:
-        raise RunFailure(f"no evaluation engine started within generation.timeout_s={cfg.generation.timeout_s:g}s "
+        raise RunFailure(f"no evaluation engine started within {wait:g}s (generation.node_wait_s + generation.timeout_s) "
                          f"(each asks for {evaluator_request(cfg)}: search.eval_cpus / search.eval_gpus on a "
                          f"train.accelerator_type / train.resources node). The cluster offers:\n"
                          f"{describe_types(node_types)}\nCheck that such a node can start (max_workers, the GPU "

@@ -73,10 +73,18 @@ def describe_local(spec: str, models_dir: str | None) -> ModelFacts:
     return ModelFacts(model, model_context_limit(model.path), linear_module_names(student_skeleton(model.path)), node)
 
 
+# How long resolving may take once a task has its node: a packaged model converts in seconds, but a 72B hub model is
+# ~145 GB to download. Not generation.timeout_s: that bounds one shard's generation (the fault battery sets 1.5 s).
+RESOLVE_S = 3600.0
+
+
 def describe_remote(specs: list[str], cfg, stage: str, timeout_s: float | None = None) -> list[ModelFacts]:
     """ModelFacts of each spec, resolved by one Ray task each on a node of `stage`'s type ("generation" for teachers,
-    "evaluator" for the student: stage_request), in parallel. The driver loads nothing."""
+    "evaluator" for the student: stage_request), in parallel. The driver loads nothing. Waits up to
+    generation.node_wait_s for a node plus RESOLVE_S to resolve (`timeout_s` overrides), then RunFailure."""
     import ray
+
+    from cotgap_ray.errors import RunFailure
 
     request = stage_request(cfg, stage)
     options = {"num_cpus": request.pop("CPU", 1.0), "num_gpus": 0, "max_retries": 2}
@@ -84,8 +92,15 @@ def describe_remote(specs: list[str], cfg, stage: str, timeout_s: float | None =
         options["resources"] = request
     task = ray.remote(describe_local).options(name=f"cotgap-resolve-{stage}", **options)
     refs = [task.remote(spec, models_dir_setting(cfg)) for spec in specs]
+    wait = timeout_s or cfg.generation.node_wait_s + RESOLVE_S
     try:
-        return ray.get(refs, timeout=timeout_s or cfg.generation.timeout_s)
+        return ray.get(refs, timeout=wait)
+    except ray.exceptions.GetTimeoutError:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        raise RunFailure(f"resolving {', '.join(specs)} on a {stage} node ({stage_request(cfg, stage)}) took more than "
+                         f"{wait:.0f}s: no such node came up, or the download stalled; `ray status` shows pending "
+                         f"demands") from None
     except ray.exceptions.RayTaskError as e:  # bad input found on the node (unknown model, bad directory): its one
         if isinstance(e.cause, InputError):   # clear message, not Ray's wrapper with the remote traceback
             raise e.cause from None
