@@ -1,14 +1,14 @@
 """The search's evaluation engines: as many as the cluster can place for the trials that run at once, started with a
 bounded wait, and whatever they logged merged into the run directory.
 
-    names = start_pool(student_facts, {"dev": dev, "test": test}, cfg, lora_rank, run_dir, concurrent=4, stage_rows)
+    names = start_pool(student_facts, {"dev": dev, "test": test}, cfg, lora_rank, run_dir, size=2, stage_rows)
     -> ["cotgap-evaluator-0", "cotgap-evaluator-1"]      ("evaluation engines: 2 of 2 started ...")
     merge_logs(run_dir)   # evaluators/*.json -> evals.json (every evaluation) and noise.json (every engine's floor)
 
 One engine per TRIALS_PER_ENGINE trials at once, at most one per node that can hold one (search.eval_engines
-overrides; search/resources.concurrency sizes trials and engines together): on one laptop that is one engine. A trial is routed to an engine by a hash of its tag (scorers.EvaluatorScorer),
-and every delta pairs rows of the engine that scored it, so engines need not agree (each has its own A/A noise
-floor; the report uses the largest). An engine that dies with its node is restarted by Ray (max_restarts) on another
+overrides; search/resources.concurrency sizes trials and engines together): on one laptop that is one engine. A
+trial is routed to an engine by a hash of its tag (scorers.EvaluatorScorer), and every delta pairs rows of the
+engine that scored it, so engines need not agree (each has its own A/A noise floor; the report uses the largest). An engine that dies with its node is restarted by Ray (max_restarts) on another
 node; it then resolves the student there and measures its own baseline again before its next score.
 """
 
@@ -85,9 +85,9 @@ def start_pool(student, problem_sets: dict, cfg, lora_rank: int, run_dir: Path, 
         ray.kill(actors[name], no_restart=True)
     _HANDLES.update({name: actors[name] for name in started})
     if not started:
-        raise RunFailure(f"no evaluation engine started within {wait:g}s (generation.node_wait_s + generation.timeout_s) "
-                         f"(each asks for {evaluator_request(cfg)}: search.eval_cpus / search.eval_gpus on a "
-                         f"train.accelerator_type / train.resources node). The cluster offers:\n"
+        raise RunFailure(f"no evaluation engine started within {wait:g}s (generation.node_wait_s + "
+                         f"generation.timeout_s; each asks for {evaluator_request(cfg)}: search.eval_cpus / "
+                         f"search.eval_gpus on a train.accelerator_type / train.resources node). The cluster offers:\n"
                          f"{describe_types(node_types)}\nCheck that such a node can start (max_workers, the GPU "
                          f"quota of the account), or lower search.eval_gpus")
     started.sort()
