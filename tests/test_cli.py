@@ -233,7 +233,8 @@ def test_list_json_comes_from_the_registries(capsys):
     experiments = {Path(e["path"]).name: e for e in found["experiments"][1:]}
     assert set(experiments) == {p.name for p in (ROOT / "experiments").glob("*.yaml")}
     assert experiments["gsm8k_qwen25.yaml"]["command"].startswith("ray up cluster.yaml && ray job submit")
-    assert experiments["gsm8k_qwen25.yaml"]["command"].endswith("--config experiments/gsm8k_qwen25.yaml")  # `\` lines joined
+    # `\` lines joined
+    assert experiments["gsm8k_qwen25.yaml"]["command"].endswith("--config experiments/gsm8k_qwen25.yaml")
     assert cli.main(["list", "tasks", "--json"]) == 0
     assert list(json.loads(capsys.readouterr().out)) == ["tasks"]
 

@@ -291,7 +291,8 @@ def cache_root(cfg) -> Path:
     then ~/.cache/cotgap_ray. Models go to each node's own cache (store.root, models/remote.py)."""
     from cotgap_ray.storage import shared_cache_root
 
-    root = cfg.cache_dir or os.environ.get("COTGAP_CACHE") or shared_cache_root(cfg) or Path.home() / ".cache" / "cotgap_ray"
+    root = (cfg.cache_dir or os.environ.get("COTGAP_CACHE") or shared_cache_root(cfg)
+            or Path.home() / ".cache" / "cotgap_ray")
     return Path(root).expanduser()
 
 
