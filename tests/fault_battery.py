@@ -585,20 +585,22 @@ class Battery:
     def engine_hang(self) -> Outcome:
         tmp = self.dir("engine_hang")
         cache = tmp / "cache"
-        # 64 sequences of up to 200 tokens per shard: a few seconds on 2 cores, far past a 1.5 s deadline; the
-        # tiny engine itself starts in well under a second.
-        first = run(generate_cmd(cache, "--samples", "8", overrides=("generation.max_tokens=200",
-                                                                      "generation.timeout_s=1.5")),
+        # 256 sequences of up to 200 tokens per shard (the tiny model stops after ~60 on average): ~5 s on 2 cores at
+        # the ~3,400 tok/s measured 2026-12-04, far past a 1.5 s deadline (64 sequences took 1-2 s: too close to it);
+        # the tiny engine itself starts in well under a second.
+        samples = "32"
+        first = run(generate_cmd(cache, "--samples", samples, overrides=("generation.max_tokens=200",
+                                                                          "generation.timeout_s=1.5")),
                     tmp, tmp / "log1", timeout=600)
         named = "of teacher tiny-llama@1 unfinished" in first.stdout and "generation.timeout_s=1.5" in first.stdout
         t0 = time.time()
-        again = run(generate_cmd(cache, "--samples", "8", overrides=("generation.max_tokens=200",)), tmp,
+        again = run(generate_cmd(cache, "--samples", samples, overrides=("generation.max_tokens=200",)), tmp,
                     tmp / "log2")
         out = Outcome("engine hang (generation.timeout_s=1.5 below a shard's time)")
         out.recover_s = time.time() - t0
         rows = rationale_rows(cache)
         keys = [(p, s) for p, s, _ in rows]
-        want = len({p for p, _, _ in self.generation_reference()}) * 8  # the same problems, 8 samples each
+        want = len({p for p, _, _ in self.generation_reference()}) * int(samples)  # the same problems, each sampled
         out.lost = f"{want - len(set(keys))} rows"
         out.duplicated = f"{len(keys) - len(set(keys))} rows"
         out.behaviour = (f"first run exit {first.returncode} "

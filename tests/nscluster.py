@@ -78,7 +78,7 @@ for d in $NS_TMP_IMAGE; do
   mount -o remount,bind,ro "$NS_NODE_TMP/$d"
 done
 mount --rbind "$NS_NODE_HOME" "$HOME"
-mount --bind "$NS_NODE_TMP" /tmp
+mount --rbind "$NS_NODE_TMP" /tmp
 mount -t tmpfs -o size="$NS_SHM_SIZE",mode=1777 tmpfs /dev/shm
 cd /
 exec "$@"
