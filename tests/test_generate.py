@@ -380,20 +380,12 @@ def test_a_cloud_that_grants_fewer_nodes_runs_on_the_engines_it_got(tiny_llama_d
     no autoscaler), 1 granted (the one CPU of this node that nothing holds). Generation waits generation.node_wait_s
     for the other two, says so, and runs every shard on the one it got, instead of failing after the actor-start
     timeout."""
-    import ray
-
     offered = [{"name": "cpu_worker", "source": "autoscaler", "count": 3, "resources": {"CPU": 1.0}}]
     monkeypatch.setattr(gen, "offered_node_types", lambda: offered)
     monkeypatch.setattr(placement_mod, "offered_node_types", lambda: offered)
     placement = gen.Placement(shard_size=1, timeout_s=300, node_wait_s=2, actors=3, cpus_per_actor=1,
                               gpus_per_actor=0)
-    lines = []
-    holder = _hold_cpus(1)
-    try:
-        result = gen.generate_rationales(facts(tiny_llama_dir), PROBLEMS[:4], make_cfg(), tmp_path,
-                                         placement=placement, progress=lines.append)
-    finally:
-        ray.kill(holder)
+    result, lines = _generate_with_a_cpu_held(tiny_llama_dir, tmp_path, placement)
     assert any("up to 3 engine(s)" in line for line in lines), lines
     (started,) = [line for line in lines if "engines started" in line]
     assert "1 of 3 engines started on head; the other 2 got no node within generation.node_wait_s=2s" in started
@@ -403,21 +395,27 @@ def test_a_cloud_that_grants_fewer_nodes_runs_on_the_engines_it_got(tiny_llama_d
     assert _no_group_left()
 
 
+def _generate_with_a_cpu_held(model_dir, tmp_path, placement):
+    """Four problems generated while other work holds one CPU of this node; (result, progress lines)."""
+    import ray
+
+    lines = []
+    holder = _hold_cpus(1)
+    try:
+        result = gen.generate_rationales(facts(model_dir), PROBLEMS[:4], make_cfg(), tmp_path, placement=placement,
+                                         progress=lines.append)
+    finally:
+        ray.kill(holder)
+    return result, lines
+
+
 def test_a_cluster_that_cannot_grow_does_not_wait_for_nodes(tiny_llama_dir, local_ray, tmp_path):
     """No autoscaler, 2 engines planned on this node's 2 CPUs, one CPU held by other work: nothing else can come,
     so generation proceeds with 1 engine shortly after it started (placement.SETTLE_S), not after node_wait_s (an
     hour here: past the test's timeout)."""
-    import ray
-
     placement = gen.Placement(shard_size=2, timeout_s=300, node_wait_s=3600, actors=2, cpus_per_actor=1,
                               gpus_per_actor=0)
-    lines = []
-    holder = _hold_cpus(1)
-    try:
-        result = gen.generate_rationales(facts(tiny_llama_dir), PROBLEMS[:4], make_cfg(), tmp_path,
-                                         placement=placement, progress=lines.append)
-    finally:
-        ray.kill(holder)
+    result, lines = _generate_with_a_cpu_held(tiny_llama_dir, tmp_path, placement)
     (started,) = [line for line in lines if "engines started" in line]
     assert "1 of 2 engines started on head; the other 1 got no node and none can come" in started
     assert result.table().num_rows == 4 * K and _no_group_left()
