@@ -27,6 +27,7 @@ PROBLEM_SCHEMA = pa.schema(
         pa.field("question", pa.string(), nullable=False),
         pa.field("answer", pa.string(), nullable=False),  # normalized gold, see answers.normalize
         pa.field("split", pa.string(), nullable=False),
+        pa.field("solution", pa.string()),  # the task's reference solution, "" when it has none (controls.py)
     ]
 )
 
@@ -83,6 +84,9 @@ class Problem:
     question: str
     answer: str
     split: str
+    # The task's worked solution without the final answer line ("" when the task has none): what control teachers
+    # (controls.py) write. Not in any fingerprint: the problem is its id, question and answer.
+    solution: str = ""
 
 
 def problems_to_table(problems: list[Problem]) -> pa.Table:

@@ -18,6 +18,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cotgap_ray import controls
 from cotgap_ray.cli import parse, verb_parser
 from cotgap_ray.config import ExperimentConfig, build
 from cotgap_ray.errors import InputError
@@ -131,6 +132,10 @@ def _teacher(ref: TeacherRef, proxy: dict | None, trials: list[TrialRecord], fin
     f = final
     return {
         "name": ref.name, "spec": ref.spec, "teacher_accuracy": (proxy or {}).get("teacher_accuracy"),
+        # A control's effect is known in advance (controls.py): labelled, never recommended, checked (control_check)
+        "control": controls.describe(ref.spec), "expected": controls.expected(ref.spec),
+        # seed 0's per-problem test answers, for the clone check only (build_report drops them from report.json)
+        "test_correct": list(f.test_correct_by_seed[0]) if f and f.test_correct_by_seed else None,
         "proxies": proxy, "proxy_rank": (proxy or {}).get("rank"), "n_trials": len(trials),
         "trial_status_counts": counts,
         "best_trial_id": f.trial_id if f else best.trial_id if best else None,
@@ -205,8 +210,10 @@ def _names(names: list[str]) -> str:
 
 def chosen_on_dev(teachers: list[dict]) -> dict | None:
     """The search's answer: the teacher whose best finished trial has the highest dev delta. Test never enters the
-    choice; it only confirms it."""
-    selectable = [t for t in teachers if t["selectable"]]
+    choice; it only confirms it. Control teachers (controls.py: control:oracle, ...) are not candidates, unless every
+    teacher is one (a known-answers setting: then the question is whether the search finds the oracle)."""
+    real = [t for t in teachers if not controls.is_control(t["spec"])]
+    selectable = [t for t in (real or teachers) if t["selectable"]]
     return max(selectable, key=lambda t: t["best_dev_delta"], default=None)
 
 
@@ -215,13 +222,67 @@ def recommend(teachers: list[dict], baseline_test: float | None, stage: str | No
     so the sentence and the table cannot disagree. `teacher` is the chosen one when its test delta is positive and it
     does not degrade the student; `clear` only when its confirmation says "improves"."""
     none = {"teacher": None, "config": None, "delta": None, "delta_ci95": None, "clear": False}
+    checks = control_check(teachers)
+    rec = _recommend(teachers, baseline_test, stage)
+    if checks:
+        rec["controls"] = checks
+        rec["text"] += " " + controls_sentence(checks)
+    return {**none, **rec}
+
+
+def control_check(teachers: list[dict]) -> list[dict]:
+    """Each control teacher's verdict against the one expected of it (controls.expected: control:oracle improves,
+    control:corrupt and control:shuffled degrade), and each clone against the teacher it copies: the two confirmed
+    adapters' test answers compared problem by problem (two-sided exact McNemar); "differ" at alpha is a false
+    positive, since the two are the same teacher."""
+    out = []
+    by_spec = {t["spec"]: t for t in teachers}
+    for t in teachers:
+        if t.get("expected"):
+            out.append({"teacher": t["name"], "kind": "control", "expected": t["expected"], "verdict": t["verdict"],
+                        "as_expected": t["verdict"] == t["expected"] if t["delta"] is not None else None})
+        base = controls.clone_of(t["spec"])
+        if base is not None and base in by_spec:
+            other = by_spec[base]
+            entry = {"teacher": t["name"], "kind": "clone", "clone_of": other["name"], "expected": "same",
+                     "verdict": None, "p_value": None, "as_expected": None}
+            a, b = t.get("test_correct"), other.get("test_correct")
+            if a and b and len(a) == len(b):
+                from cotgap_ray.stats import mcnemar_exact_p
+
+                p = mcnemar_exact_p(b, a)
+                entry.update(p_value=p, verdict="differ" if p < ALPHA else "same", as_expected=p >= ALPHA)
+            out.append(entry)
+    return out
+
+
+def controls_sentence(checks: list[dict]) -> str:
+    """One sentence on the controls: did the protocol see the effects built in, and no effect between clones?"""
+    parts = []
+    for c in checks:
+        if c["kind"] == "clone":
+            seen = ("not compared (no confirmation)" if c["verdict"] is None else
+                    f"called different from {c['clone_of']} (p = {c['p_value']:.3g}): a false positive"
+                    if c["verdict"] == "differ" else f"not told apart from {c['clone_of']}, as it should not be")
+            parts.append(f"{c['teacher']} (a clone) {seen}")
+        else:
+            got = c["verdict"] or "not confirmed"
+            mark = "as expected" if c["as_expected"] else "expected " + c["expected"]
+            parts.append(f"{c['teacher']} {got} ({mark})")
+    return "Controls (effects known in advance): " + "; ".join(parts) + "."
+
+
+def _recommend(teachers: list[dict], baseline_test: float | None, stage: str | None) -> dict:
+    """recommend's answer without the controls' sentence."""
+    none = {"teacher": None, "config": None, "delta": None, "delta_ci95": None, "clear": False}
     chosen = chosen_on_dev(teachers)
     if chosen is None:
         return {**none, "text": f"No recommendation yet: no teacher has a finished search trial "
                                 f"(stopped at stage '{stage or 'unknown'}')."}
     dev = f"chosen on dev: {_pts(chosen['best_dev_delta'])} points"
     others = []  # what the other teachers did, so the sentence never hides one that degrades or improves
-    every_degrades = all(t["verdict"] == "degrades" for t in teachers if t["delta"] is not None) and \
+    every_degrades = all(t["verdict"] == "degrades" for t in teachers if t["delta"] is not None
+                         and (not t.get("expected") or chosen.get("expected"))) and \
         chosen["verdict"] == "degrades"
     for verdict, clause in (("improves", "also improve{s} it on test (not chosen: lower on dev)"),
                             ("degrades", "degrade{s} it"), ("no usable data", "gave no usable data"),
@@ -229,7 +290,8 @@ def recommend(teachers: list[dict], baseline_test: float | None, stage: str | No
                             ("ruled out before any fine-tune (proxy)",
                              "{are} ruled out before any fine-tune (search.rule_out_alpha: no trial)")):
         names = [t["name"] for t in teachers if t["verdict"] == verdict and t is not chosen
-                 and not (verdict == "degrades" and every_degrades)]  # already said by "every teacher degrades"
+                 and not (verdict == "degrades" and every_degrades)  # already said by "every teacher degrades"
+                 and not (t.get("expected") and chosen.get("expected") is None)]  # the controls' own sentence
         if names:
             many = len(names) > 1
             others.append(f"{_names(names)} " + clause.format(s="" if many else "s", are="are" if many else "is"))
@@ -328,7 +390,7 @@ def build_report(run: dict) -> dict:
         "baseline": {s: {k: base[s].get(k) for k in ("accuracy", "ci95", "n")} for s in ("dev", "test") if s in base},
         "engine_baseline": {s: e.get("accuracy") for s, e in noise.items()},  # the rows every delta pairs with
         "teachers": teachers,
-        "recommendation": recommend(teachers, base_test, stage),
+        "recommendation": _without_rows(teachers, recommend(teachers, base_test, stage)),
         "selection": {"split": "dev", "rule": "highest dev delta of a finished trial (ties: fewer training tokens)",
                       "confirmation": "test, each teacher's best dev configuration; p-values Holm-adjusted across "
                                       "the confirmed teachers", "alpha": ALPHA},
@@ -341,6 +403,13 @@ def build_report(run: dict) -> dict:
         "search_quality": run.get("search_quality"),  # validate.py's comparison with a grid run, when one was made
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _without_rows(teachers: list[dict], value):
+    """`value`, after dropping each teacher's per-problem test answers (used by control_check only) in place."""
+    for t in teachers:
+        t.pop("test_correct", None)
+    return value
 
 
 def _table(headers: list[str], rows: list[list]) -> str:
@@ -405,7 +474,8 @@ def render_markdown(r: dict, plots: list[str]) -> str:
            "", "## Teachers, ranked", "",
            _table(["teacher", "teacher acc.", "correct yield", "student NLL", "student RSR", "proxy rank", "trials",
                    "best dev delta", "test acc.", "test delta [95% CI]", "test p (Holm)", "verdict"],
-                  [[t["name"], _pct(t["teacher_accuracy"]), _pct((t["proxies"] or {}).get("correct_yield")),
+                  [[t["name"] + (" (control)" if t.get("control") else ""), _pct(t["teacher_accuracy"]),
+                    _pct((t["proxies"] or {}).get("correct_yield")),
                     _num((t["proxies"] or {}).get("student_nll"), ".3f"),
                     _num((t["proxies"] or {}).get("student_rsr"), ".3f"), t["proxy_rank"], t["n_trials"],
                     _pts(t["best_dev_delta"]), _pct(t["test_accuracy"]),
@@ -418,6 +488,10 @@ def render_markdown(r: dict, plots: list[str]) -> str:
                 "measured before any training: lower NLL = closer to what the student already writes; lower RSR "
                 "(Rank-Surprisal Ratio, arXiv 2601.14249: mean token rank under the student / mean NLL) = better "
                 "suited to teach it."]
+    labelled = [t for t in r["teachers"] if t.get("control")]
+    if labelled:
+        out += ["", "Controls, whose effect is known before the run (cotgap_ray/controls.py); never recommended:", ""]
+        out += [f"- {t['name']}: {t['control']}" for t in labelled]
     if r.get("allocation"):
         from cotgap_ray.search.allocation import describe
 

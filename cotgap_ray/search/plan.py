@@ -116,14 +116,16 @@ def prompt_tokens(questions: list[str]) -> int:
 
 def teacher_work(cfg, n_train: int) -> list[dict]:
     """Per teacher: samples (a variant's `#samples=` wins), rationales, tokens at most, shards, GPUs per engine."""
+    from cotgap_ray.controls import is_control
     from cotgap_ray.models import spec_name, split_variant
 
     rows = []
     for spec in cfg.teachers:
-        samples = split_variant(spec)[1].get("samples", cfg.generation.samples)
+        control = is_control(split_variant(spec)[0])  # written from the task in the driver: no engine, no tokens
+        samples = 1 if control else split_variant(spec)[1].get("samples", cfg.generation.samples)
         rationales = n_train * samples
         rows.append({"spec": spec, "name": spec_name(spec), "samples": samples, "rationales": rationales,
-                     "tokens": rationales * cfg.generation.max_tokens,
+                     "tokens": 0 if control else rationales * cfg.generation.max_tokens,
                      "shards": math.ceil(n_train / cfg.generation.shard_size),
                      "tensor_parallel": int(cfg.generation.tensor_parallel.get(spec, 1))})
     return rows

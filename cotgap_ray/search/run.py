@@ -142,7 +142,12 @@ def validate(cfg: ExperimentConfig):
     validate_space(cfg.search, cfg.teachers)
     refs = teacher_refs(cfg)
     offline_unless_hub([cfg.student, *cfg.teachers])
-    return load_splits(cfg.task), refs  # a bad row or an impossible split fails here
+    splits = load_splits(cfg.task)  # a bad row or an impossible split fails here
+    from cotgap_ray.controls import check_controls
+    from cotgap_ray.models import split_variant
+
+    check_controls([split_variant(spec)[0] for spec in cfg.teachers], splits.train, cfg.task.name)
+    return splits, refs
 
 
 def baseline_task(cfg, spec: str, fingerprint: str | None, problem_sets: dict, lora_rank: int) -> dict:

@@ -2,7 +2,8 @@
 
     {"question": "Tom has 3 apples and buys 4. How many?", "answer": "7"}   -> RawProblem("file:apples:0", ..., "7")
 
-Gold answers may use GSM8K's "... #### 7" form. Every row is checked before any model is loaded: a missing field or a
+Gold answers may use GSM8K's "... #### 7" form; the text before '####' is then the problem's reference solution
+(records.Problem.solution, what control teachers write: cotgap_ray/controls.py). Every row is checked before any model is loaded: a missing field or a
 non-numeric gold answer is an error naming the file and line (1-based, as an editor shows it). Rows whose questions
 differ only in case, whitespace or a trailing "?" are one problem: tasks.splits keeps one of them
 (Splits.duplicates_dropped counts the others), so a problem cannot be in train and in test.
@@ -14,6 +15,7 @@ import json
 from pathlib import Path
 
 from cotgap_ray.answers import parse_gold
+from cotgap_ray.controls import worked_solution
 from cotgap_ray.errors import InputError, MissingFile
 from cotgap_ray.tasks.splits import RawProblem
 
@@ -68,7 +70,8 @@ def to_raw_problems(
         except ValueError as e:
             raise InputError(f"{path}:{lineno}: {e}; cotgap_ray tasks need numeric gold answers") from e
         pid = f"{prefix}:{row[id_field]}" if id_field else f"{prefix}:{lineno}"
-        problems.append(RawProblem(id=pid, question=str(row[question_field]), answer=gold))
+        problems.append(RawProblem(id=pid, question=str(row[question_field]), answer=gold,
+                                   solution=worked_solution(row[answer_field])))
     return problems
 
 

@@ -36,6 +36,23 @@ def dedupe_key(generator: str, item: dict) -> str:
     return normalize_question(item["question"])
 
 
+def solution(generator: str, item: dict) -> str:
+    """The exact steps of an arithmetic generator's expression (controls.arithmetic_steps), checked against the gold
+    answer; "" for other generators, and for an expression the steps cannot reproduce (then no control teacher)."""
+    expression = (item.get("metadata") or {}).get("expression") if generator in EXPRESSION_KEYED else None
+    if not isinstance(expression, str):
+        return ""
+    from cotgap_ray.answers import is_correct, normalize
+    from cotgap_ray.controls import arithmetic_steps
+
+    try:
+        steps = arithmetic_steps(expression)
+    except ValueError:
+        return ""
+    last = steps.rsplit("= ", 1)[-1]
+    return steps if is_correct(normalize(last), parse_gold(item["answer"])) else ""
+
+
 def check_generator(name: str) -> None:
     from reasoning_gym.factory import DATASETS
 
@@ -75,7 +92,7 @@ def load_pools(cfg, generator: str) -> tuple[dict[str, list[RawProblem]], int]:
                 f"reasoning_gym:{generator} item {index}: {e}; choose a generator with numeric answers"
             ) from e
         problems.append(RawProblem(id=f"rg:{generator}:{cfg.seed}:{index}", question=item["question"], answer=gold,
-                                   key=key))
+                                   key=key, solution=solution(generator, item)))
     if len(problems) < wanted:
         raise InputError(
             f"reasoning_gym:{generator} produced only {len(problems)} distinct questions for {wanted} asked; "

@@ -51,6 +51,7 @@ class RawProblem:
     question: str
     answer: str  # normalized gold
     key: str = ""  # de-duplication key; "" means normalize_question(question)
+    solution: str = ""  # the reference solution without its answer line, "" when the task has none (controls.py)
 
     @property
     def dedupe_key(self) -> str:
@@ -136,5 +137,5 @@ def make_splits(
             items, rest = _take(rest, n, name, task)
         if not items:
             raise InputError(f"task {task}: the {name} split is empty; check task.n_{name} and the data source")
-        out[name] = [Problem(id=p.id, question=p.question, answer=p.answer, split=name) for p in items]
+        out[name] = [Problem(id=p.id, question=p.question, answer=p.answer, split=name, solution=p.solution) for p in items]
     return Splits(task=task, **out, duplicates_dropped=dropped)
