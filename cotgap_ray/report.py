@@ -25,6 +25,7 @@ from cotgap_ray.errors import InputError
 from cotgap_ray.records import FinalRecord, RecordError, TeacherRef, TrialRecord, record_from_dict, write_json
 
 STATUSES = ("ok", "no_data", "stopped", "failed")
+NO_TRAINING_DATA = "no training data: no trial"  # the verdict of a teacher search/usable.py excluded
 ALPHA = 0.05  # every verdict's level: "improves" / "degrades" only when a test rejects at this level
 INPUTS = {"baseline.json": "the baseline stage did not finish", "proxies.json": "proxies were not computed",
           "splits.json": "split sizes unknown", "status.json": "stage unknown",
@@ -97,6 +98,8 @@ def load_run(run_dir: str | Path) -> dict:
         run["search_quality"] = None
     # Written by the search with search.rule_out_alpha (search/allocation.py); optional like search_quality.
     run["allocation"] = _read(run_dir / "allocation.json", notes)
+    # Written by the search (not a grid): which teachers' rationales a filter chain keeps (search/usable.py).
+    run["usable"] = _read(run_dir / "usable.json", notes)
     # A run written before config.json named its teachers: the names its proxies and confirmations recorded with
     # their specs, else the spec itself (the report never loads a model to find one).
     recorded = {v["spec"]: k for k, v in (run["proxies"] or {}).items() if isinstance(v, dict) and v.get("spec")}
@@ -124,10 +127,12 @@ def best_dev_trial(trials: list[TrialRecord]) -> TrialRecord | None:
 
 
 def _teacher(ref: TeacherRef, proxy: dict | None, trials: list[TrialRecord], final: FinalRecord | None,
-             allocated: dict | None = None) -> dict:
-    """One teacher's entry of report.json; `allocated`: its entry in allocation.json (search.rule_out_alpha)."""
+             allocated: dict | None = None, data: dict | None = None) -> dict:
+    """One teacher's entry of report.json; `allocated`: its entry in allocation.json (search.rule_out_alpha);
+    `data`: its entry in usable.json (how many rationales each filter chain keeps)."""
     counts = {s: sum(t.status == s for t in trials) for s in STATUSES}
     ruled_out = bool(allocated and allocated.get("ruled_out"))
+    no_data = bool(data and data.get("usable") is False)
     best = best_dev_trial(trials)
     f = final
     return {
@@ -148,7 +153,9 @@ def _teacher(ref: TeacherRef, proxy: dict | None, trials: list[TrialRecord], fin
         "test": f.test if f else None, "training_variance": f.training_variance if f else None,
         "degrades": None, "improves": None,
         "ruled_out": allocated if ruled_out else None,  # no trial by design: its rationales lost to the leader's
+        "no_training_data": data if no_data else None,  # no trial by design: no filter chain keeps a rationale of it
         "verdict": None if f else "no usable data" if trials and counts["no_data"] == len(trials) else
+        NO_TRAINING_DATA if no_data and not trials else
         "ruled out before any fine-tune (proxy)" if ruled_out and not trials else "not confirmed",
         "cost": {"generation_seconds": (proxy or {}).get("generation_seconds", 0.0),
                  "generation_tokens": (proxy or {}).get("generation_tokens", 0),
@@ -286,6 +293,7 @@ def _recommend(teachers: list[dict], baseline_test: float | None, stage: str | N
         chosen["verdict"] == "degrades"
     for verdict, clause in (("improves", "also improve{s} it on test (not chosen: lower on dev)"),
                             ("degrades", "degrade{s} it"), ("no usable data", "gave no usable data"),
+                            (NO_TRAINING_DATA, "{have} no training example under any filter chain (no trial)"),
                             ("not confirmed", "{are} not confirmed"),
                             ("ruled out before any fine-tune (proxy)",
                              "{are} ruled out before any fine-tune (search.rule_out_alpha: no trial)")):
@@ -294,7 +302,8 @@ def _recommend(teachers: list[dict], baseline_test: float | None, stage: str | N
                  and not (t.get("expected") and chosen.get("expected") is None)]  # the controls' own sentence
         if names:
             many = len(names) > 1
-            others.append(f"{_names(names)} " + clause.format(s="" if many else "s", are="are" if many else "is"))
+            others.append(f"{_names(names)} " + clause.format(s="" if many else "s", are="are" if many else "is",
+                                                              have="have" if many else "has"))
     tail = f"; {'; '.join(others)}" if others else ""
     if stage != "done":  # some confirmations may be missing: the answer can still change
         tail += f" (provisional: the run stopped at stage '{stage or 'unknown'}')"
@@ -362,8 +371,10 @@ def build_report(run: dict) -> dict:
             notes.append(f"teacher {extra} has results but is not in config.json's teachers")
     allocation = run.get("allocation") if isinstance(run.get("allocation"), dict) else None
     allocated = (allocation or {}).get("teachers") or {}
+    usable = run.get("usable") if isinstance(run.get("usable"), dict) else None
+    data = (usable or {}).get("teachers") or {}
     teachers = [_teacher(r, proxies.get(r.name), [t for t in run["trials"] if t.teacher == r.name],
-                         finals.get(r.name), allocated.get(r.name)) for r in refs]
+                         finals.get(r.name), allocated.get(r.name), data.get(r.name)) for r in refs]
     noise = noise_floor(run["noise"])
     judge(teachers, floor=(noise.get("test") or {}).get("floor") or 0.0)
     for t in teachers:
@@ -400,6 +411,7 @@ def build_report(run: dict) -> dict:
         "complete": stage == "done", "stage": stage, "notes": list(status.get("notes", [])) + notes,
         "confirm_seeds": cfg.confirm.seeds,
         "allocation": allocation,  # search/allocation.py's record when search.rule_out_alpha was set
+        "usable": usable,  # search/usable.py's record: rationales each filter chain keeps, teachers given no trial
         "search_quality": run.get("search_quality"),  # validate.py's comparison with a grid run, when one was made
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -498,6 +510,13 @@ def render_markdown(r: dict, plots: list[str]) -> str:
         out += ["", f"Proxy-guided allocation (search.rule_out_alpha = {r['allocation']['alpha']}): decided from the "
                     "rationales before any fine-tune; a ruled-out teacher got no trial, so it has no delta here.", "",
                 *(f"- {line}" for line in describe(r["allocation"]))]
+    if (r.get("usable") or {}).get("excluded"):
+        from cotgap_ray.search.usable import describe as describe_usable
+
+        out += ["", "No training data (usable.json): decided from the cached rationales before any fine-tune; a "
+                    "teacher that no filter chain of search.filter_chains leaves a rationale of got no trial (each "
+                    "would have ended at once with status no_data), so it has no delta here.", "",
+                *(f"- {line}" for line in describe_usable(r["usable"]))]
     tested = [t for t in r["teachers"] if t["test_n"]]
     if tested:
         out += ["", f"Test: n = {tested[0]['test_n']} problems, seeds {tested[0]['test_seeds']} "

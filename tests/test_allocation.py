@@ -24,8 +24,9 @@ IDS = [f"p{i}" for i in range(40)]
 
 def table(solved_ids: set[str], samples: int = 2) -> pa.Table:
     """Rationales for every problem of IDS, `samples` each; a problem in solved_ids has its last sample correct."""
-    rows = [{"problem_id": pid, "sample_idx": k, "correct": pid in solved_ids and k == samples - 1}
-            for pid in IDS for k in range(samples)]
+    # text and n_tokens: allocation_stage also counts the rows each filter chain keeps (search/usable.py)
+    rows = [{"problem_id": pid, "sample_idx": k, "correct": pid in solved_ids and k == samples - 1,
+             "text": f"{pid} {k}", "n_tokens": 10} for pid in IDS for k in range(samples)]
     return pa.Table.from_pylist(rows)
 
 

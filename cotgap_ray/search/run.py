@@ -21,6 +21,7 @@ Stages, in order; each is cached or recorded in the run directory, so a re-run o
   5. search     Ray Tune + OptunaSearch (study in run_dir/optuna.journal) + ASHA on the per-epoch dev delta; a pool
                 of long-lived evaluation engines (evaluation/pool.py) scores every adapter, each paired with its own
                 engine's baseline; test stays locked; a failed trial is retried (search.max_failures).
+                A teacher that no filter chain leaves a rationale of gets no trial (search/usable.py, usable.json).
                 With search.rule_out_alpha, teachers whose rationales solve significantly fewer train problems than
                 the best teacher's get no trial (search/allocation.py)
   6. confirm    each teacher's best dev config re-trained with confirm.seeds seeds, scored on TEST
@@ -31,7 +32,7 @@ final/<teacher>.json, noise.json (each evaluation engine's A/A noise floor per s
 (every evaluation: split, trial, stage, engine), evaluators/ (each engine's own log, merged into those two),
 tune/ (Tune's experiment), optuna.journal,
 train/ (Ray Train runs and adapters, unless train.storage_path / $COTGAP_STORAGE points elsewhere), report.*,
-allocation.json (with search.rule_out_alpha).
+usable.json (rationales each filter chain keeps; not in a grid), allocation.json (with search.rule_out_alpha).
 """
 
 from __future__ import annotations
@@ -240,23 +241,47 @@ def proxies_stage(run_dir: Path, cfg, student, splits, generations: dict) -> tup
 
 def allocation_stage(run_dir: Path, cfg: ExperimentConfig, tables: dict, refs: list[TeacherRef],
                      train_ids: list[str]) -> list[str]:
-    """The teacher specs the search spends trials on: all of them, unless search.rule_out_alpha rules some out from
-    their rationales (search/allocation.py; written to allocation.json for the report). A grid searches all."""
-    path = run_dir / "allocation.json"
-    if cfg.search.rule_out_alpha is None or cfg.search.strategy == "grid":
+    """The teacher specs the search spends trials on, in config order: every teacher that some filter chain leaves a
+    training example of (search/usable.py, written to usable.json), less those search.rule_out_alpha rules out from
+    their rationales (search/allocation.py, written to allocation.json); both for the report. A grid searches all.
+    InputError, before any fine-tune, when no teacher is left."""
+    from cotgap_ray.search import usable
+
+    path, usable_path = run_dir / "allocation.json", run_dir / usable.FILE
+    if cfg.search.strategy == "grid":  # ground truth: every teacher, even one whose every trial ends no_data
         path.unlink(missing_ok=True)  # a record of this run's allocation only: a grid ignores the setting
+        usable_path.unlink(missing_ok=True)
         return list(cfg.teachers)
+    # Recomputed on every (re)start from the cached rationales: the same inputs give the same teachers.
+    decided = usable.decide({ref.name: tables[ref.name] for ref in refs}, cfg.search, cfg.generation.max_tokens)
+    write_json(usable_path, decided)
+    if lines := usable.describe(decided):
+        print("\ntraining data (search.filter_chains over the cached rationales):")
+        for line in lines:
+            print(f"  {line}")
+    usable.check_some_kept(decided)
+    kept = set(decided["kept"])
+    if cfg.search.rule_out_alpha is None:
+        path.unlink(missing_ok=True)
+        return [ref.spec for ref in refs if ref.name in kept]
     from cotgap_ray.search.allocation import allocate, chains_beyond_the_proxy
     from cotgap_ray.search.allocation import describe as describe_allocation
 
-    # Recomputed on every (re)start from the cached rationales: the same inputs give the same teachers.
     allocation = allocate({ref.name: tables[ref.name] for ref in refs}, train_ids, cfg.search.rule_out_alpha)
     allocation["chains_beyond_the_proxy"] = chains_beyond_the_proxy(cfg.search.filter_chains)
     write_json(path, allocation)
     print("\nproxy-guided allocation (search.rule_out_alpha):")
     for line in describe_allocation(allocation):
         print(f"  {line}")
-    return [ref.spec for ref in refs if ref.name in allocation["kept"]]
+    if not kept & set(allocation["kept"]):  # the leader solves most problems, yet a chain can still empty it
+        from cotgap_ray.errors import InputError
+
+        them = "it" if len(allocation["kept"]) == 1 else "them"
+        raise InputError(f"no teacher is left to search: search.rule_out_alpha kept {', '.join(allocation['kept'])}, "
+                         f"and no filter chain leaves a training example of {them} (usable.json); "
+                         f"unset search.rule_out_alpha, or add a chain without correct_only, e.g. "
+                         f"search.filter_chains.all=[]")
+    return [ref.spec for ref in refs if ref.name in kept and ref.name in allocation["kept"]]
 
 
 def _score_students(cfg, student, tables: dict, questions: dict) -> dict:

@@ -92,20 +92,39 @@ def point_key(point: dict) -> str:
     return "t" + hashlib.sha256(json.dumps(point, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def seed_points(teachers_in_order: list[str], search: SearchConfig) -> list[dict]:
+def seed_points(teachers_in_order: list[str], search: SearchConfig,
+                filters: dict[str, dict] | None = None) -> list[dict]:
     """First trials: every teacher once, in proxy order, with the first listed filter chain / rank / ratio, the
     geometric middle of the learning-rate range and the fewest epochs: a cheap first look at every teacher, after
-    which the sampler (and ASHA) spend the rest of the budget where it looks promising."""
+    which the sampler (and ASHA) spend the rest of the budget where it looks promising. `filters`: teacher -> the
+    filter part of its seed ({"filters": chain, <its searched parameters>: value}, one of chain_variants), for a
+    teacher whose rationales the first chain's seed values would leave empty (search/usable.py); others get the
+    first chain with its first choices / range middles."""
     lo, hi = search.learning_rate
-    chain = next(iter(search.filter_chains))
-    fixed = {"filters": chain, "lora.rank": search.lora_rank[0], "lora.alpha_ratio": search.lora_alpha_ratio[0],
+    first = chain_variants(next(iter(search.filter_chains)), search)[0]
+    fixed = {"lora.rank": search.lora_rank[0], "lora.alpha_ratio": search.lora_alpha_ratio[0],
              "lora.learning_rate": math.sqrt(lo * hi), "lora.epochs": min(search.epochs)}
-    for i, step in enumerate(search.filter_chains[chain]):
+    return [{"teacher": t, **((filters or {}).get(t) or first), **fixed} for t in teachers_in_order]
+
+
+def chain_variants(name: str, search: SearchConfig) -> list[dict]:
+    """The filter parts of points chain `name` can take, for checks on data (search/usable.py): every combination of
+    each searched parameter's choices, or of a range's middle and two ends (each filter parameter keeps monotonically
+    more or fewer rows, so a range keeps the most at one of its ends). The first is the seed's: first choices, range
+    middles. filter_chain(variant, search) is its concrete chain."""
+    dims = {}
+    for i, step in enumerate(search.filter_chains[name]):
         for param, value in step.items():
-            if _searched(value):
-                fixed[_param_name(chain, i, param)] = (value["choices"][0] if "choices" in value else
-                                                        _middle(value["range"]))
-    return [{"teacher": t, **fixed} for t in teachers_in_order]
+            if not _searched(value):
+                continue
+            if "choices" in value:
+                values = list(value["choices"])
+            else:
+                floats = not all(isinstance(v, int) for v in value["range"])  # suggest_float's points hold floats
+                values = [_middle(value["range"]), *value["range"]]
+                values = [float(v) for v in values] if floats else values
+            dims[_param_name(name, i, param)] = list(dict.fromkeys(values))  # a value listed twice: once
+    return [{"filters": name, **dict(zip(dims, combo))} for combo in itertools.product(*dims.values())]
 
 
 def _middle(bounds: list):

@@ -358,8 +358,13 @@ def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], pro
     else:
         points = None  # a grid hands out its points itself (GridSearch)
         if grid is None and cfg.search.seed_from_proxies:
+            from cotgap_ray.search.usable import decide
+
             teachers_by_rank = sorted(searched, key=lambda s: proxies[teacher_names[s]]["rank"])
-            points = seed_points(teachers_by_rank, cfg.search)
+            # Each teacher's first trial on a chain that keeps some of its rationales (the first chain's when it does)
+            usable = decide(tables, cfg.search, cfg.generation.max_tokens, [teacher_names[s] for s in searched])
+            points = seed_points(teachers_by_rank, cfg.search,
+                                 {s: usable["teachers"][teacher_names[s]]["seed"] for s in searched})
         searcher = (partial(GridSearch, points=grid) if grid is not None else StudySearch)(
             # a partial, not a lambda: Tune pickles the searcher into its experiment checkpoint (resume)
             space=partial(search_space, teachers=list(searched), search=cfg.search), metric="dev_delta",
