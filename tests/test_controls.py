@@ -151,3 +151,40 @@ def test_the_report_checks_each_control_against_its_known_effect_and_never_recom
     assert "called different from qwen" in rec["text"] and "a false positive" in rec["text"]
     teachers[3]["test_correct"] = list(same)
     assert control_check(teachers)[2]["as_expected"] is True
+
+
+@pytest.mark.search
+@pytest.mark.ray
+def test_a_tiny_known_answer_search_finds_the_oracle_and_ranks_it_above_the_corrupted_teacher(tmp_path):
+    """The whole search on a setting whose answer is known: a tiny random student, a file task whose every answer is
+    4 (tests/data/known_answers/fours.jsonl), the oracle (which teaches "The answer is 4.") against the corrupted
+    teacher (which teaches 4 +- 1..9). About 2 minutes on 2 cores."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    overrides = ["student=tiny:llama", "teachers=[control:oracle, control:corrupt]", "task.name=file",
+                 f"task.path={root / 'tests/data/known_answers/fours.jsonl'}", "task.n_train=24", "task.n_dev=12",
+                 "task.n_test=20", "engine.kind=hf", "engine.batch_size=16", "engine.max_model_len=512",
+                 "generation.max_tokens=24", "generation.shard_size=24", "lora.batch_size=4", "lora.max_length=256",
+                 "search.trials=2", "search.learning_rate=[0.02, 0.02]", "search.epochs=[3]", "search.lora_rank=[4]",
+                 f"cache_dir={tmp_path / 'cache'}"]
+    command = [sys.executable, "-m", "cotgap_ray.search", "--config", str(root / "experiments/known_answers.yaml"),
+               "--out", str(tmp_path / "run"), *overrides]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    rows = {t["spec"]: t for t in report["teachers"]}
+    oracle, corrupt = rows["control:oracle"], rows["control:corrupt"]
+    assert oracle["control"] and corrupt["control"]  # labelled
+    assert oracle["delta"] > corrupt["delta"] and oracle["verdict"] == "improves", (oracle, corrupt)
+    assert oracle["best_dev_delta"] > corrupt["best_dev_delta"]  # the search's dev choice is the oracle
+    checks = {c["teacher"]: c for c in report["recommendation"]["controls"]}
+    assert checks["control-oracle"]["as_expected"] is True
+    assert "Controls (effects known in advance): control-oracle improves (as expected)" in report["recommendation"][
+        "text"]
+    assert "(control)" in (tmp_path / "run" / "report.md").read_text()
