@@ -10,7 +10,8 @@ in? Per setting, --seeds whole runs of `python -m cotgap_ray.search` with teache
 Settings (experiments/known_answers.yaml and variations of it; --settings picks some):
   arithmetic  reasoning_gym:basic_arithmetic (2-3 terms of 1-2 digits), SmolLM2-135M-Instruct student; teachers
               control:oracle (exact steps: should improve), control:corrupt (same steps, wrong final answer: should
-              degrade), SmolLM2 itself and its clone (another seed: must not be told apart)
+              degrade), control:shuffled (other problems' steps: should degrade), SmolLM2 itself and its clone
+              (another seed: must not be told apart)
   chain_sum   the same teachers on reasoning_gym:chain_sum (sums of 2-4 numbers of 1-2 digits)
 Seed s of a setting sets task.seed, generation.seed and search.seed to s: other problems, other samples, another
 search, the whole run repeated. Every teacher gets one trial with the same LoRA settings, so only rationales differ.
@@ -21,6 +22,7 @@ problem by problem, exact McNemar at alpha 0.05); per setting, over seeds:
   picks oracle        fraction of runs whose dev choice is control:oracle
   oracle improves     sensitivity: fraction of runs whose report says "improves" for the oracle
   corrupt degrades    sensitivity: fraction of runs whose report says "degrades" for the corrupted teacher
+  shuffled degrades   the same for control:shuffled (other problems' steps)
   clone FP            false-positive rate: fraction of runs whose clone pair is called different (goal <= 5%)
   regret              the oracle's test delta minus the test delta of the teacher chosen on dev (points; 0 when the
                       oracle is chosen)
@@ -50,7 +52,8 @@ SETTINGS = {
     "chain_sum": ["task.name=reasoning_gym:chain_sum",
                   "task.generator_args={min_terms: 2, max_terms: 4, min_digits: 1, max_digits: 2}"],
 }
-SMOKE = ["student=tiny:llama", "teachers=[control:oracle, control:corrupt, tiny:llama@1, tiny:llama@1#clone=1]",
+SMOKE = ["student=tiny:llama",
+         "teachers=[control:oracle, control:corrupt, control:shuffled, tiny:llama@1, tiny:llama@1#clone=1]",
          "task.name=file", f"task.path={ROOT / 'tests/data/known_answers/fours.jsonl'}", "task.n_train=24",
          "task.n_dev=12", "task.n_test=20", "engine.kind=hf", "engine.batch_size=16", "engine.max_model_len=512",
          "generation.max_tokens=24", "generation.shard_size=24", "lora.batch_size=4", "lora.max_length=256",
@@ -76,6 +79,7 @@ def summarize_run(report: dict) -> dict:
     teachers = report["teachers"]
     by_spec = {t["spec"]: t for t in teachers}
     oracle, corrupt = by_spec.get("control:oracle"), by_spec.get("control:corrupt")
+    shuffled = by_spec.get("control:shuffled")
     chosen = chosen_on_dev_all(teachers)
     checks = (report.get("recommendation") or {}).get("controls") or []
     clone = next((c for c in checks if c["kind"] == "clone"), None)
@@ -86,7 +90,7 @@ def summarize_run(report: dict) -> dict:
     return {"chosen": chosen["name"] if chosen else None,
             "picks_oracle": bool(chosen and chosen["spec"] == "control:oracle"),
             "baseline_test": (report.get("baseline") or {}).get("test", {}).get("accuracy"),
-            "oracle": _verdict(oracle), "corrupt": _verdict(corrupt),
+            "oracle": _verdict(oracle), "corrupt": _verdict(corrupt), "shuffled": _verdict(shuffled),
             "clone": {"verdict": clone and clone["verdict"], "p": clone and clone.get("p_value")},
             "regret": regret, "mde_test": ((report.get("power") or {}).get("test") or {}).get("mde"),
             "recommendation": (report.get("recommendation") or {}).get("text")}
@@ -116,15 +120,17 @@ def render(summary: dict) -> list[str]:
     rows = []
     for setting, runs in summary["settings"].items():
         for seed, r in runs.items():
-            o, c = r["oracle"] or {}, r["corrupt"] or {}
+            o, c, sh = r["oracle"] or {}, r["corrupt"] or {}, r.get("shuffled") or {}
             rows.append([setting, seed, f"{r['wall_s']:.0f}" if r.get("wall_s") else "n/a",
                          "n/a" if r["baseline_test"] is None else f"{100 * r['baseline_test']:.1f}%", r["chosen"],
                          f"{o.get('verdict')} {_pts(o.get('delta'))}{_ci(o.get('ci95'))}",
                          f"{c.get('verdict')} {_pts(c.get('delta'))}{_ci(c.get('ci95'))}",
+                         f"{sh.get('verdict')} {_pts(sh.get('delta'))}{_ci(sh.get('ci95'))}",
                          f"{r['clone']['verdict']} (p {r['clone']['p']:.2g})" if r["clone"]["p"] is not None
                          else str(r["clone"]["verdict"]), _pts(r["regret"]), _pts(r["mde_test"])])
     out += table(["setting", "seed", "wall s", "baseline (test)", "chosen on dev", "oracle: verdict, test delta",
-                  "corrupt: verdict, test delta", "clone vs original", "regret", "test MDE"], rows)
+                  "corrupt: verdict, test delta", "shuffled: verdict, test delta", "clone vs original", "regret",
+                  "test MDE"], rows)
     out += ["", "Per setting, over seeds:", ""]
     agg = []
     for setting, runs in summary["settings"].items():
@@ -133,9 +139,11 @@ def render(summary: dict) -> list[str]:
         agg.append([setting, len(rs), _rate([r["picks_oracle"] for r in rs]),
                     _rate([(r["oracle"] or {}).get("verdict") == "improves" for r in rs]),
                     _rate([(r["corrupt"] or {}).get("verdict") == "degrades" for r in rs]),
+                    _rate([(r.get("shuffled") or {}).get("verdict") == "degrades" for r in rs]),
                     _rate([r["clone"]["verdict"] == "differ" for r in rs if r["clone"]["verdict"] is not None]),
                     _pts(sum(regrets) / len(regrets)) if regrets else "n/a"])
-    out += table(["setting", "runs", "picks oracle", "oracle improves", "corrupt degrades", "clone FP (goal <= 5%)",
+    out += table(["setting", "runs", "picks oracle", "oracle improves", "corrupt degrades", "shuffled degrades",
+                  "clone FP (goal <= 5%)",
                   "mean regret"], agg)
     return out
 
@@ -147,7 +155,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override for every run")
-    parser.add_argument("--cache-dir", default=None, help="shared cache (default: $COTGAP_CACHE or ~/.cache/cotgap_ray)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="shared cache (default: $COTGAP_CACHE or ~/.cache/cotgap_ray)")
     parser.add_argument("--smoke", action="store_true", help="tiny random models on a file task: the plumbing")
     parser.add_argument("--table-only", action="store_true", help="summarize the runs already in --out-root")
     parser.add_argument("--progress-s", type=float, default=60.0)
