@@ -76,10 +76,15 @@ def samplers(logits, temperature: float, seed: int) -> dict:
 
     calls = {"inverse-cdf": inverse_cdf, "greedy": lambda: logits.to(torch.float32).argmax(dim=-1)}
     try:
-        import vllm._C  # noqa: F401  (registers torch.ops._C.fused_gumbel_argmax)
+        # vLLM's CPU platform loads the kernel library built for this CPU (_C, _C_AVX512 or _C_AVX2; each registers
+        # the op namespace _C, with torch.ops._C.fused_gumbel_argmax). `import vllm._C` is the AVX-512-bf16 build:
+        # an illegal instruction on an AVX2-only CPU, and an abort (a second registration of _C) once vLLM has
+        # loaded another build in the process (the unit tier's crash on a 2-core AVX2 EPYC, 2026-12-05).
+        from vllm.platforms import current_platform
 
+        current_platform.import_kernels()
         fused = torch.ops._C.fused_gumbel_argmax
-    except (ImportError, AttributeError):
+    except (ImportError, AttributeError, RuntimeError):
         return calls
 
     def vllm_cpu():
