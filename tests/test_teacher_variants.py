@@ -41,7 +41,7 @@ def test_split_variant_types_the_values_and_leaves_plain_specs_alone():
     assert (base, variant) == ("tiny:llama@1", {"samples": 4, "top_p": 0.9, "temperature": 0.0})
     assert type(variant["samples"]) is int and type(variant["temperature"]) is float
     assert split_variant("Qwen/Qwen2.5-0.5B#top_p=1") == ("Qwen/Qwen2.5-0.5B", {"top_p": 1.0})
-    assert set(VARIANT_KEYS) == {"temperature", "top_p", "samples"}
+    assert set(VARIANT_KEYS) == {"temperature", "top_p", "samples", "clone"}  # clone: a control (controls.py)
 
 
 def test_names_are_distinct_filesystem_safe_and_the_plain_name_is_unchanged():
