@@ -149,7 +149,8 @@ def _teacher(ref: TeacherRef, proxy: dict | None, trials: list[TrialRecord], fin
         "selectable": best is not None,  # a trial that trained and was scored on dev: the selection may choose it
         "test_accuracy": f.test_accuracy if f else None, "test_n": f.n if f else None,
         "test_seeds": [s.seed for s in f.seeds] if f else [], "delta": f.delta if f else None,
-        "delta_ci95": f.delta_ci95 if f else None, "p_value": f.p_value if f else None, "p_holm": None,
+        "delta_ci95": f.delta_ci95 if f else None, "p_value": f.p_value if f else None,
+        "hypothesis": None, "p_adjusted": None,  # judge(): primary (the dev choice, at alpha) or Holm in a family
         "test": f.test if f else None, "training_variance": f.training_variance if f else None,
         "degrades": None, "improves": None,
         "ruled_out": allocated if ruled_out else None,  # no trial by design: its rationales lost to the leader's
@@ -179,24 +180,35 @@ def noise_floor(entries: list | None) -> dict:
 
 
 def judge(teachers: list[dict], alpha: float = ALPHA, floor: float = 0.0) -> None:
-    """Fill each confirmed teacher's p_holm and verdict (in place). p-values are adjusted across the confirmed
-    teachers (Holm): every teacher's test delta is shown, so the table is K tests, not one. A verdict needs both the
-    adjusted test to reject and the teacher's own interval to exclude zero (compare_seeds guarantees that exclusion
-    implies its test rejects), so a row never says "improves" beside an interval that includes zero. A delta no
-    larger than the engine's measured noise floor (`floor`, a fraction of problems) gets no verdict at all."""
+    """Fill each confirmed teacher's `hypothesis`, `p_adjusted` and verdict (in place).
+
+    The teacher chosen on dev (chosen_on_dev) is fixed before test is opened, so its test is the one **primary**
+    hypothesis, tested at alpha on its own p-value: the answer's verdict does not depend on how many other teachers
+    were confirmed. The other real teachers' rows are **secondary**, Holm-adjusted among themselves; control teachers
+    (controls.py), checks of the protocol, are their own Holm family. A verdict needs both the (adjusted) test to
+    reject and the teacher's own interval to exclude zero (compare_seeds guarantees that exclusion implies its test
+    rejects), so a row never says "improves" beside an interval that includes zero. A delta no larger than the
+    engine's measured noise floor (`floor`, a fraction of problems) gets no verdict at all."""
     from cotgap_ray.stats import holm
 
+    chosen = chosen_on_dev(teachers)
     confirmed = [t for t in teachers if t["delta"] is not None and t["p_value"] is not None]
-    for t, p in zip(confirmed, holm([t["p_value"] for t in confirmed])):
-        lo, hi = t["delta_ci95"] or (None, None)
-        t["p_holm"] = p
-        t["improves"] = bool(p < alpha and lo is not None and lo > 0)
-        t["degrades"] = bool(p < alpha and hi is not None and hi < 0)
-        if floor > 0 and abs(t["delta"]) <= floor:
-            t["improves"] = t["degrades"] = False
-            t["verdict"] = "within engine noise"
-        else:
-            t["verdict"] = "improves" if t["improves"] else "degrades" if t["degrades"] else "no clear change"
+    known_answers = chosen is not None and controls.is_control(chosen["spec"])  # every teacher is a control
+    families: dict[str, list[dict]] = {"primary": [], "secondary": [], "control": []}
+    for t in confirmed:
+        families["primary" if t is chosen else "control" if controls.is_control(t["spec"]) and not known_answers
+                 else "secondary"].append(t)
+    for role, members in families.items():
+        for t, p in zip(members, holm([t["p_value"] for t in members])):
+            lo, hi = t["delta_ci95"] or (None, None)
+            t["hypothesis"], t["p_adjusted"] = role, p
+            t["improves"] = bool(p < alpha and lo is not None and lo > 0)
+            t["degrades"] = bool(p < alpha and hi is not None and hi < 0)
+            if floor > 0 and abs(t["delta"]) <= floor:
+                t["improves"] = t["degrades"] = False
+                t["verdict"] = "within engine noise"
+            else:
+                t["verdict"] = "improves" if t["improves"] else "degrades" if t["degrades"] else "no clear change"
 
 
 def _pct(x) -> str:
@@ -403,8 +415,9 @@ def build_report(run: dict) -> dict:
         "teachers": teachers,
         "recommendation": _without_rows(teachers, recommend(teachers, base_test, stage)),
         "selection": {"split": "dev", "rule": "highest dev delta of a finished trial (ties: fewer training tokens)",
-                      "confirmation": "test, each teacher's best dev configuration; p-values Holm-adjusted across "
-                                      "the confirmed teachers", "alpha": ALPHA},
+                      "confirmation": "test, each teacher's best dev configuration; the teacher chosen on dev is the "
+                                      "primary hypothesis at alpha, the others Holm-adjusted among themselves "
+                                      "(controls apart)", "alpha": ALPHA},
         "training_variance": ("not measured (one seed per confirmation)" if seeds == [1] else
                               f"measured ({', '.join(map(str, seeds))} seeds per confirmation)" if seeds else None),
         "trials": sorted((_trial_summary(t) for t in run["trials"]), key=lambda t: t["finished_at"] or float("inf")),
@@ -485,18 +498,19 @@ def render_markdown(r: dict, plots: list[str]) -> str:
                     else "n/a", _pct((r.get("engine_baseline") or {}).get(s))] for s, b in r["baseline"].items()]),
            "", "## Teachers, ranked", "",
            _table(["teacher", "teacher acc.", "correct yield", "student NLL", "student RSR", "proxy rank", "trials",
-                   "best dev delta", "test acc.", "test delta [95% CI]", "test p (Holm)", "verdict"],
+                   "best dev delta", "test acc.", "test delta [95% CI]", "test p (adj.)", "verdict"],
                   [[t["name"] + (" (control)" if t.get("control") else ""), _pct(t["teacher_accuracy"]),
                     _pct((t["proxies"] or {}).get("correct_yield")),
                     _num((t["proxies"] or {}).get("student_nll"), ".3f"),
                     _num((t["proxies"] or {}).get("student_rsr"), ".3f"), t["proxy_rank"], t["n_trials"],
                     _pts(t["best_dev_delta"]), _pct(t["test_accuracy"]),
                     "n/a" if t["delta"] is None else f"{_pts(t['delta'])} {_ci(t['delta_ci95'])}",
-                    _num(t["p_holm"], ".3g"), t["verdict"]] for t in r["teachers"]])]
+                    _num(t["p_adjusted"], ".3g"), t["verdict"]] for t in r["teachers"]])]
     out += ["", "Ranked by the search's selection on **dev** (best dev delta of a finished trial); the first row is "
                 "the teacher chosen. Test only confirms: each teacher's best dev configuration re-trained and scored "
-                "on test, p-values adjusted across the confirmed teachers (Holm); a verdict needs the adjusted test "
-                f"to reject at alpha {ALPHA} and the interval to exclude zero. Student NLL and RSR are proxies "
+                "on test. The teacher chosen on dev is the one primary hypothesis, tested at alpha on its own p-value; "
+                "the other teachers' p-values are Holm-adjusted among themselves (controls in a family of their own); "
+                f"a verdict needs the (adjusted) test to reject at alpha {ALPHA} and the interval to exclude zero. Student NLL and RSR are proxies "
                 "measured before any training: lower NLL = closer to what the student already writes; lower RSR "
                 "(Rank-Surprisal Ratio, arXiv 2601.14249: mean token rank under the student / mean NLL) = better "
                 "suited to teach it."]
@@ -532,7 +546,7 @@ def render_markdown(r: dict, plots: list[str]) -> str:
                          "n/a" if e["cross_start_discordant"] is None else f"{e['cross_start_discordant']} differ"]
                         for s, e in noise.items()]) if noise else "not measured (noise.json absent)"]
     out += ["", "## What these splits can detect", "",
-            _table(["split", "n", "discordance (measured)", "minimum detectable effect (80% power, alpha 0.05)"],
+            _table(["split", "n", "discordance (measured)", "minimum detectable effect (80% power, alpha 0.05: the primary test)"],
                    [[s, p["n"], "n/a" if p["discordance"] is None else
                      f"{_pct(p['discordance'])}" + (f" (from {p['discordance_from']})"
                                                     if p["discordance_from"] != s else ""),
