@@ -92,13 +92,21 @@ def _main(argv: list[str] | None) -> int:
         print(json.dumps([{"teacher": r.teacher, "cache": str(r.path), "summary": r.summary} for r in results],
                          indent=2, default=str))
         return 0
-    print(f"\n{'teacher':32} {'pass@1':>7} {'maj@k':>7} {'yield':>7} {'solved':>7} {'tokens':>7} {'tok/s':>7} "
-          f"{'wall s':>7}  cache")
+    from cotgap_ray.proxies import base_proxies, truncation_warning
+
+    # cut: the share of rationales that stopped at generation.max_tokens (a pilot with a generous limit shows the
+    # teacher's own lengths in `tokens`)
+    print(f"\n{'teacher':32} {'pass@1':>7} {'maj@k':>7} {'yield':>7} {'solved':>7} {'tokens':>7} {'cut':>7} "
+          f"{'tok/s':>7} {'wall s':>7}  cache")
     for r in results:
         s = r.summary
         print(f"{r.teacher[:32]:32} {s['pass_at_1']:7.3f} {s['majority_accuracy']:7.3f} {s['yield_rows']:7.3f} "
-              f"{s['yield_problems']:7.3f} {s['mean_tokens']:7.1f} {s['tokens_per_s']:7.1f} {s['wall_s']:7.1f}  "
+              f"{s['yield_problems']:7.3f} {s['mean_tokens']:7.1f} {s['truncated_fraction']:7.3f} "
+              f"{s['tokens_per_s']:7.1f} {s['wall_s']:7.1f}  "
               f"{r.path} ({s['generated_shards']} generated, {s['cached_shards']} cached)")
+    for r in results:
+        if warning := truncation_warning(r.teacher, base_proxies(r.summary)):
+            print(f"warning: {warning}")
     return 0
 
 

@@ -22,6 +22,7 @@ from cotgap_ray import controls
 from cotgap_ray.cli import parse, verb_parser
 from cotgap_ray.config import ExperimentConfig, build
 from cotgap_ray.errors import InputError
+from cotgap_ray.proxies import truncation_warning
 from cotgap_ray.records import FinalRecord, RecordError, TeacherRef, TrialRecord, record_from_dict, write_json
 
 STATUSES = ("ok", "no_data", "stopped", "failed")
@@ -142,6 +143,9 @@ def _teacher(ref: TeacherRef, proxy: dict | None, trials: list[TrialRecord], fin
         # seed 0's per-problem test answers, for the clone check only (build_report drops them from report.json)
         "test_correct": list(f.test_correct_by_seed[0]) if f and f.test_correct_by_seed else None,
         "proxies": proxy, "proxy_rank": (proxy or {}).get("rank"), "n_trials": len(trials),
+        # share of its rationales cut at generation.max_tokens (None: a run from before it was counted)
+        "truncated_fraction": (proxy or {}).get("truncated_fraction"),
+        "truncation_warning": truncation_warning(ref.name, proxy or {}),
         "trial_status_counts": counts,
         "best_trial_id": f.trial_id if f else best.trial_id if best else None,
         "best_config": f.params if f else best.params if best else None,
@@ -392,6 +396,8 @@ def build_report(run: dict) -> dict:
     for t in teachers:
         if t["verdict"] == "not confirmed" and finals:
             notes.append(f"no final confirmation for teacher {t['name']}")
+        if t["truncation_warning"]:
+            notes.append(t["truncation_warning"])
     # The dev selection's order (best dev delta first), then teachers with nothing selectable by proxy rank (the
     # search's own guess), then config order. Test deltas never reorder the table.
     teachers.sort(key=lambda t: (not t["selectable"], -(t["best_dev_delta"] or 0.0) if t["selectable"] else 0.0,
@@ -497,10 +503,11 @@ def render_markdown(r: dict, plots: list[str]) -> str:
                   [[s, b["n"], _pct(b["accuracy"]), f"[{_pct(b['ci95'][0])}, {_pct(b['ci95'][1])}]" if b["ci95"]
                     else "n/a", _pct((r.get("engine_baseline") or {}).get(s))] for s, b in r["baseline"].items()]),
            "", "## Teachers, ranked", "",
-           _table(["teacher", "teacher acc.", "correct yield", "student NLL", "student RSR", "proxy rank", "trials",
-                   "best dev delta", "test acc.", "test delta [95% CI]", "test p (adj.)", "verdict"],
+           _table(["teacher", "teacher acc.", "cut at max_tokens", "correct yield", "student NLL", "student RSR",
+                   "proxy rank", "trials", "best dev delta", "test acc.", "test delta [95% CI]", "test p (adj.)",
+                   "verdict"],
                   [[t["name"] + (" (control)" if t.get("control") else ""), _pct(t["teacher_accuracy"]),
-                    _pct((t["proxies"] or {}).get("correct_yield")),
+                    _pct(t.get("truncated_fraction")), _pct((t["proxies"] or {}).get("correct_yield")),
                     _num((t["proxies"] or {}).get("student_nll"), ".3f"),
                     _num((t["proxies"] or {}).get("student_rsr"), ".3f"), t["proxy_rank"], t["n_trials"],
                     _pts(t["best_dev_delta"]), _pct(t["test_accuracy"]),
@@ -513,7 +520,11 @@ def render_markdown(r: dict, plots: list[str]) -> str:
                 f"a verdict needs the (adjusted) test to reject at alpha {ALPHA} and the interval to exclude zero. Student NLL and RSR are proxies "
                 "measured before any training: lower NLL = closer to what the student already writes; lower RSR "
                 "(Rank-Surprisal Ratio, arXiv 2601.14249: mean token rank under the student / mean NLL) = better "
-                "suited to teach it."]
+                "suited to teach it. Cut at max_tokens: the share of the teacher's train rationales that stopped at "
+                "generation.max_tokens, each counted as not correct."]
+    cut = [t["truncation_warning"] for t in r["teachers"] if t.get("truncation_warning")]
+    if cut:  # the numbers in the table above measure the budget for these teachers: said next to them
+        out += ["", "**Token budget:**", "", *(f"- {w}" for w in cut)]
     labelled = [t for t in r["teachers"] if t.get("control")]
     if labelled:
         out += ["", "Controls, whose effect is known before the run (cotgap_ray/controls.py); never recommended:", ""]

@@ -40,8 +40,10 @@ from cotgap_ray.records import FinalRecord, TrialRecord, write_json
 # search's own ordering (1 = try first), so it is lower-is-better too.
 LOWER_IS_BETTER = {"student_nll", "student_rsr", "rank"}
 # Numbers in proxies.json that are what computing the proxies cost, how many samples they used, or a description of
-# the rationales (their mean length), not predictions of which teacher teaches best.
-NOT_PROXIES = {"generation_seconds", "generation_tokens", "n_rationales", "mean_tokens"}
+# the rationales (their mean length, how many the token budget cut, that budget), not predictions of which teacher
+# teaches best.
+NOT_PROXIES = {"generation_seconds", "generation_tokens", "n_rationales", "mean_tokens", "max_tokens", "truncated_rows",
+               "truncated_fraction"}
 # Search-space settings a grid must share with the search for its choice to be the search's ground truth.
 SPACE_KEYS = ("filter_chains", "lora_rank", "lora_alpha_ratio", "learning_rate", "epochs")
 N_BOOT = 2000

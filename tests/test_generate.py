@@ -98,7 +98,7 @@ def test_summarize_literal_rows():
         row("b", 0, "5", False, 10), row("b", 1, "7", True, 10), row("b", 2, None, False, 10),  # tie: first wins
         row("c", 0, None, False, 4), row("c", 1, None, False, 6), row("c", 2, "0", False, 10),  # all wrong
     ], schema=RATIONALE_SCHEMA)
-    s = gen.summarize(table, n_problems=4)  # problem "d" has no rows: counts as wrong
+    s = gen.summarize(table, n_problems=4, max_tokens=30)  # problem "d" has no rows: counts as wrong
     assert s["rows"] == 9 and s["correct_rows"] == 3
     assert s["pass_at_1"] == pytest.approx((2 / 3 + 1 / 3) / 4)
     assert s["majority_accuracy"] == pytest.approx(1 / 4)

@@ -3,6 +3,7 @@ student, a fake scorer stands in)."""
 
 import pyarrow as pa
 
+import cotgap_ray.proxies as proxies_mod
 from cotgap_ray.proxies import (
     base_proxies,
     mean_nll,
@@ -136,3 +137,110 @@ def test_proxies_stage_rescores_a_cached_teacher_that_lacks_student_rsr(tmp_path
     assert json.loads((tmp_path / "proxies.json").read_text())["old"]["student_rsr"] == 5.0
     header = next(line for line in capsys.readouterr().out.splitlines() if "teacher" in line and "RSR" in line)
     assert header.split().index("RSR") == header.split().index("NLL") + 1
+
+
+# ------------------------------------------------------------- the token budget (issue 33 point 12)
+
+QWEN = "qwen2.5-0.5b-instruct"
+
+
+def _cut_table(n_tokens: list[int], correct: list[bool]) -> pa.Table:
+    rows = [{"problem_id": f"p{i}", "teacher": "t", "sample_idx": 0, "text": "x", "pred": "1", "correct": c,
+             "n_tokens": n} for i, (n, c) in enumerate(zip(n_tokens, correct))]
+    return pa.Table.from_pylist(rows, schema=RATIONALE_SCHEMA)
+
+
+def _issue_summary() -> dict:
+    """The issue's case: 320 train rationales, 283 of them at generation.max_tokens=128, mean 124 tokens, accuracy
+    3.8% (12 correct rationales, all among the 37 that ended)."""
+    from cotgap_ray.generation.pipeline import summarize
+
+    n_tokens = [128] * 283 + [94] * 37  # (283 * 128 + 37 * 94) / 320 = 124.07
+    table = _cut_table(n_tokens, [False] * 283 + [True] * 12 + [False] * 25)
+    return summarize(table, 320, max_tokens=128) | {"spec": "hf:Qwen/Qwen2.5-0.5B-Instruct"}
+
+
+def test_summarize_counts_the_rationales_cut_at_the_limit_they_were_generated_under():
+    from cotgap_ray.generation.pipeline import summarize
+
+    table = _cut_table([10, 127, 128, 128, 130], [True, True, False, False, False])  # 130: a limit past its budget
+    s = summarize(table, 5, max_tokens=128)
+    assert s["max_tokens"] == 128 and s["truncated_rows"] == 3 and s["truncated_fraction"] == 3 / 5
+    s = summarize(table, 5, max_tokens=256)  # the same rows under a larger budget: none cut
+    assert s["truncated_rows"] == 0 and s["truncated_fraction"] == 0.0
+    empty = summarize(table.slice(0, 0), 5, max_tokens=128)
+    assert empty["truncated_rows"] == 0 and empty["truncated_fraction"] == 0.0
+
+
+def test_the_issue_case_warns_naming_the_teacher_the_key_and_a_budget():
+    s = _issue_summary()
+    assert (s["rows"], s["truncated_rows"], round(s["mean_tokens"]), s["pass_at_1"]) == (320, 283, 124, 12 / 320)
+    entry = base_proxies(s)
+    assert entry["truncated_rows"] == 283 and entry["truncated_fraction"] == 283 / 320 and entry["max_tokens"] == 128
+    warning = proxies_mod.truncation_warning(QWEN, entry)
+    assert warning.startswith(f"teacher {QWEN}: 283 of 320 rationales stopped at generation.max_tokens=128 "
+                              f"(mean length 124 tokens)")
+    assert "teacher accuracy (3.8%), proxies and verdicts measure the token budget, not the teacher" in warning
+    # the fix as the command line takes it (a key=value override), at 4x: most were cut, so the median is past 128
+    assert "generation.max_tokens=512 (a search then needs another --out" in warning
+    assert "--teacher hf:Qwen/Qwen2.5-0.5B-Instruct --limit 32 generation.max_tokens=1024" in warning
+
+
+def test_no_warning_below_a_fifth_cut_nor_without_the_counts():
+    entry = base_proxies(_issue_summary())
+    assert proxies_mod.truncation_warning(QWEN, entry | {"truncated_rows": 63}) is None  # 19.7% of 320
+    assert proxies_mod.truncation_warning(QWEN, entry | {"truncated_rows": 64}) is not None  # 20%
+    old = {k: v for k, v in entry.items() if k not in ("truncated_rows", "truncated_fraction", "max_tokens")}
+    assert proxies_mod.truncation_warning(QWEN, old) is None  # a proxies.json from before the cut was counted
+    assert base_proxies(_summary(80, 0.8))["truncated_fraction"] is None  # nor a summary without it
+
+
+def test_suggested_budget_is_a_power_of_two_past_the_censored_lengths():
+    suggest = proxies_mod.suggest_max_tokens
+    assert [suggest(128, 0.3), suggest(128, 0.9), suggest(200, 0.3)] == [256, 512, 512]
+
+
+def test_control_rows_are_never_cut():
+    """Control teachers write their rationales below the limit (controls.py), so none is ever counted as cut."""
+    from cotgap_ray.controls import rationale_rows
+    from cotgap_ray.generation.pipeline import summarize
+    from cotgap_ray.records import Problem
+
+    problems = [Problem(f"p{i}", f"What is {i} + {i}?", str(2 * i), "train") for i in range(4)]
+    table = rationale_rows("control:oracle", problems, "control-oracle", 3)
+    assert summarize(table, 4, max_tokens=3)["truncated_rows"] == 0
+
+
+def test_the_printout_has_a_cut_column_and_the_warning_after_the_table():
+    proxies = {QWEN: base_proxies(_issue_summary()), "other": base_proxies(_summary(80, 0.8))}
+    rank_teachers(proxies)
+    lines = proxies_mod.describe(proxies)
+    assert lines[0].split()[:9] == ["rank", "teacher", "accuracy", "yield", "correct", "NLL", "RSR", "tokens", "cut"]
+    qwen_row = next(line for line in lines if QWEN in line and not line.startswith("warning"))
+    assert qwen_row.split()[-1] == "88.4%"
+    assert next(line for line in lines if "other" in line).split()[-1] == "-"  # not counted: shown as unknown
+    assert lines[-1] == f"warning: {proxies_mod.truncation_warning(QWEN, proxies[QWEN])}" and len(lines) == 4
+
+
+def test_proxies_stage_prints_and_stores_the_warning_also_for_an_older_cached_entry(tmp_path, capsys):
+    """A proxies.json cached before the cut was counted gains the counts and the warning from the generation summary
+    (cheap: no rescoring); the search prints the warning after the proxies table."""
+    import json
+    from types import SimpleNamespace
+
+    from cotgap_ray.search import run
+
+    summary = _issue_summary()
+    cached = {k: v for k, v in base_proxies(summary).items()
+              if k not in ("truncated_rows", "truncated_fraction", "max_tokens")} | {"student_nll": 2.0,
+                                                                                      "student_rsr": 4.0}
+    (tmp_path / "proxies.json").write_text(json.dumps({QWEN: cached}))
+    cfg = SimpleNamespace(search=SimpleNamespace(filter_chains={}, proxy_rationales=4))
+    generation = SimpleNamespace(teacher=QWEN, summary=summary, table=lambda: _cut_table([1], [True]))
+    proxies, _ = run.proxies_stage(tmp_path, cfg, None, None, {QWEN: generation})
+    saved = json.loads((tmp_path / "proxies.json").read_text())[QWEN]
+    assert saved["truncated_rows"] == 283 and saved["student_nll"] == 2.0  # filled in; the cached values stay
+    assert saved["truncation_warning"] == proxies_mod.truncation_warning(QWEN, saved)
+    assert "283 of 320" in saved["truncation_warning"]
+    out = capsys.readouterr().out
+    assert f"warning: teacher {QWEN}: 283 of 320 rationales stopped at generation.max_tokens=128" in out

@@ -52,8 +52,9 @@ def _proxy(spec: str, acc: float, rank: int, gen_s: float) -> dict:
             "generation_tokens": 48000, "rank": rank}
 
 
-def write_run(run: Path, finals: list[dict] | None, stage: str = "done") -> Path:
-    """A run directory: three teachers (config order SMOL, GEMMA, QWEN), six trials, baseline 23.5% on test."""
+def write_run(run: Path, finals: list[dict] | None, stage: str = "done", proxies: dict | None = None) -> Path:
+    """A run directory: three teachers (config order SMOL, GEMMA, QWEN), six trials, baseline 23.5% on test.
+    `proxies`: teacher -> fields that replace or extend that teacher's default proxies entry."""
     files = {
         "config.json": {"fingerprint": "cfg123", "config": {
             "name": "gsm-tiny", "student": "packaged:smollm2-135m-instruct",
@@ -77,6 +78,8 @@ def write_run(run: Path, finals: list[dict] | None, stage: str = "done") -> Path
                                                                train_seconds=10.0, seconds=15.0),
               _trial("t3", GEMMA, "ok", -0.02, 1003.0), _trial("t4", GEMMA, "failed", None, 1004.0),
               _trial("t5", SMOL, "no_data", None, 1001.0), _trial("t6", SMOL, "no_data", None, 1005.0)]
+    for name, fields in (proxies or {}).items():
+        files["proxies.json"][name] |= fields
     run.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         (run / name).write_text(json.dumps(content))
@@ -363,3 +366,37 @@ def test_the_sentence_names_the_baseline_the_delta_was_measured_against(tmp_path
     assert "over the student's 22.0% on test" in r["recommendation"]["text"]
     assert r["engine_baseline"] == {"dev": 0.2, "test": 0.22}
     assert "| test | 200 | 23.5% | [18.2%, 29.8%] | 22.0% |" in (run / "report.md").read_text()
+
+
+def test_a_teacher_cut_by_its_token_budget_is_said_next_to_its_numbers(tmp_path):
+    """Issue 33 point 12: 283 of QWEN's 320 rationales stopped at generation.max_tokens=128; the report gives every
+    teacher's cut share in the teachers table and the warning beside it and in the notes."""
+    from cotgap_ray.proxies import truncation_warning
+
+    cut = {"n_rationales": 320, "max_tokens": 128, "mean_tokens": 124.1}
+    run = write_run(tmp_path / "run", [_final(QWEN, "t1", 0.041, [0.012, 0.070], 0.05)], proxies={
+        QWEN: cut | {"truncated_rows": 283, "truncated_fraction": 283 / 320, "teacher_accuracy": 0.038},
+        GEMMA: cut | {"truncated_rows": 8, "truncated_fraction": 8 / 320}})  # SMOL: an entry without the counts
+    r = report.render(run)
+    qwen = next(t for t in r["teachers"] if t["name"] == QWEN)
+    warning = truncation_warning(QWEN, qwen["proxies"])
+    assert warning.startswith(f"teacher {QWEN}: 283 of 320 rationales stopped at generation.max_tokens=128")
+    assert qwen["truncated_fraction"] == 283 / 320 and qwen["truncation_warning"] == warning
+    assert [n for n in r["notes"] if "generation.max_tokens" in n] == [warning]  # only QWEN's share is large
+    assert json.loads((run / "report.json").read_text())["notes"] == r["notes"]
+    md = (run / "report.md").read_text()
+    assert "| teacher | teacher acc. | cut at max_tokens | correct yield |" in md
+    assert f"| {QWEN} | 3.8% | 88.4% |" in md and f"| {GEMMA} | 15.0% | 2.5% |" in md
+    assert f"| {SMOL} | 5.0% | n/a |" in md
+    teachers = md.split("## Teachers, ranked")[1].split("## Engine noise floor")[0]
+    assert f"- {warning}" in teachers  # next to the table, not only in the notes at the end
+    assert f"- {warning}" in md.split("## Notes")[1]
+
+
+def test_proxies_from_before_the_cut_was_counted_render_n_a(tmp_path):
+    r = report.render(write_run(tmp_path / "run", [_final(QWEN, "t1", 0.041, [0.012, 0.070], 0.05)]))
+    assert [t["truncated_fraction"] for t in r["teachers"]] == [None, None, None]
+    assert not any(t["truncation_warning"] for t in r["teachers"])
+    assert not [n for n in r["notes"] if "max_tokens" in n]
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert f"| {QWEN} | 62.0% | n/a | 55.8% |" in md and "Token budget" not in md

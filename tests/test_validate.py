@@ -101,11 +101,13 @@ def write_run(run: Path, trials: list[TrialRecord], finals: list[FinalRecord], p
 
 
 # Ordered like the grid's dev deltas (A > B > C); student_nll lower-is-better; correct_rows (higher-is-better)
-# ordered against them; mean_tokens is a description, not a proxy.
+# ordered against them; mean_tokens and the cut at max_tokens are descriptions, not proxies.
 PROXIES = {A: {"spec": f"packaged:{A}", "teacher_accuracy": 0.6, "student_nll": 1.0, "mean_tokens": 100.0, "rank": 1,
-               "correct_rows": 10, "student_rsr": 2.0, "generation_seconds": 9.0},
+               "correct_rows": 10, "student_rsr": 2.0, "generation_seconds": 9.0, "max_tokens": 256,
+               "truncated_rows": 1, "truncated_fraction": 0.01},
            B: {"spec": f"packaged:{B}", "teacher_accuracy": 0.4, "student_nll": 2.0, "mean_tokens": 200.0, "rank": 2,
-               "correct_rows": 20, "student_rsr": None, "generation_seconds": 5.0},
+               "correct_rows": 20, "student_rsr": None, "generation_seconds": 5.0, "max_tokens": 256,
+               "truncated_rows": 2, "truncated_fraction": 0.02},
            C: {"spec": f"packaged:{C}", "teacher_accuracy": 0.2, "student_nll": 3.0, "mean_tokens": 300.0, "rank": 3,
                "correct_rows": 30, "generation_seconds": 1.0}}
 
@@ -221,7 +223,8 @@ def test_proxy_correlations_respect_the_proxys_direction(tmp_path):
     assert acc_test["spearman"] == pytest.approx(-0.5) and acc_test["kendall_tau"] == pytest.approx(-1 / 3)
     rsr = _proxy(sq, "student_rsr", dev)  # only A has a value (B's is null, C has none): n = 1, no correlation
     assert rsr["n"] == 1 and rsr["spearman"] is None and rsr["kendall_tau"] is None
-    for name in ("generation_seconds", "mean_tokens"):  # a cost and a description, not proxies
+    for name in ("generation_seconds", "mean_tokens", "max_tokens", "truncated_rows", "truncated_fraction"):
+        # a cost and descriptions of the rationales, not proxies
         assert not [p for p in sq["proxies"] if p["proxy"] == name]
     assert {p["source"] for p in sq["proxies"]} == {"grid"}  # the search's proxies.json is the same
 

@@ -97,12 +97,14 @@ def shard_seed(seed: int, shard_id: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{shard_id}".encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
-def summarize(table: pa.Table, n_problems: int) -> dict:
+def summarize(table: pa.Table, n_problems: int, *, max_tokens: int) -> dict:
     """Teacher accuracy and yield from rationale rows (pure). Problems without rows count as wrong.
 
     pass_at_1: mean over problems of the fraction of correct samples; majority_accuracy: the most frequent extracted
     answer (ties: the earliest sample) is correct; yield_rows: fraction of rows correct; yield_problems: fraction of
-    problems with at least one correct rationale."""
+    problems with at least one correct rationale; truncated_rows / truncated_fraction: rows that stopped at
+    `max_tokens`, the limit the rows were generated under (answers.truncated: such a row is never correct, so a large
+    share makes every number here a measure of the budget; proxies.truncation_warning says so)."""
     rows = table.select(["problem_id", "sample_idx", "pred", "correct", "n_tokens"]).to_pylist()
     per_problem: dict[str, list[dict]] = {}
     for row in rows:
@@ -119,7 +121,9 @@ def summarize(table: pa.Table, n_problems: int) -> dict:
         any_correct += any(r["correct"] for r in samples)
     n = max(n_problems, 1)
     correct_rows = sum(r["correct"] for r in rows)
+    cut = sum(answers.truncated(r["n_tokens"], max_tokens) for r in rows)
     return {"n_problems": n_problems, "rows": len(rows), "correct_rows": correct_rows,
+            "max_tokens": max_tokens, "truncated_rows": cut, "truncated_fraction": cut / len(rows) if rows else 0.0,
             "pass_at_1": pass1 / n, "majority_accuracy": majority / n,
             "yield_rows": correct_rows / len(rows) if rows else 0.0, "yield_problems": any_correct / n,
             "mean_tokens": sum(r["n_tokens"] for r in rows) / len(rows) if rows else 0.0}
@@ -369,7 +373,7 @@ def run_teacher(job: TeacherJob, placement: Placement, progress=print_progress, 
             cache.write_manifest(job.path, job.manifest)
             wait_released(before)
     table = load_rationales(job.path)
-    summary = summarize(table, len(job.problems))
+    summary = summarize(table, len(job.problems), max_tokens=job.sampling.max_tokens)  # the rows' own limit
     shards = job.manifest["shards"].values()
     engine_s = sum(s["seconds"] for s in shards)
     summary.update(teacher=job.model.name, spec=job.spec, path=str(job.path), key=job.manifest["key"],

@@ -200,6 +200,8 @@ def proxies_stage(run_dir: Path, cfg, student, splits, generations: dict) -> tup
     import pyarrow.parquet as pq
 
     from cotgap_ray.proxies import base_proxies, needs_student_scoring, nll_sample, rank_teachers, student_proxies
+    from cotgap_ray.proxies import describe as describe_proxies
+    from cotgap_ray.proxies import truncation_warning
 
     needs_nll = any(s.get("name") == "student_nll" for chain in cfg.search.filter_chains.values() for s in chain)
     tables = {g.teacher: g.table() for g in generations.values()}
@@ -226,16 +228,16 @@ def proxies_stage(run_dir: Path, cfg, student, splits, generations: dict) -> tup
                 pq.write_table(scored, nll_dir / f"{g.teacher}.parquet")
     if needs_nll:
         tables = {name: pq.read_table(nll_dir / f"{name}.parquet") for name in tables}
-    order = rank_teachers(proxies)
+    for g in generations.values():
+        # An entry cached by an older run lacks the counts added since (the cut at max_tokens): the summary has them,
+        # and never overrides what the entry holds. The warning is recomputed from the entry.
+        proxies[g.teacher] = base_proxies(g.summary) | proxies[g.teacher]
+        proxies[g.teacher]["truncation_warning"] = truncation_warning(g.teacher, proxies[g.teacher])
+    rank_teachers(proxies)
     write_json(saved, proxies)
     print("\nteacher proxies (train rationales, no training):")
-    print(f"  {'rank':>4}  {'teacher':<32} {'accuracy':>8} {'yield':>6} {'correct':>7} {'NLL':>6} {'RSR':>6}"
-          f" {'tokens':>6}   (RSR: lower = better suited, arXiv 2601.14249)")
-    for name in order:
-        p = proxies[name]
-        nll, rsr = (f"{p[k]:.2f}" if p.get(k) is not None else "-" for k in ("student_nll", "student_rsr"))
-        print(f"  {p['rank']:>4}  {name:<32} {100 * p['teacher_accuracy']:7.1f}% {100 * p['correct_yield']:5.1f}%"
-              f" {p['correct_rows']:>7} {nll:>6} {rsr:>6} {p['mean_tokens']:6.0f}")
+    for line in describe_proxies(proxies):
+        print(line)
     return proxies, tables
 
 
