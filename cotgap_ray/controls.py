@@ -160,15 +160,19 @@ def worked_solution(raw_answer: str) -> str:
 
 
 def wrong_answer(gold: str, problem_id: str) -> str:
-    """A wrong answer near the gold one, fixed per problem: gold +- 1..9 (a hash of the problem id picks which)."""
+    """A wrong answer near the gold one, fixed per problem: gold +- 1..9 (a hash of the problem id picks which); for
+    a LaTeX gold answer (answers.parse_gold) that sum written out ("\\sqrt{2} + 3"), never equal to it."""
     digest = hashlib.sha256(problem_id.encode()).digest()
     offset = 1 + digest[0] % 9
-    value = (to_fraction(gold) or Fraction(0)) + (offset if digest[1] % 2 else -offset)
-    return canonical(value)
+    value = to_fraction(gold)
+    if value is None:
+        return f"{gold} + {offset}" if digest[1] % 2 else f"{gold} - {offset}"
+    return canonical(value + (offset if digest[1] % 2 else -offset))
 
 
 def _answer_line(value: str) -> str:
-    return f"The answer is {value}."
+    # A LaTeX answer in math mode, so that it is read whole ("$2\\sqrt{2}$", answers.py).
+    return f"The answer is {value}." if to_fraction(value) is not None else f"The answer is ${value}$."
 
 
 def rationale(control: str, problem, others: list | None = None) -> str:

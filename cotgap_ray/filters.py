@@ -18,7 +18,8 @@ One problem going through that chain (teacher "qwen", k = 3 samples):
 Steps (parameters; all optional unless marked *):
   correct_only      rows whose extracted answer is correct
   length            min_tokens / max_tokens (absolute), min_pct / max_pct (percentiles of this table's n_tokens)
-  dedupe            drop a rationale whose normalized text (lowercase, whitespace collapsed) repeats within its problem
+  dedupe            drop a rationale whose normalized text (normalize_text: lowercase, whitespace collapsed, quotes,
+                    minus signs and thousands separators folded) repeats within its problem
   max_per_question  m*: at most m rationales per problem, lowest sample_idx first
   cross_teacher     only problems that EVERY candidate teacher answered correctly at least once (needs the context).
                     The setting 2604.08880 criticises (it hides where teachers differ); kept so users can compare.
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -126,9 +128,18 @@ def length(table, context, *, min_tokens=None, max_tokens=None, min_pct=None, ma
     return table.filter(keep)
 
 
+# Typographic quotes and the unicode minus (U+2212) as their ASCII forms: one model writes “x”, another "x".
+_TYPOGRAPHY = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'", "‚": "'", "−": "-"})
+# Thousands separators between groups of exactly three digits ("1,000", "1 000" once whitespace is collapsed).
+_THOUSANDS_RE = re.compile(r"(?<![\d.,])\d{1,3}(?:[, ]\d{3})+(?![\d])")
+
+
 def normalize_text(text: str) -> str:
-    """Lowercase and collapse whitespace; digits and punctuation stay (a different number is a different rationale)."""
-    return " ".join(text.lower().split())
+    """Lowercase, collapse whitespace (no-break and thin spaces included), fold typographic quotes and the unicode
+    minus to ASCII and drop thousands separators ("1,000" and "1 000" -> "1000"); other digits and punctuation stay
+    (a different number is a different rationale)."""
+    text = " ".join(text.lower().translate(_TYPOGRAPHY).split())
+    return _THOUSANDS_RE.sub(lambda m: re.sub(r"[, ]", "", m.group()), text)
 
 
 @register("dedupe", needs=("problem_id", "sample_idx", "text"))

@@ -25,7 +25,7 @@ PROBLEM_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
         pa.field("question", pa.string(), nullable=False),
-        pa.field("answer", pa.string(), nullable=False),  # normalized gold, see answers.normalize
+        pa.field("answer", pa.string(), nullable=False),  # normalized gold, see answers.parse_gold
         pa.field("split", pa.string(), nullable=False),
         pa.field("solution", pa.string()),  # the task's reference solution, "" when it has none (controls.py)
     ]
@@ -37,7 +37,7 @@ RATIONALE_SCHEMA = pa.schema(
         pa.field("teacher", pa.string(), nullable=False),
         pa.field("sample_idx", pa.int32(), nullable=False),
         pa.field("text", pa.string(), nullable=False),
-        pa.field("pred", pa.string()),  # normalized extracted answer; null when none was found
+        pa.field("pred", pa.string()),  # extracted answer (answers.extract_answer); null when none was found
         pa.field("correct", pa.bool_(), nullable=False),
         pa.field("n_tokens", pa.int32(), nullable=False),
     ]

@@ -39,6 +39,65 @@ def test_extract_answer_forms(text, expected):
     assert extract_answer(text) == expected
 
 
+# Issue 33 point 10, "Answers beyond integers": each case as the issue found it on main, then what it must be
+# (lenient, and strict: teacher rationales are read strictly, so "$-5" after a marker was a correct rationale dropped).
+@pytest.mark.parametrize(
+    "text, lenient, strict",
+    [
+        (r"\boxed{\frac{1}{2}}", "0.5", "0.5"),  # was "2": the denominator
+        (r"$\frac{3}{4}$", "0.75", None),  # was "4"; no marker, so nothing when strict
+        (r"The answer is $\frac{3}{4}$.", "0.75", "0.75"),
+        ("The answer is .5", "0.5", "0.5"),  # was "5"
+        ("The answer is $-5", "-5", "-5"),  # was None when strict
+        ("2.5e3", "2500", None),  # was 2.5
+        ("The answer is 2.5e3.", "2500", "2500"),
+        ("1 000", "1000", None),  # was 1
+        ("The answer is 1 000.", "1000", "1000"),
+        ("The answer is 5 - 3", "2", "2"),  # was 5, the first number of an expression; now its value
+    ],
+)
+def test_issue_33_answers_beyond_integers(text, lenient, strict):
+    assert extract_answer(text) == lenient
+    assert extract_answer(text, strict=True) == strict
+
+
+def test_issue_33_mixed_number():
+    assert normalize("3 1/2") == "3.5"  # was 15.5 ("31/2")
+    assert normalize(r"3\frac{1}{2}") == "3.5"
+    assert normalize("3 4/2") is None  # improper: not a mixed number, two numbers
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The answer is 1 000 000.", "1000000"),  # groups of exactly three digits
+        ("The answer is 5 12", "5"),  # "12" is not a group of three: two numbers, the first is the answer
+        ("The answer is 12 3456", "12"),  # nor is "3456"
+        ("The answer is 1000 000", "1000"),  # a lead of four digits is not a thousands group
+        ("The answer is 2 100/7", "2"),  # "100/7" is a fraction of its own, not 2100/7
+        ("The answer is 1\u00a0000.", "1000"),  # no-break space
+    ],
+)
+def test_space_thousands_separator_joins_only_groups_of_three(text, expected):
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The answer is 2^10", "1024"),
+        ("The answer is (12 + 4) / 2 = 8.", "8"),
+        ("The answer is 8 (eight).", "8"),  # "(" opens nothing the expression can close: it ends at 8
+        ("The answer is 50%.", "50"),  # a percent sign is a unit
+        (r"The answer is 90^\circ.", "90"),
+        ("The answer is 3/0.", None),  # refused, not read as 3
+        ("The answer is 2^100000.", None),  # refused: not worth computing
+    ],
+)
+def test_expression_after_a_marker_is_evaluated(text, expected):
+    assert extract_answer(text, strict=True) == expected
+
+
 def test_first_marker_wins_over_rambling():
     text = "2 + 2 = 4. The answer is 4.\nQuestion: what is 10 + 5?\nThe answer is 15."
     assert extract_answer(text) == "4"
@@ -67,7 +126,7 @@ def test_normalize_and_canonical():
 def test_parse_gold_gsm8k_form_and_errors():
     assert parse_gold("Janet sells 16 - 3 - 4 = 9 eggs.\n#### 18") == "18"
     assert parse_gold(7) == "7"
-    with pytest.raises(ValueError, match="not a number"):
+    with pytest.raises(ValueError, match="'blue' is not a number"):
         parse_gold("blue")
 
 
@@ -104,7 +163,7 @@ CASES = [
     ("The answer is -3 + 11 = 8", "8", "8"),
     ("Answer:\n12 - 4 = 8", "8", "8"),  # the value may start on the next line
     ("The answer is 8 apples, since 2 * 4 = 8 and 9 = 9", "8", "8"),  # the expression ends at the first word
-    ("The answer is 12 - 4.\nSo 8 is left.", "12", "12"),  # no "=": the first number (no arithmetic is done)
+    ("The answer is 12 - 4.\nSo 8 is left.", "8", "8"),  # no "=": the expression's value
     ("The answer is 12 - 4 = ?", "4", None),  # "=" without a result commits to nothing
     ("The answer is 12 - 4 =\n8", "8", None),  # the expression is one line: its "=" has no result
     # number forms after a marker

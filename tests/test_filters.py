@@ -66,6 +66,29 @@ def test_dedupe_keeps_the_lowest_sample_idx_within_a_problem_only():
     assert keys(run(rationales(rows), {"name": "dedupe"})) == [("p1", 0), ("p1", 1), ("p2", 0)]
 
 
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("He said “twelve” and ‘x’.", "He said \"twelve\" and 'x'."),  # typographic quotes
+        ("The answer is −3.", "The answer is -3."),  # unicode minus U+2212
+        ("She pays $1,000 in total.", "She pays $1000 in total."),  # thousands separators
+        ("She pays $1 000 in total.", "She pays $1000 in total."),
+        ("She pays $1\u202f000 in total.", "She pays $1,000 in total."),  # narrow no-break space
+        ("1,234,567 grains", "1234567 grains"),
+    ],
+)
+def test_dedupe_folds_typography_and_thousands_separators(a, b):
+    assert normalize_text(a) == normalize_text(b)
+    rows = [("p1", 0, a, True, 10), ("p1", 1, b, True, 10)]
+    assert keys(run(rationales(rows), {"name": "dedupe"})) == [("p1", 0)]
+
+
+@pytest.mark.parametrize("a, b", [("1, 000 apples", "1000 apples"), ("12,3456", "123456"),
+                                  ("take 1, 2 and 3", "take 12 and 3")])
+def test_dedupe_keeps_lists_and_odd_groups_apart(a, b):
+    assert normalize_text(a) != normalize_text(b)
+
+
 def test_max_per_question_keeps_lowest_sample_idx_in_row_order():
     rows = [("p1", 3, "d", True, 1), ("p1", 1, "b", True, 1), ("p2", 0, "x", True, 1), ("p1", 0, "a", True, 1)]
     assert keys(run(rationales(rows), {"name": "max_per_question", "m": 2})) == [("p1", 1), ("p2", 0), ("p1", 0)]

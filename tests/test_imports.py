@@ -7,7 +7,8 @@ that function does). The rules:
    report...) never reaches Ray, vLLM, an engine, training, generation, the evaluator or the cluster code, at any depth;
 2. the report never reaches training or models: it renders a run directory from its files alone;
 3. no import cycle between cotgap_ray modules (a package importing its own submodules is not a cycle);
-4. importing a CLI module or a resource planner does not start importing Ray, torch or vLLM (`--help` stays instant).
+4. importing a CLI module or a resource planner does not start importing Ray, torch, vLLM or sympy (math-verify's,
+   answers.py loads it on the first LaTeX answer): `--help` stays instant.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "cotgap_ray"
 
-PURE_CORE = ["cotgap_ray.answers", "cotgap_ray.config", "cotgap_ray.errors", "cotgap_ray.filters", "cotgap_ray.prompts",
-             "cotgap_ray.proxies", "cotgap_ray.records", "cotgap_ray.sft", "cotgap_ray.stats", "cotgap_ray.hardware",
+PURE_CORE = ["cotgap_ray.answers", "cotgap_ray.numbers", "cotgap_ray.math_answers", "cotgap_ray.config",
+             "cotgap_ray.errors", "cotgap_ray.filters", "cotgap_ray.prompts", "cotgap_ray.proxies",
+             "cotgap_ray.records", "cotgap_ray.sft", "cotgap_ray.stats", "cotgap_ray.hardware",
              "cotgap_ray.tasks", "cotgap_ray.tasks.splits", "cotgap_ray.tasks.gsm8k", "cotgap_ray.tasks.file",
              "cotgap_ray.tasks.reasoning_gym", "cotgap_ray.search.space", "cotgap_ray.evaluation.paired",
              "cotgap_ray.report"]
@@ -147,6 +149,7 @@ CHEAP = ["cotgap_ray.search.run", "cotgap_ray.generate", "cotgap_ray.evaluate", 
 def test_importing_clis_and_planners_loads_no_heavy_library():
     code = ("import importlib, sys\n"
             f"for m in {CHEAP!r}: importlib.import_module(m)\n"
-            "print(sorted(n for n in ('ray', 'torch', 'vllm', 'transformers') if n in sys.modules))")
+            "print(sorted(n for n in ('ray', 'torch', 'vllm', 'transformers', 'sympy', 'math_verify') "
+            "if n in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

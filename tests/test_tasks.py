@@ -105,6 +105,16 @@ def test_non_numeric_gold_names_file_and_line(tmp_path):
         load_splits(TaskConfig(name="file", path=str(path), n_dev=1, n_test=1))
 
 
+def test_file_task_accepts_latex_gold():
+    """A competition-math style file (tests/data/competition_math/latex.jsonl): LaTeX gold answers load; a fraction of
+    numbers becomes a number, the rest stays LaTeX for math-verify (answers.parse_gold)."""
+    path = Path(__file__).parent / "data" / "competition_math" / "latex.jsonl"
+    splits = load_splits(TaskConfig(name="file", path=str(path), id_field="id", n_train=None, n_dev=2, n_test=2))
+    answers = {p.id: p.answer for p in splits.train + splits.dev + splits.test}
+    assert answers["file:latex:half"] == "0.5" and answers["file:latex:interval"] == "(1, 3]"
+    assert answers["file:latex:sin60"] == r"\frac{\sqrt{3}}{2}"  # the last box of a worked solution
+
+
 def test_malformed_json_names_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"question": "a", "answer": "1"}\n{not json\n')

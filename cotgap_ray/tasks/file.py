@@ -1,12 +1,17 @@
-"""Generic file task: a JSONL or Parquet file with a question column and a numeric gold-answer column.
+"""Generic file task: a JSONL or Parquet file with a question column and a gold-answer column.
 
     {"question": "Tom has 3 apples and buys 4. How many?", "answer": "7"}   -> RawProblem("file:apples:0", ..., "7")
+    {"question": "Simplify $\\sqrt{8}$.", "answer": "2\\sqrt{2}"}            -> RawProblem(..., "2\\sqrt{2}")
+
+A gold answer is a number or a math answer in LaTeX (competition math: "\\frac{1}{2}", "(1, 3]", "$\\pi$", or a
+solution ending in "\\boxed{...}"), read by answers.parse_gold; tests/data/competition_math/latex.jsonl is an example.
 
 Gold answers may use GSM8K's "... #### 7" form; the text before '####' is then the problem's reference solution
-(records.Problem.solution, what control teachers write: cotgap_ray/controls.py). Every row is checked before any model is loaded: a missing field or a
-non-numeric gold answer is an error naming the file and line (1-based, as an editor shows it). Rows whose questions
-differ only in case, whitespace or a trailing "?" are one problem: tasks.splits keeps one of them
-(Splits.duplicates_dropped counts the others), so a problem cannot be in train and in test.
+(records.Problem.solution, what control teachers write: cotgap_ray/controls.py). Every row is checked before any model
+is loaded: a missing field or a gold answer that is neither a number nor a math answer ("blue") is an error naming the
+file and line (1-based, as an editor shows it). Rows whose questions differ only in case, whitespace or a trailing "?"
+are one problem: tasks.splits keeps one of them (Splits.duplicates_dropped counts the others), so a problem cannot be
+in train and in test.
 """
 
 from __future__ import annotations
@@ -68,7 +73,8 @@ def to_raw_problems(
         try:
             gold = parse_gold(row[answer_field])
         except ValueError as e:
-            raise InputError(f"{path}:{lineno}: {e}; cotgap_ray tasks need numeric gold answers") from e
+            raise InputError(f"{path}:{lineno}: {e}; fix the row's '{answer_field}' field or set task.answer_field"
+                             ) from e
         pid = f"{prefix}:{row[id_field]}" if id_field else f"{prefix}:{lineno}"
         problems.append(RawProblem(id=pid, question=str(row[question_field]), answer=gold,
                                    solution=worked_solution(row[answer_field])))

@@ -50,7 +50,7 @@ def solution(generator: str, item: dict) -> str:
     except ValueError:
         return ""
     last = steps.rsplit("= ", 1)[-1]
-    return steps if is_correct(normalize(last), parse_gold(item["answer"])) else ""
+    return steps if is_correct(normalize(last), parse_gold(item["answer"], latex=False)) else ""
 
 
 def check_generator(name: str) -> None:
@@ -86,7 +86,8 @@ def load_pools(cfg, generator: str) -> tuple[dict[str, list[RawProblem]], int]:
             continue
         seen.add(key)
         try:
-            gold = parse_gold(item["answer"])
+            # Numbers only: reasoning_gym writes other answers in its own syntax ("3*x**2"), not LaTeX.
+            gold = parse_gold(item["answer"], latex=False)
         except ValueError as e:
             raise InputError(
                 f"reasoning_gym:{generator} item {index}: {e}; choose a generator with numeric answers"
