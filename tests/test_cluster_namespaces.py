@@ -45,7 +45,9 @@ pytestmark = [pytest.mark.multinode, pytest.mark.ray]
 FINAL = ("ok", "no_data", "stopped")
 PINNED = ("generation.resources={gen_node: 1}", "train.resources={finetune_node: 0.01}")
 SEARCH = ("python", "-m", "cotgap_ray.search", "--config", "experiments/smoke.yaml")
-SEARCH_OVERRIDES = (*PINNED, "search.trials=4", "search.max_failures=2")
+# One confirmation seed: a second re-trains each confirmed teacher (about 35 s each on 2 cores) and tells nothing
+# about nodes.
+SEARCH_OVERRIDES = (*PINNED, "search.trials=4", "search.max_failures=2", "confirm.seeds=1")
 
 
 def _cluster() -> NsCluster:
