@@ -31,6 +31,10 @@ ALPHA = 0.05  # every verdict's level: "improves" / "degrades" only when a test 
 INPUTS = {"baseline.json": "the baseline stage did not finish", "proxies.json": "proxies were not computed",
           "splits.json": "split sizes unknown", "status.json": "stage unknown",
           "noise.json": "the evaluation engine's noise floor was not measured"}
+# Said under the tables that show dev figures (report.md): why none of them is a test.
+DEV_IS_SELECTION = ("Dev figures are selection figures, not evidence: ASHA stopped trials on them, TPE proposed "
+                    "configurations from them and the final pick is the highest of them, so they are biased upward; "
+                    "test is the only evidence.")
 # What report.md's search-quality section reads from search_quality.json (python -m cotgap_ray.validate).
 SEARCH_QUALITY_KEYS = {"grid_run", "grid_choice", "search_choice", "same_choice", "regret", "oracle", "compute",
                        "proxies"}
@@ -116,7 +120,8 @@ def _trial_summary(t: TrialRecord) -> dict:
             "learning_rate": p.get("lora.learning_rate"), "epochs_planned": p.get("lora.epochs"),
             "epochs_run": len(t.epochs), "n_train_examples": t.n_train_examples,
             "dev_accuracy": t.dev_accuracy, "dev_delta": t.dev_delta, "dev_delta_ci95": t.dev_delta_ci95,
-            "dev_p_mcnemar": t.p_value, "seconds": t.seconds, "train_seconds": t.train_seconds,
+            "dev_p_mcnemar": t.p_value,  # raw, for the record: a selection figure, not a test (report.md omits it)
+            "seconds": t.seconds, "train_seconds": t.train_seconds,
             "finished_at": t.finished_at, "error": t.error}
 
 
@@ -171,19 +176,43 @@ def _teacher(ref: TeacherRef, proxy: dict | None, trials: list[TrialRecord], fin
 
 def noise_floor(entries: list | None) -> dict:
     """Per split, the largest A/A noise floor any evaluation-engine start measured (search/noise.py): the fraction
-    of problems whose correctness changed when the engine rescored the same student in another order."""
+    of problems whose correctness changed when the engine rescored the same student in another order. Information:
+    no verdict depends on it (judge). `aa_only_first` / `aa_only_again`: the changed problems right only in the first
+    / only in the second scoring (None in a run from before they were counted)."""
     out = {}
     for entry in entries or []:
         if not isinstance(entry, dict) or "split" not in entry:
             continue
         best = out.get(entry["split"])
         if best is None or entry.get("floor", 0.0) > best["floor"]:
-            out[entry["split"]] = {k: entry.get(k) for k in ("n", "accuracy", "aa_discordant", "aa_texts_changed",
-                                                             "floor", "cross_start_discordant")}
+            out[entry["split"]] = {k: entry.get(k) for k in ("n", "accuracy", "aa_discordant", "aa_only_first",
+                                                             "aa_only_again", "aa_texts_changed", "floor",
+                                                             "cross_start_discordant")}
     return out
 
 
-def judge(teachers: list[dict], alpha: float = ALPHA, floor: float = 0.0) -> None:
+def noise_warnings(noise: dict, alpha: float = ALPHA) -> list[str]:
+    """A warning per split whose A/A flips lean one way (two-sided exact sign test at alpha). The McNemar tests
+    treat engine noise as symmetric, which two scorings of one model in two orders are by design; a lean says the
+    engine's scorings differ systematically (a warm-up, a cache), a bias the tests do not count. Information only:
+    it changes no verdict."""
+    from cotgap_ray.stats import mcnemar_counts_p
+
+    out = []
+    for split, e in noise.items():
+        first, again = e.get("aa_only_first"), e.get("aa_only_again")
+        if first is None or again is None or first + again == 0:
+            continue
+        p = mcnemar_counts_p(first, again)
+        if p < alpha:
+            out.append(f"engine noise on {split} is not symmetric: of the {first + again} problems whose outcome "
+                       f"changed when the engine rescored the student without adapter, {first} were right only the "
+                       f"first time and {again} only the second (exact sign test p = {p:.3g}); the McNemar tests "
+                       "assume engine noise moves answers both ways alike, so read this split's verdicts with care")
+    return out
+
+
+def judge(teachers: list[dict], alpha: float = ALPHA) -> None:
     """Fill each confirmed teacher's `hypothesis`, `p_adjusted` and verdict (in place).
 
     The teacher chosen on dev (chosen_on_dev) is fixed before test is opened, so its test is the one **primary**
@@ -191,8 +220,9 @@ def judge(teachers: list[dict], alpha: float = ALPHA, floor: float = 0.0) -> Non
     were confirmed. The other real teachers' rows are **secondary**, Holm-adjusted among themselves; control teachers
     (controls.py), checks of the protocol, are their own Holm family. A verdict needs both the (adjusted) test to
     reject and the teacher's own interval to exclude zero (compare_seeds guarantees that exclusion implies its test
-    rejects), so a row never says "improves" beside an interval that includes zero. A delta no larger than the
-    engine's measured noise floor (`floor`, a fraction of problems) gets no verdict at all."""
+    rejects), so a row never says "improves" beside an interval that includes zero. Engine noise (noise.json's A/A
+    flips) is no threshold here: it adds discordant pairs in both directions alike, which the exact McNemar test
+    already counts; it costs power, it does not bias the test (docs/statistics.md)."""
     from cotgap_ray.stats import holm
 
     chosen = chosen_on_dev(teachers)
@@ -208,11 +238,7 @@ def judge(teachers: list[dict], alpha: float = ALPHA, floor: float = 0.0) -> Non
             t["hypothesis"], t["p_adjusted"] = role, p
             t["improves"] = bool(p < alpha and lo is not None and lo > 0)
             t["degrades"] = bool(p < alpha and hi is not None and hi < 0)
-            if floor > 0 and abs(t["delta"]) <= floor:
-                t["improves"] = t["degrades"] = False
-                t["verdict"] = "within engine noise"
-            else:
-                t["verdict"] = "improves" if t["improves"] else "degrades" if t["degrades"] else "no clear change"
+            t["verdict"] = "improves" if t["improves"] else "degrades" if t["degrades"] else "no clear change"
 
 
 def _pct(x) -> str:
@@ -333,18 +359,12 @@ def _recommend(teachers: list[dict], baseline_test: float | None, stage: str | N
                 else "none: the teacher chosen on dev degrades the student")
         return {**none, "text": f"{head} ({chosen['name']}, {dev}: {over}){tail}."}
     if chosen["delta"] <= 0:  # not a teacher to recommend, whatever the test says
-        why = ("inside the evaluation engine's noise floor" if chosen["verdict"] == "within engine noise"
-               else "which the test does not tell from zero")
         return {**none, "text": f"none: no teacher improves this student ({chosen['name']}, {dev}: {over}, "
-                                f"{why}){tail}."}
+                                f"which the test does not tell from zero){tail}."}
     rec = {"teacher": chosen["name"], "config": chosen["best_config"], "delta": chosen["delta"],
            "delta_ci95": chosen["delta_ci95"], "clear": chosen["verdict"] == "improves"}
     if rec["clear"]:
         rec["text"] = f"Use {chosen['name']} ({dev}): {over}{tail}."
-    elif chosen["verdict"] == "within engine noise":
-        rec["text"] = (f"Best: {chosen['name']} ({dev}): {over}, inside the evaluation engine's noise floor (answers "
-                       f"that change when nothing changes): no verdict; no teacher clearly improves this student"
-                       f"{tail}.")
     else:
         rec["text"] = (f"Best: {chosen['name']} ({dev}): {over}, but the test does not tell it from zero: no "
                        f"teacher clearly improves this student{tail}.")
@@ -392,7 +412,8 @@ def build_report(run: dict) -> dict:
     teachers = [_teacher(r, proxies.get(r.name), [t for t in run["trials"] if t.teacher == r.name],
                          finals.get(r.name), allocated.get(r.name), data.get(r.name)) for r in refs]
     noise = noise_floor(run["noise"])
-    judge(teachers, floor=(noise.get("test") or {}).get("floor") or 0.0)
+    judge(teachers)
+    notes += noise_warnings(noise)
     for t in teachers:
         if t["verdict"] == "not confirmed" and finals:
             notes.append(f"no final confirmation for teacher {t['name']}")
@@ -423,7 +444,8 @@ def build_report(run: dict) -> dict:
         "selection": {"split": "dev", "rule": "highest dev delta of a finished trial (ties: fewer training tokens)",
                       "confirmation": "test, each teacher's best dev configuration; the teacher chosen on dev is the "
                                       "primary hypothesis at alpha, the others Holm-adjusted among themselves "
-                                      "(controls apart)", "alpha": ALPHA},
+                                      "(controls apart)", "alpha": ALPHA,
+                      "dev_figures": "selection figures (ASHA, TPE, the pick), biased upward: not evidence"},
         "training_variance": ("not measured (one seed per confirmation)" if seeds == [1] else
                               f"measured ({', '.join(map(str, seeds))} seeds per confirmation)" if seeds else None),
         "trials": sorted((_trial_summary(t) for t in run["trials"]), key=lambda t: t["finished_at"] or float("inf")),
@@ -495,6 +517,33 @@ def search_quality_markdown(sq: dict) -> list[str]:
     return out + (["", *(f"- {n}" for n in sq["notes"])] if sq.get("notes") else [])
 
 
+def noise_markdown(noise: dict, power: dict) -> list[str]:
+    """The "Engine noise (A/A)" section: noise_floor()'s dict as markdown lines, information beside the verdicts."""
+    out = ["## Engine noise (A/A)", "",
+           "The evaluation engine scores the student without adapter twice, the second time with the problems in "
+           "another order (A/A); every delta pairs rows of that one engine. Information, not a threshold: the problems "
+           "that flip with nothing changed are part of the discordant pairs the exact McNemar test already counts, "
+           "in both directions alike, so engine noise costs power (the detectable effects below are at the measured "
+           "discordance), not validity, and no verdict depends on it."]
+    if not noise:
+        return out + ["", "not measured (noise.json absent)"]
+    out += ["", _table(["split", "n", "A/A: outcomes changed (right first only / second only)", "A/A: texts changed",
+                        "share of problems", "vs the baseline stage's engine start"],
+                       [[s, e["n"], f"{e['aa_discordant']}" + ("" if e.get("aa_only_first") is None else
+                                                              f" ({e['aa_only_first']} / {e['aa_only_again']})"),
+                         e["aa_texts_changed"], _pct(e["floor"]),
+                         "n/a" if e["cross_start_discordant"] is None else f"{e['cross_start_discordant']} differ"]
+                        for s, e in noise.items()])]
+    for s, e in noise.items():  # how much of what an adapter changes the engine alone may change
+        d = (power.get(s) or {}).get("discordance")
+        if d and e.get("floor") is not None and (power[s].get("discordance_from") == s):
+            out += ["", f"On {s} the engine alone changed {_pct(e['floor'])} of problems and an adapter {_pct(d)} "
+                        f"(median): engine noise alone would account for about {min(1.0, e['floor'] / d):.0%} of an "
+                        "adapter's discordant pairs."]
+    warned = noise_warnings(noise)
+    return out + (["", *(f"- **{w}**" for w in warned)] if warned else [])
+
+
 def render_markdown(r: dict, plots: list[str]) -> str:
     """report.md: the answer first, then the evidence behind it."""
     out = [f"# {r['experiment']}: which teacher for {r['student']} on {r['task']['name']}?", "",
@@ -521,7 +570,7 @@ def render_markdown(r: dict, plots: list[str]) -> str:
                 "measured before any training: lower NLL = closer to what the student already writes; lower RSR "
                 "(Rank-Surprisal Ratio, arXiv 2601.14249: mean token rank under the student / mean NLL) = better "
                 "suited to teach it. Cut at max_tokens: the share of the teacher's train rationales that stopped at "
-                "generation.max_tokens, each counted as not correct."]
+                "generation.max_tokens, each counted as not correct. " + DEV_IS_SELECTION]
     cut = [t["truncation_warning"] for t in r["teachers"] if t.get("truncation_warning")]
     if cut:  # the numbers in the table above measure the budget for these teachers: said next to them
         out += ["", "**Token budget:**", "", *(f"- {w}" for w in cut)]
@@ -547,15 +596,7 @@ def render_markdown(r: dict, plots: list[str]) -> str:
         out += ["", f"Test: n = {tested[0]['test_n']} problems, seeds {tested[0]['test_seeds']} "
                     f"(delta = mean test accuracy over seeds - baseline test accuracy; test: "
                     f"{tested[0]['test'] or 'n/a'}). Training-seed variance: {r['training_variance'] or 'n/a'}."]
-    noise = r.get("noise_floor") or {}
-    out += ["", "## Engine noise floor", "",
-            "The evaluation engine scores the student without adapter twice, the second time with the problems in "
-            "another order (A/A); every delta pairs rows of that one engine. A delta inside the floor gets no verdict.",
-            "", _table(["split", "n", "A/A: outcomes changed", "A/A: texts changed", "floor",
-                        "vs the baseline stage's engine start"],
-                       [[s, e["n"], e["aa_discordant"], e["aa_texts_changed"], _pct(e["floor"]),
-                         "n/a" if e["cross_start_discordant"] is None else f"{e['cross_start_discordant']} differ"]
-                        for s, e in noise.items()]) if noise else "not measured (noise.json absent)"]
+    out += ["", *noise_markdown(r.get("noise_floor") or {}, r.get("power") or {})]
     out += ["", "## What these splits can detect", "",
             _table(["split", "n", "discordance (measured)", "minimum detectable effect (80% power, alpha 0.05: the primary test)"],
                    [[s, p["n"], "n/a" if p["discordance"] is None else
@@ -566,11 +607,11 @@ def render_markdown(r: dict, plots: list[str]) -> str:
                       f"{100 * p['mde']:.1f} points")] for s, p in r.get("power", {}).items()])]
     out += ["", "## Trials", "",
             _table(["trial", "teacher", "filters", "rank", "alpha ratio", "lr", "epochs", "status", "examples",
-                    "dev delta", "dev p (exact McNemar)", "seconds"],
+                    "dev delta (selection)", "seconds"],
                    [[t["trial_id"], t["teacher"], t["filters"], t["lora_rank"], t["alpha_ratio"],
                      _num(t["learning_rate"], ".2g"), f"{t['epochs_run']}/{t['epochs_planned']}", t["status"],
-                     t["n_train_examples"], _pts(t["dev_delta"]), _num(t["dev_p_mcnemar"], ".3g"),
-                     _num(t["seconds"], ".0f")] for t in r["trials"]]),
+                     t["n_train_examples"], _pts(t["dev_delta"]), _num(t["seconds"], ".0f")] for t in r["trials"]]),
+            "", DEV_IS_SELECTION,
             "", "## Cost per teacher", "",
             _table(["teacher", "generation s", "generation tokens", "training s", "trials wall s"],
                    [[t["name"], f"{t['cost']['generation_seconds']:.0f}", t["cost"]["generation_tokens"],
@@ -630,7 +671,7 @@ def plot(r: dict, run_dir: Path) -> list[str]:
         ax.set_xticks(range(len(order)), [f"{n}\n({blank[n]} without dev delta)" if blank[n] else n for n in order],
                       rotation=10, fontsize=7)
         ax.set_xlim(-0.5, len(order) - 0.5)
-        ax.set(ylabel="dev delta (points)", title="Trials: dev delta per teacher")
+        ax.set(ylabel="dev delta (points)", title="Trials: dev delta per teacher (the selection, not evidence)")
         ax.legend(fontsize=8)
         save(fig, "trials.png")
     costly = [t for t in r["teachers"] if t["cost"]["generation_seconds"] or t["cost"]["train_seconds"]]

@@ -46,13 +46,17 @@ def mcnemar_exact_p(before: list[bool], after: list[bool]) -> float:
     b = right before and wrong after, c = wrong before and right after; p = 2 * P(X <= min(b, c)), capped at 1.
     b=1, c=6 -> 2 * (C(7,0) + C(7,1)) / 2^7 = 0.125. No discordant pair -> 1.0."""
     x, y = _paired(before, after)
-    b, c = int(np.sum(x & ~y)), int(np.sum(~x & y))
+    return mcnemar_counts_p(int(np.sum(x & ~y)), int(np.sum(~x & y)))
+
+
+def mcnemar_counts_p(b: int, c: int) -> float:
+    """mcnemar_exact_p from the two discordant counts (an exact two-sided sign test of b against c).
+    b=2, c=12 -> 2 * (C(14,0) + C(14,1) + C(14,2)) / 2^14 = 0.0129."""
     n = b + c
     if n == 0:
         return 1.0
     tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
     return min(1.0, 2 * tail / 2**n)  # exact integers; int / int is correctly rounded even for huge n
-
 
 
 def mcnemar_greater_p(x: list[bool], y: list[bool]) -> float:

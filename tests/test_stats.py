@@ -11,6 +11,7 @@ from cotgap_ray.stats import (
     compare,
     compare_seeds,
     holm,
+    mcnemar_counts_p,
     mcnemar_exact_p,
     mcnemar_interval,
     wilson_ci,
@@ -71,6 +72,12 @@ def test_mcnemar_hand_computed():
     assert mcnemar_exact_p(*_pairs(0, 5)) == pytest.approx(2 / 32)
     # b=c=3: 2 * (1 + 6 + 15 + 20) / 64 > 1, capped
     assert mcnemar_exact_p(*_pairs(3, 3)) == 1.0
+
+
+def test_mcnemar_from_counts_is_the_same_test():
+    # b=2, c=12: 2 * (C(14,0) + C(14,1) + C(14,2)) / 2^14 = 2 * 106 / 16384 (issue 33 point 5's case)
+    assert mcnemar_counts_p(2, 12) == 2 * 106 / 2**14 == mcnemar_exact_p(*_pairs(2, 12))
+    assert mcnemar_counts_p(0, 9) == 2 / 2**9 and mcnemar_counts_p(0, 0) == 1.0 and mcnemar_counts_p(3, 3) == 1.0
 
 
 def test_mcnemar_ignores_concordant_pairs_and_needs_discordant_ones():

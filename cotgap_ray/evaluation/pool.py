@@ -8,7 +8,7 @@ bounded wait, and whatever they logged merged into the run directory.
 One engine per TRIALS_PER_ENGINE trials at once, at most one per node that can hold one (search.eval_engines
 overrides; search/resources.concurrency sizes trials and engines together): on one laptop that is one engine. A
 trial is routed to an engine by a hash of its tag (scorers.EvaluatorScorer), and every delta pairs rows of the
-engine that scored it, so engines need not agree (each has its own A/A noise floor; the report uses the largest).
+engine that scored it, so engines need not agree (each has its own A/A noise floor; the report shows the largest).
 An engine that dies with its node is restarted by Ray (max_restarts) on another node; it then resolves the student
 there and measures its own baseline again before its next score.
 """

