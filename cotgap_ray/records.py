@@ -230,9 +230,9 @@ class FinalRecord:
     training_variance: str | None = None  # "not measured (one seed)" or "measured (N seeds)"
     train_seconds: float = 0.0
     n_train_examples: int = 0
-    # Per-problem test correctness behind `delta`, in one order (evaluation.paired's: sorted problem ids), so a
-    # difference of two teachers' or two runs' deltas can be bootstrapped over problems (validate.py). Empty in a
-    # final written before these fields existed.
+    # Per-problem test correctness behind `delta`, in one order (evaluation.paired's: sorted problem ids), so two
+    # teachers' or two runs' adapters can be compared problem by problem (validate.py's regret pairs their answers,
+    # whatever each run's baseline). Empty in a final written before these fields existed.
     test_problem_ids: list[str] = field(default_factory=list)
     baseline_test_correct: list[bool] = field(default_factory=list)
     test_correct_by_seed: list[list[bool]] = field(default_factory=list)  # one list per entry of `seeds`

@@ -475,29 +475,41 @@ def _num(x, fmt: str) -> str:
 
 
 def _regret(r: dict | None) -> str:
+    """One regret of validate.py: its value and interval, or 0 by definition for the same configuration."""
     if not r or r.get("value") is None:
         return "n/a"
-    n = f" (paired bootstrap over {r['n_problems']} test problems)" if r.get("ci95") else " (no per-problem data)"
-    return f"{_pts(r['value'])} points {_ci(r.get('ci95'))}{n}"
+    if r.get("same_configuration"):
+        m = r.get("measured") or {}
+        again = "" if m.get("value") is None else (f"; its two confirmations differ by {_pts(m['value'])} points "
+                                                   f"{_ci(m.get('ci95'))} (re-training noise, not regret)")
+        return "0 by definition (the same configuration in both runs)" + again
+    how = (f" ({r.get('test') or 'paired'} over {r['n_problems']} test problems)" if r.get("ci95")
+           else " (no per-problem test answers: no interval)")
+    return f"{_pts(r['value'])} points {_ci(r.get('ci95'))}{how}"
 
 
 def search_quality_markdown(sq: dict) -> list[str]:
     """The "Search quality (against a grid)" section: validate.py's search_quality dict as markdown lines."""
     def row(label: str, c: dict) -> list:
-        return [label, c["teacher"], _pts(c.get("best_dev_delta")),
+        return [label, c["teacher"], _pts(c.get("best_dev_delta")), _pct(c.get("test_accuracy")),
                 f"{_pts(c.get('test_delta'))} {_ci(c.get('test_delta_ci95'))}"]
 
-    oracle, compute = sq["oracle"], sq["compute"]
+    oracle, compute, r = sq["oracle"], sq["compute"], sq["regret"]
     out = ["## Search quality (against a grid)", "",
            f"The grid run {sq['grid_run']} trained every point of the search space (strategy "
-           f"{sq.get('grid_strategy') or 'unknown'}). Regret = the test delta of the grid's choice minus that of this "
-           "search's choice, each from its own run's confirmation (points; positive: the search's answer is worse).",
-           "", _table(["", "teacher", "best dev delta", "test delta [95% CI]"],
+           f"{sq.get('grid_strategy') or 'unknown'}). Regret = the test accuracy of the grid's choice minus that of "
+           "this search's choice, their adapters' answers paired by problem (points; positive: the search's answer "
+           "is worse); each run's test delta is over its own baseline, so deltas are not subtracted.",
+           "", _table(["", "teacher", "best dev delta", "test acc.", "test delta [95% CI] (own baseline)"],
                       [row("grid's choice (on dev)", sq["grid_choice"]),
                        row("this search's choice (on dev)", sq["search_choice"]),
                        row("oracle: grid's best on TEST (information only)", oracle)]),
-           "", f"- regret: {_regret(sq['regret'])}; same teacher: {'yes' if sq['same_choice'] else 'no'}",
-           f"- regret against the oracle (chosen on test, so for information only): {_regret(oracle['search_regret'])}"]
+           "", f"- regret: {_regret(r)}; same teacher: {'yes' if sq['same_choice'] else 'no'}"]
+    if r.get("verdict"):
+        out.append(f"- as good as the grid's answer (non-inferiority: the regret interval's upper end at most "
+                   f"{100 * r['margin']:g} points): {r['verdict']}")
+    out.append(f"- regret against the oracle (chosen on test, so for information only): "
+               f"{_regret(oracle['search_regret'])}")
     alloc = sq.get("allocation")
     if alloc:  # the search ruled teachers out from their rationales: was the grid's answer among them?
         out.append(f"- proxy-guided allocation (alpha {alloc['alpha']}): ruled out "

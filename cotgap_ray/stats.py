@@ -302,6 +302,7 @@ def compare_seeds(before: list[bool], afters: list[list[bool]], n_boot: int = 10
     more seeds buy a measured training variance, not a much narrower interval (problem sampling dominates).
     With 2 seeds the seed level of 1 can only pick {s1, s1}, {s1, s2} or {s2, s2}: crude, but it is what 2 seeds
     can say about training variance. Deterministic: same inputs and seed -> identical output (fixed RNG seeds).
+    The computation is compare_runs(afters, [before]): the baseline is one run with nothing to resample.
     before=[F, F, T], afters=[[T, F, T], [T, T, T]] -> diffs [1, .5, 0], delta 0.5."""
     if not afters:
         raise ValueError("compare_seeds needs at least one seed's results")
@@ -310,19 +311,71 @@ def compare_seeds(before: list[bool], afters: list[list[bool]], n_boot: int = 10
     if len(runs) == 1:
         return {**compare(b, runs[0], alpha), "after_accuracy_per_seed": [float(runs[0].mean())]}
 
-    n, s = len(b), len(runs)
-    changes = np.array([r.astype(np.int8) - b.astype(np.int8) for r in runs])  # (seeds, problems): +1 / -1 / 0
+    r = compare_runs(runs, [b], n_boot, seed, alpha)
+    return {
+        "n": r["n"],
+        "seeds": len(runs),
+        "before_accuracy": float(b.mean()),
+        "after_accuracy": float(np.mean([a.mean() for a in runs])),
+        "after_accuracy_per_seed": [float(a.mean()) for a in runs],
+        "delta": r["delta"],
+        "ci95": r["ci95"],
+        "ci95_parts": r["ci95_parts"],
+        "p_value": r["p_value"],
+        "discordance": r["discordance"],
+        "degrades": r["degrades"],
+        "improves": r["improves"],
+        "test": r["test"],
+        "interval": "hull: two-level bootstrap, sign-flip inversion, mean exact per-seed",
+        "training_variance": f"measured ({len(runs)} seeds)",
+    }
+
+
+def compare_runs(x_runs: list[list[bool]], y_runs: list[list[bool]], n_boot: int = 10000, seed: int = 0,
+                 alpha: float = 0.05) -> dict:
+    """Accuracy of the runs x minus that of the runs y on the SAME problems (x_runs[j][i] and y_runs[k][i] answer
+    problem i), each run one fine-tune's (one seed's) or the baseline's right/wrong answers: compare_seeds' test and
+    interval for two sides that may both have seeds. validate.py's regret is compare_runs(grid's seeds, search's).
+
+    delta = mean over problems of (mean over x's runs - mean over y's runs). One run each: compare(y, x), the exact
+    McNemar test and interval of a paired difference of two proportions (b = problems only y gets right, c = only
+    x). Several runs on either side: compare_seeds' machinery over the crossed pairs (j, k), whose changes x_j - y_k
+    (each -1, 0 or +1 per problem) average to the per-problem diff: the sign-flip test of the diffs, and the hull of
+    the two-level bootstrap (problems, and each side's runs resampled independently: the two sides are separate
+    trainings), the sign-flip inversion and the mean over pairs of each pair's exact interval. So the interval
+    excludes 0 only if the test rejects. The sign-flip test assumes each diff symmetric about 0 under no difference,
+    exact when the two sides have as many runs (then they are exchangeable), approximate otherwise.
+    x=[[T, T, F], [T, F, F]], y=[[F, F, F], [F, T, F]] -> diffs [1, 0, 0], delta 1/3."""
+    if not x_runs or not y_runs:
+        raise ValueError("compare_runs needs at least one run on each side")
+    n = len(x_runs[0])
+    if any(len(r) != n for r in [*x_runs, *y_runs]):
+        raise ValueError(f"compare_runs needs every run on the same problems: got runs of "
+                         f"{sorted({len(r) for r in [*x_runs, *y_runs]})} problems")
+    if not n:
+        raise ValueError("paired statistics need at least one problem")
+    x, y = np.array(x_runs, dtype=bool), np.array(y_runs, dtype=bool)
+    sx, sy = len(x), len(y)
+    if sx == sy == 1:
+        r = compare(y[0], x[0], alpha)
+        return {k: r[k] for k in ("n", "delta", "ci95", "p_value", "discordance", "degrades", "improves", "test",
+                                  "interval")} | {"runs": [1, 1]}
+
+    # (pairs, problems), pair (j, k) at row j * sy + k: +1 where x_j is right and y_k wrong, -1 the reverse
+    changes = (x.astype(np.int8)[:, None, :] - y.astype(np.int8)[None, :, :]).reshape(sx * sy, n)
     diff = changes.mean(axis=0)
     delta = float(diff.mean())
     # Two independent streams: the bootstrap's draws do not shift the permutation test's (or the reverse).
     boot_rng, flip_rng = (np.random.default_rng([seed, k]) for k in (0, 1))
 
     boot = []
-    for size in _chunks(n_boot, n * s):
+    for size in _chunks(n_boot, n * sx * sy):
         idx = boot_rng.integers(0, n, size=(size, n))
-        per_seed = changes[:, idx].mean(axis=2).T  # (size, seeds): each seed's delta on the resampled problems
-        weights = boot_rng.multinomial(s, np.full(s, 1 / s), size=size) / s  # resampled seeds, as counts
-        boot.append((per_seed * weights).sum(axis=1))
+        per_pair = changes[:, idx].mean(axis=2).T  # (size, pairs): each pair's delta on the resampled problems
+        wx = boot_rng.multinomial(sx, np.full(sx, 1 / sx), size=size) / sx  # resampled runs, as counts
+        # One run on y's side (compare_seeds' baseline) has nothing to resample: no draw, so the stream is unchanged
+        wy = boot_rng.multinomial(sy, np.full(sy, 1 / sy), size=size) / sy if sy > 1 else np.ones((size, 1))
+        boot.append((per_pair * (wx[:, :, None] * wy[:, None, :]).reshape(size, sx * sy)).sum(axis=1))
     boot_lo, boot_hi = (float(v) for v in np.quantile(np.concatenate(boot), [alpha / 2, 1 - alpha / 2]))
 
     shifted, signs = _sign_flip_null(diff, n_boot, flip_rng)
@@ -335,21 +388,18 @@ def compare_seeds(before: list[bool], afters: list[list[bool]], n_boot: int = 10
     lo, hi = min(boot_lo, inv_lo, exact_lo, delta), max(boot_hi, inv_hi, exact_hi, delta)
     return {
         "n": n,
-        "seeds": s,
-        "before_accuracy": float(b.mean()),
-        "after_accuracy": float(np.mean([r.mean() for r in runs])),
-        "after_accuracy_per_seed": [float(r.mean()) for r in runs],
+        "runs": [sx, sy],
         "delta": delta,
         "ci95": [lo, hi],
         "ci95_parts": {"two_level_bootstrap": [boot_lo, boot_hi], "sign_flip_inversion": [inv_lo, inv_hi],
                        "mean_exact_per_seed": [exact_lo, exact_hi]},
         "p_value": p,
-        "discordance": float(np.mean([np.mean(r != b) for r in runs])),
+        "discordance": float(np.mean([np.mean(ch != 0) for ch in changes])),  # per pair: fraction of problems changed
         "degrades": bool(hi < 0),
         "improves": bool(lo > 0),
         "test": "sign-flip permutation",
-        "interval": "hull: two-level bootstrap, sign-flip inversion, mean exact per-seed",
-        "training_variance": f"measured ({s} seeds)",
+        "interval": "hull: two-level bootstrap (problems; each side's runs), sign-flip inversion, mean exact per pair "
+                    "of runs",
     }
 
 
@@ -406,7 +456,7 @@ def min_detectable_effect(n: int, discordance: float, power: float = 0.8, alpha:
     return None
 
 
-# ------------------------------------------------------- search quality (validate.py): rank agreement and regret
+# ------------------------------------------------------------------ search quality (validate.py): rank agreement
 
 def _ranks(values: np.ndarray) -> np.ndarray:
     """1-based ranks, ties sharing the mean of the ranks they span: [10, 20, 20, 30] -> [1, 2.5, 2.5, 4]."""
@@ -451,32 +501,3 @@ def kendall_tau(x: list[float], y: list[float]) -> float | None:
     sx = np.sign(a[:, None] - a[None, :])[np.triu_indices(len(a), k=1)]
     sy = np.sign(b[:, None] - b[None, :])[np.triu_indices(len(b), k=1)]
     return float(sx @ sy / math.sqrt((sx @ sx) * (sy @ sy)))
-
-
-def per_problem_delta(before: list[bool], afters: list[list[bool]]) -> list[float]:
-    """Per problem: mean over seeds of (after - before), each in {-1, 0, 1}: the values whose mean is a confirmation's
-    delta (compare_seeds). before=[F, F, T], afters=[[T, F, T], [T, T, T]] -> [1.0, 0.5, 0.0]."""
-    if not afters:
-        raise ValueError("per_problem_delta needs at least one seed's results")
-    b = np.asarray(before, dtype=bool).astype(float)
-    return (np.mean([_paired(before, a)[1] for a in afters], axis=0) - b).tolist()
-
-
-def bootstrap_mean_difference(a: list[float], b: list[float], n_boot: int = 2000, seed: int = 0,
-                              level: float = 0.95) -> dict:
-    """mean(a) - mean(b) for two per-problem deltas on the SAME problems (a[i] and b[i] are problem i), with a
-    paired percentile bootstrap interval: each replicate resamples problems, keeping each problem's two values
-    together, so what both deltas share (an easy problem, a shaky baseline answer) cancels. Deterministic (fixed
-    seed). a=[1, 0, 1, 0], b=[0, 0, 1, 0] -> difference 0.25, ci95 within [0, 0.75]; a == b -> [0.0, 0.0]."""
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(x) != len(y):
-        raise ValueError(f"a paired difference needs the same problems: got {len(x)} vs {len(y)} values")
-    if not len(x):
-        raise ValueError("a paired difference needs at least one problem")
-    diff = x - y
-    rng = np.random.default_rng(seed)
-    means = np.concatenate([diff[rng.integers(0, len(diff), size=(size, len(diff)))].mean(axis=1)
-                            for size in _chunks(n_boot, len(diff))])
-    lo, hi = (float(v) for v in np.quantile(means, [(1 - level) / 2, (1 + level) / 2]))
-    return {"difference": float(diff.mean()), "ci95": [lo, hi], "n": len(diff), "n_boot": n_boot,
-            "interval": f"paired percentile bootstrap over problems ({n_boot} resamples, seed {seed})"}

@@ -1,5 +1,6 @@
 """Statistics against hand-computed values: Wilson and Clopper-Pearson intervals, McNemar, compare(), compare_seeds(),
-Holm. The deltas' intervals must agree with their exact tests (an interval excludes 0 only when the test rejects)."""
+compare_runs() (validate.py's regret), Holm. The deltas' intervals must agree with their exact tests (an interval
+excludes 0 only when the test rejects)."""
 
 import math
 
@@ -9,6 +10,7 @@ import pytest
 from cotgap_ray.stats import (
     clopper_pearson,
     compare,
+    compare_runs,
     compare_seeds,
     holm,
     mcnemar_counts_p,
@@ -296,6 +298,62 @@ def test_compare_seeds_is_deterministic_and_chunks_large_splits():
     assert first == second
     assert first["training_variance"] == "measured (3 seeds)"
     assert compare(list(before), afters[0]) == compare(list(before), afters[0])
+
+
+# ---------------------------------------------------------------- two sides with seeds (validate.py's regret)
+
+def test_compare_runs_with_one_run_each_is_the_exact_mcnemar_of_the_two():
+    """x's answers against y's: b = only y right, c = only x right; the exact test and interval of compare(y, x)."""
+    for b, c in ((0, 4), (1, 7), (0, 0), (10, 0)):
+        y, x = _sixty(b, c)
+        r, ref = compare_runs([x], [y]), compare(y, x)
+        assert r["runs"] == [1, 1] and r["test"] == "exact McNemar"
+        assert (r["delta"], r["ci95"], r["p_value"]) == (ref["delta"], ref["ci95"], ref["p_value"])
+        assert r["delta"] == pytest.approx((c - b) / 60)
+
+
+def test_compare_seeds_is_compare_runs_against_the_baseline():
+    """The refactor's reference: compare_seeds(before, afters) computes compare_runs(afters, [before])."""
+    rng = np.random.default_rng(11)
+    before = rng.random(80) < 0.3
+    afters = [list(np.where(rng.random(80) < 0.15, ~before, before)) for _ in range(3)]
+    seeds, runs = compare_seeds(list(before), afters, n_boot=2000), compare_runs(afters, [list(before)], n_boot=2000)
+    for key in ("delta", "ci95", "ci95_parts", "p_value", "discordance", "improves", "degrades", "test"):
+        assert seeds[key] == runs[key], key
+
+
+@pytest.mark.parametrize("k", [4, 6])
+def test_compare_runs_p_agrees_with_the_exact_sign_test(k):
+    """Two seeds a side; one grid seed alone solves k of 100 problems: per-problem diff +0.5 on k, 0 elsewhere. The
+    exact sign test of k positive of k is 2 / 2^k (math.comb: 2 * C(k, 0) / 2^k): 0.125 for 4, 0.03125 for 6; the
+    sign-flip test's 10000 random sign vectors estimate it (Monte Carlo error ~0.003), and the interval excludes 0
+    only when it rejects (at k = 4 it does not: the interval contains 0)."""
+    none = [False] * 100
+    x = [[i < k for i in range(100)], none]
+    r = compare_runs(x, [none, none])
+    exact = 2 * math.comb(k, 0) / 2**k
+    assert r["delta"] == pytest.approx(k * 0.5 / 100) and r["runs"] == [2, 2]
+    assert abs(r["p_value"] - exact) < 0.012
+    assert r["ci95"][0] <= r["delta"] <= r["ci95"][1] and (r["ci95"][0] <= 0 or r["p_value"] < 0.05)
+    assert k != 4 or r["ci95"][0] < 0 < r["ci95"][1]
+    # the problem-only bootstrap the old regret used would exclude 0 even at k = 4 (p 0.125)
+    diff = np.array([0.5] * k + [0.0] * (100 - k))
+    means = diff[np.random.default_rng(0).integers(0, 100, size=(2000, 100))].mean(axis=1)
+    assert np.quantile(means, 0.025) > 0
+
+
+def test_compare_runs_with_unequal_seed_counts_averages_each_side():
+    """Crossed pairs (x_j - y_k) average to mean(x) - mean(y) per problem whatever the counts."""
+    x = [[True, True, False, False], [True, False, False, False]]
+    y = [[False, True, False, True], [False, False, False, True], [True, True, False, True]]
+    r = compare_runs(x, y, n_boot=500)
+    per_problem = [1 - 1 / 3, 0.5 - 2 / 3, 0.0, -1.0]
+    assert r["delta"] == pytest.approx(sum(per_problem) / 4) and r["runs"] == [2, 3]
+    assert r["ci95"][0] <= r["delta"] <= r["ci95"][1] and r == compare_runs(x, y, n_boot=500)  # deterministic
+    with pytest.raises(ValueError, match="same problems"):
+        compare_runs(x, [[True, False]])
+    with pytest.raises(ValueError, match="each side"):
+        compare_runs(x, [])
 
 
 def test_discordance_is_the_fraction_of_changed_problems():

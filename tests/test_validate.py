@@ -1,12 +1,15 @@
 """validate.py (a search measured against a grid run) and the statistics behind it, on literal run directories.
 
 No Ray, no model: each test writes the files two searches would have written into tmp_path, with per-problem test
-results chosen so that regret, compute fractions and proxy correlations have known values.
+results chosen so that regret, compute fractions and proxy correlations have known values. The regret cases of
+issue 33 (two baselines, an interval that missed its own mean, seed means treated as fixed, "contains 0" as success)
+are literal tests here.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import fields
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import pytest
 from cotgap_ray import report, validate
 from cotgap_ray.config import SearchConfig
 from cotgap_ray.records import EpochRecord, FinalRecord, SeedRecord, TrialRecord, record_from_dict, write_json
-from cotgap_ray.stats import bootstrap_mean_difference, kendall_tau, per_problem_delta, spearman
+from cotgap_ray.stats import compare_runs, kendall_tau, mcnemar_interval, spearman
 
 A, B, C = "teacher-a", "teacher-b", "teacher-c"
 IDS = [f"p{i}" for i in range(10)]
@@ -45,22 +48,6 @@ def test_correlations_reject_unpaired_vectors():
         spearman([1, 2, 3], [1, 2])
 
 
-def test_per_problem_delta_averages_seeds():
-    assert per_problem_delta([False, False, True], [[True, False, True], [True, True, True]]) == [1.0, 0.5, 0.0]
-    with pytest.raises(ValueError):
-        per_problem_delta([True], [])
-
-
-def test_bootstrap_difference_is_paired_and_deterministic():
-    same = bootstrap_mean_difference([1, 0, 1, 0.5], [1, 0, 1, 0.5])
-    assert same["difference"] == 0.0 and same["ci95"] == [0.0, 0.0] and same["n"] == 4
-    r = bootstrap_mean_difference([1, 0, 1, 0], [0, 0, 1, 0])
-    assert r["difference"] == 0.25 and 0.0 <= r["ci95"][0] <= 0.25 <= r["ci95"][1] <= 0.75
-    assert r == bootstrap_mean_difference([1, 0, 1, 0], [0, 0, 1, 0])
-    with pytest.raises(ValueError, match="same problems"):
-        bootstrap_mean_difference([1, 0], [1])
-
-
 # ------------------------------------------------------------------------------------------- run directories
 
 def _trial(tid: str, teacher: str, dev_delta: float, epochs: int = 2, status: str = "ok") -> TrialRecord:
@@ -75,12 +62,15 @@ def _solved(k: int) -> list[bool]:
     return [i < k for i in range(10)]
 
 
-def _final(teacher: str, trial_id: str, best_dev: float, by_seed: list[list[bool]] | None) -> FinalRecord:
-    delta = sum(per_problem_delta(BASELINE, by_seed)) / 10
+def _final(teacher: str, trial_id: str, best_dev: float, by_seed: list[list[bool]], baseline: list[bool] = BASELINE,
+           ids: list[str] = IDS, params: dict | None = None) -> FinalRecord:
+    n = len(ids)
+    accuracy, before = sum(map(sum, by_seed)) / (n * len(by_seed)), sum(baseline) / n
     return FinalRecord(teacher=teacher, spec=f"packaged:{teacher}", trial_id=trial_id, best_dev_delta=best_dev,
-                       seeds=[SeedRecord(seed=s) for s in range(len(by_seed))], n=10, delta=delta,
-                       delta_ci95=[delta - 0.1, delta + 0.1], p_value=0.5, baseline_test_accuracy=0.1,
-                       test_problem_ids=IDS, baseline_test_correct=BASELINE, test_correct_by_seed=by_seed)
+                       params=params or {}, seeds=[SeedRecord(seed=s) for s in range(len(by_seed))], n=n,
+                       test_accuracy=accuracy, baseline_test_accuracy=before, delta=accuracy - before,
+                       delta_ci95=[accuracy - before - 0.1, accuracy - before + 0.1], p_value=0.5,
+                       test_problem_ids=ids, baseline_test_correct=baseline, test_correct_by_seed=by_seed)
 
 
 def write_run(run: Path, trials: list[TrialRecord], finals: list[FinalRecord], proxies: dict | None = None,
@@ -140,13 +130,17 @@ def _proxy(sq: dict, proxy: str, target: str, source: str = "grid") -> dict:
 # -------------------------------------------------------------------------------------------------- validate
 
 def test_search_that_picks_the_grids_teacher_has_no_regret(tmp_path):
+    """The same configuration (teacher, point, settings) in both runs: regret 0 by definition and the verdict met;
+    what the two confirmations measured is kept apart as re-training noise."""
     sq = validate.search_quality(search_run(tmp_path, A), grid_run(tmp_path))
     assert sq["same_choice"] is True
     assert sq["grid_choice"]["teacher"] == sq["search_choice"]["teacher"] == A
     assert sq["grid_choice"]["test_delta"] == pytest.approx(0.3) and sq["grid_choice"]["trial_id"] == "g1"
-    assert sq["regret"]["value"] == pytest.approx(0.0)
-    lo, hi = sq["regret"]["ci95"]
-    assert lo <= 0.0 <= hi and sq["regret"]["n_problems"] == 10
+    assert sq["grid_choice"]["test_accuracy"] == pytest.approx(0.4)
+    r = sq["regret"]
+    assert r["same_configuration"] is True and r["value"] == 0.0 and r["ci95"] == [0.0, 0.0]
+    assert r["verdict"] == "met" and "by definition" in r["interval"]
+    assert r["measured"]["value"] == 0.0 and r["measured"]["n_problems"] == 10
     assert sq["compute"]["trial_epochs"] == {"search": 3, "grid": 12, "fraction": 0.25}
     assert sq["compute"]["seconds"] == {"search": 45.0, "grid": 180.0, "fraction": 0.25}
 
@@ -167,47 +161,154 @@ def test_a_search_that_ruled_teachers_out_says_whether_the_grids_answer_was_one(
 
 
 def test_one_seed_and_identical_answers_give_an_exact_interval_never_zero_width(tmp_path):
-    """One confirmation seed each: per-problem regret is -1, 0 or +1 and the interval is the exact one
+    """One confirmation seed each: each problem's regret is -1, 0 or +1 and the interval is the exact one
     (stats.mcnemar_interval). The same configuration trained twice answers identically, where a bootstrap over
-    problems gave [0, 0] (setting A, 2026-12-02); the exact interval still allows a disagreement rate it cannot rule
-    out on 10 problems (Clopper-Pearson upper bound of 0 of 10: 30.85%)."""
-    from cotgap_ray.stats import mcnemar_interval
-
+    problems gave [0, 0] (setting A, 2026-12-02): its regret is 0 by definition now, and what was measured keeps an
+    interval that still allows a disagreement rate it cannot rule out on 10 problems (Clopper-Pearson upper bound of
+    0 of 10: 30.85%)."""
     same = [_final(A, "g1", 0.05, [_solved(4)])]
     grid = write_run(tmp_path / "grid", [_trial("g1", A, 0.05)], same, PROXIES, strategy="grid")
     search = write_run(tmp_path / "search", [_trial("g1", A, 0.05)], same, PROXIES)
     r = validate.search_quality(search, grid)["regret"]
-    assert r["value"] == 0.0 and r["ci95"][0] < 0 < r["ci95"][1]
-    assert r["ci95"] == pytest.approx([-0.3085, 0.3085], abs=1e-4) and "exact" in r["interval"]
-    # one problem only the grid's teacher solves: b = 0, c = 1 of 10, the test's own interval
-    other = write_run(tmp_path / "search2", [_trial("s1", A, 0.05)], [_final(A, "s1", 0.05, [_solved(3)])], PROXIES)
+    assert r["value"] == 0.0 and r["same_configuration"] and r["measured"]["value"] == 0.0
+    assert r["measured"]["ci95"] == pytest.approx([-0.3085, 0.3085], abs=1e-4)
+    assert "exact" in r["measured"]["test"]
+    # Another configuration of the same teacher (lora.rank 16): measured. One problem only the grid's adapter
+    # solves: b = 0, c = 1 of 10, the exact McNemar interval of the adapters' answers.
+    other = write_run(tmp_path / "search2", [_trial("s1", A, 0.05)],
+                      [_final(A, "s1", 0.05, [_solved(3)], params={"lora.rank": 16})], PROXIES)
     r = validate.search_quality(other, grid)["regret"]
-    assert r["value"] == pytest.approx(0.1) and r["ci95"] == pytest.approx(list(mcnemar_interval(0, 1, 10)))
+    assert not r["same_configuration"] and r["value"] == pytest.approx(0.1)
+    assert r["ci95"] == pytest.approx(list(mcnemar_interval(0, 1, 10))) and r["test"] == "exact McNemar"
+    assert r["verdict"] == "undecided (interval wider than the margin allows)"
 
 
-def test_several_seeds_keep_the_bootstrap_even_when_every_problem_is_whole(tmp_path):
+def test_several_seeds_use_the_seed_aware_interval_even_when_every_problem_is_whole(tmp_path):
     """Two seeds that agree per problem give regrets of -1, 0 or +1 too, but the exact single-seed interval would
-    ignore seed-to-seed variation: the bootstrap is kept."""
+    ignore seed-to-seed variation: compare_seeds' hull (stats.compare_runs) is used."""
     grid = write_run(tmp_path / "grid", [_trial("g1", A, 0.05)], [_final(A, "g1", 0.05, [_solved(4), _solved(4)])],
                      PROXIES, strategy="grid")
-    search = write_run(tmp_path / "search", [_trial("s1", A, 0.05)], [_final(A, "s1", 0.05, [_solved(2)] * 2)],
-                       PROXIES)
+    search = write_run(tmp_path / "search", [_trial("s1", A, 0.05)],
+                       [_final(A, "s1", 0.05, [_solved(2)] * 2, params={"lora.rank": 16})], PROXIES)
     r = validate.search_quality(search, grid)["regret"]
-    assert r["value"] == pytest.approx(0.2) and "bootstrap" in r["interval"]
+    assert r["value"] == pytest.approx(0.2) and "hull" in r["interval"] and r["seeds"] == [2, 2]
+    assert r["ci95"] == compare_runs([_solved(4)] * 2, [_solved(2)] * 2)["ci95"]
 
 
 def test_search_that_picks_a_worse_teacher_has_the_difference_as_regret(tmp_path):
     sq = validate.search_quality(search_run(tmp_path, B), grid_run(tmp_path))
     assert sq["same_choice"] is False and sq["search_choice"]["teacher"] == B
-    # grid's A: per problem p1, p2, p3 gain 1 (seed means of 5 and 3 solved); search's B: p1 gains 1.
-    assert sq["regret"]["value"] == pytest.approx(0.3 - 0.1)
+    # grid's A: test accuracy 0.4 (seeds solve 5 and 3 of 10); search's B: 0.2 (2 and 2); on p2, p3, p4 their
+    # per-problem means differ by 1, 0.5, 0.5.
+    assert sq["regret"]["value"] == pytest.approx(0.4 - 0.2)
     lo, hi = sq["regret"]["ci95"]
-    assert 0.0 <= lo < 0.2 < hi <= 0.5 and "bootstrap" in sq["regret"]["interval"]
+    assert lo <= 0.2 <= hi and "hull" in sq["regret"]["interval"] and sq["regret"]["p_value"] > 0
     oracle = sq["oracle"]
-    assert oracle["teacher"] == C and oracle["test_delta"] == pytest.approx(0.5)
+    assert oracle["teacher"] == C and oracle["test_accuracy"] == pytest.approx(0.6)
     assert "information only" in oracle["label"]
     assert oracle["search_regret"]["value"] == pytest.approx(0.4)
     assert oracle["grid_choice_regret"]["value"] == pytest.approx(0.2)
+
+
+def test_the_same_teacher_cut_at_another_epoch_is_another_configuration(tmp_path):
+    """ASHA stopped the search's trial after 1 of 2 epochs: its confirmation re-trains that cut (search/confirm.py),
+    so it is not the grid's configuration although teacher and point agree: measured, not 0 by definition."""
+    grid = grid_run(tmp_path)
+    search = write_run(tmp_path / "search", [_trial("s1", A, 0.05, epochs=1, status="stopped")],
+                       [_final(A, "s1", 0.05, [_solved(5), _solved(3)])], PROXIES)
+    r = validate.search_quality(search, grid)["regret"]
+    assert r["same_configuration"] is False and r["value"] == 0.0 and r["ci95"][0] < 0 < r["ci95"][1]
+    assert "measured" not in r
+
+
+# ---------------------------------------------------------------------------- regret: issue 33's literal cases
+
+P200 = [f"q{i:03d}" for i in range(200)]
+
+
+def _runs(tmp_path: Path, grid_final: FinalRecord, search_final: FinalRecord) -> tuple[Path, Path]:
+    """A search and a grid of one trial each, whose confirmations are the given finals."""
+    grid = write_run(tmp_path / "grid", [_trial(grid_final.trial_id, grid_final.teacher, 0.05)], [grid_final],
+                     PROXIES, strategy="grid")
+    search = write_run(tmp_path / "search", [_trial(search_final.trial_id, search_final.teacher, 0.05)],
+                       [search_final], PROXIES)
+    return search, grid
+
+
+def _only(*ranges: range, n: int = 200) -> list[bool]:
+    return [any(i in r for r in ranges) for i in range(n)]
+
+
+def test_regret_pairs_the_adapters_answers_so_different_baselines_cancel(tmp_path):
+    """Both adapters right on the same 20 of 200 problems; the grid's baseline (its own engine start) right on 6
+    problems the search's is not. The old difference of deltas said -3.0 [-6.4, -0.1]: the search 'better' by
+    what its baseline lacked. The adapters' answers are identical: regret 0, and the interval contains 0."""
+    right = _only(range(100, 120))
+    grid_final = _final(A, "g1", 0.05, [right], baseline=_only(range(6)), ids=P200)
+    search_final = _final(B, "s1", 0.05, [right], baseline=_only(), ids=P200)
+    assert grid_final.delta - search_final.delta == pytest.approx(-0.03)  # what the old code reported
+    sq = validate.search_quality(*_runs(tmp_path, grid_final, search_final))
+    r = sq["regret"]
+    assert r["value"] == 0.0 and r["ci95"][0] < 0 < r["ci95"][1]  # old: -0.03, [-0.064, -0.001]
+    assert r["ci95"] == pytest.approx(list(mcnemar_interval(0, 0, 200))) and r["n_problems"] == 200
+    assert not r["same_configuration"]
+    assert any("baselines answer 6 of the 200 test problems differently" in n for n in sq["notes"])
+
+
+def test_regret_interval_is_exact_for_what_it_computes(tmp_path):
+    """The old per-problem values (differences of deltas) 20 x (+2), 40 x (-1), 140 x 0 had mean 0 and the interval
+    [-41.8, -3.1] (signs counted, then scaled by 2): it missed its own mean. From the adapters' answers the same runs
+    give 20 problems only the grid's adapter solves and 20 only the search's: regret 0, and the exact McNemar
+    interval of b = c = 20 of 200, which contains it."""
+    grid_after = _only(range(0, 20), range(40, 60))
+    search_after = _only(range(20, 40), range(40, 60))
+    grid_base, search_base = _only(range(40, 60)), _only(range(0, 20))
+    grid_final = _final(A, "g1", 0.05, [grid_after], baseline=grid_base, ids=P200)
+    search_final = _final(B, "s1", 0.05, [search_after], baseline=search_base, ids=P200)
+    old = [(g - gb) - (s - sb) for g, gb, s, sb in zip(grid_after, grid_base, search_after, search_base)]
+    assert old.count(2) == 20 and old.count(-1) == 40 and old.count(0) == 140 and sum(old) == 0
+    r = validate.search_quality(*_runs(tmp_path, grid_final, search_final))["regret"]
+    assert r["value"] == 0.0 and r["ci95"][0] <= r["value"] <= r["ci95"][1]
+    assert r["ci95"] == pytest.approx(list(mcnemar_interval(20, 20, 200)))
+    assert r["p_value"] == pytest.approx(1.0)  # b = c: the exact McNemar test cannot reject
+
+
+def test_multi_seed_regret_interval_agrees_with_the_exact_sign_test(tmp_path):
+    """Two seeds each; one of the grid's seeds solves 4 of 100 problems nothing else does: per-problem regret +0.5
+    on 4 problems. The old bootstrap over problems treated the seed means as fixed: [0.005, 0.04], excluding 0,
+    while the exact sign test of 4 positive of 4 gives p = 2 / 2^4 = 0.125. The seed-aware interval contains 0 and
+    its sign-flip p agrees with the exact one."""
+    ids = P200[:100]
+    none = [False] * 100
+    grid_final = _final(A, "g1", 0.05, [_only(range(4), n=100), none], baseline=none, ids=ids)
+    search_final = _final(B, "s1", 0.05, [none, none], baseline=none, ids=ids)
+    r = validate.search_quality(*_runs(tmp_path, grid_final, search_final))["regret"]
+    assert r["value"] == pytest.approx(0.02) and r["ci95"][0] < 0 < r["ci95"][1]  # old: [0.005, 0.04]
+    assert r["seeds"] == [2, 2]
+    exact_sign_test = 2 * math.comb(4, 0) / 2**4
+    assert exact_sign_test == 0.125 and abs(r["p_value"] - exact_sign_test) < 0.01
+    assert r["verdict"] == "undecided (interval wider than the margin allows)"
+
+
+@pytest.mark.parametrize("ci95, verdict", [([-0.096, 0.096], "undecided (interval wider than the margin allows)"),
+                                           ([-0.01, 0.02], "met"), ([-0.05, 0.03], "met"), ([-0.2, -0.1], "met"),
+                                           ([0.04, 0.10], "not met"), (None, "undecided (no interval)")])
+def test_non_inferiority_needs_the_upper_end_within_the_margin(ci95, verdict):
+    """'The regret CI contains 0' counted [-9.6, +9.6] points as success: noise. Now met only when the interval's
+    upper end is at most the margin (3 points): [-1, +2] is met, [-9.6, +9.6] is undecided."""
+    assert validate.REGRET_MARGIN == 0.03
+    assert validate.non_inferiority(ci95, validate.REGRET_MARGIN) == verdict
+
+
+def test_the_margin_is_reported_and_set_on_the_command_line(tmp_path, capsys):
+    search, grid = search_run(tmp_path, B), grid_run(tmp_path)
+    assert validate.main([str(search), str(grid)]) == 0
+    assert "(non-inferiority: the regret interval's upper end at most 3 points): undecided" in capsys.readouterr().out
+    assert validate.main([str(search), str(grid), "--margin", "60", "--json"]) == 0  # 60 points: anything is met
+    r = json.loads(capsys.readouterr().out)["regret"]
+    assert r["margin"] == pytest.approx(0.6) and r["verdict"] == "met"
+    assert validate.main([str(search), str(grid), "--margin", "-1"]) == 2
+    assert "--margin" in capsys.readouterr().err
 
 
 def test_proxy_correlations_respect_the_proxys_direction(tmp_path):
@@ -236,16 +337,21 @@ def test_a_search_with_its_own_proxies_is_judged_too(tmp_path):
     assert _proxy(sq, "teacher_accuracy", "grid_best_dev_delta", "search")["spearman"] == pytest.approx(-0.5)
 
 
-def test_finals_without_per_problem_results_still_give_regret_without_interval(tmp_path):
+def test_finals_without_per_problem_results_give_accuracies_difference_without_interval(tmp_path):
+    """A final written before FinalRecord kept per-problem answers: no interval and no verdict, and the value is the
+    difference of the two test accuracies, never of the deltas (each over its own run's baseline)."""
     search = search_run(tmp_path, B)
     old = json.loads((search / "final" / f"{B}.json").read_text())
     for key in ("test_problem_ids", "baseline_test_correct", "test_correct_by_seed"):
         del old[key]
+    old["delta"] = 0.5  # over another baseline: must not enter
     (search / "final" / f"{B}.json").write_text(json.dumps(old))  # a final written before the fields existed
     assert record_from_dict(FinalRecord, old, "old").test_correct_by_seed == []
     sq = validate.search_quality(search, grid_run(tmp_path))
-    assert sq["regret"]["value"] == pytest.approx(0.2) and sq["regret"]["ci95"] is None
-    assert any(f"final/{B}.json has no per-problem test results" in n for n in sq["notes"])
+    assert sq["regret"]["value"] == pytest.approx(0.4 - 0.2) and sq["regret"]["ci95"] is None
+    assert sq["regret"]["verdict"] == "undecided (no interval)"
+    assert any(f"final/{B}.json has no per-problem test answers" in n and "never that of the deltas" in n
+               for n in sq["notes"])
 
 
 def test_a_grid_that_is_not_a_grid_is_noted(tmp_path):
@@ -277,7 +383,10 @@ def test_report_renders_search_quality_only_when_present(tmp_path):
     write_json(search / "search_quality.json", sq)
     r = report.render(search)
     assert r["search_quality"]["same_choice"] is True
-    assert "| this search's choice (on dev) | teacher-a |" in (search / "report.md").read_text()
+    md = (search / "report.md").read_text()
+    assert "| this search's choice (on dev) | teacher-a |" in md
+    assert "- regret: 0 by definition (the same configuration in both runs); its two confirmations differ by +0.0" in md
+    assert "upper end at most 3 points): met" in md
     (search / "search_quality.json").write_text(json.dumps({"regret": 1}))  # not validate's: ignored, and said so
     r = report.render(search)
     assert r["search_quality"] is None and any("search_quality.json: not what" in n for n in r["notes"])
