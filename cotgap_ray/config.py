@@ -227,9 +227,9 @@ class SearchConfig:
     reduction_factor: int = _f(2, "ASHA: keep the top 1/reduction_factor at each rung")
     seed_from_proxies: bool = _f(True, "first trials: every teacher once, best proxy first, middle settings")
     rule_out_alpha: float | None = _f(None, "proxy-guided allocation (search/allocation.py): a teacher whose "
-                                            "rationales solve fewer train problems than the best teacher's "
-                                            "(one-sided exact McNemar, Holm, p < this) gets no trial; null: every "
-                                            "teacher is searched")
+                                            "rationales solve fewer train problems than another teacher's "
+                                            "(one-sided exact McNemar, every ordered pair, Holm, p < this) gets no "
+                                            "trial; null: every teacher is searched")
     max_concurrent_trials: int | None = _f(None, "trials at once (null: as many as the cluster's resources hold)")
     eval_cpus: float = _f(0.5, "CPUs of the long-lived evaluation engine actor (logical: it runs while the trial "
                                 "that asked waits, so on a laptop it can share a core with training)")

@@ -162,7 +162,7 @@ def _teacher(ref: TeacherRef, proxy: dict | None, trials: list[TrialRecord], fin
         "hypothesis": None, "p_adjusted": None,  # judge(): primary (the dev choice, at alpha) or Holm in a family
         "test": f.test if f else None, "training_variance": f.training_variance if f else None,
         "degrades": None, "improves": None,
-        "ruled_out": allocated if ruled_out else None,  # no trial by design: its rationales lost to the leader's
+        "ruled_out": allocated if ruled_out else None,  # no trial by design: its rationales lost to another's (beaten_by)
         "no_training_data": data if no_data else None,  # no trial by design: no filter chain keeps a rationale of it
         "verdict": None if f else "no usable data" if trials and counts["no_data"] == len(trials) else
         NO_TRAINING_DATA if no_data and not trials else

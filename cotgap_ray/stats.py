@@ -65,10 +65,17 @@ def mcnemar_greater_p(x: list[bool], y: list[bool]) -> float:
     no discordant pair -> 1.0."""
     a, z = _paired(x, y)
     b, c = int(np.sum(a & ~z)), int(np.sum(~a & z))
-    n = b + c
+    return _half_binomial_upper_tail(b + c, b)
+
+
+@functools.lru_cache(maxsize=4096)
+def _half_binomial_upper_tail(n: int, b: int) -> float:
+    """P(X >= b) for X ~ Binomial(n, 1/2), from exact integers with one rounding (1.0 for n = 0). Cached: the
+    proxy rule-out (search/allocation.py) tests every ordered pair of teachers, and its tests re-run it thousands
+    of times on the same few (n, b)."""
     if n == 0:
         return 1.0
-    return min(1.0, sum(math.comb(n, k) for k in range(b, n + 1)) / 2**n)  # exact integers, one rounding
+    return min(1.0, sum(math.comb(n, k) for k in range(b, n + 1)) / 2**n)
 
 # ---------------------------------------------------------------- exact binomial intervals (no scipy in the venv)
 

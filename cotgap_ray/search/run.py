@@ -23,7 +23,7 @@ Stages, in order; each is cached or recorded in the run directory, so a re-run o
                 engine's baseline; test stays locked; a failed trial is retried (search.max_failures).
                 A teacher that no filter chain leaves a rationale of gets no trial (search/usable.py, usable.json).
                 With search.rule_out_alpha, teachers whose rationales solve significantly fewer train problems than
-                the best teacher's get no trial (search/allocation.py)
+                another teacher's get no trial (search/allocation.py)
   6. confirm    each teacher's best dev config re-trained with confirm.seeds seeds, scored on TEST
   7. report     report.json / report.md / plots (report.py; `cotgap report RUN_DIR` re-renders; --json prints it)
 
@@ -266,10 +266,12 @@ def allocation_stage(run_dir: Path, cfg: ExperimentConfig, tables: dict, refs: l
     if cfg.search.rule_out_alpha is None:
         path.unlink(missing_ok=True)
         return [ref.spec for ref in refs if ref.name in kept]
+    from cotgap_ray.controls import is_control
     from cotgap_ray.search.allocation import allocate, chains_beyond_the_proxy
     from cotgap_ray.search.allocation import describe as describe_allocation
 
-    allocation = allocate({ref.name: tables[ref.name] for ref in refs}, train_ids, cfg.search.rule_out_alpha)
+    allocation = allocate({ref.name: tables[ref.name] for ref in refs}, train_ids, cfg.search.rule_out_alpha,
+                          controls=frozenset(ref.name for ref in refs if is_control(ref.spec)))
     allocation["chains_beyond_the_proxy"] = chains_beyond_the_proxy(cfg.search.filter_chains)
     write_json(path, allocation)
     print("\nproxy-guided allocation (search.rule_out_alpha):")
