@@ -241,7 +241,8 @@ class SearchConfig:
     max_failures: int = _f(2, "times a trial that failed (a lost node, a dead worker) is retried before it is "
                               "recorded failed (Tune), and a confirmation seed lost with its node; --resume runs "
                               "failed trials again")
-    seed: int = _f(0, "seed of the Optuna sampler")
+    seed: int = _f(0, "seed of the Optuna sampler (repeats a search whose trials run one at a time: with "
+                      "concurrent trials TPE and ASHA see results in finish order; docs/statistics.md)")
     proxy_rationales: int = _f(256, "rationales per teacher scored for the student-NLL proxy (all when a chain uses "
                                     "the student_nll filter)")
 
