@@ -35,7 +35,8 @@ Printed (and written to --out-root/summary.md and summary.json): the CPU and eac
 
     setting | allocation | seed | search's teacher | grid's teacher | regret [95% CI] | non-inferior | same choice |
       ruled out | compute (trial-epochs, seconds)
-    setting | proxy | Spearman vs grid best dev delta | Kendall | n | Spearman vs grid test delta
+    setting | proxy | Spearman vs grid best dev delta | p | Holm p | Kendall | n | Spearman vs grid test delta |
+      its 95% CI over test problems
 
 (regret: the grid's choice's test accuracy minus the search's, points, the adapters' answers paired by problem, with
 validate's 95% CI and non-inferiority verdict; compute:
@@ -45,7 +46,11 @@ per setting the mean regret and compute share over seeds and the stated goals, m
      most validate.REGRET_MARGIN, 3 points; a CI that merely contains 0, [-9.6, +9.6] say, rules nothing out) at
      <= 25% of the grid's compute (trial-epochs, the unit the search budgets; seconds are shown, they move with
      machine load);
-  2. proxies: the best proxy's Spearman with the grid's per-teacher best dev delta >= 0.86.
+  2. proxies: the best proxy's Spearman with the grid's per-teacher best dev delta is >= 0.86 AND its exact one-sided
+     permutation p-value, Holm-adjusted over the proxies (validate.correlations), is < 0.05. A correlation alone is
+     no evidence at a few teachers: with 4, a perfect ranking (Spearman 1) happens by chance once in 24 orderings,
+     and the best of 8 independent unrelated proxies reaches 0.86 in 29% of runs (13% with 6 teachers); Holm over
+     8 proxies needs at least 6 teachers (8 / 6! = 0.011) before any proxy can pass (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -65,7 +70,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # Ray colours its actors' prefixes: kept in the log, not the progress line
 GOAL_COMPUTE = 0.25  # the search may spend at most this share of the grid's trial-epochs
-GOAL_SPEARMAN = 0.86  # the best proxy's rank correlation with the grid's per-teacher best dev delta
+# Goal 2: the best proxy's Spearman with the grid's per-teacher best dev delta must reach GOAL_SPEARMAN (a size) and
+# its exact permutation p-value, Holm-adjusted over the proxies, must be below GOAL_PROXY_ALPHA (the evidence).
+GOAL_SPEARMAN = 0.86
+GOAL_PROXY_ALPHA = 0.05
 RULE_OUT_ALPHA = 0.05  # --allocations proxy: search.rule_out_alpha of those searches (search/allocation.py)
 # allocation -> (run directory prefix, extra overrides): plain = every teacher searched; proxy = proxy-guided
 ALLOCATIONS = {"plain": ("search", []), "proxy": ("search-proxy", [f"search.rule_out_alpha={RULE_OUT_ALPHA}"])}
@@ -243,6 +251,14 @@ def _num(x, fmt: str = "+.2f") -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
+def _p(x) -> str:
+    return _num(x, ".3f")
+
+
+def _rank_ci(ci) -> str:
+    return f"[{_num(ci[0])}, {_num(ci[1])}]" if ci else "n/a"
+
+
 def table(header: list[str], rows: list[list]) -> list[str]:
     cells = [[str(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
@@ -278,17 +294,55 @@ def summarize(setting: dict, allocation: str = "plain") -> dict:
     oks = [regret_ok(sq) for sq in sqs]
     compute_ok = bool(epochs) and max(epochs) <= GOAL_COMPUTE
     regret_goal = bool(oks) and all(ok is True for ok in oks) and compute_ok
-    dev_rows = [p for p in setting["proxies"] if p["target"] == "grid_best_dev_delta" and p["spearman"] is not None
-                and not (isinstance(p["spearman"], float) and math.isnan(p["spearman"]))]
-    best = max(dev_rows, key=lambda p: p["spearman"], default=None)
+    best = best_proxy(setting["proxies"])
     return {"mean_regret": mean(regrets), "mean_trial_epochs_fraction": mean(epochs),
             "mean_seconds_fraction": mean(seconds), "same_choice": sum(sq["same_choice"] for sq in sqs),
             "n_searches": len(sqs),
             "goal_regret": {"met": regret_goal, "regret_non_inferior": oks, "max_trial_epochs_fraction":
                             max(epochs) if epochs else None, "threshold": GOAL_COMPUTE},
-            "goal_proxy": {"met": best is not None and best["spearman"] >= GOAL_SPEARMAN,
-                           "best_proxy": best and best["proxy"], "spearman": best and best["spearman"],
-                           "threshold": GOAL_SPEARMAN}}
+            "goal_proxy": proxy_goal(best)}
+
+
+def best_proxy(proxies: list[dict]) -> dict | None:
+    """The grid's proxy with the highest Spearman against its per-teacher best dev delta (ties: the smallest
+    Holm-adjusted p), or None when no proxy has a correlation."""
+    dev_rows = [p for p in proxies if p["target"] == "grid_best_dev_delta" and p["spearman"] is not None
+                and not (isinstance(p["spearman"], float) and math.isnan(p["spearman"]))]
+    return max(dev_rows, key=lambda p: (p["spearman"], -_holm_p(p)), default=None)
+
+
+def _holm_p(p: dict) -> float:
+    """The row's Holm-adjusted Spearman p-value; 1.0 where it has none (recorded before validate computed one)."""
+    v = p.get("spearman_p_holm")
+    return 1.0 if v is None else v
+
+
+def proxy_goal(best: dict | None) -> dict:
+    """Goal 2: met only when the best proxy's Spearman is >= GOAL_SPEARMAN and its Holm-adjusted exact permutation
+    p-value < GOAL_PROXY_ALPHA. Without a p-value (a summary from before validate computed them) it is not met."""
+    p, p_holm = (None, None) if best is None else (best.get("spearman_p"), best.get("spearman_p_holm"))
+    met = best is not None and best["spearman"] >= GOAL_SPEARMAN and p_holm is not None and p_holm < GOAL_PROXY_ALPHA
+    return {"met": met, "best_proxy": best and best["proxy"], "spearman": best and best["spearman"],
+            "p": p, "p_holm": p_holm, "n": best and best["n"], "holm_family": best and best.get("holm_family"),
+            "threshold": GOAL_SPEARMAN, "alpha": GOAL_PROXY_ALPHA}
+
+
+def proxy_goal_text(goal: dict) -> str:
+    """Goal 2's cell: the verdict, the best proxy, its Spearman and (Holm) p, and why it failed."""
+    if goal["best_proxy"] is None:
+        return "not met (no proxy has a correlation)"
+    said = (f"{goal['best_proxy']} {_num(goal['spearman'])}, p {_p(goal['p'])}, Holm p {_p(goal['p_holm'])} "
+            f"over {goal.get('holm_family') or 'n/a'} proxies, {goal.get('n') or 'n/a'} teachers")
+    if goal["met"]:
+        return f"met ({said})"
+    why = []
+    if goal["spearman"] < goal["threshold"]:
+        why.append(f"Spearman < {goal['threshold']}")
+    if goal["p_holm"] is None:
+        why.append("no p-value (recorded before validate computed one)")
+    elif goal["p_holm"] >= goal.get("alpha", GOAL_PROXY_ALPHA):
+        why.append(f"Holm p >= {goal.get('alpha', GOAL_PROXY_ALPHA)}")
+    return f"not met ({said}: {'; '.join(why)})"
 
 
 def goal_text(goal: dict) -> str:
@@ -341,26 +395,30 @@ def render(summary: dict) -> list[str]:
             if p["target"] == "grid_best_dev_delta":
                 t = test.get(p["proxy"], {})
                 rows.append([s["name"], f"{p['proxy']} ({p['direction']} better)", _num(p["spearman"]),
-                             _num(p["kendall_tau"]), p["n"], _num(t.get("spearman"))])
+                             _p(p.get("spearman_p")), _p(p.get("spearman_p_holm")), _num(p["kendall_tau"]), p["n"],
+                             _num(t.get("spearman")), _rank_ci(t.get("spearman_ci95"))])
     out += ["", "## Proxies (the grid run's) against the grid's per-teacher deltas", "",
-            *table(["setting", "proxy", "Spearman vs grid best dev delta", "Kendall", "n",
-                    "Spearman vs grid test delta"], rows)]
+            *table(["setting", "proxy", "Spearman vs grid best dev delta", "p (exact, one-sided)",
+                    "Holm p (over the proxies)", "Kendall", "n", "Spearman vs grid test delta",
+                    "its 95% CI (bootstrap over test problems)"], rows)]
     rows = []
     for s in summary["settings"]:
         for allocation, m in s["summaries"].items():
             g1, g2 = m["goal_regret"], m["goal_proxy"]
             rows.append([s["name"], allocation, f"{_pts(m['mean_regret'])}", f"{m['same_choice']}/{m['n_searches']}",
                          f"{_pct(m['mean_trial_epochs_fraction'])}, {_pct(m['mean_seconds_fraction'])}",
-                         goal_text(g1),
-                         f"{'met' if g2['met'] else 'not met'} ({g2['best_proxy'] or 'n/a'} {_num(g2['spearman'])})"])
+                         goal_text(g1), proxy_goal_text(g2)])
     out += ["", "## Per setting, over seeds, and the goals", "",
             *table(["setting", "allocation", "mean regret", "same choice", "mean compute (trial-epochs, seconds)",
                     f"goal: regret non-inferior (CI upper end <= margin) at <= {GOAL_COMPUTE:.0%} compute",
-                    f"goal: best proxy Spearman >= {GOAL_SPEARMAN}"], rows),
+                    f"goal: best proxy Spearman >= {GOAL_SPEARMAN} with Holm p < {GOAL_PROXY_ALPHA}"], rows),
             "", (f"Goal 1 needs every seed's regret CI to end at most validate's margin above 0 (non-inferiority, "
                 f"verdict met) and every search's trial-epochs "
                 f"share <= {GOAL_COMPUTE:.0%}; seconds (fine-tune + dev evaluation per trial epoch) are shown, not "
-                "judged. Goal 2 takes the best of the grid run's proxies against its per-teacher best dev delta.")]
+                "judged. Goal 2 takes the best of the grid run's proxies against its per-teacher best dev delta and "
+                f"needs its Spearman >= {GOAL_SPEARMAN} and its exact one-sided permutation p-value, Holm-adjusted "
+                f"over the proxies, < {GOAL_PROXY_ALPHA}: with 4 teachers even a perfect ranking has p = 1/24, "
+                "so with 8 proxies it cannot be met below 6 teachers.")]
     notes = sorted({n for s in summary["settings"] for v in s["validations"] for n in v["quality"].get("notes", [])})
     return out + (["", "Notes from validate:", *(f"- {n}" for n in notes)] if notes else [])
 
@@ -410,7 +468,8 @@ def main() -> None:
     started = time.monotonic()
     summary = {"cpu": cpu_model(), "started": datetime.now(UTC).isoformat(timespec="seconds"),
                "out_root": str(out_root), "cache_dir": cache, "smoke": args.smoke, "seeds": seeds,
-               "goals": {"compute_fraction": GOAL_COMPUTE, "spearman": GOAL_SPEARMAN}, "settings": []}
+               "goals": {"compute_fraction": GOAL_COMPUTE, "spearman": GOAL_SPEARMAN,
+                         "proxy_alpha": GOAL_PROXY_ALPHA}, "settings": []}
     print(f"CPU: {summary['cpu']}\nout-root {out_root}, cache_dir {cache}, seeds {seeds}", flush=True)
 
     for name in names:

@@ -39,6 +39,14 @@ DEV_IS_SELECTION = ("Dev figures are selection figures, not evidence: ASHA stopp
 SEARCH_QUALITY_KEYS = {"grid_run", "grid_choice", "search_choice", "same_choice", "regret", "oracle", "compute",
                        "proxies"}
 
+# Said under the proxies' table of the search-quality section: how to read its p-values and intervals.
+PROXY_P_MEANS = ("p: exact one-sided permutation p-value of a positive rank correlation (every ordering of the "
+                 "teachers equally likely under no relation: with 4 teachers even a perfect ranking has p = 1/24); "
+                 "Holm p: adjusted over the proxies compared with the same delta, the one to judge a proxy by, since "
+                 "the best of several proxies is itself a selection. 95% CI: percentile bootstrap over test problems "
+                 "(n/a against the dev delta: trials keep no per-problem dev answers). Recorded before these columns "
+                 "existed: n/a.")
+
 
 class ReportError(InputError):
     """RUN_DIR is not a run directory, or its config.json cannot be read."""
@@ -474,6 +482,14 @@ def _num(x, fmt: str) -> str:
     return "n/a" if x is None else format(x, fmt)
 
 
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.3f}"
+
+
+def _rank_ci(ci: list | None) -> str:
+    return "n/a" if not ci else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
 def _regret(r: dict | None) -> str:
     """One regret of validate.py: its value and interval, or 0 by definition for the same configuration."""
     if not r or r.get("value") is None:
@@ -523,9 +539,13 @@ def search_quality_markdown(sq: dict) -> list[str]:
     out += [f"  ({compute['seconds_are']})", "",
             "Proxies against the grid's measured deltas (a lower-is-better proxy is negated first, so a positive "
             "correlation always means the proxy ranks teachers the way training did):", "",
-            _table(["proxy", "better", "proxies of", "vs", "Spearman", "Kendall tau-b", "teachers"],
+            _table(["proxy", "better", "proxies of", "vs", "Spearman", "p", "Holm p", "95% CI (test problems)",
+                    "Kendall tau-b", "p", "Holm p", "teachers"],
                    [[p["proxy"], p["direction"], p["source"], p["target"], _num(p["spearman"], "+.2f"),
-                     _num(p["kendall_tau"], "+.2f"), p["n"]] for p in sq["proxies"]])]
+                     _p(p.get("spearman_p")), _p(p.get("spearman_p_holm")), _rank_ci(p.get("spearman_ci95")),
+                     _num(p["kendall_tau"], "+.2f"), _p(p.get("kendall_p")), _p(p.get("kendall_p_holm")), p["n"]]
+                    for p in sq["proxies"]]),
+            "", PROXY_P_MEANS]
     return out + (["", *(f"- {n}" for n in sq["notes"])] if sq.get("notes") else [])
 
 

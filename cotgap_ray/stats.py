@@ -10,6 +10,7 @@ A delta compares the student before and after distillation on the SAME problems,
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import numpy as np
@@ -508,3 +509,117 @@ def kendall_tau(x: list[float], y: list[float]) -> float | None:
     sx = np.sign(a[:, None] - a[None, :])[np.triu_indices(len(a), k=1)]
     sy = np.sign(b[:, None] - b[None, :])[np.triu_indices(len(b), k=1)]
     return float(sx @ sy / math.sqrt((sx @ sx) * (sy @ sy)))
+
+
+# Permutation p-values of the rank correlations: every ordering of y enumerated up to this many pairs (8! = 40320),
+# a seeded Monte Carlo sample of RANK_P_ORDERINGS orderings above it.
+EXACT_ORDERINGS_UP_TO = 8
+RANK_P_ORDERINGS = 20000
+RANK_METHODS = ("spearman", "kendall")
+
+
+@functools.lru_cache(maxsize=8)
+def _all_orderings(n: int) -> np.ndarray:
+    """Every permutation of range(n), one per row (n! rows; cached: validate asks for the same n per proxy)."""
+    return np.array(list(itertools.permutations(range(n))), dtype=np.int64)
+
+
+def _rank_statistic(a: np.ndarray, b: np.ndarray, method: str):
+    """stat(orders) -> the correlation of a with b[order] for each row of `orders`, vectorised. The denominators
+    (spread of the ranks, untied pairs) do not change when b is reordered, so they are computed once."""
+    if method == "spearman":
+        rx, ry = (_ranks(v) - (len(v) + 1) / 2 for v in (a, b))
+        scale = math.sqrt((rx @ rx) * (ry @ ry))
+        return lambda orders: ry[orders] @ rx / scale
+    iu, ju = np.triu_indices(len(a), k=1)
+    sx = np.sign(a[iu] - a[ju])
+    sy = np.sign(b[iu] - b[ju])
+    scale = math.sqrt((sx @ sx) * (sy @ sy))
+
+    def tau(orders: np.ndarray) -> np.ndarray:
+        reordered = b[orders]
+        return np.sign(reordered[:, iu] - reordered[:, ju]) @ sx / scale
+    return tau
+
+
+def rank_correlation_p(x: list[float], y: list[float], method: str = "spearman", n_orderings: int = RANK_P_ORDERINGS,
+                       seed: int = 0, exact_up_to: int = EXACT_ORDERINGS_UP_TO) -> float | None:
+    """One-sided permutation p-value of `method`'s correlation (spearman or kendall: tau-b) of x with y, against H1:
+    positive association. Under H0 (no relation) every ordering of y against x is equally likely, so p = the share
+    of orderings whose correlation is >= the observed one (ties in value count as as-extreme).
+
+    One-sided because validate signs every proxy so that higher predicts a better teacher: a proxy that ranks the
+    teachers backwards has failed, and must not count as evidence (docs/statistics.md). Exact (all n! orderings,
+    ties in x or y included: the orderings of a tied y are counted as often as they occur) for n <= exact_up_to;
+    above it a Monte Carlo sample of n_orderings random orderings with a fixed seed, p = (1 + as extreme) /
+    (1 + n_orderings) (the observed ordering is one of them, so never 0). None where the correlation is None (fewer
+    than 3 pairs, a constant vector). A perfect ranking of 4 teachers: p = 1/24 = 0.042 (Spearman and Kendall); of 5:
+    1/120; Spearman 0.9 of 5 (one neighbour swap): 5/120."""
+    if method not in RANK_METHODS:
+        raise ValueError(f"rank_correlation_p: method {method!r} is not one of {', '.join(RANK_METHODS)}")
+    pair = _pairs(x, y)
+    if pair is None:
+        return None
+    a, b = pair
+    n = len(a)
+    stat = _rank_statistic(a, b, method)
+    observed = stat(np.arange(n)[None, :])[0]
+    slack = 1e-9  # the same value reached through another ordering may differ in its last bits: still as extreme
+    if n <= exact_up_to:
+        orders = _all_orderings(n)
+        return float(np.sum(stat(orders) >= observed - slack) / len(orders))
+    rng = np.random.default_rng(seed)
+    extreme = 0
+    for size in _chunks(n_orderings, n):
+        orders = rng.permuted(np.tile(np.arange(n), (size, 1)), axis=1)
+        extreme += int(np.sum(stat(orders) >= observed - slack))
+    return float((1 + extreme) / (1 + n_orderings))
+
+
+def rank_correlation_bootstrap(proxy: list[float], per_problem: list[list[float]], method: str = "spearman",
+                               n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval, over problems, of the rank correlation of a fixed proxy with a truth measured on
+    problems: per_problem[i][k] is teacher i's contribution on problem k (its truth is the mean over k; validate
+    passes each test problem's mean-over-seeds correctness minus the baseline's, so the mean is the test delta).
+    Each resample draws the problems with replacement (the same draw for every teacher: they were scored on the
+    same problems), recomputes every teacher's truth and the correlation with the proxy, which stays fixed (it was
+    measured on other data: train rationales). A resample where every teacher ties has no order to agree with and
+    counts as 0. Deterministic (seeded). None where the correlation itself is None.
+    What it measures: how much the truth's ranking moves with the sample of test problems, nothing about which
+    teachers were chosen. proxy [3, 2, 1] with per-problem truths constant per teacher -> (1.0, 1.0)."""
+    if method not in RANK_METHODS:
+        raise ValueError(f"rank_correlation_bootstrap: method {method!r} is not one of {', '.join(RANK_METHODS)}")
+    table = np.asarray(per_problem, dtype=float)
+    if table.ndim != 2 or len(table) != len(proxy) or table.shape[1] == 0:
+        raise ValueError(f"rank_correlation_bootstrap needs one row of per-problem values per proxy value, each with "
+                         f"the same problems: got {len(proxy)} proxy values and an array of shape {table.shape}")
+    corr = spearman if method == "spearman" else kendall_tau
+    if corr(proxy, table.mean(axis=1)) is None:
+        return None
+    rng = np.random.default_rng(seed)
+    n_problems = table.shape[1]
+    values = []
+    for size in _chunks(n_boot, n_problems * len(table)):
+        idx = rng.integers(0, n_problems, size=(size, n_problems))
+        # (teachers, resamples); rounded so that equal means reached by different sums tie, as they should
+        truths = np.round(table[:, idx].mean(axis=2), 12)
+        values.append(_columnwise_correlation(np.asarray(proxy, dtype=float), truths, method))
+    lo, hi = np.quantile(np.concatenate(values), [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def _columnwise_correlation(x: np.ndarray, ys: np.ndarray, method: str) -> np.ndarray:
+    """spearman(x, ys[:, j]) or kendall_tau(x, ys[:, j]) for every column j at once, 0.0 for a constant column (no
+    order to agree with). x is not constant. Tie-averaged rank of a value: (values below it) + (values equal to it,
+    itself included, + 1) / 2."""
+    if method == "spearman":
+        rx = _ranks(x) - (len(x) + 1) / 2
+        below = (ys[None, :, :] < ys[:, None, :]).sum(axis=1)
+        equal = (ys[None, :, :] == ys[:, None, :]).sum(axis=1)
+        ry = below + (equal + 1) / 2 - (len(x) + 1) / 2
+        num, spread = rx @ ry, (ry * ry).sum(axis=0)
+        return np.divide(num, np.sqrt((rx @ rx) * spread), out=np.zeros(ys.shape[1]), where=spread > 0)
+    iu, ju = np.triu_indices(len(x), k=1)
+    sx, sy = np.sign(x[iu] - x[ju]), np.sign(ys[iu] - ys[ju])
+    untied = (sy * sy).sum(axis=0)
+    return np.divide(sx @ sy, np.sqrt((sx @ sx) * untied), out=np.zeros(ys.shape[1]), where=untied > 0)

@@ -5,7 +5,7 @@ and student. Reads the two run directories only; no Ray, no model.
     cotgap validate runs/smoke runs/smoke-grid                       # the table; --json > quality.json for the JSON
     regret +1.5 points [95% CI -0.5, +3.5]: the grid's choice (qwen) minus the search's (gemma), test accuracy
     non-inferiority within 3 points: met / not met / undecided (interval wider than the margin allows)
-    compute: 6 of 24 trial-epochs (25.0%), ...; proxies: Spearman / Kendall of each proxy with the grid's deltas
+    compute: 6 of 24 trial-epochs (25.0%), ...; proxies: Spearman / Kendall with the grid's deltas, exact p, Holm p, CI
 
 What it computes (fractions in JSON, points in text):
   grid_choice / search_choice  each run's teacher chosen on dev (report.chosen_on_dev) and its own test confirmation
@@ -20,7 +20,10 @@ What it computes (fractions in JSON, points in text):
                                test, so it is for information only, never a selection rule
   compute                      the search's trial-epochs and seconds as a fraction of the grid's
   proxies                      Spearman and Kendall tau-b of every numeric proxy with the grid's per-teacher best dev
-                               delta and test delta (lower-is-better proxies negated: positive = predicts well)
+                               delta and test delta (lower-is-better proxies negated: positive = predicts well), each
+                               with its exact one-sided permutation p-value, Holm-adjusted over the proxies compared
+                               with the same delta, and, for the test delta, a bootstrap interval over test problems
+                               (the dev delta has none: trials keep no per-problem dev answers)
   allocation                   when the search ruled teachers out (search.rule_out_alpha): which, and whether the
                                grid's choice or the oracle was among them (the rule-out's mistake, if it made one)
 
@@ -263,11 +266,24 @@ def numeric_proxies(proxies: dict | None) -> dict[str, dict[str, float]]:
             for name, p in (proxies or {}).items() if isinstance(p, dict)}
 
 
-def correlations(proxies: dict[str, dict[str, float]], source: str, truths: dict[str, dict[str, float]]) -> list[dict]:
+def correlations(proxies: dict[str, dict[str, float]], source: str, truths: dict[str, dict[str, float]],
+                 problems: dict[str, dict[str, dict[str, float]]] | None = None) -> list[dict]:
     """Spearman and Kendall tau-b of each proxy (signed so higher = predicts a better teacher) with each truth
-    (teacher -> measured delta); teachers missing either value are left out and `n` counts the rest."""
-    from cotgap_ray.stats import kendall_tau, spearman
+    (teacher -> measured delta), with their uncertainty; teachers missing either value are left out and `n` counts
+    the rest. Per row:
+      spearman_p, kendall_p            one-sided permutation p-value of "the proxy ranks teachers the way the truth
+                                       does" (stats.rank_correlation_p: exact over all n! orderings for n <= 8)
+      spearman_p_holm, kendall_p_holm  Holm-adjusted over the proxies of this source compared with the same truth
+                                       (`holm_family` of them): the best of several proxies is a selection, and a
+                                       perfect ranking of 4 teachers alone is a 1-in-24 event
+      spearman_ci95, kendall_ci95      percentile bootstrap over problems of the truth side
+                                       (stats.rank_correlation_bootstrap), where `problems[target]` has each teacher's
+                                       per-problem contributions (teacher -> problem id -> value); None otherwise, and
+                                       `ci95_from` says which (the grid's dev deltas: n/a, trials keep no per-problem
+                                       dev answers)."""
+    from cotgap_ray.stats import holm, kendall_tau, spearman
 
+    problems = problems or {}
     names = list(dict.fromkeys(k for p in proxies.values() for k in p))  # first-seen order: stable output
     rows = []
     for proxy in names:
@@ -277,8 +293,50 @@ def correlations(proxies: dict[str, dict[str, float]], source: str, truths: dict
             x, y = [sign * proxies[t][proxy] for t in teachers], [truth[t] for t in teachers]
             rows.append({"proxy": proxy, "source": source, "direction": "lower" if sign < 0 else "higher",
                          "target": target, "spearman": spearman(x, y), "kendall_tau": kendall_tau(x, y),
-                         "n": len(teachers)})
+                         "n": len(teachers), **_uncertainty(x, y, teachers, problems.get(target), target)})
+    for target in truths:  # one Holm family per truth: this source's proxies that have a p-value
+        same = [r for r in rows if r["target"] == target]
+        for method in ("spearman", "kendall"):
+            family = [r for r in same if r[f"{method}_p"] is not None]
+            for r in same:
+                r[f"{method}_p_holm"] = None
+            for r, adjusted in zip(family, holm([r[f"{method}_p"] for r in family])):
+                r[f"{method}_p_holm"] = adjusted
+        for r in same:
+            r["holm_family"] = sum(o["spearman_p"] is not None for o in same)
     return rows
+
+
+# Resamples of the proxies' bootstrap intervals over test problems (stats.rank_correlation_bootstrap, seed 0).
+PROXY_BOOTSTRAP = 2000
+
+
+def _uncertainty(x: list[float], y: list[float], teachers: list[str], by_teacher: dict[str, dict[str, float]] | None,
+                 target: str) -> dict:
+    """The permutation p-values of one proxy's correlations and their bootstrap intervals over problems."""
+    from cotgap_ray.stats import (EXACT_ORDERINGS_UP_TO, RANK_P_ORDERINGS, rank_correlation_bootstrap,
+                                  rank_correlation_p)
+
+    out = {"spearman_p": rank_correlation_p(x, y, "spearman"), "kendall_p": rank_correlation_p(x, y, "kendall"),
+           "p_test": "one-sided permutation, " + ("exact (all n! orderings)" if len(x) <= EXACT_ORDERINGS_UP_TO else
+                                                  f"Monte Carlo ({RANK_P_ORDERINGS} orderings, seed 0)"),
+           "spearman_ci95": None, "kendall_ci95": None}
+    if out["spearman_p"] is None:
+        return {**out, "ci95_from": "n/a: fewer than 3 teachers or a constant proxy or truth"}
+    if by_teacher is None:
+        why = " (trials keep no per-problem dev answers)" if target == "grid_best_dev_delta" else ""
+        return {**out, "ci95_from": f"n/a: no per-problem values for {target}{why}"}
+    if lacking := [t for t in teachers if t not in by_teacher]:
+        return {**out, "ci95_from": f"n/a: no per-problem test answers for {', '.join(lacking)}"}
+    common = sorted(set.intersection(*(set(by_teacher[t]) for t in teachers)))
+    if not common:
+        return {**out, "ci95_from": "n/a: no test problem every teacher's confirmation scored"}
+    table = [[by_teacher[t][pid] for pid in common] for t in teachers]
+    for method in ("spearman", "kendall"):
+        ci = rank_correlation_bootstrap(x, table, method, n_boot=PROXY_BOOTSTRAP)
+        out[f"{method}_ci95"] = None if ci is None else list(ci)
+    return {**out, "ci95_from": f"percentile bootstrap over the {len(common)} test problems every teacher's "
+                                f"confirmation scored ({PROXY_BOOTSTRAP} resamples, seed 0; proxies fixed)"}
 
 
 def grid_truths(grid: dict) -> dict[str, dict[str, float]]:
@@ -293,6 +351,20 @@ def grid_truths(grid: dict) -> dict[str, dict[str, float]]:
             dev[name] = best.dev_delta
     test = {name: f.delta for name, f in grid["finals"].items() if f.delta is not None}
     return {"grid_best_dev_delta": dev, "grid_test_delta": test}
+
+
+def grid_problems(grid: dict) -> dict[str, dict[str, dict[str, float]]]:
+    """Per-problem truths where the run kept them: grid_test_delta -> teacher -> problem id -> the adapters'
+    mean-over-seeds correctness minus the baseline's on that problem (their mean over problems is the test delta).
+    Finals without per-problem answers are left out; the dev deltas have none (TrialRecord keeps aggregates only)."""
+    test = {}
+    for name, final in grid["finals"].items():
+        adapters = answers(final)
+        if adapters is None or len(final.baseline_test_correct) != len(final.test_problem_ids):
+            continue
+        baseline = dict(zip(final.test_problem_ids, final.baseline_test_correct))
+        test[name] = {pid: sum(a) / len(a) - float(baseline[pid]) for pid, a in adapters.items()}
+    return {"grid_test_delta": test}
 
 
 def allocation_check(search: dict, grid_choice: str, oracle: str) -> dict | None:
@@ -324,9 +396,10 @@ def search_quality(search_dir: str | Path, grid_dir: str | Path, margin: float =
     oracle = max(scored, key=lambda f: (f.test_accuracy, f.teacher == grid_final.teacher), default=grid_final)
     truths = grid_truths(grid)
     grid_proxies, search_proxies = numeric_proxies(grid["proxies"]), numeric_proxies(search["proxies"])
-    proxies = correlations(grid_proxies, "grid", truths)
+    per_problem = grid_problems(grid)
+    proxies = correlations(grid_proxies, "grid", truths, per_problem)
     if search_proxies and search_proxies != grid_proxies:  # the search measured its own: judge those too
-        proxies += correlations(search_proxies, "search", truths)
+        proxies += correlations(search_proxies, "search", truths, per_problem)
     notes += baseline_notes(grid_final, search_final)
     found = configuration(search, search_final)  # the search's answer, compared with the grid's and the oracle's
     return {

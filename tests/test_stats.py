@@ -1,5 +1,6 @@
 """Statistics against hand-computed values: Wilson and Clopper-Pearson intervals, McNemar, compare(), compare_seeds(),
-compare_runs() (validate.py's regret), Holm. The deltas' intervals must agree with their exact tests (an interval
+compare_runs() (validate.py's regret), Holm, and the rank correlations' exact permutation p-values and bootstrap
+intervals (validate.py's proxies). The deltas' intervals must agree with their exact tests (an interval
 excludes 0 only when the test rejects)."""
 
 import math
@@ -391,3 +392,100 @@ def test_min_detectable_effect_literal(n, discordance, mde):
     from cotgap_ray.stats import min_detectable_effect
 
     assert min_detectable_effect(n, discordance) == mde
+
+
+# ------------------------------------------------------------- rank correlations: permutation p and bootstrap (#33.8)
+# Reached through the module so that, where these functions are missing, only these tests fail.
+from cotgap_ray import stats  # noqa: E402
+
+
+def _brute_ranks(v: list[float]) -> list[float]:
+    """Tie-averaged ranks in plain Python: 1 + values below + (values equal - 1) / 2."""
+    return [1 + sum(w < u for w in v) + (sum(w == u for w in v) - 1) / 2 for u in v]
+
+
+def _brute_spearman(x, y) -> float:
+    rx, ry = _brute_ranks(x), _brute_ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    return num / math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+
+
+def _brute_kendall(x, y) -> float:
+    pairs = [(i, j) for i in range(len(x)) for j in range(i + 1, len(x))]
+    sign = lambda d: (d > 0) - (d < 0)
+    s = sum(sign(x[i] - x[j]) * sign(y[i] - y[j]) for i, j in pairs)
+    return s / math.sqrt(sum(x[i] != x[j] for i, j in pairs) * sum(y[i] != y[j] for i, j in pairs))
+
+
+def _brute_p(x, y, corr) -> float:
+    """Share of all orderings of y whose correlation with x is >= the observed one (a separate, plain loop)."""
+    import itertools
+
+    observed = corr(x, y)
+    orderings = list(itertools.permutations(y))
+    return sum(corr(x, list(o)) >= observed - 1e-9 for o in orderings) / len(orderings)
+
+
+def test_a_perfect_ranking_of_4_teachers_is_a_1_in_24_event():
+    """Issue 33 point 8: Spearman 1 at n = 4 happens under no relation once in 4! orderings."""
+    x, y = [0.6, 0.4, 0.3, 0.1], [0.05, 0.03, 0.02, -0.01]
+    assert stats.spearman(x, y) == 1.0 and stats.kendall_tau(x, y) == 1.0
+    assert stats.rank_correlation_p(x, y, "spearman") == pytest.approx(1 / 24, abs=1e-15)
+    assert stats.rank_correlation_p(x, y, "kendall") == pytest.approx(1 / 24, abs=1e-15)
+    # Holm over 8 proxies that all rank the 4 teachers perfectly: every adjusted p is 8/24 = 0.33, nowhere near 0.05
+    assert holm([1 / 24] * 8) == pytest.approx([1 / 3] * 8)
+
+
+@pytest.mark.parametrize("x, y, method, p", [
+    ([1, 2, 3, 4, 5], [1, 2, 3, 5, 4], "spearman", 5 / 120),  # rho 0.9: identity and the 4 neighbour swaps
+    ([1, 2, 3, 4, 5], [1, 2, 3, 5, 4], "kendall", 5 / 120),  # tau 0.8: at most one inversion, 1 + 4 orderings
+    ([1, 2, 3, 4], [1, 2, 4, 3], "kendall", 4 / 24),  # tau 2/3 at n = 4: 1 + 3 orderings
+    ([1, 2, 3, 4, 5], [5, 4, 3, 2, 1], "spearman", 1.0),  # a reversed ranking: every ordering is as extreme
+    ([1, 2, 3], [1, 2, 3], "spearman", 1 / 6),
+])
+def test_exact_rank_p_literal(x, y, method, p):
+    assert stats.rank_correlation_p(x, y, method) == pytest.approx(p, abs=1e-15)
+
+
+@pytest.mark.parametrize("x, y", [([0.3, 0.1, 0.4, 0.2, 0.5], [2, 1, 5, 3, 4]),
+                                  ([1, 2, 2, 3, 4], [0.1, 0.1, 0.3, 0.2, 0.5]),  # ties in both
+                                  ([4, 3, 2, 1, 0], [1, 3, 2, 5, 4]),
+                                  ([1, 1, 2, 3, 3, 4], [2, 1, 1, 4, 3, 3])])
+def test_exact_rank_p_matches_brute_force(x, y):
+    for method, corr in (("spearman", _brute_spearman), ("kendall", _brute_kendall)):
+        assert stats.rank_correlation_p(x, y, method) == pytest.approx(_brute_p(x, y, corr), abs=1e-12), method
+    assert stats.spearman(x, y) == pytest.approx(_brute_spearman(x, y))
+    assert stats.kendall_tau(x, y) == pytest.approx(_brute_kendall(x, y))
+
+
+def test_rank_p_above_8_is_a_seeded_monte_carlo_close_to_the_exact_value():
+    x, y = list(range(9)), [1, 0, 3, 2, 4, 6, 5, 8, 7]
+    exact = stats.rank_correlation_p(x, y, "spearman", exact_up_to=9)  # all 362,880 orderings
+    mc = stats.rank_correlation_p(x, y, "spearman")
+    assert mc == stats.rank_correlation_p(x, y, "spearman")  # deterministic
+    assert abs(mc - exact) < 4 * math.sqrt(exact * (1 - exact) / stats.RANK_P_ORDERINGS)
+    assert stats.rank_correlation_p(list(range(12)), list(range(12)), "kendall") == 1 / (stats.RANK_P_ORDERINGS + 1)
+
+
+def test_rank_p_is_none_where_the_correlation_is_and_refuses_unknown_methods():
+    assert stats.rank_correlation_p([1, 2], [2, 1]) is None
+    assert stats.rank_correlation_p([1, 1, 1], [1, 2, 3], "kendall") is None
+    with pytest.raises(ValueError, match="pearson"):
+        stats.rank_correlation_p([1, 2, 3], [1, 2, 3], "pearson")
+
+
+def test_bootstrap_over_problems_of_the_truth():
+    # Each teacher's per-problem truth is the same on every problem: no resample moves the ranking.
+    assert stats.rank_correlation_bootstrap([3, 2, 1], [[1] * 5, [0.5] * 5, [0] * 5]) == (1.0, 1.0)
+    # Three teachers 1 problem apart on 10 problems (3, 2 and 1 solved): the ranking is not settled by the problems,
+    # so the interval of a proxy that ranks them perfectly reaches far below its point value of 1.
+    table = [[float(i < 3) for i in range(10)], [float(i < 2) for i in range(10)], [float(i < 1) for i in range(10)]]
+    assert stats.spearman([3, 2, 1], [sum(r) / 10 for r in table]) == 1.0
+    for method in ("spearman", "kendall"):
+        lo, hi = stats.rank_correlation_bootstrap([3, 2, 1], table, method)
+        assert hi == 1.0 and lo < 0.5
+        assert (lo, hi) == stats.rank_correlation_bootstrap([3, 2, 1], table, method)  # seeded
+    assert stats.rank_correlation_bootstrap([1, 2, 3], [[1, 0]] * 3) is None  # constant truth: no correlation
+    with pytest.raises(ValueError, match="one row of per-problem values per proxy value"):
+        stats.rank_correlation_bootstrap([1, 2, 3], [[1, 0]] * 2)

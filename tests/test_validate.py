@@ -337,6 +337,60 @@ def test_a_search_with_its_own_proxies_is_judged_too(tmp_path):
     assert _proxy(sq, "teacher_accuracy", "grid_best_dev_delta", "search")["spearman"] == pytest.approx(-0.5)
 
 
+def test_proxy_correlations_carry_exact_p_holm_and_a_bootstrap_interval_over_test_problems(tmp_path):
+    """Issue 33 point 8: a rank correlation of 3 teachers is reported with its uncertainty. A perfect ranking of 3 is
+    a 1-in-6 event (exact one-sided permutation p), Holm over the 4 proxies of the family (teacher_accuracy,
+    student_nll, rank: p 1/6; correct_rows: p 1) makes it 4/6; the test delta's interval is a bootstrap over the 10
+    test problems, the dev delta's is n/a (trials keep no per-problem dev answers)."""
+    sq = validate.search_quality(search_run(tmp_path, A), grid_run(tmp_path))
+    dev, test = "grid_best_dev_delta", "grid_test_delta"
+    for proxy in ("teacher_accuracy", "student_nll", "rank"):
+        row = _proxy(sq, proxy, dev)
+        assert row["spearman_p"] == pytest.approx(1 / 6) and row["kendall_p"] == pytest.approx(1 / 6)
+        assert row["spearman_p_holm"] == pytest.approx(4 / 6) and row["kendall_p_holm"] == pytest.approx(4 / 6)
+        assert row["holm_family"] == 4 and row["p_test"] == "one-sided permutation, exact (all n! orderings)"
+        assert row["spearman_ci95"] is None and "trials keep no per-problem dev answers" in row["ci95_from"]
+    correct_rows = _proxy(sq, "correct_rows", dev)  # ranks them backwards: p 1, one-sided
+    assert correct_rows["spearman_p"] == pytest.approx(1.0) and correct_rows["spearman_p_holm"] == pytest.approx(1.0)
+    rsr = _proxy(sq, "student_rsr", dev)  # one teacher: no p, outside the family
+    assert rsr["spearman_p"] is None and rsr["spearman_p_holm"] is None
+    acc_test = _proxy(sq, "teacher_accuracy", test)  # test deltas A 0.3, B 0.1, C 0.5: Spearman -0.5
+    assert acc_test["spearman_p"] == pytest.approx(5 / 6)  # rho of the 6 orderings: 1, .5, .5, -.5, -.5, -1
+    lo, hi = acc_test["spearman_ci95"]
+    assert -1.0 <= lo <= -0.5 <= hi <= 1.0 and lo < hi
+    assert acc_test["ci95_from"].startswith("percentile bootstrap over the 10 test problems")
+    md = "\n".join(report.search_quality_markdown(sq))
+    assert "| Spearman | p | Holm p | 95% CI (test problems) | Kendall tau-b | p | Holm p |" in md
+    assert "| teacher_accuracy | higher | grid | grid_best_dev_delta | +1.00 | 0.167 | 0.667 | n/a | +1.00 |" in md
+    interval = f"[{lo:+.2f}, {hi:+.2f}]"
+    assert f"| teacher_accuracy | higher | grid | grid_test_delta | -0.50 | 0.833 | 1.000 | {interval} |" in md
+
+
+def test_grid_problems_average_to_the_test_deltas(tmp_path):
+    grid = report.load_run(grid_run(tmp_path))
+    per_problem = validate.grid_problems(grid)["grid_test_delta"]
+    truths = validate.grid_truths(grid)["grid_test_delta"]
+    assert set(per_problem) == {A, B, C}
+    for teacher, values in per_problem.items():
+        assert sum(values.values()) / len(values) == pytest.approx(truths[teacher])
+    assert per_problem[A]["p3"] == pytest.approx(0.5)  # seeds solve p0..p4 and p0..p2: p3 is right in one of two
+
+
+def test_best_of_8_proxies_at_4_teachers_is_not_evidence():
+    """Issue 33 point 8: at n = 4 a Spearman of 1 is a 1-in-24 event; the best of 8 proxies reaching it is no
+    evidence, and Holm over the 8 says so (adjusted p 8/24)."""
+    teachers = ["t1", "t2", "t3", "t4"]
+    truth = {"grid_best_dev_delta": dict(zip(teachers, [0.05, 0.03, 0.02, -0.01]))}
+    orders = [[4, 3, 2, 1], [1, 2, 3, 4], [2, 1, 4, 3], [3, 4, 1, 2], [1, 3, 2, 4], [4, 1, 3, 2], [2, 4, 1, 3],
+              [3, 1, 4, 2]]  # proxy k's value per teacher: only the first ranks them like the truth
+    proxies = {t: {f"proxy{k}": float(o[i]) for k, o in enumerate(orders)} for i, t in enumerate(teachers)}
+    rows = validate.correlations(proxies, "grid", truth)
+    best = max(rows, key=lambda r: r["spearman"])
+    assert best["proxy"] == "proxy0" and best["spearman"] == pytest.approx(1.0) and best["n"] == 4
+    assert best["spearman_p"] == pytest.approx(1 / 24) and best["holm_family"] == 8
+    assert best["spearman_p_holm"] == pytest.approx(8 / 24) and best["spearman_p_holm"] >= 0.05
+
+
 def test_finals_without_per_problem_results_give_accuracies_difference_without_interval(tmp_path):
     """A final written before FinalRecord kept per-problem answers: no interval and no verdict, and the value is the
     difference of the two test accuracies, never of the deltas (each over its own run's baseline)."""
