@@ -14,6 +14,7 @@ Every delta is test accuracy with the adapter minus the student's own test basel
 from __future__ import annotations
 
 import json
+import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +32,14 @@ ALPHA = 0.05  # every verdict's level: "improves" / "degrades" only when a test 
 INPUTS = {"baseline.json": "the baseline stage did not finish", "proxies.json": "proxies were not computed",
           "splits.json": "split sizes unknown", "status.json": "stage unknown",
           "noise.json": "the evaluation engine's noise floor was not measured"}
+# The selection rule (chosen_on_dev, selection_key, best_dev_trial), as report.json's selection.rule and report.md
+# state it: two teachers with equal best dev deltas used to go to the better proxy rank in the recommendation and to
+# config order in the primary hypothesis, while the stated rule named only the tie between trials (issue 33).
+SELECTION_RULE = ("the teacher whose best trial has the highest dev delta; a teacher's best trial: the highest dev "
+                  "delta among its trials that trained and were scored (finished, or stopped early by ASHA), ties: "
+                  "fewer training tokens, then the first trial directory by name; ties between teachers: the better "
+                  "proxy rank (the search's prior), then config order; control teachers are not candidates unless "
+                  "every teacher is one")
 # Said under the tables that show dev figures (report.md): why none of them is a test.
 DEV_IS_SELECTION = ("Dev figures are selection figures, not evidence: ASHA stopped trials on them, TPE proposed "
                     "configurations from them and the final pick is the highest of them, so they are biased upward; "
@@ -135,7 +144,8 @@ def _trial_summary(t: TrialRecord) -> dict:
 
 def best_dev_trial(trials: list[TrialRecord]) -> TrialRecord | None:
     """The trial the search selects for a teacher: highest dev delta among trials that trained and were scored,
-    finished or stopped early by ASHA (ties: fewer training tokens), the rule of search.confirm.best_trial."""
+    finished or stopped early by ASHA (ties: fewer training tokens, then the first trial directory by name, the
+    order load_run reads them in), the rule of search.confirm.best_trial."""
     done = [t for t in trials if t.status in ("ok", "stopped") and t.dev_delta is not None and t.epochs]
     return max(done, key=lambda t: (t.dev_delta, -t.train_tokens), default=None)
 
@@ -265,13 +275,25 @@ def _names(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def selection_key(t: dict) -> tuple:
+    """The dev selection's order of teachers, best first (an ascending sort key): a teacher with a trial the selection
+    may choose before one without; then the highest best dev delta; ties between teachers: the better proxy rank
+    (rank 1 first: the search's own prior, the order its first trials were seeded in), a teacher without a rank
+    last; what is still tied keeps config order (Python's sort and min are stable, and build_report lists the
+    teachers in config order). SELECTION_RULE says it in words."""
+    best = t["best_dev_delta"] if t["selectable"] and t["best_dev_delta"] is not None else -math.inf
+    rank = t.get("proxy_rank")  # absent from a hand-built entry (tests, benchmarks): no rank
+    return (not t["selectable"], -best, rank if rank is not None else math.inf)
+
+
 def chosen_on_dev(teachers: list[dict]) -> dict | None:
-    """The search's answer: the teacher whose best finished trial has the highest dev delta. Test never enters the
-    choice; it only confirms it. Control teachers (controls.py: control:oracle, ...) are not candidates, unless every
-    teacher is one (a known-answers setting: then the question is whether the search finds the oracle)."""
+    """The search's answer: the first teacher in selection_key's order, i.e. the one whose best finished trial has
+    the highest dev delta, ties broken by proxy rank, then config order. Test never enters the choice; it only
+    confirms it. Control teachers (controls.py: control:oracle, ...) are not candidates, unless every teacher is one
+    (a known-answers setting: then the question is whether the search finds the oracle)."""
     real = [t for t in teachers if not controls.is_control(t["spec"])]
     selectable = [t for t in (real or teachers) if t["selectable"]]
-    return max(selectable, key=lambda t: t["best_dev_delta"], default=None)
+    return min(selectable, key=selection_key, default=None)
 
 
 def recommend(teachers: list[dict], baseline_test: float | None, stage: str | None) -> dict:
@@ -427,10 +449,10 @@ def build_report(run: dict) -> dict:
             notes.append(f"no final confirmation for teacher {t['name']}")
         if t["truncation_warning"]:
             notes.append(t["truncation_warning"])
-    # The dev selection's order (best dev delta first), then teachers with nothing selectable by proxy rank (the
-    # search's own guess), then config order. Test deltas never reorder the table.
-    teachers.sort(key=lambda t: (not t["selectable"], -(t["best_dev_delta"] or 0.0) if t["selectable"] else 0.0,
-                                 t["proxy_rank"] or 1e9))
+    # The dev selection's order (selection_key: best dev delta first, ties by proxy rank, then config order), then
+    # teachers with nothing selectable by proxy rank (the search's own guess), then config order. Test deltas never
+    # reorder the table.
+    teachers.sort(key=selection_key)
     base = run["baseline"] or {}
     # Deltas pair the evaluation engine's own baseline rows (search/noise.py); its test accuracy is what each
     # confirmation recorded. baseline.json (the baseline stage, another engine start) stands in before confirmation.
@@ -449,7 +471,7 @@ def build_report(run: dict) -> dict:
         "engine_baseline": {s: e.get("accuracy") for s, e in noise.items()},  # the rows every delta pairs with
         "teachers": teachers,
         "recommendation": _without_rows(teachers, recommend(teachers, base_test, stage)),
-        "selection": {"split": "dev", "rule": "highest dev delta of a finished trial (ties: fewer training tokens)",
+        "selection": {"split": "dev", "rule": SELECTION_RULE,
                       "confirmation": "test, each teacher's best dev configuration; the teacher chosen on dev is the "
                                       "primary hypothesis at alpha, the others Holm-adjusted among themselves "
                                       "(controls apart)", "alpha": ALPHA,
@@ -594,15 +616,18 @@ def render_markdown(r: dict, plots: list[str]) -> str:
                     _pts(t["best_dev_delta"]), _pct(t["test_accuracy"]),
                     "n/a" if t["delta"] is None else f"{_pts(t['delta'])} {_ci(t['delta_ci95'])}",
                     _num(t["p_adjusted"], ".3g"), t["verdict"]] for t in r["teachers"]])]
-    out += ["", "Ranked by the search's selection on **dev** (best dev delta of a finished trial); the first row is "
-                "the teacher chosen. Test only confirms: each teacher's best dev configuration re-trained and scored "
-                "on test. The teacher chosen on dev is the one primary hypothesis, tested at alpha on its own p-value; "
-                "the other teachers' p-values are Holm-adjusted among themselves (controls in a family of their own); "
-                f"a verdict needs the (adjusted) test to reject at alpha {ALPHA} and the interval to exclude zero. Student NLL and RSR are proxies "
-                "measured before any training: lower NLL = closer to what the student already writes; lower RSR "
-                "(Rank-Surprisal Ratio, arXiv 2601.14249: mean token rank under the student / mean NLL) = better "
-                "suited to teach it. Cut at max_tokens: the share of the teacher's train rationales that stopped at "
-                "generation.max_tokens, each counted as not correct. " + DEV_IS_SELECTION]
+    out += ["", "Ranked by the search's selection on **dev**: the highest best dev delta first (a teacher's best "
+                "trial: its highest dev delta, ties: fewer training tokens); ties between teachers: the better proxy "
+                "rank, then config order. The first row that is not a control is the teacher chosen (the first row, "
+                "when every teacher is one). Test only confirms: each teacher's best dev configuration re-trained "
+                "and scored on test. The teacher chosen on dev is the one primary hypothesis, tested at alpha on its "
+                "own p-value; the other teachers' p-values are Holm-adjusted among themselves (controls in a family "
+                f"of their own); a verdict needs the (adjusted) test to reject at alpha {ALPHA} and the interval to "
+                "exclude zero. Student NLL and RSR are proxies measured before any training: lower NLL = closer to "
+                "what the student already writes; lower RSR (Rank-Surprisal Ratio, arXiv 2601.14249: mean token rank "
+                "under the student / mean NLL) = better suited to teach it. Cut at max_tokens: the share of the "
+                "teacher's train rationales that stopped at generation.max_tokens, each counted as not correct. "
+                + DEV_IS_SELECTION]
     cut = [t["truncation_warning"] for t in r["teachers"] if t.get("truncation_warning")]
     if cut:  # the numbers in the table above measure the budget for these teachers: said next to them
         out += ["", "**Token budget:**", "", *(f"- {w}" for w in cut)]

@@ -284,6 +284,34 @@ def test_the_answer_is_chosen_on_dev_and_only_confirmed_on_test(tmp_path):
     assert r["selection"]["split"] == "dev"
 
 
+@pytest.mark.parametrize("ranks, chosen", [({QWEN: 1, GEMMA: 2}, QWEN), ({QWEN: 2, GEMMA: 1}, GEMMA),
+                                            ({QWEN: None, GEMMA: None}, GEMMA)])
+def test_a_tie_on_dev_goes_to_the_better_proxy_rank_then_config_order(tmp_path, ranks, chosen):
+    """Issue 33's fresh `make run`: both teachers' best trials scored +0.0 on dev, the stated rule was "ties: fewer
+    training tokens", yet the teacher with 90 training examples was chosen over the one with 6 (by proxy rank in the
+    recommendation, by config order in the primary hypothesis). Here QWEN trained on 15 times GEMMA's tokens and
+    comes after it in config order (SMOL, GEMMA, QWEN): the better proxy rank wins the tie, config order only
+    without ranks, and the recommendation, the primary hypothesis, the table and the stated rule all agree."""
+    run = write_run(tmp_path / "run", None, proxies={name: {"rank": rank} for name, rank in ranks.items()})
+    for tid, delta, tokens in (("t1", 0.0, 90_000), ("t2", -0.01, 90_000), ("t3", 0.0, 6_000)):
+        path = run / "trials" / tid / "trial.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "dev_delta": delta, "train_tokens": tokens}))
+    (run / "final").mkdir()
+    for f in (_final(QWEN, "t1", 0.04, [0.01, 0.07], 0.0), _final(GEMMA, "t3", 0.04, [0.01, 0.07], 0.0)):
+        (run / "final" / f"{f['teacher']}.json").write_text(json.dumps(_with_p(f, 0.004)))
+    r = report.render(run)
+    rows = {t["name"]: t for t in r["teachers"]}
+    assert rows[QWEN]["best_dev_delta"] == rows[GEMMA]["best_dev_delta"] == 0.0
+    assert r["recommendation"]["teacher"] == chosen and r["teachers"][0]["name"] == chosen
+    assert [t["name"] for t in r["teachers"] if t["hypothesis"] == "primary"] == [chosen]
+    assert r["selection"]["rule"] == report.SELECTION_RULE
+    assert ("ties: fewer training tokens, then the first trial directory by name; ties between teachers: the better "
+            "proxy rank (the search's prior), then config order") in r["selection"]["rule"]
+    md = (run / "report.md").read_text()
+    assert ("ties between teachers: the better proxy rank, then config order. The first row that is not a control "
+            "is the teacher chosen") in md
+
+
 def test_the_other_teachers_are_holm_adjusted_among_themselves(tmp_path):
     """QWEN is chosen on dev (+5) and is the primary hypothesis: raw p 0.03 with an interval above zero "improves".
     GEMMA and SMOL are the secondary family: raw p 0.03 and 0.04 become 0.06 and 0.06 under Holm, no verdict."""
