@@ -26,14 +26,15 @@ i.e. more d).
 The rules (teachers A, B, C in config order; proxy ranks drawn at random per run: under equal truth a proxy
 knows nothing, so the rates below do not favour the teacher the proxy happened to put first):
 
-    before          today's: one seeded trial per teacher (search.seed_from_proxies), the other trials to a teacher
-                    drawn uniformly (the sampler's startup), the teacher whose best trial has the highest dev delta;
-                    ties between teachers: the better proxy rank (what report.selection_key does, and what the
-                    recommendation did before the tie rule was written down; the primary hypothesis then went to
-                    config order), then config order
+    before          the search before equal budgets (2026-12-05): one seeded trial per teacher, the other trials
+                    to a teacher drawn uniformly (the sampler's startup), the teacher whose best trial has the
+                    highest dev delta; ties between teachers: the better proxy rank (what report.selection_key
+                    does, and what the recommendation did before the tie rule was written down; the primary
+                    hypothesis then went to config order), then config order
     equal budgets   every teacher floor(trials / K) trials, the remainder unspent (spending it anywhere re-creates
-                    the imbalance; whole rounds only), the same max rule and ties
-    held-out        today's budgets; each trial scored on half A of dev (n // 2), each teacher's best trial on A
+                    the imbalance; whole rounds only), the same max rule and ties: what the search does now
+                    (search/tuning.py, StudySearch)
+    held-out        the budgets of before; each trial scored on half A of dev (n // 2), each teacher's best trial on A
                     re-scored on half B (the rest), the teacher with the highest half-B delta, same ties. No extra
                     training; but records.TrialRecord keeps only the dev totals (dev_accuracy, dev_delta,
                     dev_discordance), not per-problem dev answers, so this rule needs trials to record their

@@ -23,8 +23,9 @@ under --out-root/<setting>/ (grid, search-s<seed>), logging to --out-root/logs/<
 cache_dir (--cache-dir; rationales, models and baselines are content-addressed, so the teachers generate once per
 setting). A run directory with report.json is reused; one without (killed) is continued with --resume, so running the
 script again resumes it. Each search gets search.seed=<seed> and search.trials=--trials (default: 25% of the grid's
-points rounded up, at least one per teacher). Ray: RAY_ADDRESS=local unless RAY_ADDRESS is set (each run its own
-local Ray, never a cluster left running by someone else).
+points rounded up, then down to a multiple of the teachers, at least one per teacher: the search gives every
+teacher the same number of trials and leaves a remainder unspent). Ray: RAY_ADDRESS=local unless RAY_ADDRESS is
+set (each run its own local Ray, never a cluster left running by someone else).
 
 --allocations plain,proxy adds, per seed, a search with proxy-guided allocation (search.rule_out_alpha=0.05,
 search/allocation.py: teachers whose rationales solve significantly fewer train problems than the best teacher's get
@@ -132,7 +133,8 @@ def plan_setting(name: str, config: str, overrides: list[str], trials: int | Non
 
     cfg = load_config(ROOT / config, [*overrides, "search.strategy=grid"])
     points = grid_points(list(cfg.teachers), cfg.search, where=config)
-    budget = trials if trials is not None else max(math.ceil(0.25 * len(points)), len(cfg.teachers))
+    k = len(cfg.teachers)  # the search spends a multiple of the teachers (equal budgets, search/tuning.py)
+    budget = trials if trials is not None else max(math.ceil(0.25 * len(points)) // k * k, k)
     return {"name": name, "config": config, "overrides": overrides, "teachers": list(cfg.teachers),
             "grid_points": len(points), "trials": budget,
             "seed_points_only": cfg.search.seed_from_proxies and budget <= len(cfg.teachers)}
@@ -435,7 +437,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=None, help="searches per setting, search.seed 0..K-1 "
                                                                 "(default 3, 2 with --smoke)")
     parser.add_argument("--trials", type=int, default=None, help="search.trials of each search (default: 25%% of "
-                                                                 "the grid rounded up, at least the teachers)")
+                                                                 "the grid rounded up, then down to a multiple of "
+                                                                 "the teachers, at least the teachers)")
     parser.add_argument("--cache-dir", help="cache_dir every run shares (default: $COTGAP_CACHE or "
                                             "~/.cache/cotgap_ray; <out-root>/cache with --smoke)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -211,8 +211,8 @@ class SearchConfig:
                                  "python -m cotgap_ray.validate; search.trials, asha, seed_from_proxies and "
                                  "rule_out_alpha are ignored); needs a finite space: choices, integer ranges of at "
                                  "most 16 values, one learning rate [v, v]")
-    trials: int = _f(8, "fine-tunes the search may run in all (at least one per teacher); strategy grid: ignored, "
-                        "it runs every point")
+    trials: int = _f(8, "fine-tunes the search may run in all (at least one per teacher), split equally among the "
+                        "teachers searched: a remainder is left unspent; strategy grid: ignored, it runs every point")
     filter_chains: dict = _f(
         {"correct": [{"name": "correct_only"}],
          "correct_dedupe_short": [{"name": "correct_only"}, {"name": "dedupe"},

@@ -158,6 +158,64 @@ def test_the_search_never_hands_out_a_point_twice_and_ends_when_the_space_is_spe
     assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL) for t in repeats)
 
 
+def test_the_search_gives_every_teacher_the_same_number_of_trials():
+    """Equal budgets (#33 point 3): the first points go out first, then each trial to the teacher with the fewest
+    trials (ties: the order given, proxy order), TPE sampling the rest of the point; a repeat keeps its teacher. A
+    teacher with more trials would have more draws at the best dev delta (benchmarks/choice_simulation.py). The
+    budget is search.trials rounded down to a multiple of the teachers (no Ray started)."""
+    from functools import partial
+
+    from cotgap_ray.search.space import seed_points
+    from cotgap_ray.search.tuning import StudySearch, equal_budget
+
+    teachers = ["tiny:llama@1", "tiny:llama@2", "tiny:llama@3"]
+    search = SearchConfig(strategy="optuna", filter_chains={"all": []}, lora_rank=[4, 8], lora_alpha_ratio=[2.0],
+                          learning_rate=[0.001, 0.01], epochs=[1, 2])
+    by_rank = [teachers[2], teachers[0], teachers[1]]
+    seeds = seed_points(by_rank, search)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for seed in range(3):  # the teacher never depends on what the sampler draws
+        searcher = StudySearch(space=partial(search_space, teachers=teachers, search=search), metric="dev_delta",
+                               mode="max", sampler=optuna.samplers.TPESampler(seed=seed), teachers=by_rank,
+                               first_points=seeds)
+        given = []
+        for i in range(9):
+            config = searcher.suggest(f"t{i}")
+            given.append(config["teacher"])
+            # the first teacher looks best: a sampled teacher would go to it; the round-robin does not
+            searcher.on_trial_complete(f"t{i}", {"dev_delta": 0.1 if config["teacher"] == teachers[2] else 0.0,
+                                                 "epoch": config["lora.epochs"], "status": "ok"})
+            if i < 3:
+                assert config == seeds[i]  # the proxy-seeded first look, whole
+        assert given == by_rank * 3
+        assert searcher.suggest("t8") == searcher.suggest("t8")  # asked again for a trial it holds: the same point
+    assert [equal_budget(t, 3) for t in (3, 4, 5, 6, 8)] == [3, 3, 3, 6, 6] and equal_budget(4, 2) == 4
+
+
+def test_a_repeated_point_keeps_its_teacher_and_a_spent_teacher_ends_the_search():
+    """A finite space of 2 points per teacher: every trial gets a new point of its round-robin teacher, and when that
+    teacher has none left the search ends instead of giving another teacher an extra draw (no Ray started)."""
+    from functools import partial
+
+    from ray.tune.search import Searcher
+
+    from cotgap_ray.search.tuning import StudySearch
+
+    search = SearchConfig(strategy="optuna", filter_chains={"all": []}, lora_rank=[4, 8], lora_alpha_ratio=[2.0],
+                          learning_rate=[0.01, 0.01], epochs=[1])
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    searcher = StudySearch(space=partial(search_space, teachers=TEACHERS, search=search), metric="dev_delta",
+                           mode="max", sampler=optuna.samplers.TPESampler(seed=0), teachers=TEACHERS)
+    handed = []
+    for i in range(6):
+        config = searcher.suggest(f"t{i}")
+        if config == Searcher.FINISHED:
+            break
+        handed.append((config["teacher"], point_key(config)))
+        searcher.on_trial_complete(f"t{i}", {"dev_delta": 0.0, "epoch": 1, "status": "ok"})
+    assert [t for t, _ in handed] == TEACHERS * 2 and len({k for _, k in handed}) == 4
+
+
 # ------------------------------------------------------------------------------------------ end to end (Ray)
 
 GRID_OVERRIDES = ["search.strategy=grid", "search.filter_chains={all: []}", "search.lora_rank=[4]",

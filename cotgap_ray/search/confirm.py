@@ -21,7 +21,8 @@ from cotgap_ray.records import FinalRecord, SeedRecord, TeacherRef, TrialRecord,
 
 
 def best_trial(records: dict[str, TrialRecord], teacher: str) -> TrialRecord | None:
-    """The teacher's trial with the highest dev delta (ties: fewer tokens) among those that trained and were scored:
+    """The teacher's trial with the highest dev delta (ties: fewer training tokens, then the first trial directory by
+    name: `records` is in that order, load_records, and max keeps the first) among those that trained and were scored:
     finished ones and ones ASHA stopped early. A stopped trial stands for what dev measured: its planned schedule,
     stopped after the epochs it reached (so a teacher whose trials were all stopped is still confirmed)."""
     done = [r for r in records.values()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 import time
 from dataclasses import replace
 from functools import partial
@@ -186,28 +187,67 @@ MAX_REPEATS = 32
 
 
 class StudySearch(OptunaSearch):
-    """OptunaSearch whose SQLite study may be ahead of Tune's experiment checkpoint, and which never hands out the
-    same point twice.
+    """OptunaSearch whose SQLite study may be ahead of Tune's experiment checkpoint, which never hands out the same
+    point twice, and which gives every searched teacher the same number of trials.
+
+    Equal budgets (issue 33 point 3): the answer is the teacher with the highest best-trial dev delta, so a teacher
+    with more trials has more draws at the maximum and wins by chance (benchmarks/choice_simulation.py: 49.6% instead
+    of 1/3 for the teacher with the extra trial of 4, no teacher better). So the teacher of each trial is not sampled:
+    `first_points` (the proxy-seeded first look, space.seed_points) go out first, then each trial goes to the teacher
+    with the fewest trials so far, ties to the earlier one in `teachers` (proxy order), and TPE samples the rest of
+    the point with that teacher fixed (an enqueued study trial with partial params). run_search sets the budget to a
+    multiple of the number of teachers. A searcher pickled before this (an older run's --resume) has neither list and
+    samples the teacher as it did.
 
     A driver killed after Optuna recorded a trial as finished but before Tune checkpointed it restores that trial as
     unfinished; its (replayed) results then reach a study trial that is already complete, and plain OptunaSearch
-    crashes with UpdateFinishedTrialError. The study already holds exactly that outcome, so it is skipped.
+    crashes with UpdateFinishedTrialError. The study already holds exactly that outcome, so it is skipped. The points
+    still to hand out are searcher state, enqueued in the study only when Tune asks for a trial (not up front, as
+    OptunaSearch's points_to_evaluate would): Tune pickles them with its experiment checkpoint, so after --resume
+    they agree with the trials Tune knows about.
 
     TPE proposes points it has tried before, most of all in a small finite space (a proxy-guided search over one
     teacher, 4 points, proposed 2 of its 5 points twice on 2026-12-02 and trained them again). A repeat costs a
     fine-tune and measures nothing new: its study trial is closed with the earlier trial's value (or as failed while
-    that one runs) and the sampler is asked again; after MAX_REPEATS repeats the first untried point of a finite space
-    is taken, and when every point has been tried the search ends (Searcher.FINISHED) with its budget unspent.
-    Module level, not nested: Tune pickles the searcher into its experiment checkpoint."""
+    that one runs) and the sampler is asked again (same teacher); after MAX_REPEATS repeats the first untried point
+    of that teacher in a finite space is taken, and when it has none the search ends (Searcher.FINISHED) with its
+    budget unspent. Module level, not nested: Tune pickles the searcher into its experiment checkpoint."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, teachers: list[str] | None = None, first_points: list[dict] | None = None, **kwargs):
         self._given: dict[str, str] = {}  # point key -> the Tune trial it was handed to
+        self._teachers = list(teachers or [])  # the round-robin order; empty: the sampler picks the teacher
+        self._todo = list(first_points or [])  # whole points handed out first, in order
+        self._planned: dict[str, str] = {}  # Tune trial id -> the teacher it was given
         super().__init__(*args, **kwargs)
+
+    def _fixed_params(self, trial_id: str, attempt: int):
+        """The params fixed in the study trial about to be asked for `trial_id` (None: all sampled; FINISHED: none
+        left). Attempt 0 takes the next first point when there is one; later attempts (after a repeat) keep the
+        trial's teacher."""
+        state = self.__dict__  # setdefault/get: a searcher pickled before these existed (an older run's --resume)
+        planned = state.setdefault("_planned", {})
+        if attempt == 0 and state.get("_todo"):
+            point = self._todo.pop(0)
+            planned[trial_id] = point["teacher"]
+            return point
+        teachers = state.get("_teachers")
+        if not teachers:
+            return None
+        if trial_id not in planned:
+            counts = Counter(planned.values())
+            planned[trial_id] = min(teachers, key=lambda t: (counts[t], teachers.index(t)))
+        return {"teacher": planned[trial_id]}
 
     def suggest(self, trial_id: str):
         from cotgap_ray.search.space import point_key
 
-        for _ in range(MAX_REPEATS):
+        for attempt in range(MAX_REPEATS):
+            if trial_id not in optuna_trials_of(self):  # asked again for a trial it holds: the same point
+                fixed = self._fixed_params(trial_id, attempt)
+                if fixed == Searcher.FINISHED:
+                    return fixed
+                if fixed:
+                    optuna_study_of(self).enqueue_trial(fixed)  # the next ask() takes it (define-by-run)
             config = super().suggest(trial_id)
             if not isinstance(config, dict):
                 return config
@@ -216,13 +256,17 @@ class StudySearch(OptunaSearch):
             if owner == trial_id:
                 return config
             self._close_repeat(trial_id, owner)
-        untried = self._untried_point()
+        teacher = self.__dict__.get("_planned", {}).get(trial_id)
+        untried = self._untried_point(teacher)
         if untried is None:
-            print(f"search: every point of the space has been tried; the search ends after {len(self._given)} "
-                  f"trials")
+            print(f"search: every point of the space has been tried{f' for {teacher}' if teacher else ''}; the "
+                  f"search ends after {len(self._given)} trials")
             return Searcher.FINISHED
         optuna_study_of(self).enqueue_trial(untried)  # the next ask() takes it
-        return self.suggest(trial_id)
+        config = super().suggest(trial_id)
+        if isinstance(config, dict):
+            self._given.setdefault(point_key(config), trial_id)
+        return config
 
     def _close_repeat(self, trial_id: str, owner: str) -> None:
         """Close the study trial that repeated `owner`'s point: with owner's value when it has one, else failed."""
@@ -235,9 +279,9 @@ class StudySearch(OptunaSearch):
         else:
             optuna_study_of(self).tell(repeat, state=optuna.trial.TrialState.FAIL)
 
-    def _untried_point(self) -> dict | None:
-        """The first point of the space (grid order) no trial has had; None when the space is infinite (a searched
-        continuous range) or exhausted."""
+    def _untried_point(self, teacher: str | None = None) -> dict | None:
+        """The first point of the space (grid order) no trial has had, of `teacher` when given; None when the space is
+        infinite (a searched continuous range) or exhausted."""
         from cotgap_ray.config import ConfigError
         from cotgap_ray.search.space import grid_points, point_key
 
@@ -247,7 +291,8 @@ class StudySearch(OptunaSearch):
             points = grid_points(space["teachers"], space["search"])
         except (ConfigError, KeyError):
             return None
-        return next((p for p in points if point_key(p) not in self._given), None)
+        return next((p for p in points if point_key(p) not in self._given and teacher in (None, p["teacher"])),
+                    None)
 
     def on_trial_result(self, trial_id, result):
         try:
@@ -290,12 +335,17 @@ class GridSearch(StudySearch):
         self._grid_todo = list(points)
         super().__init__(*args, **kwargs)
 
-    def suggest(self, trial_id: str):
-        if trial_id not in optuna_trials_of(self):
-            if not self._grid_todo:
-                return Searcher.FINISHED
-            optuna_study_of(self).enqueue_trial(self._grid_todo.pop(0))  # the next ask() takes it (define-by-run)
-        return super().suggest(trial_id)
+    def _fixed_params(self, trial_id: str, attempt: int):
+        if attempt:  # a grid point is never a repeat; kept for the protocol
+            return None
+        return self._grid_todo.pop(0) if self._grid_todo else Searcher.FINISHED
+
+
+def equal_budget(trials: int, teachers: int) -> int:
+    """The trials an Optuna search runs: search.trials rounded down to a multiple of the teachers searched, so each
+    gets the same number (StudySearch); at least one each (space.validate_space refuses fewer trials than teachers
+    in the config, and the usable / allocation stages only remove teachers)."""
+    return max(1, trials // max(1, teachers)) * max(1, teachers)
 
 
 STUDY_FILE = "optuna.journal"
@@ -327,7 +377,8 @@ def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], pro
 
     grid = grid_points(list(cfg.teachers), cfg.search) if cfg.search.strategy == "grid" else None
     searched = list(cfg.teachers) if grid is not None or searched is None else searched
-    budget = len(grid) if grid is not None else cfg.search.trials
+    # Equal budgets (StudySearch): every searched teacher the same number of trials, the remainder unspent
+    budget = len(grid) if grid is not None else equal_budget(cfg.search.trials, len(searched))
     previous = load_records(run_dir)
     done = {key: [_epoch_result(rec, e) for e in rec.epochs]
                  or [no_data_report(rec.trial_id, rec.teacher, rec.rationales_kept, rec.filter_report, rec.error)]
@@ -349,27 +400,36 @@ def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], pro
               f"to a grid)"
               + (f"; {len(done)} finished earlier" if done else ""))
     else:
-        print(f"\nsearch: {cfg.search.trials} trials, up to {concurrent} at once, per trial {per_trial_request(cfg)}"
+        print(f"\nsearch: {budget} trials, {budget // len(searched)} per teacher, up to {concurrent} at once, per "
+              f"trial {per_trial_request(cfg)}"
               + (f"; {len(searched)} of {len(cfg.teachers)} teachers" if len(searched) < len(cfg.teachers) else "")
               + (f"; {len(done)} finished earlier" if done else ""))
+        if budget < cfg.search.trials:
+            print(f"  note: search.trials={cfg.search.trials} is not a multiple of the {len(searched)} teachers "
+                  f"searched: {cfg.search.trials - budget} trial(s) unspent, so that no teacher gets more draws at "
+                  f"the best dev delta than another (docs/statistics.md, \"Winner's curse\"); set search.trials to "
+                  f"a multiple of {len(searched)} to spend them")
     if resume and tune.Tuner.can_restore(str(tune_dir / "search")):
         tuner = tune.Tuner.restore(str(tune_dir / "search"), trainable=trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
-        points = None  # a grid hands out its points itself (GridSearch)
+        # The round-robin order: best proxy first (config order where a teacher has no proxy rank)
+        order = {spec: i for i, spec in enumerate(searched)}
+        teachers_by_rank = sorted(searched, key=lambda s: (proxies.get(teacher_names[s], {}).get("rank", math.inf),
+                                                          order[s]))
+        points = []
         if grid is None and cfg.search.seed_from_proxies:
             from cotgap_ray.search.usable import decide
 
-            teachers_by_rank = sorted(searched, key=lambda s: proxies[teacher_names[s]]["rank"])
             # Each teacher's first trial on a chain that keeps some of its rationales (the first chain's when it does)
             usable = decide(tables, cfg.search, cfg.generation.max_tokens, [teacher_names[s] for s in searched])
             points = seed_points(teachers_by_rank, cfg.search,
                                  {s: usable["teachers"][teacher_names[s]]["seed"] for s in searched})
-        searcher = (partial(GridSearch, points=grid) if grid is not None else StudySearch)(
+        searcher = (partial(GridSearch, points=grid) if grid is not None
+                    else partial(StudySearch, teachers=teachers_by_rank, first_points=points))(
             # a partial, not a lambda: Tune pickles the searcher into its experiment checkpoint (resume)
             space=partial(search_space, teachers=list(searched), search=cfg.search), metric="dev_delta",
             mode="max",
-            points_to_evaluate=points,
             sampler=optuna.samplers.TPESampler(seed=cfg.search.seed),
             storage=study_storage(run_dir),
             study_name=f"cotgap-{cfg.fingerprint()}")
