@@ -193,7 +193,7 @@ class TrainConfig:
 
 
 # (section, key) -> the value that reproduces the behaviour from before the key existed (ExperimentConfig.fingerprint).
-ADDED_KEYS = {("search", "rule_out_alpha"): None}
+ADDED_KEYS = {("search", "rule_out_alpha"): None, (None, "students"): []}
 # Keys that say where or how robustly a run executes, never what it computes: left out of the fingerprint, so a run
 # moved to another storage mount, resumed with more retries or evaluation engines, or given longer to wait for its
 # generation nodes, is the same experiment.
@@ -290,6 +290,9 @@ class ExperimentConfig:
     name: str = _f("default", "experiment name (run directory, report title)")
     student: str = _f("packaged:smollm2-135m-instruct",
                       "student model spec (packaged:<name> | tiny:<name>[@seed] | local dir | hub id)")
+    students: list = _f([], "several students in one run (teacher-student pairs, search/pairs.py): each gets its own "
+                            "baseline, proxies, search and test confirmation on rationales generated once, "
+                            "search.trials split equally among them; empty: the one `student`")
     teachers: list = _f([], "candidate teacher model specs")
     task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "the task and its splits"})
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "generation engine"})
@@ -329,8 +332,9 @@ class ExperimentConfig:
         for section, key in OPERATIONAL_KEYS:
             (data if section is None else data.get(section, {})).pop(key, None)
         for (section, key), neutral in ADDED_KEYS.items():
-            if key in data.get(section, {}) and data[section][key] == neutral:
-                del data[section][key]
+            holder = data if section is None else data.get(section, {})
+            if key in holder and holder[key] == neutral:
+                del holder[key]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

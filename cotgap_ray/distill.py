@@ -144,6 +144,9 @@ def _main(argv: list[str] | None) -> int:
 
     args = _parse(argv)
     cfg = load(args)
+    from cotgap_ray.search.pairs import one_student_only
+
+    one_student_only(cfg, "distill")
     if len(args.teacher) != 1:
         raise ConfigError(f"name exactly one teacher: --teacher NAME with NAME one of {', '.join(cfg.teachers)}"
                           + (f" (got {len(args.teacher)})" if args.teacher else ""))

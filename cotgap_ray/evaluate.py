@@ -59,6 +59,10 @@ def _main(argv: list[str] | None) -> int:
 
     args = _parse(argv)
     cfg = load(args, task_overrides(args.task_path, []), task=args.task)
+    if not args.model:
+        from cotgap_ray.search.pairs import one_student_only
+
+        one_student_only(cfg, "evaluate", flag="--model")
     spec = args.model or cfg.student
     from cotgap_ray.preflight import config_models, preflight
 

@@ -43,7 +43,11 @@ def preflight(cfg, *, models: list[tuple[str, str]] | None = None, out: str | No
 
     models = config_models(cfg) if models is None else models
     offline_unless_hub([spec for _, spec in models])  # before huggingface_hub is imported (check_spec may)
-    _check(lambda: check_student(cfg.student), cfg.source("student"))  # its message names the key
+    if cfg.students:  # several students (search/pairs.py): each is a student
+        for i, spec in enumerate(cfg.students):
+            _check(lambda: check_student(spec), f"{cfg.source(f'students.{i}')}: students[{i}]")  # noqa: B023
+    else:
+        _check(lambda: check_student(cfg.student), cfg.source("student"))  # its message names the key
     for where, spec in models:
         _check(lambda: check_spec(spec), where)  # noqa: B023 - called at once, in this iteration
     from cotgap_ray.storage import default_run_dir, storage_root
@@ -62,9 +66,12 @@ def preflight(cfg, *, models: list[tuple[str, str]] | None = None, out: str | No
 
 
 def config_models(cfg, student: bool = True, teachers: bool = True) -> list[tuple[str, str]]:
-    """(where, spec) of the config's student and each teacher, e.g. ("exp.yaml:9: teachers[1]", "tiny:llama@2").
-    A model named by a flag instead is given as (flag, spec), e.g. ("--model", "./my-model")."""
-    return ([(f"{cfg.source('student')}: student", cfg.student)] if student else []) + (
+    """(where, spec) of the config's student (each of students, when set) and each teacher, e.g.
+    ("exp.yaml:9: teachers[1]", "tiny:llama@2"). A model named by a flag instead is given as (flag, spec), e.g.
+    ("--model", "./my-model")."""
+    students = ([(f"{cfg.source(f'students.{i}')}: students[{i}]", spec) for i, spec in enumerate(cfg.students)]
+                if cfg.students else [(f"{cfg.source('student')}: student", cfg.student)])
+    return (students if student else []) + (
         [(f"{cfg.source(f'teachers.{i}')}: teachers[{i}]", spec) for i, spec in enumerate(cfg.teachers)]
         if teachers else [])
 

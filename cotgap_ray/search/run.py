@@ -498,17 +498,30 @@ def _main(argv: list[str] | None) -> int:
         raise InputError(f"--rates {args.rates}: only --plan uses rates; add --plan, or drop --rates")
     cfg = load(args)
     from cotgap_ray.preflight import preflight
+    from cotgap_ray.search import pairs
 
+    pairs.check_students(cfg)
     preflight(cfg, out=args.out, out_is_run_dir=True, work=("generation", "evaluator", "finetune"))
     if args.plan:  # stage 1's cheap checks and the splits, then the plan: no model, no Ray started, no run directory
         from cotgap_ray.search.plan import print_plan
 
-        with work_output(args.json):
-            splits, _ = validate(cfg)
-        print_plan(cfg, splits, rates_file=args.rates, as_json=args.json)
+        if not cfg.students:
+            with work_output(args.json):
+                splits, _ = validate(cfg)
+            print_plan(cfg, splits, rates_file=args.rates, as_json=args.json)
+            return 0
+        plans = {}
+        for name, one in pairs.student_configs(cfg):  # one plan per student (the teachers' generation is shared)
+            with work_output(args.json):  # with --json the tables go to stderr, one JSON object to stdout
+                splits, _ = validate(one)
+                print(f"\n=== student {one.student} (search.trials {one.search.trials} of {cfg.search.trials}; "
+                      f"rationales shared with the other students) ===")
+                plans[name] = print_plan(one, splits, rates_file=args.rates)
+        if args.json:
+            print(json.dumps({"students": plans}, indent=2))
         return 0
     with work_output(args.json):
-        run_dir = run(cfg, args.out, args.resume)
+        run_dir = (pairs.run_pairs if cfg.students else run)(cfg, args.out, args.resume)
     if args.json:
         print((run_dir / "report.json").read_text())
     return 0

@@ -1,0 +1,107 @@
+"""Teacher-student pairs (search/pairs.py): `students: [...]` checked before anything starts (each error naming its
+key), the budget split equally among students (a remainder unspent), each student's config the same experiment as a
+single-student run, one-student commands refusing a students list, and `--plan` per student (no Ray). End to end
+(marked ray + search): the smoke experiment with two students in one run, every teacher's rationales generated once
+for both, a baseline per student and the matrix report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cotgap_ray.config import ConfigError, load_config
+from cotgap_ray.search.pairs import check_students, one_student_only, student_configs, student_names
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "experiments" / "smoke.yaml"
+TWO = ["students=[tiny:llama, tiny:llama@3]"]
+
+
+def test_the_budget_is_split_equally_among_students_and_each_is_a_single_student_run():
+    cfg = load_config(SMOKE, [*TWO, "search.trials=9"])
+    check_students(cfg)
+    configs = student_configs(cfg)
+    assert [name for name, _ in configs] == student_names(cfg) == ["tiny-llama@1234", "tiny-llama@3"]
+    assert [one.student for _, one in configs] == ["tiny:llama", "tiny:llama@3"]
+    assert all(one.students == [] and one.search.trials == 4 for _, one in configs)  # 9 // 2, one unspent
+    # the same experiment as a single-student run of that student with that budget: one fingerprint
+    alone = load_config(SMOKE, ["student=tiny:llama@3", "search.trials=4"])
+    assert configs[1][1].fingerprint() == alone.fingerprint()
+    assert load_config(SMOKE).fingerprint() == load_config(SMOKE, ["students=[]"]).fingerprint()  # old runs resume
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["students=[tiny:llama, tiny:llama]"], ["listed twice"]),
+    (["students=[tiny:llama, 3]"], ["list of model specs"]),
+    (["students=[tiny:llama@1, tiny:llama@3]"], ["student 'tiny:llama'", "smoke.yaml:", "add it to students"]),
+    ([*TWO, "search.trials=3"], ["search.trials=3", "2 students (1 each)", "2 teachers", ">= 4"]),
+])
+def test_a_students_list_that_cannot_run_is_refused_by_name(overrides, words):
+    cfg = load_config(SMOKE, overrides)
+    with pytest.raises(ConfigError) as e:
+        check_students(cfg)
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_one_student_commands_refuse_a_students_list():
+    cfg = load_config(SMOKE, TWO)
+    with pytest.raises(ConfigError, match="override students=\\[\\] student=<one of them>"):
+        one_student_only(cfg, "distill")
+    with pytest.raises(ConfigError, match="give --model"):
+        one_student_only(cfg, "evaluate", flag="--model")
+    one_student_only(load_config(SMOKE), "distill")  # one student: nothing to refuse
+
+
+def _cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    # RAY_ADDRESS=local: --plan sizes this machine instead of joining a cluster someone left running
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0", "PYTHONFAULTHANDLER": "1",
+           "RAY_ADDRESS": "local"}
+    return subprocess.run([sys.executable, "-m", "cotgap_ray.search", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=cwd)
+
+
+def test_plan_prints_one_plan_per_student_and_a_bad_list_exits_2(tmp_path):
+    """--plan loads no model and starts no Ray: one plan per student, each with its share of search.trials."""
+    done = _cli("--config", str(SMOKE), "--plan", "--json", *TWO, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    plans = json.loads(done.stdout)["students"]
+    assert list(plans) == ["tiny-llama@1234", "tiny-llama@3"]
+    bad = _cli("--config", str(SMOKE), "--plan", "students=[tiny:llama, control:oracle]", cwd=tmp_path)
+    assert bad.returncode == 2 and "students[1]" in bad.stderr and "control teacher" in bad.stderr, bad.stderr
+
+
+# ------------------------------------------------------------------------------------------ end to end (Ray)
+
+
+@pytest.mark.ray
+@pytest.mark.search
+def test_two_students_in_one_run_share_the_rationales_and_get_a_matrix(tmp_path):
+    """Two tiny students x the smoke's two teachers, one trial per cell: each student's own run directory (baseline,
+    trials, confirmation, report), every teacher's rationales generated once in all (the cache manifest's runs
+    generated each shard once), and the parent's matrix report."""
+    done = _cli("--config", str(SMOKE), "--out", str(tmp_path / "run"), f"cache_dir={tmp_path / 'cache'}", *TWO,
+                "search.trials=4", "search.epochs=[1]", "search.filter_chains={all: []}", "confirm.seeds=1",
+                cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    run = tmp_path / "run"
+    baselines = {}
+    for name in ("tiny-llama@1234", "tiny-llama@3"):
+        sub = run / "students" / name
+        report = json.loads((sub / "report.json").read_text())
+        trials = [json.loads(p.read_text()) for p in (sub / "trials").glob("*/trial.json")]
+        assert sorted(t["teacher"] for t in trials) == ["tiny-llama@1", "tiny-llama@2"]  # one trial per cell
+        baselines[name] = json.loads((sub / "baseline.json").read_text())
+    assert baselines["tiny-llama@1234"] != baselines["tiny-llama@3"]  # each student measured on its own
+    manifests = list((tmp_path / "cache").rglob("manifest.json"))
+    rationale_manifests = [m for m in manifests if json.loads(m.read_text()).get("runs") is not None]
+    assert len(rationale_manifests) == 2, manifests  # one cache per teacher, shared by both students
+    for path in rationale_manifests:
+        manifest = json.loads(path.read_text())
+        assert sum(r.get("generated_shards", 0) for r in manifest["runs"]) == manifest["n_shards"], manifest["runs"]
+    top = json.loads((run / "report.json").read_text())
+    assert (run / "report.md").is_file() and top["pairs"]["students"]
