@@ -686,15 +686,31 @@ def render_markdown(r: dict, plots: list[str]) -> str:
     return "\n".join(out)
 
 
+def save_figure(fig, path) -> None:
+    """Write a matplotlib Figure as PNG on its own Agg canvas: no pyplot global state, safe in any thread."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def delta_point(ax, x: float, delta: float, ci95: list | None, name: str, **style) -> None:
+    """One delta on a capacity-gap plot: at x (a fraction, drawn in %/points), the delta in points with its 95%
+    interval as error bars (none when there is no interval), annotated with `name`; `style` goes to errorbar
+    (fmt, color, label for a legend...) over the defaults."""
+    lo, hi = ci95 or (delta, delta)
+    ax.errorbar(100 * x, 100 * delta, yerr=[[100 * (delta - lo)], [100 * (hi - delta)]],
+                **{"capsize": 4, "fmt": "o", **style})
+    ax.annotate(name, (100 * x, 100 * delta), xytext=(5, 5), textcoords="offset points", fontsize=8)
+
+
 def plot(r: dict, run_dir: Path) -> list[str]:
     """The PNGs that have data: capacity_gap.png, trials.png, cost.png. Returns their file names."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg on its own canvas: no pyplot global state
     from matplotlib.figure import Figure
 
     def save(fig, name):
-        FigureCanvasAgg(fig)
-        fig.tight_layout()
-        fig.savefig(run_dir / name, dpi=100)
+        save_figure(fig, run_dir / name)
         written.append(name)
 
     written: list[str] = []
@@ -703,11 +719,7 @@ def plot(r: dict, run_dir: Path) -> list[str]:
         fig = Figure(figsize=(6, 4))
         ax = fig.subplots()
         for t in gap:
-            lo, hi = t["delta_ci95"] or (t["delta"], t["delta"])
-            ax.errorbar(100 * t["teacher_accuracy"], 100 * t["delta"], capsize=4, fmt="o",
-                        yerr=[[100 * (t["delta"] - lo)], [100 * (hi - t["delta"])]])
-            ax.annotate(t["name"], (100 * t["teacher_accuracy"], 100 * t["delta"]), xytext=(5, 5),
-                        textcoords="offset points", fontsize=8)
+            delta_point(ax, t["teacher_accuracy"], t["delta"], t["delta_ci95"], t["name"])
         ax.axhline(0, color="grey", lw=1)
         ax.margins(x=0.3)  # room for the labels
         ax.set(xlabel="teacher accuracy on train (%)", ylabel="student test delta (points, 95% CI)",

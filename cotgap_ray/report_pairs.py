@@ -1,0 +1,257 @@
+"""The teacher-student pairs matrix: several students' report.json dicts -> one answer to "which pair?".
+
+A multi-student run keeps one complete single-student run per student (runs/<name>/students/<student>/, each with
+its report.json from report.py); this module reads only those dicts (no files, no Ray) and builds the top-level
+matrix: per student its baseline, the teacher chosen on dev and its final test accuracy; per student x teacher the
+confirmed test delta over THAT student's baseline; and the pair with the best final test accuracy.
+Named report_pairs.py (not pairs_report.py) so it sorts beside report.py, whose rules it reuses and never restates:
+chosen_on_dev, the verdicts and adjusted p-values judge() wrote, the formatting and plot helpers.
+
+    build_pairs({"smollm2-135m": report_a, "qwen2.5-0.5b": report_b})
+      -> {"students": [...], "matrix": {"teachers": [...], "cells": {student: {teacher: cell}}},
+          "answer": {"student": "smollm2-135m", "teacher": "qwen2.5-coder-0.5b-instruct", "text": "Best pair: ..."}}
+
+What each number is (fractions in JSON, points in text):
+- baseline: report.json's baseline.test (the baseline stage: accuracy, its 95% interval, n).
+- final test accuracy: with a teacher, that teacher's confirmed test_accuracy, the adapter's mean test accuracy over
+  seeds, which compare_seeds makes exactly the baseline its delta pairs with (the evaluation engine's own) + delta;
+  that baseline may differ from baseline.test by the engine's A/A noise (report.md's baseline table shows both).
+  Without one, the student's own baseline.test accuracy: the student is used as it is.
+- the teacher a student uses: report.json's recommendation.teacher (chosen on dev, a positive confirmed delta, not
+  degrading; `clear` when its test tells it from zero), never a control: a control (control:..., controls.py) is a
+  check of the protocol, so unlike report.py, which recommends one when every teacher is a control, here it is never
+  the answer.
+- teacher-student gap: the teacher's accuracy on its train rationales (proxies' teacher_accuracy, pass@1, the one
+  per-teacher accuracy report.json holds) minus the student's baseline test accuracy: two splits and two decodings,
+  so it places a pair on the capacity-gap axis, it is not a difference measured on one set of problems.
+- comparisons between students: report.json drops the per-problem test answers (report._without_rows), so two
+  students' finals cannot be paired problem by problem (final/<teacher>.json's test_correct_by_seed could be; not
+  read here); every comparison says "not tested" and gives the point estimates only. report.json holds no model
+  size, so of two students the "weaker" is the one with the lower baseline test accuracy. The best pair itself is
+  picked on those test point estimates: a selection across students, so its accuracy is optimistic (within a
+  student the teacher was chosen on dev and only confirmed on test).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from cotgap_ray import controls
+from cotgap_ray.report import _ci, _names, _pct, _pts, _table, chosen_on_dev, delta_point, save_figure
+
+ABSENT = "absent: not a teacher of this student's run"
+NOT_TESTED = ("not tested: report.json keeps no per-problem test answers, so two students' finals cannot be paired "
+              "problem by problem")
+SELECTION = ("the best pair is a selection on test across students, so its accuracy is optimistic; within a student "
+             "the teacher was chosen on dev and only confirmed on test")
+GAP_IS = ("teacher-student gap: the teacher's accuracy on its train rationales (pass@1) minus the student's baseline "
+          "accuracy on test")
+
+
+def _baseline(r: dict) -> dict | None:
+    test = (r.get("baseline") or {}).get("test")
+    return {k: test.get(k) for k in ("accuracy", "ci95", "n")} if test else None
+
+
+def _cell(t: dict | None, chosen: dict | None, base: float | None) -> dict:
+    """One student x teacher cell from that student's report.json teacher entry (None: not in its run)."""
+    if t is None:
+        return {"present": False, "control": None, "chosen_on_dev": False, "test_accuracy": None, "delta": None,
+                "delta_ci95": None, "p_adjusted": None, "hypothesis": None, "verdict": ABSENT,
+                "teacher_accuracy": None, "gap": None}
+    acc = t.get("teacher_accuracy")
+    return {"present": True, "control": t.get("control"), "chosen_on_dev": t is chosen,
+            "test_accuracy": t.get("test_accuracy"), "delta": t.get("delta"), "delta_ci95": t.get("delta_ci95"),
+            "p_adjusted": t.get("p_adjusted"), "hypothesis": t.get("hypothesis"),
+            # judge()'s verdict when confirmed, else why not (not confirmed, no usable data, ruled out, ...)
+            "verdict": t.get("verdict"), "teacher_accuracy": acc,
+            "gap": None if acc is None or base is None else acc - base}
+
+
+def _student(name: str, r: dict, chosen: dict | None) -> dict:
+    """A student's row: baseline, the dev choice, the teacher it uses (or none) and its final test accuracy."""
+    base = _baseline(r)
+    rec = r.get("recommendation") or {}
+    by_name = {t["name"]: t for t in r.get("teachers", [])}
+    used = by_name.get(rec.get("teacher"))
+    if used is not None and controls.is_control(used["spec"]):  # every teacher a control: a check, not an answer
+        used = None
+    no_teacher = None if used is not None else (  # why the student is used as it is
+        "no teacher chosen yet" if chosen is None else
+        "the teacher chosen on dev is a control" if controls.is_control(chosen["spec"]) else
+        f"{chosen['name']}, chosen on dev, is not confirmed on test yet" if chosen.get("delta") is None else
+        f"{chosen['name']}, chosen on dev, degrades it" if chosen.get("verdict") == "degrades" else
+        f"{chosen['name']}, chosen on dev, does not improve it on test")
+    final = used["test_accuracy"] if used else base["accuracy"] if base else None
+    return {"name": name, "spec": r.get("student"), "baseline_test": base,
+            "chosen_on_dev": None if chosen is None else {"teacher": chosen["name"], "verdict": chosen["verdict"],
+                                                          "control": chosen.get("control")},
+            "teacher": used["name"] if used else None, "clear": bool(used and rec.get("clear")),
+            "delta": used["delta"] if used else None, "delta_ci95": used["delta_ci95"] if used else None,
+            "final_test_accuracy": final, "no_teacher": no_teacher,
+            "final_is": f"{used['name']}'s adapter (the baseline its delta pairs with + delta)" if used else
+            f"its own baseline ({no_teacher})", "recommendation": rec.get("text"),
+            "complete": r.get("complete"), "stage": r.get("stage"),
+            "splits_fingerprint": (r.get("splits") or {}).get("fingerprint")}
+
+
+def _columns(reports: dict[str, dict]) -> list[dict]:
+    """The teachers of every student's run, one column each (by name): real teachers by their highest accuracy
+    (the capacity axis, strongest first; none last), then controls; ties keep first appearance. report.json lists
+    teachers in each student's dev order, so no one config order is left to follow."""
+    cols: dict[str, dict] = {}
+    for r in reports.values():
+        for t in r.get("teachers", []):
+            col = cols.setdefault(t["name"], {"name": t["name"], "spec": t["spec"], "control": t.get("control"),
+                                              "teacher_accuracy": None})
+            if t.get("teacher_accuracy") is not None:
+                col["teacher_accuracy"] = max(col["teacher_accuracy"] or -math.inf, t["teacher_accuracy"])
+    return sorted(cols.values(), key=lambda c: (controls.is_control(c["spec"]),
+                                                -(c["teacher_accuracy"] if c["teacher_accuracy"] is not None
+                                                  else -math.inf)))
+
+
+def _compare(a: dict, b: dict) -> dict | None:
+    """Two students whose baselines differ: does the weaker one (lower baseline) reach the stronger one's final?
+    Point estimates only (NOT_TESTED); None when either final or baseline is missing, or the baselines are equal."""
+    if None in (a["final_test_accuracy"], b["final_test_accuracy"], a["baseline_test"], b["baseline_test"]):
+        return None
+    if a["baseline_test"]["accuracy"] == b["baseline_test"]["accuracy"]:
+        return None
+    low, high = sorted((a, b), key=lambda s: s["baseline_test"]["accuracy"])
+    same = low["splits_fingerprint"] == high["splits_fingerprint"] and low["splits_fingerprint"] is not None
+    diff = low["final_test_accuracy"] - high["final_test_accuracy"]
+    return {"lower_baseline": low["name"], "higher_baseline": high["name"], "difference": diff,
+            "reaches": diff >= 0, "same_test_problems": same,
+            "test": NOT_TESTED if same else "not comparable: the students' split fingerprints differ (other test "
+                                            "problems)"}
+
+
+def _with(s: dict) -> str:
+    return f"{s['name']} with {s['teacher']}" if s["teacher"] else f"{s['name']} alone"
+
+
+def _comparison_sentence(c: dict, by_name: dict) -> str:
+    low, high = by_name[c["lower_baseline"]], by_name[c["higher_baseline"]]
+    verb = "more than" if c["difference"] > 0 else "as much as"
+    return (f"{_with(low)} reaches {_pct(low['final_test_accuracy'])} on test, {verb} {_with(high)} "
+            f"({_pct(high['final_test_accuracy'])}), from a lower baseline ({_pct(low['baseline_test']['accuracy'])} "
+            f"against {_pct(high['baseline_test']['accuracy'])}): {_pts(c['difference'])} points, "
+            f"{c['test'].partition(':')[0]}.")
+
+
+def _answer(students: list[dict], comparisons: list[dict]) -> dict:
+    scored = [s for s in students if s["final_test_accuracy"] is not None]
+    out = {"student": None, "teacher": None, "final_test_accuracy": None, "clear": False, "tied_with": [],
+           "per_student": {s["name"]: s["teacher"] for s in students}, "comparisons": comparisons,
+           "selection": SELECTION}
+    if not scored:
+        return {**out, "text": "No pair yet: no student has a baseline on test or a confirmed teacher."}
+    best = max(scored, key=lambda s: s["final_test_accuracy"])  # max is stable: ties go to configured order
+    tied = [s["name"] for s in scored if s is not best and s["final_test_accuracy"] == best["final_test_accuracy"]]
+    if best["teacher"]:
+        text = (f"Best pair: {best['name']} with {best['teacher']}: {_pct(best['final_test_accuracy'])} on test, "
+                f"{_pts(best['delta'])} points {_ci(best['delta_ci95'])} over its baseline"
+                + ("" if best["clear"] else ", which the test does not tell from zero"))
+    else:
+        text = (f"Best: {best['name']} alone, no teacher ({best['no_teacher']}): "
+                f"{_pct(best['final_test_accuracy'])} on test, its own baseline")
+    text += f" (tied with {_names(tied)})" if tied else ""
+    text += "; the students are compared by point estimates, not tested." if len(scored) > 1 else "."
+    partial = [s["name"] for s in students if not s["complete"]]
+    if partial:
+        text += f" Provisional: the run of {_names(partial)} has not finished."
+    return {**out, "student": best["name"], "teacher": best["teacher"], "clear": best["clear"], "tied_with": tied,
+            "final_test_accuracy": best["final_test_accuracy"], "text": text}
+
+
+def build_pairs(reports: dict[str, dict]) -> dict:
+    """The pairs matrix from {student name: its report.json dict}, in configured student order (json-serialisable)."""
+    columns = _columns(reports)
+    students, cells = [], {}
+    for name, r in reports.items():
+        teachers = r.get("teachers", [])
+        chosen = chosen_on_dev(teachers)  # report.json keeps every field the dev selection reads
+        s = _student(name, r, chosen)
+        students.append(s)
+        base = (s["baseline_test"] or {}).get("accuracy")
+        by_name = {t["name"]: t for t in teachers}
+        cells[name] = {c["name"]: _cell(by_name.get(c["name"]), chosen, base) for c in columns}
+    comparisons = [c for i, a in enumerate(students) for b in students[i + 1:] if (c := _compare(a, b))]
+    return {"students": students, "matrix": {"teachers": columns, "cells": cells, "gap": GAP_IS},
+            "answer": _answer(students, comparisons)}
+
+
+def _cell_text(c: dict) -> str:
+    if c["delta"] is None:
+        return "absent" if not c["present"] else c["verdict"]
+    return f"{_pts(c['delta'])} {_ci(c['delta_ci95'])} {c['verdict']}" + (" *" if c["chosen_on_dev"] else "")
+
+
+def render_pairs_md(pairs: dict) -> str:
+    """The top-level report.md's section: the answer, the matrix, each student's best, the comparisons."""
+    cols, cells, students = pairs["matrix"]["teachers"], pairs["matrix"]["cells"], pairs["students"]
+    heads = ["student (baseline on test)", *(c["name"] + (" (control)" if c["control"] else "") for c in cols)]
+
+    def row_head(s: dict) -> str:
+        b = s["baseline_test"]
+        return f"{s['name']} ({'n/a' if not b else _pct(b['accuracy'])})"
+
+    out = ["## Which pair: students x teachers", "", f"**{pairs['answer']['text']}**", "",
+           "Test delta over each student's own baseline, points [95% CI], verdict (report.py's: the dev choice, "
+           "marked *, tested at alpha; the others Holm-adjusted within the student's run):", "",
+           _table(heads, [[row_head(s), *(_cell_text(cells[s["name"]][c["name"]]) for c in cols)]
+                          for s in students]),
+           "", f"{GAP_IS[0].upper()}{GAP_IS[1:]} (points):", "",
+           _table(heads, [[row_head(s), *(_pts(cells[s["name"]][c["name"]]["gap"]) for c in cols)]
+                          for s in students]),
+           "", "### Each student's best", "",
+           _table(["student", "spec", "baseline on test [95% CI]", "chosen on dev (verdict)", "teacher used",
+                   "final test accuracy", "final is"],
+                  [[s["name"], s["spec"], "n/a" if not s["baseline_test"] else
+                    f"{_pct(s['baseline_test']['accuracy'])} " + ("" if not s["baseline_test"]["ci95"] else
+                                                                  f"[{_pct(s['baseline_test']['ci95'][0])}, "
+                                                                  f"{_pct(s['baseline_test']['ci95'][1])}]"),
+                    "none" if not s["chosen_on_dev"] else
+                    f"{s['chosen_on_dev']['teacher']} ({s['chosen_on_dev']['verdict']})",
+                    s["teacher"] or "none", _pct(s["final_test_accuracy"]), s["final_is"]] for s in students])]
+    by_name = {s["name"]: s for s in students}
+    reached = [_comparison_sentence(c, by_name) for c in pairs["answer"]["comparisons"] if c["reaches"]]
+    out += ["", f"Between students, final test accuracies are point estimates, {NOT_TESTED}; {SELECTION}."]
+    out += ["", *(f"- {line}" for line in reached)] if reached else []
+    labelled = [c for c in cols if c["control"]]
+    if labelled:
+        out += ["", "Controls, whose effect is known before the run (cotgap_ray/controls.py); never the answer:", "",
+                *(f"- {c['name']}: {c['control']}" for c in labelled)]
+    return "\n".join(out + [""])
+
+
+def plot_pairs_map(pairs: dict, path) -> Path | None:
+    """The capacity-gap map: x the teacher-student gap, y the test delta with its 95% interval, one marker per
+    student, a line at zero. Writes `path` and returns it; None (nothing written) when no cell has both numbers."""
+    from matplotlib.figure import Figure
+
+    points = [(i, s["name"], t, c) for i, s in enumerate(pairs["students"])
+              for t, c in pairs["matrix"]["cells"][s["name"]].items()
+              if c["delta"] is not None and c["gap"] is not None]
+    if not points:
+        return None
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    seen: set[str] = set()
+    for i, student, teacher, c in points:
+        style = {"fmt": "osD^vP*X"[i % 8], "color": f"C{i % 10}",
+                 "label": None if student in seen else student}
+        if c["control"]:
+            style["mfc"] = "none"  # hollow: a control, a check of the protocol, never the answer
+        delta_point(ax, c["gap"], c["delta"], c["delta_ci95"], teacher + (" (control)" if c["control"] else ""),
+                    **style)
+        seen.add(student)
+    ax.axhline(0, color="grey", lw=1)
+    ax.margins(x=0.3)  # room for the labels
+    ax.set(xlabel="teacher accuracy on train - student baseline on test (points)",
+           ylabel="student test delta (points, 95% CI)", title="Capacity gap: every student x teacher pair")
+    ax.legend(fontsize=8, title="student")
+    save_figure(fig, path)
+    return Path(path)

@@ -1,0 +1,218 @@
+"""report_pairs.py on report.json dicts that report.py itself rendered from literal run directories: the cells'
+numbers, the answer, controls never the answer, absent cells, the "none" case, report.md's section and the map.
+
+No Ray, no model: each student's run is written into a temporary directory (tests/test_report.py's helpers), rendered
+by report.render, and its report.json read back, exactly what a multi-student run's students/<name>/ would hold.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cotgap_ray import report
+from cotgap_ray.report_pairs import ABSENT, NOT_TESTED, build_pairs, plot_pairs_map, render_pairs_md
+from tests.test_report import GEMMA, PNG_MAGIC, QWEN, SMOL, _final, _proxy, _trial, write_run
+
+ORACLE, CORRUPT = "control-oracle", "control-corrupt"  # controls.name of control:oracle, control:corrupt
+
+
+def _name(spec: str) -> str:
+    return spec.removeprefix("packaged:").replace("control:", "control-")
+
+
+def student_run(root: Path, name: str, student: str, base_test: float, teachers: list[tuple]) -> dict:
+    """One student's report.json as report.render writes it. `teachers`: (spec, teacher accuracy, dev delta or None
+    for a teacher whose trials had no data, (test delta, 95% CI, p) or None for no confirmation), in config order;
+    each teacher's proxy rank is its position."""
+    run = write_run(root / name, None)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["config"]["student"] = student
+    cfg["teachers"] = [{"spec": spec, "name": _name(spec)} for spec, *_ in teachers]
+    (run / "config.json").write_text(json.dumps(cfg))
+    base = json.loads((run / "baseline.json").read_text())
+    base["test"] |= {"accuracy": base_test, "ci95": [base_test - 0.05, base_test + 0.06]}
+    (run / "baseline.json").write_text(json.dumps(base))
+    (run / "proxies.json").write_text(json.dumps({_name(spec): _proxy(spec, acc, i + 1, 60.0)
+                                                  for i, (spec, acc, *_) in enumerate(teachers)}))
+    shutil.rmtree(run / "trials")
+    (run / "final").mkdir()
+    for i, (spec, _, dev, final) in enumerate(teachers):
+        trial = _trial(f"t{i}", _name(spec), "ok" if dev is not None else "no_data", dev, 1000.0 + i)
+        (run / "trials" / f"t{i}").mkdir(parents=True)
+        (run / "trials" / f"t{i}" / "trial.json").write_text(json.dumps(trial))
+        if final:
+            delta, ci, p = final
+            f = _final(_name(spec), f"t{i}", delta, ci, dev) | {"spec": spec, "p_value": p,
+                                                                "test_accuracy": base_test + delta}
+            for seed in f["seeds"]:
+                seed["test_accuracy"] = base_test + delta
+            (run / "final" / f"{_name(spec)}.json").write_text(json.dumps(f))
+    report.render(run)
+    return json.loads((run / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory) -> dict[str, dict]:
+    """small: QWEN improves it (chosen on dev), GEMMA degrades, SMOL no data, the oracle control improves it most;
+    large: QWEN (chosen on dev) does not improve it, GEMMA not confirmed, SMOL no data, no control."""
+    root = tmp_path_factory.mktemp("students")
+    small = student_run(root, "small", "packaged:smollm2-135m-instruct", 0.235, [
+        (f"packaged:{SMOL}", 0.05, None, None), (f"packaged:{GEMMA}", 0.15, -0.02, (-0.05, [-0.09, -0.01], 0.01)),
+        (f"packaged:{QWEN}", 0.62, 0.05, (0.041, [0.012, 0.070], 0.01)),
+        ("control:oracle", 1.0, 0.30, (0.30, [0.20, 0.40], 0.001))])
+    large = student_run(root, "large", "packaged:qwen2.5-0.5b-instruct", 0.25, [
+        (f"packaged:{SMOL}", 0.05, None, None), (f"packaged:{GEMMA}", 0.15, 0.01, None),
+        (f"packaged:{QWEN}", 0.62, 0.05, (-0.02, [-0.05, 0.01], 0.2))])
+    return {"small": small, "large": large}
+
+
+def test_each_cell_is_that_students_confirmed_delta_over_its_own_baseline(reports):
+    pairs = build_pairs(reports)
+    # real teachers strongest first (teacher accuracy), controls last
+    assert [c["name"] for c in pairs["matrix"]["teachers"]] == [QWEN, GEMMA, SMOL, ORACLE]
+    small, large = pairs["matrix"]["cells"]["small"], pairs["matrix"]["cells"]["large"]
+    q = small[QWEN]
+    assert (q["delta"], q["delta_ci95"], q["p_adjusted"], q["hypothesis"]) == (0.041, [0.012, 0.070], 0.01, "primary")
+    assert q["verdict"] == "improves" and q["chosen_on_dev"] is True and q["control"] is None
+    assert q["teacher_accuracy"] == 0.62 and q["gap"] == pytest.approx(0.62 - 0.235)
+    assert q["test_accuracy"] == pytest.approx(0.276)
+    assert (small[GEMMA]["verdict"], small[GEMMA]["hypothesis"], small[GEMMA]["chosen_on_dev"]) == \
+        ("degrades", "secondary", False)
+    assert small[SMOL]["verdict"] == "no usable data" and small[SMOL]["delta"] is None
+    assert small[SMOL]["gap"] == pytest.approx(0.05 - 0.235)  # the gap needs no confirmation
+    assert (large[QWEN]["delta"], large[QWEN]["p_adjusted"], large[QWEN]["verdict"]) == \
+        (-0.02, 0.2, "no clear change")
+    assert large[QWEN]["gap"] == pytest.approx(0.62 - 0.25)  # over THIS student's baseline
+    assert large[GEMMA]["verdict"] == "not confirmed" and large[GEMMA]["present"] is True
+    assert small[ORACLE]["verdict"] == "improves" and small[ORACLE]["hypothesis"] == "control"
+    assert small[ORACLE]["control"].startswith("reference solutions")
+
+
+def test_a_teacher_missing_from_a_students_run_is_an_absent_cell(reports):
+    cell = build_pairs(reports)["matrix"]["cells"]["large"][ORACLE]
+    assert cell["present"] is False and cell["verdict"] == ABSENT
+    assert cell["delta"] is None and cell["gap"] is None and cell["teacher_accuracy"] is None
+
+
+def test_each_student_row_has_its_baseline_dev_choice_and_final(reports):
+    small, large = build_pairs(reports)["students"]
+    assert small["name"] == "small" and small["spec"] == "packaged:smollm2-135m-instruct"
+    assert small["baseline_test"] == {"accuracy": 0.235, "ci95": [pytest.approx(0.185), 0.295], "n": 200}
+    assert small["chosen_on_dev"] == {"teacher": QWEN, "verdict": "improves", "control": None}
+    assert small["teacher"] == QWEN and small["clear"] is True and small["delta"] == 0.041
+    assert small["final_test_accuracy"] == pytest.approx(0.235 + 0.041) and small["no_teacher"] is None
+    assert small["complete"] is True and small["recommendation"].startswith(f"Use {QWEN}")
+
+
+def test_a_student_no_teacher_improves_keeps_its_own_baseline(reports):
+    large = build_pairs(reports)["students"][1]
+    assert large["chosen_on_dev"] == {"teacher": QWEN, "verdict": "no clear change", "control": None}
+    assert large["teacher"] is None and large["clear"] is False and large["delta"] is None
+    assert large["final_test_accuracy"] == 0.25  # the baseline itself, not 0.25 - 0.02
+    assert large["no_teacher"] == f"{QWEN}, chosen on dev, does not improve it on test"
+    assert large["final_is"] == f"its own baseline ({QWEN}, chosen on dev, does not improve it on test)"
+
+
+def test_the_answer_is_the_best_final_pair_and_never_a_control(reports):
+    answer = build_pairs(reports)["answer"]
+    # small with the oracle reaches 53.5% on test, far above any pair: a control is still never the answer
+    assert (answer["student"], answer["teacher"], answer["clear"]) == ("small", QWEN, True)
+    assert answer["final_test_accuracy"] == pytest.approx(0.276)
+    assert answer["per_student"] == {"small": QWEN, "large": None} and answer["tied_with"] == []
+    assert answer["text"] == (f"Best pair: small with {QWEN}: 27.6% on test, +4.1 points [+1.2, +7.0] over its "
+                              "baseline; the students are compared by point estimates, not tested.")
+
+
+def test_a_run_whose_teachers_are_all_controls_gives_no_teacher(tmp_path):
+    known = student_run(tmp_path, "known", "packaged:smollm2-135m-instruct", 0.20, [
+        ("control:oracle", 1.0, 0.30, (0.30, [0.20, 0.40], 0.001)),
+        ("control:corrupt", 0.0, -0.10, (-0.10, [-0.15, -0.05], 0.01))])
+    assert known["recommendation"]["teacher"] == ORACLE  # report.py answers a known-answers run with its oracle
+    pairs = build_pairs({"known": known})
+    s = pairs["students"][0]
+    assert s["chosen_on_dev"]["teacher"] == ORACLE and s["teacher"] is None
+    assert s["final_test_accuracy"] == 0.20 and s["no_teacher"] == "the teacher chosen on dev is a control"
+    assert pairs["answer"]["text"] == ("Best: known alone, no teacher (the teacher chosen on dev is a control): "
+                                       "20.0% on test, its own baseline.")
+
+
+def test_a_weaker_student_reaching_a_stronger_ones_final_is_said_and_not_tested(reports):
+    pairs = build_pairs(reports)
+    [c] = pairs["answer"]["comparisons"]
+    assert (c["lower_baseline"], c["higher_baseline"], c["reaches"], c["same_test_problems"]) == \
+        ("small", "large", True, True)
+    assert c["difference"] == pytest.approx(0.276 - 0.25) and c["test"] == NOT_TESTED
+    md = render_pairs_md(pairs)
+    assert (f"- small with {QWEN} reaches 27.6% on test, more than large alone (25.0%), from a lower baseline "
+            "(23.5% against 25.0%): +2.6 points, not tested.") in md
+    assert f"Between students, final test accuracies are point estimates, {NOT_TESTED}; the best pair is" in md
+    other = copy.deepcopy(reports)
+    other["large"]["splits"]["fingerprint"] = "another-split"
+    [c] = build_pairs(other)["answer"]["comparisons"]
+    assert c["same_test_problems"] is False and c["test"].startswith("not comparable")
+
+
+def test_a_weaker_student_below_the_stronger_one_gets_no_sentence(reports):
+    other = copy.deepcopy(reports)
+    other["large"]["baseline"]["test"]["accuracy"] = 0.30
+    pairs = build_pairs(other)
+    [c] = pairs["answer"]["comparisons"]
+    assert c["reaches"] is False and c["difference"] == pytest.approx(0.276 - 0.30)
+    assert "reaches" not in render_pairs_md(pairs)
+    assert pairs["answer"]["student"] == "large" and pairs["answer"]["teacher"] is None
+    assert pairs["answer"]["text"].startswith(f"Best: large alone, no teacher ({QWEN}, chosen on dev, does not "
+                                              "improve it on test): 30.0% on test, its own baseline")
+
+
+def test_ties_go_to_configured_order_and_are_named(reports):
+    pairs = build_pairs({"a": reports["small"], "b": copy.deepcopy(reports["small"])})
+    assert pairs["answer"]["student"] == "a" and pairs["answer"]["tied_with"] == ["b"]
+    assert "(tied with b)" in pairs["answer"]["text"] and pairs["answer"]["comparisons"] == []
+
+
+def test_no_pair_without_baselines_or_teachers_and_an_unfinished_run_is_provisional(reports):
+    bare = copy.deepcopy(reports["large"])
+    bare["baseline"] = {}
+    pairs = build_pairs({"large": bare})
+    assert pairs["students"][0]["baseline_test"] is None and pairs["students"][0]["final_test_accuracy"] is None
+    assert pairs["matrix"]["cells"]["large"][QWEN]["gap"] is None
+    assert pairs["answer"]["student"] is None
+    assert pairs["answer"]["text"] == "No pair yet: no student has a baseline on test or a confirmed teacher."
+    partial = copy.deepcopy(reports)
+    partial["large"]["complete"] = False
+    assert build_pairs(partial)["answer"]["text"].endswith(" Provisional: the run of large has not finished.")
+
+
+def test_the_pairs_are_json_as_they_are(reports):
+    pairs = build_pairs(reports)
+    assert json.loads(json.dumps(pairs)) == pairs
+
+
+def test_markdown_gives_the_answer_then_the_matrix_then_each_students_best(reports):
+    pairs = build_pairs(reports)
+    md = render_pairs_md(pairs)
+    assert md.startswith(f"## Which pair: students x teachers\n\n**{pairs['answer']['text']}**\n")
+    assert (f"| student (baseline on test) | {QWEN} | {GEMMA} | {SMOL} | {ORACLE} (control) |") in md
+    assert ("| small (23.5%) | +4.1 [+1.2, +7.0] improves * | -5.0 [-9.0, -1.0] degrades | no usable data "
+            "| +30.0 [+20.0, +40.0] improves |") in md
+    assert "| large (25.0%) | -2.0 [-5.0, +1.0] no clear change * | not confirmed | no usable data | absent |" in md
+    assert "| small (23.5%) | +38.5 | -8.5 | -18.5 | +76.5 |" in md  # the gaps, points
+    assert (f"| small | packaged:smollm2-135m-instruct | 23.5% [18.5%, 29.5%] | {QWEN} (improves) | {QWEN} | 27.6% "
+            f"| {QWEN}'s adapter (the baseline its delta pairs with + delta) |") in md
+    assert "| large | packaged:qwen2.5-0.5b-instruct | 25.0% [20.0%, 31.0%] |" in md
+    assert md.index("| small (23.5%) | +4.1") < md.index("### Each student's best")
+    assert f"- {ORACLE}: reference solutions" in md
+
+
+def test_the_capacity_gap_map_is_written(reports, tmp_path):
+    pairs = build_pairs(reports)
+    path = plot_pairs_map(pairs, tmp_path / "pairs_map.png")
+    data = (tmp_path / "pairs_map.png").read_bytes()
+    assert path == tmp_path / "pairs_map.png" and data.startswith(PNG_MAGIC) and len(data) > 1000
+    empty = build_pairs({"large": {**reports["large"], "teachers": []}})
+    assert plot_pairs_map(empty, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
