@@ -42,7 +42,7 @@ from cotgap_ray.errors import InputError, run_cli
 # verb -> the module whose main(argv) runs it (and which `python -m` runs: cotgap_ray.search runs search.run's main).
 VERBS = {
     "search": "cotgap_ray.search.run",
-    "report": "cotgap_ray.report",
+    "report": "cotgap_ray.report_cli",
     "validate": "cotgap_ray.validate",
     "evaluate": "cotgap_ray.evaluate",
     "generate": "cotgap_ray.generate",

@@ -1,4 +1,4 @@
-"""cotgap report RUN_DIR: the report of a finished or interrupted run, rebuilt from its files alone.
+"""The report of a finished or interrupted run, rebuilt from its files alone (`cotgap report RUN_DIR`, report_cli.py).
 
 It never trains or evaluates: it reads what the search wrote into RUN_DIR (config.json, splits.json, baseline.json,
 proxies.json, trials/*/trial.json, final/*.json, status.json, and search_quality.json when
@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from cotgap_ray import controls
-from cotgap_ray.cli import parse, verb_parser
 from cotgap_ray.config import ExperimentConfig, build
 from cotgap_ray.errors import InputError
 from cotgap_ray.proxies import truncation_warning
@@ -765,29 +763,3 @@ def render(run_dir: str | Path) -> dict:
     (run_dir / "report.md").write_text(render_markdown(report, report["plots"]))
     write_json(run_dir / "report.json", report)  # renamed into place: a reader never sees half a report.json
     return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 done, 2 bad input (one `error:` line, errors.run_cli), 1 a bug (traceback)."""
-    from cotgap_ray.errors import run_cli
-
-    return run_cli(_main, argv)
-
-
-def _main(argv: list[str] | None) -> int:
-    parser = verb_parser("report", __doc__, config=False,
-                         json_help="print report.json on stdout instead of the recommendation and the files written")
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by cotgap search (its --out)")
-    args = parse(parser, argv)
-    report = render(args.run_dir)
-    if args.json:  # the file as written (records converted), not a second serialisation of `report`
-        print((Path(args.run_dir) / "report.json").read_text())
-        return 0
-    print(report["recommendation"]["text"])
-    for name in ["report.json", "report.md", *report["plots"]]:
-        print(f"wrote {Path(args.run_dir) / name}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,9 @@
 """The teacher-student pairs matrix: several students' report.json dicts -> one answer to "which pair?".
 
-A multi-student run keeps one complete single-student run per student (runs/<name>/students/<student>/, each with
-its report.json from report.py); this module reads only those dicts (no files, no Ray) and builds the top-level
-matrix: per student its baseline, the teacher chosen on dev and its final test accuracy; per student x teacher the
+A multi-student run (search/pairs.py) keeps one complete single-student run per student
+(runs/<name>/students/<student>/, each with its report.json from report.py); build_pairs reads only those dicts (no
+files, no Ray) and builds the top-level matrix; render_pairs reads them from the parent directory and writes its
+report.json, report.md and map (search/pairs.py and `cotgap report PARENT` call it). The matrix: per student its baseline, the teacher chosen on dev and its final test accuracy; per student x teacher the
 confirmed test delta over THAT student's baseline; and the pair with the best final test accuracy.
 Named report_pairs.py (not pairs_report.py) so it sorts beside report.py, whose rules it reuses and never restates:
 chosen_on_dev, the verdicts and adjusted p-values judge() wrote, the formatting and plot helpers.
@@ -34,6 +35,7 @@ What each number is (fractions in JSON, points in text):
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -255,3 +257,55 @@ def plot_pairs_map(pairs: dict, path) -> Path | None:
     ax.legend(fontsize=8, title="student")
     save_figure(fig, path)
     return Path(path)
+
+
+STUDENTS_DIR = "students"  # the parent's subdirectory holding one run directory per student
+
+
+def student_dir(run_dir: Path, name: str) -> Path:
+    return Path(run_dir) / STUDENTS_DIR / name
+
+
+def is_pairs_run(run_dir: Path) -> bool:
+    """Whether RUN_DIR is a multi-student run's parent (its config.json lists students)."""
+    try:
+        return bool(json.loads((Path(run_dir) / "config.json").read_text()).get("config", {}).get("students"))
+    except (OSError, ValueError):
+        return False  # not a run directory, or an unreadable one: report.load_run names the problem
+
+
+def student_reports(run_dir: Path, students: list[str]) -> dict[str, dict]:
+    """{student name: its report.json} of every student run under RUN_DIR/students/ that has rendered one, in the
+    order of `students` (the configured specs; each report.json names its student's spec)."""
+    found = {}
+    for path in sorted((Path(run_dir) / STUDENTS_DIR).glob("*/report.json")):
+        found[path.parent.name] = json.loads(path.read_text())
+    order = {spec: i for i, spec in enumerate(students)}
+    return dict(sorted(found.items(), key=lambda kv: order.get(kv[1].get("student"), len(order))))
+
+
+def render_pairs(run_dir: Path) -> dict:
+    """The parent's report.json, report.md and capacity_gap.png (the map) from every finished student's report.json;
+    a student not finished yet is named as missing, and the answer says so."""
+    from cotgap_ray.records import write_json
+
+    run_dir = Path(run_dir)
+    saved = json.loads((run_dir / "config.json").read_text())["config"]
+    reports = student_reports(run_dir, saved["students"])
+    pairs = build_pairs(reports)
+    done = {r.get("student") for r in reports.values()}
+    missing = [spec for spec in saved["students"] if spec not in done]
+    if missing:
+        pairs["answer"]["text"] += f" Not finished yet: {', '.join(missing)} (run again with --resume)."
+    plot = plot_pairs_map(pairs, run_dir / "capacity_gap.png")
+    report = {"experiment": saved.get("name"), "kind": "pairs", "answer": pairs["answer"], "missing": missing,
+              "student_runs": {name: f"{STUDENTS_DIR}/{name}" for name in reports},
+              "pairs": pairs, "plots": [plot.name] if plot else []}
+    lines = [f"# {saved.get('name')}: which teacher-student pair", "", render_pairs_md(pairs)]
+    if plot:
+        lines += [f"![Every student x teacher pair: test delta against the teacher-student gap]({plot.name})", ""]
+    lines += ["Each student's own report (baseline, proxies, trials, confirmation):", "",
+              *(f"- {name}: [{rel}/report.md]({rel}/report.md)" for name, rel in report["student_runs"].items()), ""]
+    (run_dir / "report.md").write_text("\n".join(lines))
+    write_json(run_dir / "report.json", report)
+    return report

@@ -59,7 +59,7 @@ CASES = {
     "binary task file": (["cotgap_ray.evaluate", "--model", "tiny:llama", "--task", "file", "--task-path",
                           "binary.jsonl", *SMALL], "binary.jsonl:1: not UTF-8 text"),
     "unwritable --out": (["cotgap_ray.search", "--out", "a_file/run"], "--out a_file/run: a_file is a file"),
-    "not a run directory": (["cotgap_ray.report", "."], "is not a run directory"),
+    "not a run directory": (["cotgap_ray.report_cli", "."], "is not a run directory"),
 }
 
 

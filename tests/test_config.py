@@ -67,8 +67,10 @@ def test_a_key_added_later_keeps_older_run_directories_resumable():
     for key in ("eval_engines", "max_failures"):  # operational keys, never hashed (below)
         del before["search"][key]
     del before["storage_path"], before["generation"]["node_wait_s"]
+    del before["students"]  # students (pairs) came later too: empty, one `student` as before
     assert cfg.fingerprint() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert load_config(None, ["search.rule_out_alpha=0.05"]).fingerprint() != cfg.fingerprint()
+    assert load_config(None, ["students=[packaged:smollm2-135m-instruct]"]).fingerprint() != cfg.fingerprint()
 
 
 def test_where_and_how_robustly_a_run_executes_is_not_part_of_the_experiment():

@@ -75,6 +75,37 @@ def test_plan_prints_one_plan_per_student_and_a_bad_list_exits_2(tmp_path):
     assert bad.returncode == 2 and "students[1]" in bad.stderr and "control teacher" in bad.stderr, bad.stderr
 
 
+def test_the_parent_report_is_the_matrix_over_finished_students_and_cotgap_report_renders_it(tmp_path):
+    """render_pairs on a parent directory whose students/ hold report.py-rendered runs (tests/test_report_pairs.py's
+    helper): report.json with the matrix and the answer, report.md linking each student's report, the map; a student
+    not finished is named and `cotgap report PARENT` re-renders the matrix (no Ray)."""
+    from cotgap_ray.report_cli import main as report_main
+    from cotgap_ray.report_pairs import is_pairs_run, render_pairs
+    from tests.test_report import QWEN, SMOL
+    from tests.test_report_pairs import student_run
+
+    parent = tmp_path / "run"
+    students = ["packaged:smollm2-135m-instruct", "packaged:qwen2.5-0.5b-instruct", "tiny:llama@9"]
+    (parent / "students").mkdir(parents=True)
+    (parent / "config.json").write_text(json.dumps({"fingerprint": "x", "config": {"name": "pairs",
+                                                                                   "students": students}}))
+    student_run(parent / "students", "smollm2-135m-instruct", students[0], 0.10,
+                [(QWEN, 0.30, 0.05, (0.08, [0.02, 0.14], 0.01)), (SMOL, 0.05, 0.0, (0.0, [-0.03, 0.03], 1.0))])
+    student_run(parent / "students", "qwen2.5-0.5b-instruct", students[1], 0.20,
+                [(QWEN, 0.30, 0.0, (-0.01, [-0.05, 0.03], 0.6)), (SMOL, 0.05, -0.02, (-0.06, [-0.1, -0.02], 0.01))])
+    assert is_pairs_run(parent) and not is_pairs_run(parent / "students" / "smollm2-135m-instruct")
+    report = render_pairs(parent)
+    assert report["missing"] == ["tiny:llama@9"] and "Not finished yet: tiny:llama@9" in report["answer"]["text"]
+    cells = report["pairs"]["matrix"]["cells"]
+    assert set(cells) == {"smollm2-135m-instruct", "qwen2.5-0.5b-instruct"}
+    assert cells["qwen2.5-0.5b-instruct"]["smollm2-135m-instruct"]["verdict"] == "degrades"
+    md = (parent / "report.md").read_text()
+    assert "students/smollm2-135m-instruct/report.md" in md and "capacity_gap.png" in md
+    assert (parent / "capacity_gap.png").read_bytes()[:4] == b"\x89PNG"
+    (parent / "report.md").unlink()
+    assert report_main([str(parent)]) == 0 and (parent / "report.md").is_file()
+
+
 # ------------------------------------------------------------------------------------------ end to end (Ray)
 
 
@@ -90,9 +121,9 @@ def test_two_students_in_one_run_share_the_rationales_and_get_a_matrix(tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     run = tmp_path / "run"
     baselines = {}
-    for name in ("tiny-llama@1234", "tiny-llama@3"):
+    for name, spec in (("tiny-llama@1234", "tiny:llama"), ("tiny-llama@3", "tiny:llama@3")):
         sub = run / "students" / name
-        report = json.loads((sub / "report.json").read_text())
+        assert json.loads((sub / "report.json").read_text())["student"] == spec
         trials = [json.loads(p.read_text()) for p in (sub / "trials").glob("*/trial.json")]
         assert sorted(t["teacher"] for t in trials) == ["tiny-llama@1", "tiny-llama@2"]  # one trial per cell
         baselines[name] = json.loads((sub / "baseline.json").read_text())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cotgap_ray import report
+from cotgap_ray import report, report_cli
 
 QWEN, GEMMA, SMOL = "qwen2.5-coder-0.5b-instruct", "gemma3-270m", "smollm2-135m-instruct"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -224,11 +224,11 @@ def test_run_with_only_a_config(tmp_path):
 
 def test_cli_prints_recommendation_and_paths(tmp_path, capsys):
     run = write_run(tmp_path / "run", [_final(QWEN, "t1", 0.041, [0.012, 0.070], 0.05)])
-    assert report.main([str(run)]) == 0
+    assert report_cli.main([str(run)]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"Use {QWEN} (chosen on dev: +5.0 points): +4.1 points")
     assert f"wrote {run / 'report.json'}" in out and f"wrote {run / 'capacity_gap.png'}" in out
-    assert report.main([str(run), "--json"]) == 0  # --json: report.json alone, on stdout
+    assert report_cli.main([str(run), "--json"]) == 0  # --json: report.json alone, on stdout
     printed = json.loads(capsys.readouterr().out)
     assert printed["recommendation"]["teacher"] == QWEN and printed == json.loads((run / "report.json").read_text())
 
@@ -236,7 +236,7 @@ def test_cli_prints_recommendation_and_paths(tmp_path, capsys):
 def test_cli_on_a_non_run_directory_exits_2(tmp_path):
     not_a_run = tmp_path / "somewhere"
     not_a_run.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "cotgap_ray.report", str(not_a_run)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "cotgap_ray.report_cli", str(not_a_run)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert f"{not_a_run} is not a run directory: it holds no config.json" in proc.stderr
     assert not (not_a_run / "report.json").exists()

@@ -133,7 +133,7 @@ def test_report_rerenders_from_the_run_directory(smoke):
     run, _ = smoke
     before = json.loads((run / "report.json").read_text())["recommendation"]
     (run / "report.json").unlink()
-    done = subprocess.run([sys.executable, "-m", "cotgap_ray.report", str(run)], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "cotgap_ray.report_cli", str(run)], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads((run / "report.json").read_text())["recommendation"] == before

@@ -16,18 +16,15 @@ among the students, a remainder unspent, and each student's share equally among 
 (search/tuning.py, equal budgets), so no cell of the matrix wins by having more trials; a teacher the proxies rule
 out for a student (search/usable.py, search/allocation.py) gets no trial in that student's row. Students run one
 after another in one driver on one Ray cluster: each student's trials run side by side as the cluster allows, two
-students' do not yet. `--resume` continues each student where it stopped; a finished student redoes nothing.
+students' do not yet (search/run.py, run_students). `--resume` continues each student where it stopped; a finished
+student redoes nothing. This module decides and checks (no Ray); run.py runs.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
-from pathlib import Path
 
 from cotgap_ray.config import ConfigError, ExperimentConfig
-
-STUDENTS_DIR = "students"
 
 
 def student_names(cfg: ExperimentConfig) -> list[str]:
@@ -89,46 +86,3 @@ def student_configs(cfg: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]
             one.__dict__["_sources"] = cfg.__dict__["_sources"]
         out.append((name, one))
     return out
-
-
-def student_dir(run_dir: Path, name: str) -> Path:
-    return run_dir / STUDENTS_DIR / name
-
-
-def run_pairs(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> Path:
-    """Every student's run, one after another, then the matrix; returns the parent run directory."""
-    from cotgap_ray.search.run import prepare_run_dir, run, teacher_refs, validate
-
-    check_students(cfg)
-    configs = student_configs(cfg)
-    for _, one in configs:  # every student's stage 1 (config, space, task, controls) before any student starts
-        validate(one)
-    run_dir = prepare_run_dir(cfg, out, resume, teacher_refs(cfg)).resolve()
-    share = configs[0][1].search.trials
-    unspent = cfg.search.trials - share * len(configs)
-    print(f"pairs: {len(configs)} students x {len(cfg.teachers)} teachers in {run_dir}"
-          + ("" if cfg.search.strategy == "grid" else
-             f"; search.trials={cfg.search.trials}: {share} per student"
-             + (f", {unspent} unspent (not a multiple of the students)" if unspent else "")))
-    for i, (name, one) in enumerate(configs, 1):
-        sub = student_dir(run_dir, name)
-        print(f"\n=== student {i} of {len(configs)}: {one.student} ({sub}) ===")
-        run(one, str(sub), resume=resume and (sub / "config.json").exists())  # a student not begun starts fresh
-    from cotgap_ray.pairs_report import render_pairs
-
-    report = render_pairs(run_dir)
-    print(f"\n{report['answer']['text']}\nreport: {run_dir / 'report.md'}")
-    return run_dir
-
-
-def student_reports(run_dir: Path, cfg_dict: dict) -> dict[str, dict]:
-    """{student name: its report.json} for every student of the parent run's saved config that has one, in config
-    order (a student not finished yet is left out)."""
-    from cotgap_ray.models import spec_name
-
-    reports = {}
-    for spec in cfg_dict.get("students") or []:
-        path = student_dir(run_dir, spec_name(spec)) / "report.json"
-        if path.exists():
-            reports[spec_name(spec)] = json.loads(path.read_text())
-    return reports

@@ -437,6 +437,32 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
     return run_dir
 
 
+def run_students(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> Path:
+    """Several students (search/pairs.py): every student's run, one after another, each a whole single-student run
+    under RUN_DIR/students/<name>/, then the matrix (report_pairs.py); returns the parent run directory."""
+    from cotgap_ray.report_pairs import render_pairs, student_dir
+    from cotgap_ray.search.pairs import check_students, student_configs
+
+    check_students(cfg)
+    configs = student_configs(cfg)
+    for _, one in configs:  # every student's stage 1 (config, space, task, controls) before any student starts
+        validate(one)
+    run_dir = prepare_run_dir(cfg, out, resume, teacher_refs(cfg)).resolve()
+    share = configs[0][1].search.trials
+    unspent = cfg.search.trials - share * len(configs)
+    print(f"pairs: {len(configs)} students x {len(cfg.teachers)} teachers in {run_dir}"
+          + ("" if cfg.search.strategy == "grid" else
+             f"; search.trials={cfg.search.trials}: {share} per student"
+             + (f", {unspent} unspent (not a multiple of the students)" if unspent else "")))
+    for i, (name, one) in enumerate(configs, 1):
+        sub = student_dir(run_dir, name)
+        print(f"\n=== student {i} of {len(configs)}: {one.student} ({sub}) ===")
+        run(one, str(sub), resume=resume and (sub / "config.json").exists())  # a student not begun starts fresh
+    report = render_pairs(run_dir)
+    print(f"\n{report['answer']['text']}\nreport: {run_dir / 'report.md'}")
+    return run_dir
+
+
 def resolve_stage(cfg: ExperimentConfig, refs: list[TeacherRef]):
     """Each model resolved by a Ray task on a node of the stage that runs it (models/remote.py): the student where
     evaluation runs, each teacher where generation runs; the driver checks what they report (names, context
@@ -521,7 +547,7 @@ def _main(argv: list[str] | None) -> int:
             print(json.dumps({"students": plans}, indent=2))
         return 0
     with work_output(args.json):
-        run_dir = (pairs.run_pairs if cfg.students else run)(cfg, args.out, args.resume)
+        run_dir = (run_students if cfg.students else run)(cfg, args.out, args.resume)
     if args.json:
         print((run_dir / "report.json").read_text())
     return 0
