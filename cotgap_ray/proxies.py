@@ -19,13 +19,20 @@ One teacher's proxies (from its cached train-split rationales, k samples per pro
                              tokens under the student (1 = the student's top choice, capped at sft.RSR_RANK_CAP) over
                              their mean NLL. LOWER = better suited: informative (surprising, high NLL) yet aligned
                              (tokens the student ranks high). Null when no rationale is correct (or none has NLL > 0)
+    student_local_nll 1.62   local naturalness over the same rationales (arXiv 2510.03988, "Distilling Reasoning
+                             into Student LLMs: Local Naturalness for Selecting Teacher Data"; our reading in
+                             naturalness.py): per rationale, the mean over its reasoning steps of the step's mean NLL,
+                             each step given the question and only the LOCAL_WINDOW_STEPS steps before it, not the
+                             whole prefix. LOWER = more natural to the student. Null when no rationale is correct
 
-Both student proxies come from one forward pass of the student over the sample (sft.with_student_scores); a cached
-entry lacking either is recomputed (needs_student_scoring).
+The student proxies come from one scoring of the sample by the student (sft.with_student_scores: one forward pass
+gives NLL and RSR, short passes over each rationale's later steps the local NLL); a cached entry lacking any of them
+is recomputed (needs_student_scoring).
 
 Ranking (rank 1 = try first): more correct rationales first, then higher accuracy, then lower student NLL. 2604.08880
 finds teacher accuracy and the amount of correct data dominate when teachers differ a lot; NLL breaks ties.
-student_rsr does not enter the rank yet: it is recorded and printed beside it, so runs can compare the two orders.
+student_rsr and student_local_nll do not enter the rank yet: they are recorded and printed beside it, so runs can
+compare the orders (cotgap validate correlates each with a grid's deltas).
 """
 
 from __future__ import annotations
@@ -34,7 +41,6 @@ import hashlib
 import math
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 
 def base_proxies(summary: dict) -> dict:
@@ -56,6 +62,7 @@ def base_proxies(summary: dict) -> dict:
         "generation_tokens": summary.get("tokens", 0),
         "student_nll": None,
         "student_rsr": None,
+        "student_local_nll": None,
     }
 
 
@@ -93,8 +100,8 @@ def truncation_warning(teacher: str, proxy: dict) -> str | None:
             f"generation.max_tokens={2 * suggested} prints their mean and the share cut")
 
 
-# The proxies scored by the student (sft.with_student_scores adds both columns), each a mean over nll_sample's rows.
-STUDENT_PROXIES = ("student_nll", "student_rsr")
+# The proxies scored by the student (sft.with_student_scores adds their columns), each a mean over nll_sample's rows.
+STUDENT_PROXIES = ("student_nll", "student_rsr", "student_local_nll")
 
 
 def student_proxies(scored: pa.Table, limit: int) -> dict[str, float | None]:
@@ -106,19 +113,24 @@ def student_proxies(scored: pa.Table, limit: int) -> dict[str, float | None]:
 
 def needs_student_scoring(entry: dict | None) -> bool:
     """Whether a teacher's cached proxies entry must be (re)computed: absent, or written before one of the student
-    proxies existed (a proxies.json of an older run has no student_rsr; a None value is a computed "undefined")."""
+    proxies existed (a proxies.json of an older run has no student_rsr or student_local_nll; a None value is a
+    computed "undefined")."""
     return entry is None or any(name not in entry for name in STUDENT_PROXIES)
 
 
 def nll_sample(table: pa.Table, limit: int) -> pa.Table:
     """Up to `limit` correct rationales, picked by a hash of (problem, sample): stable across runs and teachers."""
-    correct = table.filter(pc.equal(table["correct"], True))
-    if correct.num_rows <= limit:
+    return table.take(pa.array(nll_sample_rows(table, limit), type=pa.int64()))  # typed: [] has no type of its own
+
+
+def nll_sample_rows(table: pa.Table, limit: int) -> list[int]:
+    """The row indices of nll_sample(table, limit), in table order."""
+    correct = [i for i, c in enumerate(table["correct"].to_pylist()) if c is True]
+    if len(correct) <= limit:
         return correct
-    keys = [hashlib.sha256(f"{p}:{s}".encode()).hexdigest() for p, s in
-            zip(correct["problem_id"].to_pylist(), correct["sample_idx"].to_pylist())]
-    order = sorted(range(correct.num_rows), key=keys.__getitem__)[:limit]
-    return correct.take(sorted(order))
+    pids, samples = table["problem_id"].to_pylist(), table["sample_idx"].to_pylist()
+    keys = {i: hashlib.sha256(f"{pids[i]}:{samples[i]}".encode()).hexdigest() for i in correct}
+    return sorted(sorted(correct, key=keys.__getitem__)[:limit])
 
 
 def mean_nll(values: list[float]) -> float | None:
@@ -130,8 +142,9 @@ def mean_nll(values: list[float]) -> float | None:
 def rank_teachers(proxies: dict[str, dict]) -> list[str]:
     """Teacher names, most promising first (see the module docstring); writes `rank` into each proxies dict.
 
-    student_rsr (lower = better suited, 2601.14249) is deliberately not part of the key: how the student proxies
-    should steer the search is decided elsewhere; until then the order is the one above."""
+    student_rsr (lower = better suited, 2601.14249) and student_local_nll (lower = more natural, 2510.03988) are
+    deliberately not part of the key: how the student proxies should steer the search is decided elsewhere; until
+    then the order is the one above."""
     def key(name: str):
         p = proxies[name]
         nll = p["student_nll"] if p["student_nll"] is not None else math.inf
@@ -149,13 +162,14 @@ def describe(proxies: dict[str, dict]) -> list[str]:
     in doubt were just read."""
     order = sorted(proxies, key=lambda name: (proxies[name].get("rank") or math.inf, name))
     lines = [f"  {'rank':>4}  {'teacher':<32} {'accuracy':>8} {'yield':>6} {'correct':>7} {'NLL':>6} {'RSR':>6}"
-             f" {'tokens':>6} {'cut':>6}   (RSR: lower = better suited, arXiv 2601.14249; cut: share of rationales "
-             f"that stopped at generation.max_tokens)"]
+             f" {'local':>6} {'tokens':>6} {'cut':>6}   (RSR: lower = better suited, arXiv 2601.14249; local: NLL "
+             f"of each step given only the steps just before it, lower = more natural, arXiv 2510.03988; cut: share of "
+             f"rationales that stopped at generation.max_tokens)"]
     for name in order:
         p = proxies[name]
-        nll, rsr = (f"{p[k]:.2f}" if p.get(k) is not None else "-" for k in STUDENT_PROXIES)
+        nll, rsr, local = (f"{p[k]:.2f}" if p.get(k) is not None else "-" for k in STUDENT_PROXIES)
         cut = "-" if p.get("truncated_fraction") is None else f"{100 * p['truncated_fraction']:5.1f}%"
         lines.append(f"  {p.get('rank', '-'):>4}  {name:<32} {100 * p['teacher_accuracy']:7.1f}%"
-                     f" {100 * p['correct_yield']:5.1f}% {p['correct_rows']:>7} {nll:>6} {rsr:>6}"
+                     f" {100 * p['correct_yield']:5.1f}% {p['correct_rows']:>7} {nll:>6} {rsr:>6} {local:>6}"
                      f" {p['mean_tokens']:6.0f} {cut:>6}")
     return lines + [f"warning: {w}" for name in order if (w := truncation_warning(name, proxies[name]))]

@@ -605,12 +605,13 @@ def render_markdown(r: dict, plots: list[str]) -> str:
                     else "n/a", _pct((r.get("engine_baseline") or {}).get(s))] for s, b in r["baseline"].items()]),
            "", "## Teachers, ranked", "",
            _table(["teacher", "teacher acc.", "cut at max_tokens", "correct yield", "student NLL", "student RSR",
-                   "proxy rank", "trials", "best dev delta", "test acc.", "test delta [95% CI]", "test p (adj.)",
-                   "verdict"],
+                   "student local NLL", "proxy rank", "trials", "best dev delta", "test acc.", "test delta [95% CI]",
+                   "test p (adj.)", "verdict"],
                   [[t["name"] + (" (control)" if t.get("control") else ""), _pct(t["teacher_accuracy"]),
                     _pct(t.get("truncated_fraction")), _pct((t["proxies"] or {}).get("correct_yield")),
                     _num((t["proxies"] or {}).get("student_nll"), ".3f"),
-                    _num((t["proxies"] or {}).get("student_rsr"), ".3f"), t["proxy_rank"], t["n_trials"],
+                    _num((t["proxies"] or {}).get("student_rsr"), ".3f"),
+                    _num((t["proxies"] or {}).get("student_local_nll"), ".3f"), t["proxy_rank"], t["n_trials"],
                     _pts(t["best_dev_delta"]), _pct(t["test_accuracy"]),
                     "n/a" if t["delta"] is None else f"{_pts(t['delta'])} {_ci(t['delta_ci95'])}",
                     _num(t["p_adjusted"], ".3g"), t["verdict"]] for t in r["teachers"]])]
@@ -621,9 +622,11 @@ def render_markdown(r: dict, plots: list[str]) -> str:
                 "and scored on test. The teacher chosen on dev is the one primary hypothesis, tested at alpha on its "
                 "own p-value; the other teachers' p-values are Holm-adjusted among themselves (controls in a family "
                 f"of their own); a verdict needs the (adjusted) test to reject at alpha {ALPHA} and the interval to "
-                "exclude zero. Student NLL and RSR are proxies measured before any training: lower NLL = closer to "
-                "what the student already writes; lower RSR (Rank-Surprisal Ratio, arXiv 2601.14249: mean token rank "
-                "under the student / mean NLL) = better suited to teach it. Cut at max_tokens: the share of the "
+                "exclude zero. Student NLL, RSR and local NLL are proxies measured before any training: lower NLL = "
+                "closer to what the student already writes; lower RSR (Rank-Surprisal Ratio, arXiv 2601.14249: mean "
+                "token rank under the student / mean NLL) = better suited to teach it; lower local NLL (local "
+                "naturalness, arXiv 2510.03988: each reasoning step's NLL given the question and only the steps just "
+                "before it, averaged over steps) = each step more natural to it. Cut at max_tokens: the share of the "
                 "teacher's train rationales that stopped at generation.max_tokens, each counted as not correct. "
                 + DEV_IS_SELECTION]
     cut = [t["truncation_warning"] for t in r["teachers"] if t.get("truncation_warning")]

@@ -27,13 +27,18 @@ count under DROP_TRUNCATED says so instead (raise lora.max_length, or cut long r
 keep_truncated=True keeps the prefix that fits, WITHOUT EOS (EOS is only ever the last token of a whole rationale);
 student_nll uses it, so a long rationale is still scored on what fits rather than being NaN.
 
-Scoring a rationale under the student (student_scores; one forward pass per batch gives both numbers, per row, over
-the completion tokens only: the rationale and its EOS, never the prompt):
+Scoring a rationale under the student (student_scores), per row, over the completion tokens only (the rationale and
+its EOS, never the prompt); one forward pass per batch gives the first two, the third needs a short pass per step:
 
-    student_nll   mean surprisal -log p(token) in nats                   lower = closer to what the student writes
-    student_rsr   Rank-Surprisal Ratio (arXiv 2601.14249): mean rank of   lower = better suited to teach the student
-                  each token in the student's next-token distribution
-                  (1 = its top choice, capped at RSR_RANK_CAP) / mean NLL
+    student_nll        mean surprisal -log p(token) in nats             lower = closer to what the student writes
+    student_rsr        Rank-Surprisal Ratio (arXiv 2601.14249): mean     lower = better suited to teach the student
+                       rank of each token in the student's next-token
+                       distribution (1 = its top choice, capped at
+                       RSR_RANK_CAP) / mean NLL
+    student_local_nll  local naturalness (arXiv 2510.03988; our reading  lower = each step is more natural to the
+                       in naturalness.py): mean over reasoning steps of  student given only what just precedes it
+                       the step's mean NLL, each step given the prompt
+                       and only the LOCAL_WINDOW_STEPS steps before it
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from cotgap_ray.naturalness import LOCAL_WINDOW_STEPS, local_windows, mean_of_step_means, token_step_starts
 from cotgap_ray.prompts import render_prompt
 
 log = logging.getLogger(__name__)
@@ -227,22 +233,31 @@ def padding_waste(batches: list[list[int]], examples: list[Example]) -> float:
 
 @torch.no_grad()
 def student_scores(model, tokenizer, rationales: pa.Table, problems: dict[str, str], batch_size: int = 8,
-                   max_length: int | None = None) -> tuple[list[float], list[float]]:
-    """(mean NLL, mean capped rank) of each rationale under a causal LM, one of each per row, from one forward pass.
+                   max_length: int | None = None, local_window: int | None = LOCAL_WINDOW_STEPS,
+                   local_rows=None) -> tuple[list[float], list[float], list[float]]:
+    """(mean NLL, mean capped rank, local NLL) of each rationale under a causal LM, one of each per row.
 
-    Both are means over the completion tokens (EOS included), never the prompt's: NLL in nats per token, rank of
-    the token in the model's next-token distribution (1 = its argmax, ties counted in the token's favour; capped at
-    RSR_RANK_CAP). Same prompt and tokens as the SFT examples, except that a rationale longer than max_length
-    (default: the model's max_position_embeddings) is scored on the prefix that fits (keep_truncated; no EOS then).
-    NaN for a row SFT would drop for another reason: its prompt alone fills max_length, or it does not tokenize as a
-    prefix (the student_nll filter never keeps NaN). Any HF causal LM: only `model(input_ids, attention_mask).logits`
-    is used."""
+    NLL and rank come from one forward pass, both means over the completion tokens (EOS included), never the
+    prompt's: NLL in nats per token, rank of the token in the model's next-token distribution (1 = its argmax, ties
+    counted in the token's favour; capped at RSR_RANK_CAP). The local NLL (naturalness.py) is the mean over the
+    rationale's steps of each step's mean NLL, each step conditioned on the prompt and only the `local_window` steps
+    before it; it needs a pass per step beyond the first local_window + 1 (see _local_nlls for the cost), so it is
+    computed only for `local_rows` (row indices; None: every row) and not at all when local_window is None (NaN).
+    Same prompt and tokens as the SFT examples, except that a rationale longer than max_length (default: the model's
+    max_position_embeddings) is scored on the prefix that fits (keep_truncated; no EOS then). NaN for a row SFT would
+    drop for another reason: its prompt alone fills max_length, or it does not tokenize as a prefix (the student_nll
+    filter never keeps NaN). Any HF causal LM: only `model(input_ids, attention_mask).logits` is used."""
     max_length = max_length or getattr(model.config, "max_position_embeddings", None) or 2048
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     per_row, _, _ = _examples_by_row(rationales, problems, tokenizer, max_length, keep_truncated=True)
     rows = [r for r, e in enumerate(per_row) if e is not None]
     examples = [per_row[r] for r in rows]
-    nll_out, rank_out = [math.nan] * rationales.num_rows, [math.nan] * rationales.num_rows
+    n = rationales.num_rows
+    nll_out, rank_out, local_out = [math.nan] * n, [math.nan] * n, [math.nan] * n
+    wanted = set() if local_window is None else set(range(n) if local_rows is None else local_rows)
+    local = [i for i, r in enumerate(rows) if r in wanted]  # the examples that get a local NLL
+    # Each of those examples' completion-token NLLs, in order (kept only for them: every row may be scored).
+    token_nlls: list[list[float]] = [[] for _ in examples]
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # dropout would make the NLL noisy
@@ -251,18 +266,29 @@ def student_scores(model, tokenizer, rationales: pa.Table, problems: dict[str, s
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], pad_id).items()}
-            for i, nll, rank in zip(idx, *_score_batch(model, batch)):
+            for i, nll, rank, tokens in zip(idx, *_score_batch(model, batch)):
                 nll_out[rows[i]], rank_out[rows[i]] = nll, rank
+                if rows[i] in wanted:
+                    token_nlls[i] = tokens
+        if local:
+            pids, texts = rationales["problem_id"].to_pylist(), rationales["text"].to_pylist()
+            windows = {}
+            for i in local:
+                e, prompt = examples[i], render_prompt(problems[pids[rows[i]]], tokenizer)
+                starts = token_step_starts(tokenizer, prompt, texts[rows[i]], e.input_ids, _prompt_length(e))
+                windows[i] = local_windows(starts, len(e.input_ids), local_window)
+            for i, value in _local_nlls(model, examples, windows, token_nlls, batch_size, pad_id, device).items():
+                local_out[rows[i]] = value
     finally:
         model.train(was_training)
-    return nll_out, rank_out
+    return nll_out, rank_out, local_out
 
 
 def student_nll(model, tokenizer, rationales: pa.Table, problems: dict[str, str], batch_size: int = 8,
                 max_length: int | None = None) -> list[float]:
     """Mean NLL (nats per completion token, EOS included) of each rationale under a causal LM, one per row: the NLL
-    half of student_scores (see there for truncation and NaN rows)."""
-    return student_scores(model, tokenizer, rationales, problems, batch_size, max_length)[0]
+    of student_scores (see there for truncation and NaN rows), without the local passes."""
+    return student_scores(model, tokenizer, rationales, problems, batch_size, max_length, local_window=None)[0]
 
 
 def rank_surprisal_ratio(mean_rank: float, mean_nll: float) -> float:
@@ -274,13 +300,25 @@ def rank_surprisal_ratio(mean_rank: float, mean_nll: float) -> float:
     return mean_rank / mean_nll
 
 
-def _score_batch(model, batch: dict[str, torch.Tensor]) -> tuple[list[float], list[float]]:
-    """Per row of a collated batch: mean NLL and mean capped rank over its completion (label != IGNORE) tokens."""
+def _prompt_length(example: Example) -> int:
+    """The number of prompt tokens: the labels' leading IGNOREs (there is always a completion token after them)."""
+    return next(t for t, label in enumerate(example.labels) if label != IGNORE)
+
+
+def _token_nlls(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                 torch.Tensor]:
+    """(logits, labels, per-token NLL, mask) of a collated batch, shifted so that position t scores token t+1; the
+    mask is True over the completion (label != IGNORE) tokens."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    # Position t predicts token t+1: shift, then average over the completion (label != IGNORE) tokens of each row.
     logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
-    mask = labels != IGNORE
+    return logits, labels, nll, labels != IGNORE
+
+
+def _score_batch(model, batch: dict[str, torch.Tensor]) -> tuple[list[float], list[float], list[list[float]]]:
+    """Per row of a collated batch: mean NLL and mean capped rank over its completion (label != IGNORE) tokens, and
+    the NLL of each of those tokens in order (what the first steps' local scores are read from)."""
+    logits, labels, nll, mask = _token_nlls(model, batch)
     counts = mask.sum(dim=1).clamp(min=1)
     # Rank = 1 + the number of vocabulary entries with a strictly higher logit (same order as the probabilities).
     # One row at a time: the comparison is a (length x vocab) tensor, which for a whole batch of a 150k-token
@@ -288,7 +326,43 @@ def _score_batch(model, batch: dict[str, torch.Tensor]) -> tuple[list[float], li
     target = logits.gather(2, labels.clamp(min=0).unsqueeze(2))  # IGNORE positions read token 0, masked out below
     ranks = torch.stack([(row > tgt).sum(dim=1) for row, tgt in zip(logits, target)]) + 1
     ranks = ranks.clamp(max=RSR_RANK_CAP).float() * mask
-    return (nll.sum(dim=1) / counts).tolist(), (ranks.sum(dim=1) / counts).tolist()
+    tokens = [row[m].tolist() for row, m in zip(nll, mask)]
+    return (nll.sum(dim=1) / counts).tolist(), (ranks.sum(dim=1) / counts).tolist(), tokens
+
+
+def _local_nlls(model, examples: list[Example], windows: dict[int, list[tuple[int, int, int]]],
+                token_nlls: list[list[float]], batch_size: int, pad_id: int, device) -> dict[int, float]:
+    """Each example's local NLL (naturalness.mean_of_step_means) from its windows (naturalness.local_windows).
+
+    A step whose window reaches back to the prompt is conditioned on the whole prefix, so its token NLLs are read from
+    the whole-rationale pass (token_nlls); every later step is one more sequence, prompt + window + step, scored on
+    the step's tokens. Cost: per rationale of K steps of about L tokens after a prompt of P tokens, with window W,
+    K - W - 1 extra sequences of about P + (W + 1) * L tokens, against P + K * L for the whole-rationale pass; for a
+    GSM8K-style rationale (P ~ 100, K ~ 6, L ~ 16, W = 1) about 3x the tokens of that pass, in shorter sequences
+    (attention is cheaper per token). It adds no rank computation (the costly per-row vocabulary comparison)."""
+    steps = {i: [None] * len(spans) for i, spans in windows.items()}
+    jobs = []  # (example, step number, the step's sequence)
+    for i, spans in windows.items():
+        e, n_prompt = examples[i], _prompt_length(examples[i])
+        for k, (context, start, end) in enumerate(spans):
+            if context == n_prompt:
+                steps[i][k] = token_nlls[i][start - n_prompt:end - n_prompt]
+            else:
+                ids = e.input_ids[:n_prompt] + e.input_ids[context:end]
+                jobs.append((i, k, Example(ids, [IGNORE] * (n_prompt + start - context) + e.input_ids[start:end],
+                                           e.problem_id)))
+    if jobs:
+        whole = sum(len(examples[i].input_ids) for i in windows)
+        log.info("local naturalness: %d step windows of %d rationales, %d tokens (the whole-rationale pass: %d)",
+                 len(jobs), len(windows), sum(len(j[2].input_ids) for j in jobs), whole)
+    jobs.sort(key=lambda job: len(job[2].input_ids))  # little padding
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start:start + batch_size]
+        batch = {k: v.to(device) for k, v in collate([job[2] for job in chunk], pad_id).items()}
+        _, _, nll, mask = _token_nlls(model, batch)
+        for (i, k, _), row, m in zip(chunk, nll, mask):
+            steps[i][k] = row[m].tolist()
+    return {i: mean_of_step_means(step_nlls) for i, step_nlls in steps.items()}
 
 
 def with_student_nll(rationales: pa.Table, model, tokenizer, problems: dict[str, str], batch_size: int = 8,
@@ -301,11 +375,15 @@ def with_student_nll(rationales: pa.Table, model, tokenizer, problems: dict[str,
 
 
 def with_student_scores(rationales: pa.Table, model, tokenizer, problems: dict[str, str], batch_size: int = 8,
-                        max_length: int | None = None) -> pa.Table:
-    """The rationales with float `student_nll` and `student_rsr` columns (replaced if present), from one forward pass
-    per batch: what with_student_nll adds, and the per-row Rank-Surprisal Ratio (NaN where undefined)."""
-    nll, rank = student_scores(model, tokenizer, rationales, problems, batch_size, max_length)
-    columns = {"student_nll": nll, "student_rsr": [rank_surprisal_ratio(r, n) for r, n in zip(rank, nll)]}
+                        max_length: int | None = None, local_rows=None) -> pa.Table:
+    """The rationales with float `student_nll`, `student_rsr` and `student_local_nll` columns (replaced if present):
+    what with_student_nll adds, the per-row Rank-Surprisal Ratio (NaN where undefined), and the local naturalness
+    (naturalness.py), NaN outside `local_rows` (row indices; None: every row). The search scores every row for a
+    student_nll filter but needs the local one only on the proxies' sample (proxies.nll_sample_rows)."""
+    nll, rank, local = student_scores(model, tokenizer, rationales, problems, batch_size, max_length,
+                                      local_rows=local_rows)
+    columns = {"student_nll": nll, "student_rsr": [rank_surprisal_ratio(r, n) for r, n in zip(rank, nll)],
+               "student_local_nll": local}
     rationales = rationales.drop_columns([c for c in columns if c in rationales.column_names])
     for name, values in columns.items():
         rationales = rationales.append_column(name, pa.array(values, type=pa.float64()))

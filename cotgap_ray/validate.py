@@ -45,7 +45,7 @@ from cotgap_ray.records import FinalRecord, TrialRecord, write_json
 
 # Proxies where a LOWER value predicts a better teacher; every other proxy counts as higher-is-better. `rank` is the
 # search's own ordering (1 = try first), so it is lower-is-better too.
-LOWER_IS_BETTER = {"student_nll", "student_rsr", "rank"}
+LOWER_IS_BETTER = {"student_nll", "student_rsr", "student_local_nll", "rank"}
 # Numbers in proxies.json that are what computing the proxies cost, how many samples they used, or a description of
 # the rationales (their mean length, how many the token budget cut, that budget), not predictions of which teacher
 # teaches best.

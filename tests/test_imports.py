@@ -23,8 +23,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "cotgap_ray"
 
 PURE_CORE = ["cotgap_ray.answers", "cotgap_ray.numbers", "cotgap_ray.math_answers", "cotgap_ray.config",
-             "cotgap_ray.errors", "cotgap_ray.filters", "cotgap_ray.prompts", "cotgap_ray.proxies",
-             "cotgap_ray.records", "cotgap_ray.sft", "cotgap_ray.stats", "cotgap_ray.hardware",
+             "cotgap_ray.errors", "cotgap_ray.filters", "cotgap_ray.naturalness", "cotgap_ray.prompts",
+             "cotgap_ray.proxies", "cotgap_ray.records", "cotgap_ray.sft", "cotgap_ray.stats", "cotgap_ray.hardware",
              "cotgap_ray.tasks", "cotgap_ray.tasks.splits", "cotgap_ray.tasks.gsm8k", "cotgap_ray.tasks.file",
              "cotgap_ray.tasks.reasoning_gym", "cotgap_ray.search.space", "cotgap_ray.evaluation.paired",
              "cotgap_ray.report", "cotgap_ray.report_pairs", "cotgap_ray.report_cli"]

@@ -9,6 +9,7 @@ from cotgap_ray.proxies import (
     mean_nll,
     needs_student_scoring,
     nll_sample,
+    nll_sample_rows,
     rank_teachers,
     student_proxies,
 )
@@ -32,6 +33,9 @@ def test_nll_sample_keeps_only_correct_rows_stably():
     assert sample.num_rows == 4 and all(sample["correct"].to_pylist())
     assert nll_sample(table, 4).equals(sample)  # the same rows every time
     assert nll_sample(table, 100).num_rows == 10
+    rows = nll_sample_rows(table, 4)  # the same rows, as indices into the table (what the local NLL is computed on)
+    assert len(rows) == 4 and rows == sorted(rows) and all(i % 2 == 0 for i in rows)
+    assert table.take(rows).equals(sample) and nll_sample_rows(table, 100) == list(range(0, 20, 2))
 
 
 def test_rank_prefers_more_correct_data_then_accuracy_then_lower_nll():
@@ -77,13 +81,33 @@ def test_student_rsr_is_the_mean_over_the_same_sample_as_student_nll():
     sample_rows = set(nll_sample(table.append_column("i", pa.array(range(n))), 10)["i"].to_pylist())
     nan_row = min(sample_rows)
     scored = table.append_column("student_nll", pa.array([float(i) for i in range(n)])).append_column(
-        "student_rsr", pa.array([float("nan") if i == nan_row else 100.0 + i for i in range(n)]))
+        "student_rsr", pa.array([float("nan") if i == nan_row else 100.0 + i for i in range(n)])).append_column(
+        "student_local_nll", pa.array([0.5] * n))
     got = student_proxies(scored, 10)
     assert got["student_nll"] == sum(sample_rows) / 10
     assert got["student_rsr"] == sum(100.0 + i for i in sample_rows - {nan_row}) / 9
     no_correct = _table([False] * 4).append_column("student_nll", pa.array([1.0] * 4)).append_column(
-        "student_rsr", pa.array([1.0] * 4))
-    assert student_proxies(no_correct, 10) == {"student_nll": None, "student_rsr": None}
+        "student_rsr", pa.array([1.0] * 4)).append_column("student_local_nll", pa.array([1.0] * 4))
+    assert student_proxies(no_correct, 10) == {"student_nll": None, "student_rsr": None, "student_local_nll": None}
+
+
+def test_student_local_nll_is_the_mean_over_the_same_sample_and_does_not_change_the_rank():
+    n = 40
+    table = _table([i % 4 != 0 for i in range(n)])
+    sample_rows = nll_sample_rows(table, 10)
+    # Only the sample's rows were given a local NLL (sft.with_student_scores' local_rows): NaN elsewhere.
+    local = [200.0 + i if i in sample_rows else float("nan") for i in range(n)]
+    scored = (table.append_column("student_nll", pa.array([float(i) for i in range(n)]))
+              .append_column("student_rsr", pa.array([1.0] * n)).append_column("student_local_nll", pa.array(local)))
+    got = student_proxies(scored, 10)
+    assert got["student_local_nll"] == sum(200.0 + i for i in sample_rows) / 10
+    assert got["student_nll"] == sum(sample_rows) / 10 and got["student_rsr"] == 1.0
+    entry = base_proxies(_summary(80, 0.8))
+    assert entry["student_local_nll"] is None and not needs_student_scoring(entry)  # None: computed, undefined
+    assert needs_student_scoring({k: v for k, v in entry.items() if k != "student_local_nll"})  # an older run's
+    proxies = {"a": entry | {"student_nll": 1.0, "student_local_nll": 9.0},
+               "b": base_proxies(_summary(80, 0.8)) | {"student_nll": 2.0, "student_local_nll": 1.0}}
+    assert rank_teachers(proxies) == ["a", "b"]  # recorded beside the rank, not ranked on
 
 
 def test_a_cached_entry_without_student_rsr_needs_scoring_and_rsr_does_not_change_the_rank():
@@ -109,7 +133,8 @@ def test_proxies_stage_rescores_a_cached_teacher_that_lacks_student_rsr(tmp_path
     def fake_scores(table, model, tokenizer, questions, batch_size=8, max_length=None):
         scored_teachers.append(table["teacher"][0].as_py())
         return (table.append_column("student_nll", pa.array([2.0] * table.num_rows))
-                .append_column("student_rsr", pa.array([5.0] * table.num_rows)))
+                .append_column("student_rsr", pa.array([5.0] * table.num_rows))
+                .append_column("student_local_nll", pa.array([1.5] * table.num_rows)))
 
     def fake_task(cfg, student, tables, questions):  # the Ray task's body, in process, with the fake scorer
         return {teacher: sft.with_student_scores(table, None, None, questions) for teacher, table in tables.items()}
@@ -123,7 +148,7 @@ def test_proxies_stage_rescores_a_cached_teacher_that_lacks_student_rsr(tmp_path
         table = table.set_column(table.column_names.index("teacher"), "teacher", pa.array([name] * table.num_rows))
         return SimpleNamespace(teacher=name, summary=summary, table=lambda: table)
 
-    new_entry = base_proxies(summary) | {"student_nll": 7.0, "student_rsr": 3.0}
+    new_entry = base_proxies(summary) | {"student_nll": 7.0, "student_rsr": 3.0, "student_local_nll": 6.0}
     old_entry = {k: v for k, v in base_proxies(summary).items() if k != "student_rsr"} | {"student_nll": 7.0}
     (tmp_path / "proxies.json").write_text(json.dumps({"old": old_entry, "new": new_entry}))
     cfg = SimpleNamespace(search=SimpleNamespace(filter_chains={}, proxy_rationales=4),
@@ -134,9 +159,13 @@ def test_proxies_stage_rescores_a_cached_teacher_that_lacks_student_rsr(tmp_path
     assert scored_teachers == ["old"]
     assert proxies["old"]["student_rsr"] == 5.0 and proxies["old"]["student_nll"] == 2.0
     assert proxies["new"]["student_rsr"] == 3.0 and proxies["new"]["student_nll"] == 7.0  # cached, untouched
+    assert proxies["old"]["student_local_nll"] == 1.5 and proxies["new"]["student_local_nll"] == 6.0
     assert json.loads((tmp_path / "proxies.json").read_text())["old"]["student_rsr"] == 5.0
-    header = next(line for line in capsys.readouterr().out.splitlines() if "teacher" in line and "RSR" in line)
-    assert header.split().index("RSR") == header.split().index("NLL") + 1
+    out = capsys.readouterr().out.splitlines()
+    header = next(line for line in out if "teacher" in line and "RSR" in line).split()
+    assert header.index("RSR") == header.index("NLL") + 1 and header.index("local") == header.index("RSR") + 1
+    old_row = next(line for line in out if " old " in line).split()
+    assert old_row[header.index("NLL"):header.index("local") + 1] == ["2.00", "5.00", "1.50"]
 
 
 # ------------------------------------------------------------- the token budget (issue 33 point 12)
@@ -215,7 +244,8 @@ def test_the_printout_has_a_cut_column_and_the_warning_after_the_table():
     proxies = {QWEN: base_proxies(_issue_summary()), "other": base_proxies(_summary(80, 0.8))}
     rank_teachers(proxies)
     lines = proxies_mod.describe(proxies)
-    assert lines[0].split()[:9] == ["rank", "teacher", "accuracy", "yield", "correct", "NLL", "RSR", "tokens", "cut"]
+    assert lines[0].split()[:10] == ["rank", "teacher", "accuracy", "yield", "correct", "NLL", "RSR", "local",
+                                     "tokens", "cut"]
     qwen_row = next(line for line in lines if QWEN in line and not line.startswith("warning"))
     assert qwen_row.split()[-1] == "88.4%"
     assert next(line for line in lines if "other" in line).split()[-1] == "-"  # not counted: shown as unknown
@@ -233,7 +263,8 @@ def test_proxies_stage_prints_and_stores_the_warning_also_for_an_older_cached_en
     summary = _issue_summary()
     cached = {k: v for k, v in base_proxies(summary).items()
               if k not in ("truncated_rows", "truncated_fraction", "max_tokens")} | {"student_nll": 2.0,
-                                                                                      "student_rsr": 4.0}
+                                                                                      "student_rsr": 4.0,
+                                                                                      "student_local_nll": 1.0}
     (tmp_path / "proxies.json").write_text(json.dumps({QWEN: cached}))
     cfg = SimpleNamespace(search=SimpleNamespace(filter_chains={}, proxy_rationales=4))
     generation = SimpleNamespace(teacher=QWEN, summary=summary, table=lambda: _cut_table([1], [True]))

@@ -517,3 +517,15 @@ def test_proxies_from_before_the_cut_was_counted_render_n_a(tmp_path):
     assert not [n for n in r["notes"] if "max_tokens" in n]
     md = (tmp_path / "run" / "report.md").read_text()
     assert f"| {QWEN} | 62.0% | n/a | 55.8% |" in md and "Token budget" not in md
+
+
+def test_the_teachers_table_shows_the_local_naturalness_beside_nll_and_rsr(tmp_path):
+    run = write_run(tmp_path / "run", [_final(QWEN, "t1", 0.041, [0.012, 0.070], 0.05)],
+                    proxies={QWEN: {"student_rsr": 4.5, "student_local_nll": 0.987}})
+    report.render(run)
+    md = (run / "report.md").read_text()
+    assert "| student NLL | student RSR | student local NLL | proxy rank |" in md
+    row = next(line for line in md.splitlines() if line.startswith(f"| {QWEN} |"))
+    assert "| 1.234 | 4.500 | 0.987 |" in row
+    assert "| 1.234 | n/a | n/a |" in next(line for line in md.splitlines() if line.startswith(f"| {SMOL} |"))
+    assert "lower local NLL (local naturalness, arXiv 2510.03988" in md

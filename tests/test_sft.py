@@ -1,5 +1,6 @@
 """SFT examples on the tiny char tokenizer (loss mask, EOS, truncation, the prefix check), length-bucketed batching,
-the pad-only collator, and student NLL and Rank-Surprisal Ratio on the tiny random Llama from conftest.py."""
+the pad-only collator, and student NLL and Rank-Surprisal Ratio on the tiny random Llama from conftest.py (the local
+NLL: test_naturalness.py)."""
 
 import math
 
@@ -287,14 +288,15 @@ def test_a_greedy_continuation_ranks_first_at_every_token(model, tokenizer):
     greedy = Example(ids, [IGNORE] * n_prompt + ids[n_prompt:], "p1")
     longer = build_examples(rationales(), PROBLEMS, tokenizer, max_length=512)[1]  # padding beside it changes nothing
     with torch.no_grad():
-        nll, rank = _score_batch(model, collate([greedy, longer], tokenizer.pad_token_id))
+        nll, rank, tokens = _score_batch(model, collate([greedy, longer], tokenizer.pad_token_id))
     assert rank[0] == 1.0 and rank[1] > 1.0
+    assert [sum(t) / len(t) for t in tokens] == pytest.approx(nll)  # the per-token NLLs behind the mean
     assert rank[1] == pytest.approx(brute_force_mean_rank(model, longer, cap=100))
 
 
 def test_student_ranks_match_a_brute_force_count_over_the_logits(model, tokenizer):
     table = rationales()
-    nll, rank = student_scores(model, tokenizer, table, PROBLEMS, batch_size=3)
+    nll, rank, _ = student_scores(model, tokenizer, table, PROBLEMS, batch_size=3)
     examples = build_examples(table, PROBLEMS, tokenizer, max_length=512)
     assert rank == pytest.approx([brute_force_mean_rank(model, e, cap=100) for e in examples])
     assert student_scores(model, tokenizer, table, PROBLEMS, batch_size=1)[1] == pytest.approx(rank)
@@ -308,7 +310,7 @@ def test_the_rank_cap_applies_per_token(model, tokenizer, monkeypatch):
     examples = build_examples(table, PROBLEMS, tokenizer, max_length=512)
     uncapped = [brute_force_mean_rank(model, e) for e in examples]
     monkeypatch.setattr(sft, "RSR_RANK_CAP", 3)
-    _, capped = student_scores(model, tokenizer, table, PROBLEMS, batch_size=3)
+    _, capped, _ = student_scores(model, tokenizer, table, PROBLEMS, batch_size=3)
     assert capped == pytest.approx([brute_force_mean_rank(model, e, cap=3) for e in examples])
     assert all(r <= 3 for r in capped) and any(c < u for c, u in zip(capped, uncapped))  # the cap did bind
     monkeypatch.setattr(sft, "RSR_RANK_CAP", 1)
@@ -317,10 +319,10 @@ def test_the_rank_cap_applies_per_token(model, tokenizer, monkeypatch):
 
 def test_student_scores_keep_the_nll_numbers_and_rsr_is_mean_rank_over_mean_nll(model, tokenizer):
     table = rationales()
-    nll, rank = student_scores(model, tokenizer, table, PROBLEMS, batch_size=2)
+    nll, rank, _ = student_scores(model, tokenizer, table, PROBLEMS, batch_size=2)
     assert nll == student_nll(model, tokenizer, table, PROBLEMS, batch_size=2)
     scored = with_student_scores(table, model, tokenizer, PROBLEMS, batch_size=2)
-    assert scored.column_names[-2:] == ["student_nll", "student_rsr"] and scored.num_rows == 3
+    assert scored.column_names[-3:] == ["student_nll", "student_rsr", "student_local_nll"] and scored.num_rows == 3
     assert scored["student_nll"].to_pylist() == with_student_nll(table, model, tokenizer, PROBLEMS,
                                                                  batch_size=2)["student_nll"].to_pylist()
     # The same number HF's own loss gives (as test_student_nll_is_the_mean_completion_loss_whatever_the_batch).
@@ -329,7 +331,7 @@ def test_student_scores_keep_the_nll_numbers_and_rsr_is_mean_rank_over_mean_nll(
         loss = model(input_ids=torch.tensor([example.input_ids]), labels=torch.tensor([example.labels])).loss
     assert nll[0] == pytest.approx(loss.item(), abs=1e-4)
     assert scored["student_rsr"].to_pylist() == pytest.approx([r / n for r, n in zip(rank, nll)])
-    again = with_student_scores(scored, model, tokenizer, PROBLEMS)  # replaces both columns, never duplicates them
+    again = with_student_scores(scored, model, tokenizer, PROBLEMS)  # replaces the columns, never duplicates them
     assert again.column_names == scored.column_names
 
 

@@ -330,6 +330,17 @@ def test_proxy_correlations_respect_the_proxys_direction(tmp_path):
     assert {p["source"] for p in sq["proxies"]} == {"grid"}  # the search's proxies.json is the same
 
 
+def test_the_student_proxies_are_lower_is_better_local_naturalness_included():
+    """student_local_nll (arXiv 2510.03988: lower = more natural to the student) is measured like student_nll: a
+    teacher with a lower value predicted better, so an order matching the truth correlates +1, not -1."""
+    truth = {"grid_best_dev_delta": {"a": 0.05, "b": 0.03, "c": 0.00}}
+    proxies = {"a": {"student_local_nll": 1.0, "student_nll": 1.0}, "b": {"student_local_nll": 2.0, "student_nll": 2.0},
+               "c": {"student_local_nll": 3.0, "student_nll": 3.0}}
+    rows = {r["proxy"]: r for r in validate.correlations(proxies, "grid", truth)}
+    assert rows["student_local_nll"]["direction"] == "lower" and rows["student_local_nll"]["spearman"] == 1.0
+    assert rows["student_local_nll"]["holm_family"] == 2  # it counts in the Holm family beside student_nll
+
+
 def test_a_search_with_its_own_proxies_is_judged_too(tmp_path):
     search = search_run(tmp_path, A)
     write_json(search / "proxies.json", {**PROXIES, C: {**PROXIES[C], "teacher_accuracy": 0.9}})

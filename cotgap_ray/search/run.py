@@ -194,9 +194,9 @@ def baseline_stage(run_dir: Path, cfg, student, splits, lora_rank: int) -> dict:
 
 
 def proxies_stage(run_dir: Path, cfg, student, splits, generations: dict) -> tuple[dict, dict]:
-    """Stage 4: proxies per teacher (cached in proxies.json) and the tables trials filter (with student_nll and
-    student_rsr when a chain uses the student_nll filter). Returns (proxies by teacher name, rationale tables by
-    teacher name). A cached entry without one of the student proxies (an older run's) is scored again."""
+    """Stage 4: proxies per teacher (cached in proxies.json) and the tables trials filter (with the student columns
+    of sft.with_student_scores when a chain uses the student_nll filter). Returns (proxies by teacher name, rationale
+    tables by teacher name). A cached entry without one of the student proxies (an older run's) is scored again."""
     import pyarrow.parquet as pq
 
     from cotgap_ray.proxies import base_proxies, needs_student_scoring, nll_sample, rank_teachers, student_proxies
@@ -212,7 +212,7 @@ def proxies_stage(run_dir: Path, cfg, student, splits, generations: dict) -> tup
             or (needs_nll and not (nll_dir / f"{g.teacher}.parquet").exists())]
     if todo:
         questions = {p.id: p.question for p in splits.train}
-        # One forward pass of the student gives both NLL and RSR per row (never run it twice).
+        # One scoring of the student gives NLL, RSR and local NLL per row (never run it twice).
         inputs = {g.teacher: tables[g.teacher] if needs_nll else nll_sample(tables[g.teacher],
                                                                              cfg.search.proxy_rationales)
                   for g in todo}
@@ -297,18 +297,22 @@ def _score_students(cfg, student, tables: dict, questions: dict) -> dict:
 
 
 def student_scores_task(cfg, spec: str, fingerprint: str | None, tables: dict, questions: dict) -> dict:
-    """The student's per-row NLL and RSR of each teacher's rationales (sft.with_student_scores), as a Ray task with the
-    evaluation engine's resources: the student is resolved and loaded on that node, never in the driver."""
+    """The student's per-row NLL, RSR and local NLL of each teacher's rationales (sft.with_student_scores), as a Ray
+    task with the evaluation engine's resources: the student is resolved and loaded on that node, never in the
+    driver. The local NLL costs a pass per later step, so only the proxies' sample gets it (proxies.nll_sample_rows:
+    every row when only the sample was sent, that sample's rows when a student_nll filter sent every row)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cotgap_ray.models.remote import local_model, models_dir_setting
+    from cotgap_ray.proxies import nll_sample_rows
     from cotgap_ray.sft import with_student_scores
 
     student = local_model(spec, fingerprint, models_dir_setting(cfg))
     model = AutoModelForCausalLM.from_pretrained(student.path, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(student.path)
-    return {teacher: with_student_scores(table, model, tokenizer, questions, max_length=cfg.lora.max_length)
+    return {teacher: with_student_scores(table, model, tokenizer, questions, max_length=cfg.lora.max_length,
+                                         local_rows=nll_sample_rows(table, cfg.search.proxy_rationales))
             for teacher, table in tables.items()}
 
 
