@@ -6,6 +6,7 @@
 .PHONY: run test test-integration test-all
 export HF_HUB_OFFLINE ?= 1
 # A native crash (in the suite or in a CLI) prints every thread's stack instead of a bare "Error 139".
+# --durations: the slowest tests' times in every log (CI's included), where the tier's time goes.
 export PYTHONFAULTHANDLER ?= 1
 PY := .venv/bin/python
 
@@ -15,11 +16,11 @@ run:
 
 test:
 	scripts/setup.sh --dev
-	$(PY) -m pytest -m "not integration" -q
+	$(PY) -m pytest -m "not integration" -q --durations=15
 
 test-integration:
 	scripts/setup.sh --dev
-	$(PY) -m pytest -m integration -q
+	$(PY) -m pytest -m integration -q --durations=40
 
 test-all:
 	scripts/setup.sh --dev
