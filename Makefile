@@ -6,8 +6,8 @@
 .PHONY: run test test-integration test-all
 export HF_HUB_OFFLINE ?= 1
 # A native crash (in the suite or in a CLI) prints every thread's stack instead of a bare "Error 139".
-# --durations: the slowest tests' times in every log (CI's included), where the tier's time goes.
 export PYTHONFAULTHANDLER ?= 1
+# --durations below: the slowest tests' times in every log (CI's included), where the tier's time goes.
 PY := .venv/bin/python
 
 run:
