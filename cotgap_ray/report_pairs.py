@@ -3,14 +3,16 @@
 A multi-student run (search/pairs.py) keeps one complete single-student run per student
 (runs/<name>/students/<student>/, each with its report.json from report.py); build_pairs reads only those dicts (no
 files, no Ray) and builds the top-level matrix; render_pairs reads them from the parent directory and writes its
-report.json, report.md and map (search/pairs.py and `cotgap report PARENT` call it). The matrix: per student its baseline, the teacher chosen on dev and its final test accuracy; per student x teacher the
-confirmed test delta over THAT student's baseline; and the pair with the best final test accuracy.
+report.json, report.md and map (search/pairs.py and `cotgap report PARENT` call it). The matrix: per student its
+baseline, the teacher chosen on dev and its final test accuracy; per student x teacher the confirmed test delta over
+THAT student's baseline; the pair with the best final test accuracy; and how well each proxy ranked the deltas.
 Named report_pairs.py (not pairs_report.py) so it sorts beside report.py, whose rules it reuses and never restates:
 chosen_on_dev, the verdicts and adjusted p-values judge() wrote, the formatting and plot helpers.
 
     build_pairs({"smollm2-135m": report_a, "qwen2.5-0.5b": report_b})
       -> {"students": [...], "matrix": {"teachers": [...], "cells": {student: {teacher: cell}}},
-          "answer": {"student": "smollm2-135m", "teacher": "qwen2.5-coder-0.5b-instruct", "text": "Best pair: ..."}}
+          "answer": {"student": "smollm2-135m", "teacher": "qwen2.5-coder-0.5b-instruct", "text": "Best pair: ..."},
+          "proxies": {"across_cells": [{"proxy": "teacher_accuracy", "spearman": 0.6, ...}], "per_student": {...}}}
 
 What each number is (fractions in JSON, points in text):
 - baseline: report.json's baseline.test (the baseline stage: accuracy, its 95% interval, n).
@@ -31,6 +33,15 @@ What each number is (fractions in JSON, points in text):
   size, so of two students the "weaker" is the one with the lower baseline test accuracy. The best pair itself is
   picked on those test point estimates: a selection across students, so its accuracy is optimistic (within a
   student the teacher was chosen on dev and only confirmed on test).
+- proxies: each proxy of the report.json teacher entries (validate.numeric_proxies: the ones `cotgap validate` judges)
+  against the confirmed test deltas of the real teachers (controls left out: their effect is built in), computed by
+  validate.correlations (signed by validate.LOWER_IS_BETTER so positive = ranks as the deltas do; Spearman and
+  Kendall tau-b, one-sided permutation p, exact up to 8 cells; Holm over the proxies of one family), once across all
+  cells (one family; plus a percentile bootstrap interval over cells, stats.spearman_pairs_bootstrap) and once
+  within each student (its teachers; a family per student). Below 3 cells with both values: "too few cells". The
+  cells are more than a run's few teachers but are not independent: cells of one student share its baseline, which
+  moves all its deltas together (CELLS_SHARE), so the across-cells p and interval overstate the evidence (the report
+  claims no more than "across cells, n = ..."); within a student that shift leaves the ranking as it is.
 """
 
 from __future__ import annotations
@@ -40,7 +51,8 @@ import math
 from pathlib import Path
 
 from cotgap_ray import controls
-from cotgap_ray.report import _ci, _names, _pct, _pts, _table, chosen_on_dev, delta_point, save_figure
+from cotgap_ray.report import (_ci, _names, _p, _pct, _pts, _rank_ci, _table, chosen_on_dev, delta_point,
+                               save_figure)
 
 ABSENT = "absent: not a teacher of this student's run"
 NOT_TESTED = ("not tested: report.json keeps no per-problem test answers, so two students' finals cannot be paired "
@@ -49,6 +61,15 @@ SELECTION = ("the best pair is a selection on test across students, so its accur
              "the teacher was chosen on dev and only confirmed on test")
 GAP_IS = ("teacher-student gap: the teacher's accuracy on its train rationales (pass@1) minus the student's baseline "
           "accuracy on test")
+
+# The proxies' truth: a real teacher's confirmed test delta over its own student's baseline (report.json's `delta`).
+TRUTH = "confirmed_test_delta"
+# Resamples of the across-cells interval (stats.spearman_pairs_bootstrap over cells, seed 0).
+PAIRS_BOOTSTRAP = 2000
+TOO_FEW = "too few cells"  # fewer than 3 cells with both values: no correlation to give
+CELLS_SHARE = ("cells of one student share its baseline (each of its deltas is over it), so they are not independent: "
+               "the across-cells p-value and interval treat them as if they were, and overstate the evidence; within "
+               "a student the shared baseline shifts every delta alike and leaves the ranking as it is")
 
 
 def _baseline(r: dict) -> dict | None:
@@ -168,6 +189,48 @@ def _answer(students: list[dict], comparisons: list[dict]) -> dict:
             "final_test_accuracy": best["final_test_accuracy"], "text": text}
 
 
+def _student_proxies(r: dict) -> tuple[dict, dict]:
+    """A student's real teachers with a confirmed test delta: ({teacher: {proxy: value}}, {teacher: delta}). The
+    proxies are validate.numeric_proxies of the report.json entry's proxies.json fields, the ones `cotgap validate`
+    judges. Controls are left out: their effect is built in (controls.py), so they would rank by construction."""
+    from cotgap_ray.validate import numeric_proxies
+
+    real = [t for t in r.get("teachers", []) if not controls.is_control(t["spec"]) and t.get("delta") is not None]
+    return numeric_proxies({t["name"]: t.get("proxies") for t in real}), {t["name"]: t["delta"] for t in real}
+
+
+def proxy_correlations(reports: dict[str, dict]) -> dict:
+    """Each proxy's rank correlation with the confirmed test deltas, as validate.correlations computes it against a
+    grid (signed by validate.LOWER_IS_BETTER, one-sided permutation p, Holm across the proxies of one family):
+    across all cells (every student x real teacher with both values; one family), and within each student (its
+    teachers only; one family per student). The across-cells Spearman also gets a percentile bootstrap interval over
+    cells (PAIRS_BOOTSTRAP resamples, seed 0). Cells of one student are not independent (CELLS_SHARE)."""
+    from cotgap_ray.stats import spearman_pairs_bootstrap
+    from cotgap_ray.validate import correlations
+
+    per_student, values, deltas = {}, {}, {}
+    for name, r in reports.items():
+        proxies, truth = _student_proxies(r)
+        per_student[name] = correlations(proxies, name, {TRUTH: truth})
+        for row in per_student[name]:
+            if row["spearman_p"] is not None:  # validate's wording is about a grid's per-problem answers
+                row["ci95_from"] = "n/a: report.json keeps no per-problem test answers"
+        values |= {(name, t): v for t, v in proxies.items()}  # (student, teacher): one cell
+        deltas |= {(name, t): d for t, d in truth.items()}
+    across = correlations(values, "all cells", {TRUTH: deltas})
+    for row in across:
+        cells = [c for c in values if row["proxy"] in values[c]]  # correlations kept the same ones (all have a delta)
+        sign = -1.0 if row["direction"] == "lower" else 1.0
+        ci = spearman_pairs_bootstrap([sign * values[c][row["proxy"]] for c in cells], [deltas[c] for c in cells],
+                                      n_boot=PAIRS_BOOTSTRAP)
+        row["spearman_ci95"] = None if ci is None else list(ci)
+        row["ci95_from"] = ("n/a: fewer than 3 cells or a constant proxy or delta" if ci is None else
+                            f"Spearman: percentile bootstrap over the {len(cells)} cells ({PAIRS_BOOTSTRAP} resamples, "
+                            "seed 0), as if they were independent; Kendall: none")
+    return {"truth": TRUTH, "n_cells": len(deltas), "n_students": len({s for s, _ in deltas}),
+            "cells_are": CELLS_SHARE, "across_cells": across, "per_student": per_student}
+
+
 def build_pairs(reports: dict[str, dict]) -> dict:
     """The pairs matrix from {student name: its report.json dict}, in configured student order (json-serialisable)."""
     columns = _columns(reports)
@@ -182,7 +245,7 @@ def build_pairs(reports: dict[str, dict]) -> dict:
         cells[name] = {c["name"]: _cell(by_name.get(c["name"]), chosen, base) for c in columns}
     comparisons = [c for i, a in enumerate(students) for b in students[i + 1:] if (c := _compare(a, b))]
     return {"students": students, "matrix": {"teachers": columns, "cells": cells, "gap": GAP_IS},
-            "answer": _answer(students, comparisons)}
+            "answer": _answer(students, comparisons), "proxies": proxy_correlations(reports)}
 
 
 def _cell_text(c: dict) -> str:
@@ -191,8 +254,44 @@ def _cell_text(c: dict) -> str:
     return f"{_pts(c['delta'])} {_ci(c['delta_ci95'])} {c['verdict']}" + (" *" if c["chosen_on_dev"] else "")
 
 
+def _rho(row: dict | None, ci: bool = False) -> str:
+    """A Spearman for the table: TOO_FEW below 3 cells with both values, "constant" where one side does not vary."""
+    n = row["n"] if row else 0
+    if n < 3:
+        return f"{TOO_FEW} ({n})"
+    if row["spearman"] is None:
+        return f"n/a: constant ({n})"
+    return f"{row['spearman']:+.2f}" + (f" {_rank_ci(row['spearman_ci95'])}" if ci else f" ({n})")
+
+
+def _p_holm(row: dict | None) -> str:
+    if not row or row["spearman_p"] is None:
+        return "n/a"
+    return f"{_p(row['spearman_p'])} ({_p(row['spearman_p_holm'])})"
+
+
+def proxies_md(proxies: dict) -> list[str]:
+    """The "Proxies against the confirmed deltas" section: one row per proxy, across cells then per student."""
+    names = list(proxies["per_student"])
+    own = {s: {r["proxy"]: r for r in rows} for s, rows in proxies["per_student"].items()}
+    heads = ["proxy", "better", "Spearman, all cells [95% CI]", "p (Holm p)", "cells",
+             *(h for s in names for h in (f"{s}: Spearman (teachers)", f"{s}: p (Holm p)"))]
+    rows = [[r["proxy"], r["direction"], _rho(r, ci=True), _p_holm(r), r["n"],
+             *(c for s in names for c in (_rho(own[s].get(r["proxy"])), _p_holm(own[s].get(r["proxy"]))))]
+            for r in proxies["across_cells"]]
+    return ["### Proxies against the confirmed deltas", "",
+            "Spearman of each proxy with the real teachers' confirmed test deltas (controls left out: their effect "
+            "is built in; a lower-is-better proxy negated, so positive means it ranks as the deltas do), across all "
+            f"cells and within each student (its teachers only). Across cells, n = {proxies['n_cells']} cells of "
+            f"{proxies['n_students']} students: {CELLS_SHARE}. p: one-sided permutation (exact up to 8 cells); Holm "
+            "p: over the proxies within each family (all cells; each student). 95% CI: percentile bootstrap over "
+            "cells, as if independent.", "",
+            _table(heads, rows) if rows else "No proxy values: no real teacher is confirmed on test yet."]
+
+
 def render_pairs_md(pairs: dict) -> str:
-    """The top-level report.md's section: the answer, the matrix, each student's best, the comparisons."""
+    """The top-level report.md's section: the answer, the matrix, each student's best, the comparisons, the
+    proxies against the confirmed deltas."""
     cols, cells, students = pairs["matrix"]["teachers"], pairs["matrix"]["cells"], pairs["students"]
     heads = ["student (baseline on test)", *(c["name"] + (" (control)" if c["control"] else "") for c in cols)]
 
@@ -222,6 +321,7 @@ def render_pairs_md(pairs: dict) -> str:
     reached = [_comparison_sentence(c, by_name) for c in pairs["answer"]["comparisons"] if c["reaches"]]
     out += ["", f"Between students, final test accuracies are point estimates, {NOT_TESTED}; {SELECTION}."]
     out += ["", *(f"- {line}" for line in reached)] if reached else []
+    out += ["", *proxies_md(pairs["proxies"])]
     labelled = [c for c in cols if c["control"]]
     if labelled:
         out += ["", "Controls, whose effect is known before the run (cotgap_ray/controls.py); never the answer:", "",

@@ -77,8 +77,8 @@ def test_plan_prints_one_plan_per_student_and_a_bad_list_exits_2(tmp_path):
 
 def test_the_parent_report_is_the_matrix_over_finished_students_and_cotgap_report_renders_it(tmp_path):
     """render_pairs on a parent directory whose students/ hold report.py-rendered runs (tests/test_report_pairs.py's
-    helper): report.json with the matrix and the answer, report.md linking each student's report, the map; a student
-    not finished is named and `cotgap report PARENT` re-renders the matrix (no Ray)."""
+    helper): report.json with the matrix, the answer and the proxies, report.md linking each student's report, the
+    map; a student not finished is named and `cotgap report PARENT` re-renders the matrix (no Ray)."""
     from cotgap_ray.report_cli import main as report_main
     from cotgap_ray.report_pairs import is_pairs_run, render_pairs
     from tests.test_report import QWEN, SMOL
@@ -101,6 +101,9 @@ def test_the_parent_report_is_the_matrix_over_finished_students_and_cotgap_repor
     assert cells["qwen2.5-0.5b-instruct"]["smollm2-135m-instruct"]["verdict"] == "degrades"
     md = (parent / "report.md").read_text()
     assert "students/smollm2-135m-instruct/report.md" in md and "capacity_gap.png" in md
+    # the proxies against the 4 confirmed real cells, in report.json as written and in report.md
+    assert json.loads((parent / "report.json").read_text())["pairs"]["proxies"]["n_cells"] == 4
+    assert "### Proxies against the confirmed deltas" in md and "Across cells, n = 4 cells of 2 students" in md
     assert (parent / "capacity_gap.png").read_bytes()[:4] == b"\x89PNG"
     (parent / "report.md").unlink()
     assert report_main([str(parent)]) == 0 and (parent / "report.md").is_file()

@@ -1,5 +1,6 @@
 """report_pairs.py on report.json dicts that report.py itself rendered from literal run directories: the cells'
-numbers, the answer, controls never the answer, absent cells, the "none" case, report.md's section and the map.
+numbers, the answer, controls never the answer, absent cells, the "none" case, the proxies' rank correlations with the
+confirmed deltas (across cells and per student; controls left out; too few cells), report.md's section and the map.
 
 No Ray, no model: each student's run is written into a temporary directory (tests/test_report.py's helpers), rendered
 by report.render, and its report.json read back, exactly what a multi-student run's students/<name>/ would hold.
@@ -216,3 +217,104 @@ def test_the_capacity_gap_map_is_written(reports, tmp_path):
     assert path == tmp_path / "pairs_map.png" and data.startswith(PNG_MAGIC) and len(data) > 1000
     empty = build_pairs({"large": {**reports["large"], "teachers": []}})
     assert plot_pairs_map(empty, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+
+
+def _ordered(root: Path, name: str, student: str, cells: list[tuple[str, float, float]],
+             control: tuple | None = None) -> dict:
+    """A student run whose real teachers (spec, teacher accuracy, confirmed test delta) are listed best first, so
+    each one's proxy rank is its position; student_nll set to 2 - accuracy (lower is better: it orders the teachers
+    like the accuracy does); `control`: a (spec, accuracy, delta) control whose cell would break every order."""
+    teachers = [(spec, acc, delta, (delta, [delta - 0.02, delta + 0.02], 0.04)) for spec, acc, delta in cells]
+    if control:
+        spec, acc, delta = control
+        teachers.append((spec, acc, delta, (delta, [delta - 0.02, delta + 0.02], 0.01)))
+    r = student_run(root, name, student, 0.20, teachers)
+    for t in r["teachers"]:
+        t["proxies"]["student_nll"] = 2.0 - t["proxies"]["teacher_accuracy"]
+    return r
+
+
+@pytest.fixture(scope="module")
+def ordered(tmp_path_factory) -> dict[str, dict]:
+    """Two students x three real teachers: teacher accuracy (and every proxy derived from it) orders the six
+    confirmed deltas perfectly, across cells and within each student; a's run also has a control off that order."""
+    root = tmp_path_factory.mktemp("ordered")
+    a = _ordered(root, "a", "packaged:smollm2-135m-instruct",
+                 [("packaged:t3", 0.3, 0.03), ("packaged:t2", 0.2, 0.02), ("packaged:t1", 0.1, 0.01)],
+                 control=("control:corrupt", 0.9, -0.10))
+    b = _ordered(root, "b", "packaged:qwen2.5-0.5b-instruct",
+                 [("packaged:t6", 0.6, 0.06), ("packaged:t5", 0.5, 0.05), ("packaged:t4", 0.4, 0.04)])
+    return {"a": a, "b": b}
+
+
+def test_a_proxy_ordered_with_the_deltas_over_six_cells_has_rho_1_and_exact_p_1_in_720(ordered):
+    proxies = build_pairs(ordered)["proxies"]
+    assert (proxies["n_cells"], proxies["n_students"], proxies["truth"]) == (6, 2, "confirmed_test_delta")
+    across = {r["proxy"]: r for r in proxies["across_cells"]}
+    # validate.numeric_proxies' proxies of tests/test_report.py's _proxy; its bookkeeping numbers left out
+    assert list(across) == ["teacher_accuracy", "correct_yield", "solved_fraction", "student_nll", "rank"]
+    acc = across["teacher_accuracy"]
+    assert (acc["spearman"], acc["n"], acc["direction"], acc["source"]) == (1.0, 6, "higher", "all cells")
+    assert acc["spearman_p"] == pytest.approx(1 / 720, abs=1e-15)  # one-sided: only the identity is as extreme
+    # Holm over the 5 proxies with a p-value: four perfect ones (1/720 each) and rank (p 0.2)
+    assert acc["spearman_p_holm"] == pytest.approx(5 / 720) and acc["holm_family"] == 5
+    assert acc["spearman_ci95"] == [1.0, 1.0]  # every resample of a perfect order is perfect
+    assert acc["ci95_from"].startswith("Spearman: percentile bootstrap over the 6 cells (2000 resamples, seed 0)")
+    # lower is better: student_nll = 2 - accuracy is negated, so it ranks the cells as well as the accuracy
+    nll = across["student_nll"]
+    assert (nll["direction"], nll["spearman"], nll["spearman_p"]) == ("lower", 1.0, pytest.approx(1 / 720))
+
+
+def test_the_rank_across_cells_matches_scipy_and_each_student_is_its_own_family(ordered):
+    proxies = build_pairs(ordered)["proxies"]
+    rank = {r["proxy"]: r for r in proxies["across_cells"]}["rank"]
+    # negated ranks [-1, -2, -3, -1, -2, -3] against deltas [.03, .02, .01, .06, .05, .04]: tie-averaged ranks,
+    # 8 / sqrt(16 * 17.5); scipy.stats.spearmanr gives 0.4780914437337575 (scipy 1.17.1, not a dependency)
+    assert rank["direction"] == "lower" and rank["spearman"] == pytest.approx(0.4780914437337575, abs=1e-12)
+    assert rank["spearman_p"] == pytest.approx(144 / 720)  # 144 of the 720 orderings reach it (enumerated)
+    assert rank["spearman_p_holm"] == pytest.approx(0.2)  # the largest of 5: Holm multiplies it by 1
+    for name in ("a", "b"):  # within a student every proxy ranks its 3 teachers perfectly: p 1/6, Holm 5/6
+        rows = proxies["per_student"][name]
+        assert [(r["proxy"], r["n"], r["spearman"]) for r in rows] == [
+            (p, 3, 1.0) for p in ("teacher_accuracy", "correct_yield", "solved_fraction", "student_nll", "rank")]
+        assert all(r["spearman_p"] == pytest.approx(1 / 6) and r["spearman_p_holm"] == pytest.approx(5 / 6)
+                   for r in rows)
+        assert rows[0]["ci95_from"] == "n/a: report.json keeps no per-problem test answers"
+
+
+def test_the_spearman_across_cells_agrees_with_scipy(ordered):
+    spearmanr = pytest.importorskip("scipy.stats").spearmanr
+    rank = {r["proxy"]: r for r in build_pairs(ordered)["proxies"]["across_cells"]}["rank"]
+    assert rank["spearman"] == pytest.approx(spearmanr([-1, -2, -3, -1, -2, -3],
+                                                       [.03, .02, .01, .06, .05, .04]).statistic, abs=1e-12)
+
+
+def test_a_control_is_left_out_of_the_proxies(ordered):
+    proxies = build_pairs(ordered)["proxies"]
+    assert build_pairs(ordered)["matrix"]["cells"]["a"][CORRUPT]["delta"] == -0.10  # in the matrix, confirmed
+    # with it (accuracy 0.9, delta -0.10) the accuracy would no longer order the cells: n 7 and rho < 1
+    assert {r["proxy"]: r["n"] for r in proxies["across_cells"]}["teacher_accuracy"] == 6
+    assert [r["n"] for r in proxies["per_student"]["a"]] == [3] * 5
+
+
+def test_too_few_cells_gives_no_number(reports):
+    proxies = build_pairs(reports)["proxies"]
+    # small: GEMMA and QWEN confirmed (the oracle is a control); large: QWEN only; SMOL nowhere confirmed
+    assert proxies["n_cells"] == 3
+    small = {r["proxy"]: r for r in proxies["per_student"]["small"]}["teacher_accuracy"]
+    assert (small["n"], small["spearman"], small["spearman_p"], small["spearman_p_holm"]) == (2, None, None, None)
+    [only] = [r for r in build_pairs({"large": reports["large"]})["proxies"]["across_cells"]
+              if r["proxy"] == "teacher_accuracy"]
+    assert (only["n"], only["spearman"], only["spearman_ci95"]) == (1, None, None)
+    md = render_pairs_md(build_pairs({"large": reports["large"]}))
+    assert "| teacher_accuracy | higher | too few cells (1) | n/a | 1 | too few cells (1) | n/a |" in md
+
+
+def test_markdown_has_the_proxies_table(ordered):
+    md = render_pairs_md(build_pairs(ordered))
+    assert "### Proxies against the confirmed deltas" in md
+    assert "Across cells, n = 6 cells of 2 students: cells of one student share its baseline" in md
+    assert ("| proxy | better | Spearman, all cells [95% CI] | p (Holm p) | cells | a: Spearman (teachers) "
+            "| a: p (Holm p) | b: Spearman (teachers) | b: p (Holm p) |") in md
+    assert "| teacher_accuracy | higher | +1.00 [+1.00, +1.00] | 0.001 (0.007) | 6 | +1.00 (3) | 0.167 (0.833) |" in md
+    assert "| rank | lower | +0.48 [" in md

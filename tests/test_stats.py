@@ -489,3 +489,21 @@ def test_bootstrap_over_problems_of_the_truth():
     assert stats.rank_correlation_bootstrap([1, 2, 3], [[1, 0]] * 3) is None  # constant truth: no correlation
     with pytest.raises(ValueError, match="one row of per-problem values per proxy value"):
         stats.rank_correlation_bootstrap([1, 2, 3], [[1, 0]] * 2)
+
+
+def test_bootstrap_over_pairs_is_spearman_of_each_resample():
+    # The same draws as the function (one rng.integers call), each resample's correlation by the plain-Python
+    # Spearman (a constant resample counts as 0): the vectorised ranks must agree to the last bits.
+    x, y = [3, 1, 4, 1, 5, 9, 2, 6], [2.7, 1.8, 2.8, 1.8, 2.8, 4.5, 0.9, 4.5]
+    idx = np.random.default_rng(3).integers(0, len(x), size=(500, len(x)))
+    brute = []
+    for row in idx:
+        xs, ys = [x[i] for i in row], [y[i] for i in row]
+        brute.append(0.0 if len(set(xs)) < 2 or len(set(ys)) < 2 else _brute_spearman(xs, ys))
+    expected = np.quantile(brute, [0.05, 0.95])
+    got = stats.spearman_pairs_bootstrap(x, y, n_boot=500, seed=3, level=0.9)
+    assert got == pytest.approx(tuple(expected), abs=1e-12)
+    assert got[0] < stats.spearman(x, y) < got[1]
+    assert stats.spearman_pairs_bootstrap([1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]) == (1.0, 1.0)
+    assert stats.spearman_pairs_bootstrap([1, 2], [1, 2]) is None  # fewer than 3 pairs: no correlation
+    assert stats.spearman_pairs_bootstrap([1, 1, 1], [1, 2, 3]) is None
