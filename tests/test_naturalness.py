@@ -10,36 +10,18 @@ import torch
 
 from cotgap_ray.naturalness import local_windows, mean_of_step_means, step_starts, token_step_starts
 from cotgap_ray.prompts import render_prompt
-from cotgap_ray.records import RATIONALE_SCHEMA
 from cotgap_ray.sft import build_examples, student_scores, with_student_scores
+from tests.test_sft import PROBLEMS, model, tokenizer  # noqa: F401 - the tiny model's fixtures, shared
+from tests.test_sft import TEXTS as SFT_TEXTS
+from tests.test_sft import rationales as sft_rationales
 
-PROBLEMS = {"p1": "What is 3 + 4?", "p2": "Calculate 5 - 2."}
 # Steps of the last one: " 3 + 4 = 7." | " So 7 it is." | " Check: 7 - 4 = 3." | " The answer is 7."
 FOUR_STEPS = " 3 + 4 = 7. So 7 it is. Check: 7 - 4 = 3. The answer is 7."
-TEXTS = [("p1", " 3 + 4 = 7. The answer is 7."), ("p2", " 5 - 2 = 3.\nThe answer is 3."), ("p1", " 7"),
-         ("p1", FOUR_STEPS)]
+TEXTS = [*SFT_TEXTS, ("p1", FOUR_STEPS)]
 
 
 def rationales(rows=TEXTS) -> pa.Table:
-    return pa.Table.from_pylist(
-        [{"problem_id": p, "teacher": "t", "sample_idx": i, "text": text, "pred": None, "correct": True,
-          "n_tokens": len(text)} for i, (p, text) in enumerate(rows)],
-        schema=RATIONALE_SCHEMA,
-    )
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_llama_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_llama_dir)
-
-
-@pytest.fixture(scope="module")
-def model(tiny_llama_dir):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
+    return sft_rationales(rows)
 
 
 # ------------------------------------------------------------------------------------------------ steps (pure)

@@ -327,18 +327,24 @@ def test_the_other_teachers_are_holm_adjusted_among_themselves(tmp_path):
     assert {rows[GEMMA]["hypothesis"], rows[SMOL]["hypothesis"]} == {"secondary"}
 
 
+def _mcnemar(b: int, c: int, n: int) -> tuple[float, float, float]:
+    """(exact McNemar p, interval low, high) of an adapter right on c problems the baseline missed and wrong on b it
+    got, of n: what the confirmation computes (stats)."""
+    from cotgap_ray import stats
+
+    rest = [False] * (n - b - c)
+    p = stats.mcnemar_exact_p([True] * b + [False] * c + rest, [False] * b + [True] * c + rest)
+    return (p, *stats.mcnemar_interval(b, c, n))
+
+
 @pytest.mark.parametrize("n_teachers", [1, 2, 3])
 def test_the_answers_verdict_does_not_depend_on_how_many_teachers_were_confirmed(tmp_path, n_teachers):
     """Issue 33 point 6: b = 2, c = 11 of 200 (exact McNemar p = 0.0225, interval above zero) for the teacher chosen
     on dev. Under Holm across all confirmed teachers it was "improves" with one teacher confirmed and "no clear
     change" with three; as the primary hypothesis it is "improves" however many others were confirmed."""
-    from cotgap_ray import stats
-
     b, c, n = 2, 11, 200
-    rest = [False] * (n - b - c)
-    p = stats.mcnemar_exact_p([True] * b + [False] * c + rest, [False] * b + [True] * c + rest)
+    p, lo, hi = _mcnemar(b, c, n)
     assert p == pytest.approx(2 * (1 + 13 + 78) / 2**13)  # 2 P(X <= 2), X ~ binomial(13, 1/2): 0.0225
-    lo, hi = stats.mcnemar_interval(b, c, n)
     assert lo > 0
     others = [_with_p(_final(t, tid, 0.0, [-0.03, 0.03], -0.01), 1.0) for t, tid in ((GEMMA, "t3"), (SMOL, "t5"))]
     chosen = _with_p(_final(QWEN, "t1", (c - b) / n, [lo, hi], 0.05), p)
@@ -376,13 +382,9 @@ def test_a_significant_delta_is_not_discarded_by_the_engine_noise(tmp_path):
     10 flips of 200 (5.0%). The old rule gave "within engine noise" because |delta| = 5.0 points <= the floor, yet 10
     symmetric random flips move the net by 10 with chance 2/1024, and McNemar already counts symmetric flips: the
     verdict is the test's, "improves"."""
-    from cotgap_ray import stats
-
     b, c, n = 2, 12, 200
-    rest = [False] * (n - b - c)
-    p = stats.mcnemar_exact_p([True] * b + [False] * c + rest, [False] * b + [True] * c + rest)
+    p, lo, hi = _mcnemar(b, c, n)
     assert p == pytest.approx(2 * (1 + 14 + 91) / 2**14)  # 2 P(X <= 2), X ~ binomial(14, 1/2): 0.0129
-    lo, hi = stats.mcnemar_interval(b, c, n)
     assert lo > 0
     run = write_run(tmp_path / "run", [_with_p(_final(QWEN, "t1", (c - b) / n, [lo, hi], 0.05), p)])
     (run / "noise.json").write_text(json.dumps(_noise({"aa_discordant": 10, "aa_only_first": 5, "aa_only_again": 5,
