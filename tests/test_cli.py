@@ -179,9 +179,9 @@ def test_distill_and_search_never_share_a_default_directory(tmp_path, monkeypatc
 
     monkeypatch.setattr(distill, "run_trial", record)
     with pytest.raises(Ran) as ran:
-        cli.main(["distill", "--teacher", "gemma3-270m", f"out_dir={tmp_path}"])
+        cli.main(["distill", "--teacher", "qwen2.5-coder-0.5b-instruct", f"out_dir={tmp_path}"])
     spec, distill_dir = ran.value.args
-    assert spec == "packaged:gemma3-270m" and distill_dir == tmp_path / "default-distill"
+    assert spec == "packaged:qwen2.5-coder-0.5b-instruct" and distill_dir == tmp_path / "default-distill"
     search_dir = prepare_run_dir(load_config(None, [f"out_dir={tmp_path}"]), None, False)
     release_run_dir(search_dir)
     assert search_dir == tmp_path / "default" != distill_dir
