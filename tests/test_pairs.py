@@ -57,6 +57,41 @@ def test_one_student_commands_refuse_a_students_list():
     one_student_only(load_config(SMOKE), "distill")  # one student: nothing to refuse
 
 
+def test_a_multi_student_run_checks_the_list_once_and_each_student_s_stage_1_once(tmp_path, monkeypatch):
+    """`cotgap search` with students: the list checked once (before preflight), every student validated once before
+    the first starts, and that result handed to the student's run (which would otherwise validate again). No Ray:
+    preflight, each student's run and the matrix are stubs."""
+    from cotgap_ray import preflight, report_pairs
+    from cotgap_ray.search import pairs
+    from cotgap_ray.search import run as search
+    from cotgap_ray.search.lock import release_run_dir
+
+    calls, results = [], {}
+    check, validate = pairs.check_students, search.validate
+
+    def validating(one):
+        results[one.student] = validate(one)
+        calls.append(("validate", one.student))
+        return results[one.student]
+
+    def student_run(one, out, resume=False, validated=None):
+        calls.append(("run", one.student, validated is results[one.student]))
+        return Path(out)
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # validate may set it: restored after the test
+    monkeypatch.setattr(pairs, "check_students", lambda cfg: calls.append("check") or check(cfg))
+    monkeypatch.setattr(preflight, "preflight", lambda *a, **k: calls.append("preflight"))
+    monkeypatch.setattr(search, "validate", validating)
+    monkeypatch.setattr(search, "run", student_run)
+    monkeypatch.setattr(report_pairs, "render_pairs", lambda run_dir: {"answer": {"text": "the matrix"}})
+    try:
+        assert search.main(["--config", str(SMOKE), "--out", str(tmp_path / "run"), *TWO]) == 0
+    finally:
+        release_run_dir(tmp_path / "run")
+    assert calls == ["check", "preflight", ("validate", "tiny:llama"), ("validate", "tiny:llama@3"),
+                     ("run", "tiny:llama", True), ("run", "tiny:llama@3", True)]
+
+
 def _cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     # RAY_ADDRESS=local: --plan sizes this machine instead of joining a cluster someone left running
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0", "PYTHONFAULTHANDLER": "1",

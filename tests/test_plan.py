@@ -15,7 +15,8 @@ import pytest
 
 from cotgap_ray.config import load_config
 from cotgap_ray.errors import InputError
-from cotgap_ray.search.plan import RATES, STAGES, load_rates, make_plan, node_hours, render
+from cotgap_ray.search.plan import (RATES, STAGES, load_rates, local_nll_work, make_plan, node_hours, render,
+                                    stage_lines)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "experiments" / "smoke.yaml")
@@ -43,7 +44,11 @@ def test_the_smoke_config_s_work_stage_by_stage():
     assert [(t["name"], t["samples"], t["rationales"], t["tokens"], t["shards"]) for t in work["teachers"]] == [
         ("tiny-llama@1", 2, 16, 16 * 24, 1), ("tiny-llama@2", 2, 16, 16 * 24, 1)]
     assert work["generation"] == {"rationales": 32, "tokens": 32 * 24, "shards": 2}
-    assert work["proxies"] == {"rationales": 32, "tokens": 32 * example, "every_rationale": False}
+    # student_local_nll: 24 completion tokens are 2 steps of 16, both read from the whole pass (window 1): no more
+    local = {"rationales": 32, "steps_each": 2, "window_steps": 1, "step_tokens": 16, "sequences": 0, "tokens": 0,
+             "estimate": True}
+    assert work["proxies"] == {"rationales": 32, "tokens": 32 * example, "every_rationale": False,
+                               "student_local_nll": local}
     search = work["search"]
     assert (search["trials"], search["epochs"], search["train_tokens"]) == (4, 4 * 2, 8 * 16 * example)
     confirm = work["confirm"]
@@ -84,6 +89,53 @@ def test_a_teacher_variant_s_samples_and_a_student_nll_chain_change_the_work():
     without = make_plan(load_config(SMOKE, ["search.proxy_rationales=10"]), SIZES, LAPTOP, prompt_len=100)["work"]
     assert without["proxies"]["rationales"] == 20  # 10 per teacher: the sample the proxy scores
     assert work["search"]["train_tokens"] == 8 * 40 * work["example_tokens"]  # a trial may pick the larger teacher
+
+
+def test_the_local_naturalness_proxy_s_extra_passes_are_estimated_from_the_example_length():
+    """student_local_nll scores K - 2 more sequences per rationale of K steps (window 1: sft._local_nlls), each the
+    prompt + 2 steps, on the proxies' sample only, even when a student_nll chain scores every row."""
+    # 96 completion tokens = 6 steps of 16: 4 sequences of 100 + 2 * 16 tokens, against 196 for the whole pass
+    assert local_nll_work(10, prompt_len=100, example=196) == {
+        "rationales": 10, "steps_each": 6, "window_steps": 1, "step_tokens": 16, "sequences": 40, "tokens": 5280,
+        "estimate": True}
+    assert local_nll_work(10, prompt_len=100, example=132)["tokens"] == 0  # 2 steps: both read from the whole pass
+    assert local_nll_work(10, prompt_len=100, example=100)["steps_each"] == 0  # the prompt fills the example
+    cfg = load_config(SMOKE, ["generation.max_tokens=96", "search.proxy_rationales=10",
+                              "search.filter_chains={nll: [{name: student_nll, q: 0.5}]}"])
+    plan = make_plan(cfg, SIZES, LAPTOP, prompt_len=100)
+    proxies = plan["work"]["proxies"]
+    assert (proxies["rationales"], proxies["tokens"]) == (32, 32 * 196)  # the chain: every rationale's NLL
+    local = proxies["student_local_nll"]
+    assert (local["rationales"], local["sequences"], local["tokens"]) == (20, 80, 80 * 132)  # 10 per teacher
+    row = _row(plan, "proxies", "student_local_nll est.")
+    assert row["rate"] == "train.cpu" and row["node_hours"] == pytest.approx(10560 / 260.0 / 3600)
+    assert "student_local_nll adds ~80 shorter sequences, ~10,560 tokens over <= 20 rationales (an estimate" in (
+        stage_lines(plan)[2])
+    assert "student_local_nll est. is an estimate" in " ".join(render(plan).split())  # the table's note, unwrapped
+
+
+def test_a_control_teacher_generates_nothing_but_its_rationales_are_scored():
+    """control:... is written from the task by the driver: no engine, no generation row (not even an unknown GPU
+    rate), one rationale a problem, scored by the student proxies like any teacher's."""
+    cfg = load_config(SMOKE, ["teachers=[tiny:llama@1, control:oracle]", "train.use_gpu=true",
+                              "generation.max_tokens=96"])
+    plan = make_plan(cfg, SIZES, GPU_CLUSTER, prompt_len=100, engine="vllm")
+    work = plan["work"]
+    assert [(t["name"], t["control"], t["rationales"], t["tokens"]) for t in work["teachers"]] == [
+        ("tiny-llama@1", False, 16, 16 * 96), ("control-oracle", True, 8, 0)]
+    assert work["generation"]["tokens"] == 16 * 96
+    assert work["proxies"]["rationales"] == 24 and work["proxies"]["student_local_nll"]["rationales"] == 24
+    assert [r["what"] for r in plan["estimate"] if r["stage"] == "generation"] == ["tiny-llama@1"]
+    assert plan["cluster"]["generation_engines_at_once"] == {"tiny:llama@1": 1}
+    assert all(set(t["generation_engines"]) == {"tiny:llama@1"} for t in plan["cluster"]["node_types"])
+    assert "(control-oracle: control, written from the task, no engine, no tokens)" in stage_lines(plan)[1]
+    assert "generation engines tiny-llama@1 1 (" in " ".join(render(plan).split())
+    # only controls: no generation work anywhere, so no unknown generation rate in any total
+    only = make_plan(load_config(SMOKE, ["teachers=[control:oracle, control:corrupt]", "train.use_gpu=true"]),
+                     SIZES, GPU_CLUSTER, engine="vllm")
+    assert not any(r["stage"] == "generation" for r in only["estimate"])
+    assert not any(u.startswith("generation") for t in only["totals"] for u in t["unknown"])
+    assert "generation engines none (" in " ".join(render(only).split())
 
 
 def test_a_grid_runs_every_point_to_its_own_epochs():

@@ -9,8 +9,9 @@ started), or the running cluster's offered_node_types() (connected to, never sta
 from RATES, the one table of throughputs, each with where it was measured.
 
 Every amount of work is an upper bound: each rationale runs to generation.max_tokens, each trial to its last epoch,
-each rationale is trained on, each evaluation answer takes 256 tokens at most. node-hours = work / rate / what runs
-at once, times the nodes that takes. A rate nobody measured (every GPU rate, until benchmarks/gpu_check.py has run)
+each rationale is trained on, each evaluation answer takes 256 tokens at most; but for one estimate: the
+student_local_nll proxy's extra passes (local_nll_work), from an assumed step length. node-hours = work / rate / what
+runs at once, times the nodes that takes. A rate nobody measured (every GPU rate, until benchmarks/gpu_check.py has run)
 is "unknown": the plan never guesses one. make_plan is pure (config, split sizes, node types, rates -> a JSON-able
 dict); render turns it into the table; print_plan is the command's side.
 """
@@ -67,6 +68,9 @@ RATES = {
 }
 # Chat markup and a system prompt around the question, in tokens: an allowance, not measured per model.
 TEMPLATE_TOKENS = 64
+# Tokens of one reasoning step (naturalness.step_starts: a sentence or a line) for the student_local_nll estimate:
+# sft._local_nlls's GSM8K-style figure, not measured per teacher. Shorter steps mean more passes.
+STEP_TOKENS = 16
 NOT_COUNTED = ("engine start-up (26-94 s per vLLM engine on CPU), TorchTrainer start-up (~20 s per fine-tune), model "
                "conversion and download, Ray start-up; cached stages cost nothing on a re-run")
 STAGES = ("baseline", "generation", "proxies", "search", "confirm", "report")
@@ -115,7 +119,9 @@ def prompt_tokens(questions: list[str]) -> int:
 
 
 def teacher_work(cfg, n_train: int) -> list[dict]:
-    """Per teacher: samples (a variant's `#samples=` wins), rationales, tokens at most, shards, GPUs per engine."""
+    """Per teacher: samples (a variant's `#samples=` wins), rationales, tokens at most, shards, GPUs per engine, and
+    whether it is a control (controls.py: one rationale a problem, written from the task by the driver, so no engine
+    and no generated token; its rationales are still scored by the student proxies)."""
     from cotgap_ray.controls import is_control
     from cotgap_ray.models import spec_name, split_variant
 
@@ -124,8 +130,8 @@ def teacher_work(cfg, n_train: int) -> list[dict]:
         control = is_control(split_variant(spec)[0])  # written from the task in the driver: no engine, no tokens
         samples = 1 if control else split_variant(spec)[1].get("samples", cfg.generation.samples)
         rationales = n_train * samples
-        rows.append({"spec": spec, "name": spec_name(spec), "samples": samples, "rationales": rationales,
-                     "tokens": 0 if control else rationales * cfg.generation.max_tokens,
+        rows.append({"spec": spec, "name": spec_name(spec), "control": control, "samples": samples,
+                     "rationales": rationales, "tokens": 0 if control else rationales * cfg.generation.max_tokens,
                      "shards": math.ceil(n_train / cfg.generation.shard_size),
                      "tensor_parallel": int(cfg.generation.tensor_parallel.get(spec, 1))})
     return rows
@@ -141,6 +147,26 @@ def trial_points(cfg) -> tuple[int, int, str]:
     return cfg.search.trials, cfg.search.trials * max(cfg.search.epochs), "search.trials"
 
 
+def local_nll_work(rationales: int, prompt_len: int, example: int) -> dict:
+    """An estimate (not a bound) of the student_local_nll proxy's passes beyond the whole-rationale one, over
+    `rationales` (the proxies' sample: sft.student_scores gives only it a local NLL). As sft._local_nlls counts them:
+    a rationale of K steps, window W (naturalness.LOCAL_WINDOW_STEPS), needs K - W - 1 more sequences (the first W + 1
+    steps are read from the whole pass), each the prompt + W + 1 steps. Here K = the example's completion tokens /
+    STEP_TOKENS, rounded up; the step length is assumed, so the count is too.
+
+        local_nll_work(10, prompt_len=100, example=196) -> 6 steps each, 4 sequences of 132 tokens: 40 sequences,
+        5,280 tokens (the whole-rationale pass: 1,960)
+    """
+    from cotgap_ray.naturalness import LOCAL_WINDOW_STEPS
+
+    steps = math.ceil(max(0, example - prompt_len) / STEP_TOKENS)
+    sequences = max(0, steps - LOCAL_WINDOW_STEPS - 1)
+    length = min(example, prompt_len + (LOCAL_WINDOW_STEPS + 1) * STEP_TOKENS)
+    return {"rationales": rationales, "steps_each": steps, "window_steps": LOCAL_WINDOW_STEPS,
+            "step_tokens": STEP_TOKENS, "sequences": rationales * sequences,
+            "tokens": rationales * sequences * length, "estimate": True}
+
+
 def stage_work(cfg, sizes: dict, prompt_len: int) -> dict:
     """The numbers of each stage, from the config and the split sizes; `prompt_len` as prompt_tokens gives it."""
     teachers = teacher_work(cfg, sizes["train"])
@@ -148,8 +174,9 @@ def stage_work(cfg, sizes: dict, prompt_len: int) -> dict:
     trials, epochs, trials_from = trial_points(cfg)
     most = max((t["rationales"] for t in teachers), default=0)  # any trial may pick the most productive teacher
     needs_nll = any(s.get("name") == "student_nll" for chain in cfg.search.filter_chains.values() for s in chain)
-    nll_rows = sum(t["rationales"] if needs_nll else min(cfg.search.proxy_rationales, t["rationales"])
-                   for t in teachers)
+    # Every teacher's rationales are scored, a control's too (its rows are in the rationale cache like any others).
+    sample = sum(min(cfg.search.proxy_rationales, t["rationales"]) for t in teachers)  # proxies.nll_sample
+    nll_rows = sum(t["rationales"] for t in teachers) if needs_nll else sample
     seeds, last_epoch = cfg.confirm.seeds, max(cfg.search.epochs)
     confirm_tokens = sum(seeds * last_epoch * t["rationales"] * example for t in teachers)
     dev, test = sizes["dev"], sizes["test"]
@@ -161,7 +188,8 @@ def stage_work(cfg, sizes: dict, prompt_len: int) -> dict:
         "baseline": {"problems": dev + test},
         "generation": {"rationales": sum(t["rationales"] for t in teachers),
                        "tokens": sum(t["tokens"] for t in teachers), "shards": sum(t["shards"] for t in teachers)},
-        "proxies": {"rationales": nll_rows, "tokens": nll_rows * example, "every_rationale": needs_nll},
+        "proxies": {"rationales": nll_rows, "tokens": nll_rows * example, "every_rationale": needs_nll,
+                    "student_local_nll": local_nll_work(sample, prompt_len, example)},
         "search": {"strategy": cfg.search.strategy, "trials": trials, "trials_from": trials_from,
                    "epochs": epochs, "train_tokens": epochs * most * example,
                    "dev_evaluations": 2 * dev + epochs * dev},
@@ -186,7 +214,7 @@ def capacity(cfg, node_types: list[dict], work: dict) -> dict:
     worker = full_request({"CPU": cfg.train.cpus_per_worker, "GPU": 1.0 if cfg.train.use_gpu else 0.0,
                            **cfg.train.resources}, cfg.train.accelerator_type)
     engines, engines_at_once = {}, {}
-    for t in work["teachers"]:
+    for t in (t for t in work["teachers"] if not t["control"]):  # a control is written by the driver: no engine
         gpus = t["tensor_parallel"] if t["tensor_parallel"] > 1 else engine_gpus
         # one engine's request, as actor_count sizes it (and pipeline.py asks Ray for it)
         request = {"CPU": max(actor_cpus(placement, node_types), 1e-9), "GPU": gpus, **placement.custom_resources()}
@@ -242,9 +270,11 @@ def estimate(cfg, work: dict, cap: dict, node_types: list[dict], rates: dict[str
             add("baseline", node, "dev + test", work["baseline"]["problems"], "problems",
                 f"evaluate.{device}.{engine}", 1, 1)
             add("proxies", node, "student NLL", work["proxies"]["tokens"], "tokens", f"train.{device}", 1, 1)
+            add("proxies", node, "student_local_nll est.", work["proxies"]["student_local_nll"]["tokens"],
+                "tokens", f"train.{device}", 1, 1)
     for node in node_types:
         here = by_name[node["name"]]
-        for t in work["teachers"]:
+        for t in (t for t in work["teachers"] if not t["control"]):  # a control generates nothing
             per_node = here["generation_engines"][t["spec"]]
             if per_node:
                 device = "gpu" if cap["generation_gpu"][t["spec"]] else "cpu"
@@ -314,15 +344,20 @@ def stage_lines(plan: dict) -> list[str]:
     variants = ", ".join(f"{t['name']} x{t['samples']}" for t in w["teachers"])
     nll = ("every rationale: a chain filters on student_nll" if w["proxies"]["every_rationale"]
            else "up to search.proxy_rationales per teacher")
+    local = w["proxies"]["student_local_nll"]
+    controls = [t["name"] for t in w["teachers"] if t["control"]]
+    written = f" ({', '.join(controls)}: control, written from the task, no engine, no tokens)" if controls else ""
     return [
         f"baseline    the student without adapter, greedy, a task on an evaluation node: dev {s['dev']} + test "
         f"{s['test']} = {_n(ev['baseline'])} evaluations",
         f"generation  {len(w['teachers'])} teachers x {s['train']} train problems x samples ({variants}) = "
         f"{_n(w['generation']['rationales'])} rationales in {w['generation']['shards']} shards, "
-        f"<= {_n(w['generation']['tokens'])} tokens",
+        f"<= {_n(w['generation']['tokens'])} tokens{written}",
         f"proxies     student NLL of <= {_n(w['proxies']['rationales'])} rationales ({nll}), <= "
         f"{_n(w['proxies']['tokens'])} tokens, a forward pass each (timed at the training rate, which bounds it), a "
-        f"task on an evaluation node",
+        f"task on an evaluation node; student_local_nll adds ~{_n(local['sequences'])} shorter sequences, "
+        f"~{_n(local['tokens'])} tokens over <= {_n(local['rationales'])} rationales (an estimate, not a bound: "
+        f"~{local['steps_each']} steps of ~{local['step_tokens']} tokens each, window {local['window_steps']} step(s))",
         f"search      {search['trials']} trials ({search['strategy']}, {search['trials_from']}), <= "
         f"{_n(search['epochs'])} epochs in all, <= {_n(search['train_tokens'])} training tokens; dev scoring: "
         f"{_n(ev['search_dev'])} (each trial epoch) + {2 * s['dev']} (engine baseline + A/A)",
@@ -344,7 +379,8 @@ def render(plan: dict) -> str:
     out = [f"plan of {plan['experiment']}: student {plan['student']}, {len(plan['teachers'])} teachers, engine "
            f"{plan['engine']}; nothing was loaded or run",
            f"task {plan['task']}: train {s['train']}, dev {s['dev']}, test {s['test']} problems; a training example "
-           f"<= {w['example_tokens']} tokens", "", "stages, in order (upper bounds)"]
+           f"<= {w['example_tokens']} tokens", "",
+           "stages, in order (upper bounds, but for student_local_nll's estimate)"]
     for i, line in enumerate(stage_lines(plan), 1):
         out += _wrapped(f"{i}. {line}", indent=17)
     out.append(f"  evaluations in all: {_n(w['evaluations']['total'])} (each answer <= 256 tokens)")
@@ -363,13 +399,15 @@ def render(plan: dict) -> str:
             cpu = "-" if t["CPU"] is None else f"{t['CPU']:g}"
             out.append(f"  {t['name']:<16} {nodes:>12} {cpu:>5} {t['GPU']:>4g} {gen_text:>11} "
                        f"{t['evaluation_engine']:>11} {t['finetune_workers']:>10} {t['trials']:>6}")
-        engines = ", ".join(map(str, cap["generation_engines_at_once"].values()))
-        out += _wrapped(f"at once: generation engines {engines} (per teacher, in the order listed: one teacher after "
-                        f"another); trials {cap['trials_at_once']}, evaluation engines {cap['evaluation_engines']} "
+        names = {t["spec"]: t["name"] for t in w["teachers"]}
+        engines = ", ".join(f"{names[spec]} {n}" for spec, n in cap["generation_engines_at_once"].items()) or "none"
+        out += _wrapped(f"at once: generation engines {engines} (one teacher after another; a control has none); "
+                        f"trials {cap['trials_at_once']}, evaluation engines {cap['evaluation_engines']} "
                         f"(search/resources.concurrency)")
         out += ["", "estimate in node-hours: work / rate / units at once, times the nodes they hold"]
         out += _wrapped("upper bounds: every rationale is kept and trained on, every trial runs to its last epoch, a "
-                        "prompt counts a token per byte; filters and ASHA cut the real work")
+                        "prompt counts a token per byte; filters and ASHA cut the real work; but student_local_nll est. "
+                        f"is an estimate: steps taken as {STEP_TOKENS} tokens each (shorter steps cost more)")
         out.append(f"  {'stage':<10} {'node type':<14} {'on':<22} {'at once':>7} {'work':>18} {'rate':>20} "
                    f"{'node-hours':>10}")
         for r in plan["estimate"]:

@@ -341,10 +341,12 @@ def _engines_alive(names: list[str], run_dir: Path, stage: str) -> None:
 # -------------------------------------------------------------------------------------------------------- run
 
 
-def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> Path:
+def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False, validated=None) -> Path:
     """All stages (see the module docstring); returns the run directory. The driver does no model work: it validates,
     plans, schedules and records; every model is resolved and run in Ray tasks and actors that declare their
-    resources (models/remote.py), and everything durable goes to the run directory and caches on the storage root."""
+    resources (models/remote.py), and everything durable goes to the run directory and caches on the storage root.
+    validated: what validate(cfg) returned, when the caller has just run it (run_students, for every student before
+    the first starts); None: stage 1 runs here."""
     from dataclasses import replace
 
     from cotgap_ray.storage import storage_root
@@ -352,7 +354,7 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
     root = storage_root(cfg)
     if root is not None:  # tasks and trials read the root from the config they are handed, whatever their env says
         cfg = replace(cfg, storage_path=str(root))
-    splits, refs = validate(cfg)
+    splits, refs = validated or validate(cfg)  # validate reads nothing of the storage root set just above
     run_dir = prepare_run_dir(cfg, out, resume, refs).resolve()
     from cotgap_ray.search.integrity import check_run_dir
 
@@ -443,14 +445,16 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> 
 
 def run_students(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> Path:
     """Several students (search/pairs.py): every student's run, one after another, each a whole single-student run
-    under RUN_DIR/students/<name>/, then the matrix (report_pairs.py); returns the parent run directory."""
+    under RUN_DIR/students/<name>/, then the matrix (report_pairs.py); returns the parent run directory. The students
+    list must have passed pairs.check_students: _main, its only caller, checks it before preflight and Ray."""
     from cotgap_ray.report_pairs import render_pairs, student_dir
-    from cotgap_ray.search.pairs import check_students, student_configs
+    from cotgap_ray.search.pairs import student_configs
 
-    check_students(cfg)
+    # No check_students here: _main ran it on this very config before preflight (and --plan), the one way in.
     configs = student_configs(cfg)
-    for _, one in configs:  # every student's stage 1 (config, space, task, controls) before any student starts
-        validate(one)
+    # Every student's stage 1 (config, space, task, controls) before any student starts; its result is handed to
+    # that student's run, which would otherwise load the task and check it all again.
+    validated = {name: validate(one) for name, one in configs}
     run_dir = prepare_run_dir(cfg, out, resume, teacher_refs(cfg)).resolve()
     share = configs[0][1].search.trials
     unspent = cfg.search.trials - share * len(configs)
@@ -461,7 +465,8 @@ def run_students(cfg: ExperimentConfig, out: str | None = None, resume: bool = F
     for i, (name, one) in enumerate(configs, 1):
         sub = student_dir(run_dir, name)
         print(f"\n=== student {i} of {len(configs)}: {one.student} ({sub}) ===")
-        run(one, str(sub), resume=resume and (sub / "config.json").exists())  # a student not begun starts fresh
+        run(one, str(sub), resume=resume and (sub / "config.json").exists(),  # a student not begun starts fresh
+            validated=validated[name])
     report = render_pairs(run_dir)
     print(f"\n{report['answer']['text']}\nreport: {run_dir / 'report.md'}")
     return run_dir
