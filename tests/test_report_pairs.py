@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from cotgap_ray import report
-from cotgap_ray.report_pairs import ABSENT, NOT_TESTED, build_pairs, plot_pairs_map, render_pairs_md
+from cotgap_ray.report_pairs import ABSENT, build_pairs, plot_pairs_map, render_pairs_md
+from cotgap_ray.report_pairs_compare import NOT_TESTED, student_answers
 from tests.test_report import GEMMA, PNG_MAGIC, QWEN, SMOL, _final, _proxy, _trial, write_run
 
 ORACLE, CORRUPT = "control-oracle", "control-corrupt"  # controls.name of control:oracle, control:corrupt
@@ -496,7 +497,7 @@ def test_render_pairs_tests_the_finals_from_the_students_files(tmp_path):
 
 
 def test_render_pairs_on_runs_that_kept_no_per_problem_answers_gives_point_estimates(tmp_path):
-    from cotgap_ray.report_pairs import render_pairs, student_answers
+    from cotgap_ray.report_pairs import render_pairs
 
     parent = tmp_path / "run"
     specs = ["packaged:smollm2-135m-instruct", "packaged:qwen2.5-0.5b-instruct"]
