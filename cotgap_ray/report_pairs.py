@@ -27,12 +27,7 @@ What each number is (fractions in JSON, points in text):
 - teacher-student gap: the teacher's accuracy on its train rationales (proxies' teacher_accuracy, pass@1, the one
   per-teacher accuracy report.json holds) minus the student's baseline test accuracy: two splits and two decodings,
   so it places a pair on the capacity-gap axis, it is not a difference measured on one set of problems.
-- comparisons between students: report.json drops the per-problem test answers (report._without_rows), so two
-  students' finals cannot be paired problem by problem (final/<teacher>.json's test_correct_by_seed could be; not
-  read here); every comparison says "not tested" and gives the point estimates only. report.json holds no model
-  size, so of two students the "weaker" is the one with the lower baseline test accuracy. The best pair itself is
-  picked on those test point estimates: a selection across students, so its accuracy is optimistic (within a
-  student the teacher was chosen on dev and only confirmed on test).
+- comparisons between students: every two students' finals, paired by problem id and tested (report_pairs_compare.py).
 - proxies: each proxy of the report.json teacher entries (validate.numeric_proxies: the ones `cotgap validate` judges)
   against the confirmed test deltas of the real teachers (controls left out: their effect is built in), computed by
   validate.correlations (signed by validate.LOWER_IS_BETTER so positive = ranks as the deltas do; Spearman and
@@ -51,14 +46,11 @@ import math
 from pathlib import Path
 
 from cotgap_ray import controls
-from cotgap_ray.report import (_ci, _names, _p, _pct, _pts, _rank_ci, _table, chosen_on_dev, delta_point,
-                               save_figure)
+from cotgap_ray.report import _ci, _names, _p, _pct, _pts, _rank_ci, _table, chosen_on_dev, delta_point, save_figure
+from cotgap_ray.report_pairs_compare import (SELECTION, compare_students, comparisons_md, judge_comparisons, runner_up,
+                                             student_answers)
 
 ABSENT = "absent: not a teacher of this student's run"
-NOT_TESTED = ("not tested: report.json keeps no per-problem test answers, so two students' finals cannot be paired "
-              "problem by problem")
-SELECTION = ("the best pair is a selection on test across students, so its accuracy is optimistic; within a student "
-             "the teacher was chosen on dev and only confirmed on test")
 GAP_IS = ("teacher-student gap: the teacher's accuracy on its train rationales (pass@1) minus the student's baseline "
           "accuracy on test")
 
@@ -135,40 +127,13 @@ def _columns(reports: dict[str, dict]) -> list[dict]:
                                                   else -math.inf)))
 
 
-def _compare(a: dict, b: dict) -> dict | None:
-    """Two students whose baselines differ: does the weaker one (lower baseline) reach the stronger one's final?
-    Point estimates only (NOT_TESTED); None when either final or baseline is missing, or the baselines are equal."""
-    if None in (a["final_test_accuracy"], b["final_test_accuracy"], a["baseline_test"], b["baseline_test"]):
-        return None
-    if a["baseline_test"]["accuracy"] == b["baseline_test"]["accuracy"]:
-        return None
-    low, high = sorted((a, b), key=lambda s: s["baseline_test"]["accuracy"])
-    same = low["splits_fingerprint"] == high["splits_fingerprint"] and low["splits_fingerprint"] is not None
-    diff = low["final_test_accuracy"] - high["final_test_accuracy"]
-    return {"lower_baseline": low["name"], "higher_baseline": high["name"], "difference": diff,
-            "reaches": diff >= 0, "same_test_problems": same,
-            "test": NOT_TESTED if same else "not comparable: the students' split fingerprints differ (other test "
-                                            "problems)"}
-
-
-def _with(s: dict) -> str:
-    return f"{s['name']} with {s['teacher']}" if s["teacher"] else f"{s['name']} alone"
-
-
-def _comparison_sentence(c: dict, by_name: dict) -> str:
-    low, high = by_name[c["lower_baseline"]], by_name[c["higher_baseline"]]
-    verb = "more than" if c["difference"] > 0 else "as much as"
-    return (f"{_with(low)} reaches {_pct(low['final_test_accuracy'])} on test, {verb} {_with(high)} "
-            f"({_pct(high['final_test_accuracy'])}), from a lower baseline ({_pct(low['baseline_test']['accuracy'])} "
-            f"against {_pct(high['baseline_test']['accuracy'])}): {_pts(c['difference'])} points, "
-            f"{c['test'].partition(':')[0]}.")
-
-
-def _answer(students: list[dict], comparisons: list[dict]) -> dict:
+def _answer(students: list[dict], comparisons: list[dict], tested: bool = False) -> dict:
     scored = [s for s in students if s["final_test_accuracy"] is not None]
     out = {"student": None, "teacher": None, "final_test_accuracy": None, "clear": False, "tied_with": [],
            "per_student": {s["name"]: s["teacher"] for s in students}, "comparisons": comparisons,
-           "selection": SELECTION}
+           "selection": SELECTION, "comparisons_tested": tested}
+    if tested:
+        out |= {"runner_up": None, "told_apart": None}
     if not scored:
         return {**out, "text": "No pair yet: no student has a baseline on test or a confirmed teacher."}
     best = max(scored, key=lambda s: s["final_test_accuracy"])  # max is stable: ties go to configured order
@@ -181,7 +146,12 @@ def _answer(students: list[dict], comparisons: list[dict]) -> dict:
         text = (f"Best: {best['name']} alone, no teacher ({best['no_teacher']}): "
                 f"{_pct(best['final_test_accuracy'])} on test, its own baseline")
     text += f" (tied with {_names(tied)})" if tied else ""
-    text += "; the students are compared by point estimates, not tested." if len(scored) > 1 else "."
+    if len(scored) > 1 and tested:
+        clause, fields = runner_up(best, scored, comparisons)
+        text += clause + "."
+        out |= fields
+    else:
+        text += "; the students are compared by point estimates, not tested." if len(scored) > 1 else "."
     partial = [s["name"] for s in students if not s["complete"]]
     if partial:
         text += f" Provisional: the run of {_names(partial)} has not finished."
@@ -231,8 +201,11 @@ def proxy_correlations(reports: dict[str, dict]) -> dict:
             "cells_are": CELLS_SHARE, "across_cells": across, "per_student": per_student}
 
 
-def build_pairs(reports: dict[str, dict]) -> dict:
-    """The pairs matrix from {student name: its report.json dict}, in configured student order (json-serialisable)."""
+def build_pairs(reports: dict[str, dict], answers: dict[str, dict] | None = None) -> dict:
+    """The pairs matrix from {student name: its report.json dict}, in configured student order (json-serialisable).
+    `answers`: {student name: student_answers' dict}, the per-problem test answers its final may be; with them, the
+    comparisons between students are tested (report_pairs_compare.compare_students), without them point estimates
+    only (report_pairs_compare.NOT_TESTED)."""
     columns = _columns(reports)
     students, cells = [], {}
     for name, r in reports.items():
@@ -243,9 +216,12 @@ def build_pairs(reports: dict[str, dict]) -> dict:
         base = (s["baseline_test"] or {}).get("accuracy")
         by_name = {t["name"]: t for t in teachers}
         cells[name] = {c["name"]: _cell(by_name.get(c["name"]), chosen, base) for c in columns}
-    comparisons = [c for i, a in enumerate(students) for b in students[i + 1:] if (c := _compare(a, b))]
+    comparisons = [c for i, a in enumerate(students) for b in students[i + 1:]
+                   if (c := compare_students(a, b, answers))]
+    judge_comparisons(comparisons)
     return {"students": students, "matrix": {"teachers": columns, "cells": cells, "gap": GAP_IS},
-            "answer": _answer(students, comparisons), "proxies": proxy_correlations(reports)}
+            "answer": _answer(students, comparisons, tested=answers is not None),
+            "proxies": proxy_correlations(reports)}
 
 
 def _cell_text(c: dict) -> str:
@@ -317,10 +293,7 @@ def render_pairs_md(pairs: dict) -> str:
                     "none" if not s["chosen_on_dev"] else
                     f"{s['chosen_on_dev']['teacher']} ({s['chosen_on_dev']['verdict']})",
                     s["teacher"] or "none", _pct(s["final_test_accuracy"]), s["final_is"]] for s in students])]
-    by_name = {s["name"]: s for s in students}
-    reached = [_comparison_sentence(c, by_name) for c in pairs["answer"]["comparisons"] if c["reaches"]]
-    out += ["", f"Between students, final test accuracies are point estimates, {NOT_TESTED}; {SELECTION}."]
-    out += ["", *(f"- {line}" for line in reached)] if reached else []
+    out += ["", *comparisons_md(pairs["answer"], students)]
     out += ["", *proxies_md(pairs["proxies"])]
     labelled = [c for c in cols if c["control"]]
     if labelled:
@@ -385,14 +358,18 @@ def student_reports(run_dir: Path, students: list[str]) -> dict[str, dict]:
 
 
 def render_pairs(run_dir: Path) -> dict:
-    """The parent's report.json, report.md and capacity_gap.png (the map) from every finished student's report.json;
-    a student not finished yet is named as missing, and the answer says so."""
+    """The parent's report.json, report.md and capacity_gap.png (the map) from every finished student's report.json
+    and the per-problem test answers behind its final (student_answers: the comparisons between students are tested;
+    point estimates only, as build_pairs without them, when no student's run kept any); a student not finished yet is
+    named as missing, and the answer says so."""
     from cotgap_ray.records import write_json
 
     run_dir = Path(run_dir)
     saved = json.loads((run_dir / "config.json").read_text())["config"]
     reports = student_reports(run_dir, saved["students"])
-    pairs = build_pairs(reports)
+    answers = {name: student_answers(student_dir(run_dir, name)) for name in reports}
+    kept = any("runs" in a for own in answers.values() for a in (own["baseline"], *own["teachers"].values()))
+    pairs = build_pairs(reports, answers if kept else None)  # none kept (a run from before): point estimates
     done = {r.get("student") for r in reports.values()}
     missing = [spec for spec in saved["students"] if spec not in done]
     if missing:

@@ -27,7 +27,8 @@ PURE_CORE = ["cotgap_ray.answers", "cotgap_ray.numbers", "cotgap_ray.math_answer
              "cotgap_ray.proxies", "cotgap_ray.records", "cotgap_ray.sft", "cotgap_ray.stats", "cotgap_ray.hardware",
              "cotgap_ray.tasks", "cotgap_ray.tasks.splits", "cotgap_ray.tasks.gsm8k", "cotgap_ray.tasks.file",
              "cotgap_ray.tasks.reasoning_gym", "cotgap_ray.search.space", "cotgap_ray.evaluation.paired",
-             "cotgap_ray.report", "cotgap_ray.report_pairs", "cotgap_ray.report_cli"]
+             "cotgap_ray.report", "cotgap_ray.report_pairs", "cotgap_ray.report_pairs_compare",
+             "cotgap_ray.report_cli"]
 NOT_IN_CORE = ("ray", "vllm", "cotgap_ray.engines", "cotgap_ray.training", "cotgap_ray.generation",
                "cotgap_ray.evaluation.evaluator", "cotgap_ray.evaluation.scoring", "cotgap_ray.cluster",
                "cotgap_ray.search.run", "cotgap_ray.search.tuning", "cotgap_ray.search.trial",
@@ -96,7 +97,8 @@ def test_the_pure_core_never_reaches_ray_engines_or_training(module):
 
 
 def test_the_report_never_reaches_training_or_models():
-    for module in ("cotgap_ray.report", "cotgap_ray.report_pairs", "cotgap_ray.report_cli"):
+    for module in ("cotgap_ray.report", "cotgap_ray.report_pairs", "cotgap_ray.report_pairs_compare",
+                   "cotgap_ray.report_cli"):
         assert _violations(module, ("cotgap_ray.training", "cotgap_ray.models")) == [], module
 
 

@@ -1,6 +1,8 @@
 """report_pairs.py on report.json dicts that report.py itself rendered from literal run directories: the cells'
 numbers, the answer, controls never the answer, absent cells, the "none" case, the proxies' rank correlations with the
-confirmed deltas (across cells and per student; controls left out; too few cells), report.md's section and the map.
+confirmed deltas (across cells and per student; controls left out; too few cells), report.md's section and the map;
+and the comparisons between students' finals, tested problem by problem on literal answers (p and interval against
+scipy's numbers, Holm, a tie, other problems, render_pairs reading the files the search writes).
 
 No Ray, no model: each student's run is written into a temporary directory (tests/test_report.py's helpers), rendered
 by report.render, and its report.json read back, exactly what a multi-student run's students/<name>/ would hold.
@@ -16,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from cotgap_ray import report
-from cotgap_ray.report_pairs import ABSENT, NOT_TESTED, build_pairs, plot_pairs_map, render_pairs_md
+from cotgap_ray.report_pairs import ABSENT, build_pairs, plot_pairs_map, render_pairs_md
+from cotgap_ray.report_pairs_compare import NOT_TESTED, student_answers
 from tests.test_report import GEMMA, PNG_MAGIC, QWEN, SMOL, _final, _proxy, _trial, write_run
 
 ORACLE, CORRUPT = "control-oracle", "control-corrupt"  # controls.name of control:oracle, control:corrupt
@@ -311,3 +314,206 @@ def test_markdown_has_the_proxies_table(ordered):
             "| a: p (Holm p) | b: Spearman (teachers) | b: p (Holm p) |") in md
     assert "| teacher_accuracy | higher | +1.00 [+1.00, +1.00] | 0.001 (0.007) | 6 | +1.00 (3) | 0.167 (0.833) |" in md
     assert "| rank | lower | +0.48 [" in md
+
+
+# ------------------------------------------------------------ comparisons between students, tested problem by problem
+
+IDS = [f"p{i:02d}" for i in range(40)]
+# Per-problem test answers, "1" right: SMALL right on 21 of 40, LARGE on 10 (= large's baseline, 25.0%), MID on 12.
+# SMALL against LARGE: 12 problems only SMALL gets right, 1 only LARGE; against MID: 9 and 0; LARGE against MID: 1, 3.
+SMALL = "1" * 9 + "1" * 12 + "0" + "0" * 18
+LARGE = "1" * 9 + "0" * 12 + "1" + "0" * 18
+MID = "1" * 12 + "0" * 28
+
+
+def _bits(s: str) -> list[bool]:
+    return [c == "1" for c in s]
+
+
+def _runs(*vectors: str, ids: list[str] = IDS) -> dict:
+    return {"problem_ids": list(ids), "runs": [_bits(v) for v in vectors]}
+
+
+def _literal(reports: dict, small_final: float, mid: bool = False) -> dict:
+    """The fixture's reports with small's QWEN final at `small_final` (large stays alone at its 25.0% baseline);
+    `mid`: a third student, large's run with a 30.0% baseline (12 of 40), also alone."""
+    out = copy.deepcopy(reports)
+    next(t for t in out["small"]["teachers"] if t["name"] == QWEN)["test_accuracy"] = small_final
+    if mid:
+        out["mid"] = copy.deepcopy(reports["large"])
+        out["mid"]["baseline"]["test"]["accuracy"] = 12 / 40
+    return out
+
+
+def test_a_clearly_better_final_is_told_apart_by_the_exact_mcnemar_test_holm_over_the_pairs(reports):
+    answers = {"small": {"baseline": {"missing": "not needed"}, "teachers": {QWEN: _runs(SMALL)}},
+               # large's rows in another order: the finals are paired by problem id, not by position
+               "large": {"baseline": _runs(LARGE[::-1], ids=IDS[::-1]), "teachers": {}},
+               "mid": {"baseline": _runs(MID), "teachers": {}}}
+    pairs = build_pairs(_literal(reports, 21 / 40, mid=True), answers)
+    sl, sm, lm = pairs["answer"]["comparisons"]
+    assert (sl["lower_baseline"], sl["higher_baseline"], sl["same_test_problems"]) == ("small", "large", True)
+    assert sl["difference"] == pytest.approx(11 / 40) and sl["n"] == 40 and sl["test"] == "exact McNemar"
+    # Computed apart with scipy 1.17.1 (not a dependency): binomtest(12, 13).pvalue, and the interval's corners
+    # (2q - 1) * pi over binomtest(12, 13) and binomtest(13, 40)'s proportion_ci(0.95, method="exact")
+    assert sl["p_value"] == pytest.approx(0.00341796875, abs=1e-15)  # 2 * (1 + 13) / 2^13
+    assert sl["ci95"] == [pytest.approx(0.05189362600366343, abs=1e-9), pytest.approx(0.48938312085778596, abs=1e-9)]
+    assert (sm["p_value"], sm["ci95"]) == (pytest.approx(0.00390625, abs=1e-15),  # 2 / 2^9
+                                          [pytest.approx(0.03549618844276523, abs=1e-9),
+                                           pytest.approx(0.3845116773034228, abs=1e-9)])
+    assert (lm["lower_baseline"], lm["higher_baseline"], lm["difference"]) == ("large", "mid", pytest.approx(-0.05))
+    assert (lm["p_value"], lm["ci95"]) == (pytest.approx(0.625), [pytest.approx(-0.2336512899388308, abs=1e-9),
+                                                                 pytest.approx(0.1447650829243631, abs=1e-9)])
+    # Holm over the 3 comparisons: 3 * 0.0034, max(2 * 0.0039, that), 1 * 0.625
+    assert [c["p_adjusted"] for c in (sl, sm, lm)] == [pytest.approx(3 * 0.00341796875)] * 2 + [pytest.approx(0.625)]
+    assert [c["verdict"] for c in (sl, sm, lm)] == ["higher", "higher", "not told apart"]
+    answer = pairs["answer"]
+    assert (answer["student"], answer["runner_up"], answer["told_apart"], answer["comparisons_tested"]) == \
+        ("small", "mid", True, True)
+    assert answer["text"] == (f"Best pair: small with {QWEN}: 52.5% on test, +4.1 points [+1.2, +7.0] over its "
+                              "baseline; told apart from the runner-up, mid alone (30.0%): +22.5 points [+3.5, "
+                              "+38.5], Holm p = 0.010.")
+    md = render_pairs_md(pairs)
+    assert (f"- small with {QWEN} (52.5%) against large alone (25.0%): +27.5 points [+5.2, +48.9], p = 0.003 "
+            "(Holm 0.010; exact McNemar, n = 40): small's final is higher.") in md
+    assert "- large alone (25.0%) against mid alone (30.0%): -5.0 points [-23.4, +14.5], p = 0.625 (Holm 0.625; " \
+           "exact McNemar, n = 40): not told apart." in md
+    assert "Holm over the 3 tested comparisons" in md and "the best pair is a selection on test" in md
+    assert "reaches" not in md and NOT_TESTED not in md
+    assert json.loads(json.dumps(pairs)) == pairs
+
+
+def test_a_final_with_seeds_is_tested_as_a_multi_seed_delta_is(reports):
+    second = "1" * 9 + "1" * 11 + "0" * 20  # a second seed: 20 of 40
+    answers = {"small": {"baseline": None, "teachers": {QWEN: _runs(SMALL, second)}},
+               "large": {"baseline": _runs(LARGE), "teachers": {}}}
+    [c] = build_pairs(_literal(reports, 41 / 80), answers)["answer"]["comparisons"]
+    assert (c["test"], c["runs"], c["difference"]) == ("sign-flip permutation", [2, 1], pytest.approx(41 / 80 - 0.25))
+    assert c["interval"].startswith("hull: two-level bootstrap") and c["ci95"][0] > 0 and c["p_value"] < 0.01
+    assert c["verdict"] == "higher"
+
+
+def test_two_finals_with_as_many_problems_each_way_are_not_told_apart(reports):
+    tie_small, tie_large = "1" * 7 + "111" + "000" + "0" * 27, "1" * 7 + "000" + "111" + "0" * 27  # 3 and 3
+    answers = {"small": {"baseline": None, "teachers": {QWEN: _runs(tie_small)}},
+               "large": {"baseline": _runs(tie_large), "teachers": {}}}
+    pairs = build_pairs(_literal(reports, 10 / 40), answers)
+    [c] = pairs["answer"]["comparisons"]
+    # scipy 1.17.1: binomtest(3, 6).pvalue = 1.0; corners over binomtest(3, 6) and binomtest(6, 40)'s exact CIs
+    assert (c["difference"], c["p_value"], c["p_adjusted"], c["verdict"]) == (0.0, 1.0, 1.0, "not told apart")
+    assert c["ci95"] == [pytest.approx(-0.22787147450675221, abs=1e-9), pytest.approx(0.22787147450675221, abs=1e-9)]
+    assert c["reaches"] is True  # the point estimate, kept in report.json; the text says what the test says
+    answer = pairs["answer"]
+    assert (answer["student"], answer["tied_with"], answer["told_apart"]) == ("small", ["large"], False)
+    assert answer["text"].endswith("(tied with large); not told apart from the runner-up, large alone (25.0%): "
+                                   "+0.0 points [-22.8, +22.8], Holm p = 1.000.")
+
+
+def test_finals_on_other_problems_or_without_answers_are_not_tested_and_say_why(reports):
+    literal = _literal(reports, 21 / 40)
+    small = {"baseline": None, "teachers": {QWEN: _runs(SMALL)}}
+    other = {"small": small, "large": {"baseline": _runs(LARGE, ids=[*IDS[:-1], "q99"]), "teachers": {}}}
+    pairs = build_pairs(literal, other)
+    [c] = pairs["answer"]["comparisons"]
+    assert (c["same_test_problems"], c["p_value"], c["verdict"], c["ci95"]) == (False, None, None, None)
+    assert c["test"] == "not comparable: the finals answer other test problems (39 shared of 40 and 40)"
+    assert pairs["answer"]["told_apart"] is None and pairs["answer"]["text"].endswith(
+        "; against the runner-up, large alone (25.0%): not comparable: the finals answer other test problems (39 "
+        "shared of 40 and 40).")
+    assert "- small with " + QWEN + " (52.5%) against large alone (25.0%): +27.5 points, not comparable" in \
+        render_pairs_md(pairs)
+    [c] = build_pairs(literal, {"small": small})["answer"]["comparisons"]
+    assert c["test"] == "not tested: large: its baseline's test rows not read" and c["p_value"] is None
+    wrong = {"small": {"baseline": None, "teachers": {QWEN: _runs(LARGE)}}, "large": other["large"]}
+    [c] = build_pairs(literal, wrong)["answer"]["comparisons"]
+    assert c["test"] == (f"not tested: small: final/{QWEN}.json scores 25.0%, not its final 52.5%: render the "
+                         "student's report again")
+    moved = copy.deepcopy(literal)
+    moved["large"]["splits"]["fingerprint"] = "another-split"
+    [c] = build_pairs(moved, {"small": small, "large": {"baseline": _runs(LARGE), "teachers": {}}})[
+        "answer"]["comparisons"]
+    assert c["test"].startswith("not comparable: the students' split fingerprints differ") and c["p_value"] is None
+
+
+def _rewrite(sub: Path, base: str, finals: dict[str, list[str]]) -> None:
+    """A student run's baseline test rows and confirmations as the search writes them: the rows (eval_rows,
+    write_rows) and baseline.json's test entry (EvalResult.summary) of `base`; final/<teacher>.json (a FinalRecord
+    with stats.compare_seeds' numbers, as confirm.py builds it) of each teacher's seeds; then report.json again."""
+    from cotgap_ray.engines.base import Generation
+    from cotgap_ray.evaluation.scoring import eval_rows, result_from_rows, write_rows
+    from cotgap_ray.records import FinalRecord, Problem, SeedRecord, write_json
+    from cotgap_ray.stats import compare_seeds
+
+    problems = [Problem(pid, f"question {pid}", "1", "test") for pid in IDS]
+    rows = eval_rows(problems, [[Generation(f"The answer is {'1' if c == '1' else '2'}.", 5)] for c in base],
+                     "student", None)
+    write_rows(rows, sub / "cache" / "rows.parquet")
+    result = result_from_rows(rows, "student", None, "test", "hf", 1.0)
+    result.rows_path = str(sub / "cache" / "rows.parquet")
+    saved = json.loads((sub / "baseline.json").read_text())
+    write_json(sub / "baseline.json", saved | {"test": result.summary()})
+    for teacher, seeds in finals.items():
+        before, afters = _bits(base), [_bits(s) for s in seeds]
+        st = compare_seeds(before, afters)
+        write_json(sub / "final" / f"{teacher}.json", FinalRecord(
+            teacher=teacher, spec=f"packaged:{teacher}", trial_id="t0", best_dev_delta=0.05,
+            seeds=[SeedRecord(seed=i, test_accuracy=sum(a) / len(a)) for i, a in enumerate(afters)], n=st["n"],
+            test_accuracy=st["after_accuracy"], baseline_test_accuracy=st["before_accuracy"], delta=st["delta"],
+            delta_ci95=st["ci95"], p_value=st["p_value"], discordance=st["discordance"], degrades=st["degrades"],
+            improves=st["improves"], test=st["test"], interval=st["interval"],
+            training_variance=st["training_variance"], test_problem_ids=IDS, baseline_test_correct=before,
+            test_correct_by_seed=afters))
+    report.render(sub)
+
+
+def test_render_pairs_tests_the_finals_from_the_students_files(tmp_path):
+    from cotgap_ray.report_pairs import render_pairs
+
+    parent = tmp_path / "run"
+    specs = ["packaged:smollm2-135m-instruct", "packaged:qwen2.5-0.5b-instruct"]
+    (parent / "students").mkdir(parents=True)
+    (parent / "config.json").write_text(json.dumps({"fingerprint": "x", "config": {"name": "pairs",
+                                                                                   "students": specs}}))
+    cell = [(f"packaged:{QWEN}", 0.62, 0.05, (0.0, [-0.05, 0.05], 0.5))]  # replaced by _rewrite's confirmation
+    student_run(parent / "students", "small", specs[0], 0.225, cell)
+    student_run(parent / "students", "large", specs[1], 0.25, cell)
+    _rewrite(parent / "students" / "small", "1" * 9 + "0" * 31, {QWEN: [SMALL]})  # 9 -> 21 of 40: improves
+    _rewrite(parent / "students" / "large", LARGE, {QWEN: ["0" * 40]})  # 10 -> 0: degrades, so large is alone
+    r = render_pairs(parent)
+    small, large = r["pairs"]["students"]
+    assert (small["teacher"], small["final_test_accuracy"], large["teacher"], large["final_test_accuracy"]) == \
+        (QWEN, 21 / 40, None, 10 / 40)
+    [c] = json.loads((parent / "report.json").read_text())["answer"]["comparisons"]
+    assert (c["lower_baseline"], c["test"], c["verdict"]) == ("small", "exact McNemar", "higher")
+    assert c["p_value"] == pytest.approx(0.00341796875, abs=1e-15)  # the literal test above: the same 12 and 1
+    md = (parent / "report.md").read_text()
+    assert (f"- small with {QWEN} (52.5%) against large alone (25.0%): +27.5 points [+5.2, +48.9], p = 0.003 "
+            "(Holm 0.003; exact McNemar, n = 40): small's final is higher.") in md
+    assert "told apart from the runner-up, large alone (25.0%): +27.5 points [+5.2, +48.9], Holm p = 0.003." in md
+    (parent / "students" / "large" / "cache" / "rows.parquet").unlink()  # the evaluation cache cleared since
+    [c] = render_pairs(parent)["answer"]["comparisons"]
+    assert c["test"].startswith("not tested: large: its baseline's test rows, named by ") and c["p_value"] is None
+    assert "rows.parquet" in c["test"]  # the error names the file that is gone
+
+
+def test_render_pairs_on_runs_that_kept_no_per_problem_answers_gives_point_estimates(tmp_path):
+    from cotgap_ray.report_pairs import render_pairs
+
+    parent = tmp_path / "run"
+    specs = ["packaged:smollm2-135m-instruct", "packaged:qwen2.5-0.5b-instruct"]
+    (parent / "students").mkdir(parents=True)
+    (parent / "config.json").write_text(json.dumps({"fingerprint": "x", "config": {"name": "pairs",
+                                                                                   "students": specs}}))
+    # finals written before test_correct_by_seed existed; baseline.json's rows_path names no file
+    student_run(parent / "students", "small", specs[0], 0.20, [(f"packaged:{QWEN}", 0.62, 0.05,
+                                                                (0.08, [0.02, 0.14], 0.01))])
+    student_run(parent / "students", "large", specs[1], 0.25, [(f"packaged:{QWEN}", 0.62, 0.0,
+                                                                (-0.01, [-0.05, 0.03], 0.6))])
+    own = student_answers(parent / "students" / "small")
+    assert own["teachers"] == {QWEN: {"missing": f"{QWEN}.json keeps no per-problem answers (written before they "
+                                                 "were kept)"}}
+    assert own["baseline"]["missing"].startswith("its baseline's test rows, named by ")
+    r = render_pairs(parent)
+    [c] = r["answer"]["comparisons"]
+    assert (c["test"], r["answer"]["comparisons_tested"]) == (NOT_TESTED, False)
+    assert r["answer"]["text"].endswith("; the students are compared by point estimates, not tested.")
