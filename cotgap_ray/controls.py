@@ -40,7 +40,7 @@ KINDS = {
     "shuffled": "reference solutions of other problems: should make the student worse",
 }
 # Bumped whenever a control's rows change for the same problems: part of its fingerprint, so of its cache key.
-VERSION = "1"
+VERSION = "2"  # 2: a shuffled donor never shares the answer
 
 
 def is_control(spec: str) -> bool:
@@ -177,7 +177,7 @@ def _answer_line(value: str) -> str:
 
 def rationale(control: str, problem, others: list | None = None) -> str:
     """One control rationale for `problem` (records.Problem with a solution). `others`: the problems of the shard in
-    order, for ``shuffled`` (the next problem's solution and answer, cyclically)."""
+    order, for ``shuffled`` (the solution and answer of the next problem, cyclically, whose answer differs)."""
     if control == "oracle":
         return f"{problem.solution}\n{_answer_line(problem.answer)}"
     if control == "corrupt":
@@ -192,9 +192,19 @@ def rationale(control: str, problem, others: list | None = None) -> str:
         if not others or len(others) < 2:
             raise ValueError("control:shuffled needs at least 2 problems per shard")
         index = next(i for i, p in enumerate(others) if p.id == problem.id)
-        donor = others[(index + 1) % len(others)]
+        later = [others[(index + k) % len(others)] for k in range(1, len(others))]
+        # The next problem whose answer differs: a donor with this problem's answer would make the rationale count as
+        # correct (1 of 160 in the default experiment did), so correct_only would keep it and the control would no
+        # longer be wrong on every problem. Only when every other problem shares the answer: the next one.
+        donor = next((p for p in later if not _same_answer(p.answer, problem.answer)), later[0])
         return f"{donor.solution}\n{_answer_line(donor.answer)}"
     raise ValueError(f"unknown control {control!r}")
+
+
+def _same_answer(a: str, b: str) -> bool:
+    """Equal answers as the scorer reads them: equal numbers (to_fraction), else equal text."""
+    x, y = to_fraction(a), to_fraction(b)
+    return x == y if x is not None and y is not None else a.strip() == b.strip()
 
 
 def word_pieces(text: str) -> int:

@@ -59,6 +59,19 @@ def test_the_oracle_is_right_and_the_corrupted_and_shuffled_teachers_wrong_on_ev
     assert controls.rationale("shuffled", PROBLEMS[2], PROBLEMS) == controls.rationale("oracle", PROBLEMS[0])
 
 
+def test_a_shuffled_rationale_never_comes_from_a_problem_with_the_same_answer():
+    """Two problems sharing an answer: the shuffled control skips the donor that would make its rationale correct (the
+    default experiment's 160 arithmetic problems had one such neighbour); with every answer alike, the next one."""
+    same = [_problem(0, "1 + 1", "2"), _problem(1, "5 - 3", "2"), _problem(2, "2 * 3", "6")]
+    assert controls.rationale("shuffled", same[0], same) == controls.rationale("oracle", same[2])
+    assert controls.rationale("shuffled", same[1], same) == controls.rationale("oracle", same[2])
+    assert controls.rationale("shuffled", same[2], same) == controls.rationale("oracle", same[0])
+    rows = controls.rationale_rows("control:shuffled", same, "control-shuffled", max_tokens=128).to_pylist()
+    assert [r["correct"] for r in rows] == [False, False, False]
+    alike = same[:2]
+    assert controls.rationale("shuffled", alike[0], alike) == controls.rationale("oracle", alike[1])
+
+
 def test_control_specs_resolve_without_a_model_and_refuse_typos_and_the_student_role():
     model = resolve_model("control:oracle")
     assert (model.name, model.path, model.fingerprint) == ("control-oracle", "", controls.fingerprint("control:oracle"))
