@@ -288,6 +288,23 @@ def test_the_gpu_study_fits_this_cluster(prepared, monkeypatch):
     assert concurrency(derived, node_types) == (cfg.search.max_concurrent_trials, cfg.search.eval_engines) == (6, 2)
 
 
+def test_control_teachers_ask_for_no_generation_engine(monkeypatch):
+    """Generation engines that need a GPU, on a cluster with none: a real teacher is refused before anything
+    runs; control teachers (written from the task by the driver, no engine) pass the same check."""
+    from cotgap_ray import cluster
+    from cotgap_ray.config import load_config
+    from cotgap_ray.errors import InputError
+    from cotgap_ray.search.resources import check_resources
+
+    node_types = [HEAD_ALIVE, {"name": "cpu_worker", "source": "autoscaler", "count": 2, "resources": {"CPU": 8.0}}]
+    monkeypatch.setattr(cluster, "offered_node_types", lambda: node_types)
+    gpu = ["generation.gpus_per_actor=1", "generation.accelerator_type=A100"]
+    check_resources(load_config(None, ["teachers=[control:oracle, control:shuffled]", *gpu]), work=("generation",))
+    with pytest.raises(InputError, match="teacher packaged:qwen2.5-coder-0.5b-instruct needs 1 GPU"):
+        check_resources(load_config(None, ["teachers=[control:oracle, packaged:qwen2.5-coder-0.5b-instruct]", *gpu]),
+                        work=("generation",))
+
+
 def _documented_module_commands() -> list[list[str]]:
     """Every `python -m cotgap_ray...` command in cluster.yaml's comments and the experiments' header comments, as
     words (flags included), up to a shell comment or a line continuation."""

@@ -85,6 +85,7 @@ def check_resources(cfg, node_types: list[dict] | None = None, work: tuple[str, 
 
     from cotgap_ray import cluster
     from cotgap_ray.cluster import check_request
+    from cotgap_ray.controls import is_control
     from cotgap_ray.generation.placement import Placement
     from cotgap_ray.generation.placement import check_resources as check_generation
 
@@ -94,8 +95,9 @@ def check_resources(cfg, node_types: list[dict] | None = None, work: tuple[str, 
         placement = Placement.from_config(cfg.generation)
         # check_generation reads only a job's spec and tensor-parallel size, both known from the config: no model
         # is resolved (a packaged teacher would be converted) before an impossible request is refused.
-        check_generation([SimpleNamespace(spec=spec, tp=placement.tp(spec)) for spec in teachers or cfg.teachers],
-                         placement, node_types)
+        # A control teacher (controls.py) is written from the task by the driver: it asks Ray for no engine.
+        check_generation([SimpleNamespace(spec=spec, tp=placement.tp(spec)) for spec in teachers or cfg.teachers
+                          if not is_control(spec)], placement, node_types)
     if "evaluator" in work:
         check_request({"CPU": cfg.search.eval_cpus, "GPU": cfg.search.eval_gpus, **cfg.train.resources},
                       "the evaluation engine (search.eval_cpus / search.eval_gpus, on a train.accelerator_type / "
