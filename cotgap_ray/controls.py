@@ -28,7 +28,7 @@ from fractions import Fraction
 
 import pyarrow as pa
 
-from cotgap_ray.answers import canonical, score_rationale, to_fraction
+from cotgap_ray.answers import canonical, is_correct, score_rationale, to_fraction
 from cotgap_ray.errors import InputError
 from cotgap_ray.records import RATIONALE_SCHEMA
 
@@ -196,15 +196,9 @@ def rationale(control: str, problem, others: list | None = None) -> str:
         # The next problem whose answer differs: a donor with this problem's answer would make the rationale count as
         # correct (1 of 160 in the default experiment did), so correct_only would keep it and the control would no
         # longer be wrong on every problem. Only when every other problem shares the answer: the next one.
-        donor = next((p for p in later if not _same_answer(p.answer, problem.answer)), later[0])
+        donor = next((p for p in later if not is_correct(p.answer, problem.answer)), later[0])
         return f"{donor.solution}\n{_answer_line(donor.answer)}"
     raise ValueError(f"unknown control {control!r}")
-
-
-def _same_answer(a: str, b: str) -> bool:
-    """Equal answers as the scorer reads them: equal numbers (to_fraction), else equal text."""
-    x, y = to_fraction(a), to_fraction(b)
-    return x == y if x is not None and y is not None else a.strip() == b.strip()
 
 
 def word_pieces(text: str) -> int:

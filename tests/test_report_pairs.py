@@ -466,14 +466,20 @@ def _rewrite(sub: Path, base: str, finals: dict[str, list[str]]) -> None:
     report.render(sub)
 
 
-def test_render_pairs_tests_the_finals_from_the_students_files(tmp_path):
-    from cotgap_ray.report_pairs import render_pairs
-
+def _pairs_parent(tmp_path):
+    """A two-student run's parent directory (its config.json and students/), and the two student specs."""
     parent = tmp_path / "run"
     specs = ["packaged:smollm2-135m-instruct", "packaged:qwen2.5-0.5b-instruct"]
     (parent / "students").mkdir(parents=True)
     (parent / "config.json").write_text(json.dumps({"fingerprint": "x", "config": {"name": "pairs",
                                                                                    "students": specs}}))
+    return parent, specs
+
+
+def test_render_pairs_tests_the_finals_from_the_students_files(tmp_path):
+    from cotgap_ray.report_pairs import render_pairs
+
+    parent, specs = _pairs_parent(tmp_path)
     cell = [(f"packaged:{QWEN}", 0.62, 0.05, (0.0, [-0.05, 0.05], 0.5))]  # replaced by _rewrite's confirmation
     student_run(parent / "students", "small", specs[0], 0.225, cell)
     student_run(parent / "students", "large", specs[1], 0.25, cell)
@@ -499,11 +505,7 @@ def test_render_pairs_tests_the_finals_from_the_students_files(tmp_path):
 def test_render_pairs_on_runs_that_kept_no_per_problem_answers_gives_point_estimates(tmp_path):
     from cotgap_ray.report_pairs import render_pairs
 
-    parent = tmp_path / "run"
-    specs = ["packaged:smollm2-135m-instruct", "packaged:qwen2.5-0.5b-instruct"]
-    (parent / "students").mkdir(parents=True)
-    (parent / "config.json").write_text(json.dumps({"fingerprint": "x", "config": {"name": "pairs",
-                                                                                   "students": specs}}))
+    parent, specs = _pairs_parent(tmp_path)
     # finals written before test_correct_by_seed existed; baseline.json's rows_path names no file
     student_run(parent / "students", "small", specs[0], 0.20, [(f"packaged:{QWEN}", 0.62, 0.05,
                                                                 (0.08, [0.02, 0.14], 0.01))])
