@@ -1,9 +1,10 @@
 """Known answers: does the search find the right teacher, and do the tests call the effects, when the truth is built
 in? Per setting, --seeds whole runs of `python -m cotgap_ray.search` with teachers whose effect is known in advance
-(cotgap_ray/controls.py), then one table.
+(cotgap_ray/controls.py), then one table of every run found under --out-root.
 
     HF_HUB_OFFLINE=1 python benchmarks/known_answers.py --out-root runs/known_answers                 # 3 seeds each
     HF_HUB_OFFLINE=1 python benchmarks/known_answers.py --settings arithmetic --seeds 2 --set task.n_test=100
+    HF_HUB_OFFLINE=1 python benchmarks/known_answers.py --settings arithmetic --sizes 96x2,160x1 --seeds 1
     HF_HUB_OFFLINE=1 python benchmarks/known_answers.py --smoke --out-root /tmp/ka_smoke      # plumbing, tiny models
     python benchmarks/known_answers.py --out-root runs/known_answers --table-only             # the table again
 
@@ -16,9 +17,15 @@ Settings (experiments/known_answers.yaml and variations of it; --settings picks 
 Seed s of a setting sets task.seed, generation.seed and search.seed to s: other problems, other samples, another
 search, the whole run repeated. Every teacher gets one trial with the same LoRA settings, so only rationales differ.
 
-Per run the table gives the teacher the search chose on dev among all teachers (controls included: does it find the
-oracle?), each control's test verdict, and the clone check (the clone's and its original's test answers compared
-problem by problem, exact McNemar at alpha 0.05); per setting, over seeds:
+--sizes TRAINxEPOCHS,... runs each setting at other train sizes and epochs with the two controls whose effect the
+whole setting calls (control:oracle and control:shuffled, nothing generated: about a third of a run's time), into
+<setting>-n<TRAIN>e<EPOCHS>/s<seed>: the search for the smallest training at which the tests still call them. The
+test split does not move with the train size (tasks/splits.py), so the student's baseline is the cached one.
+
+The table covers every run under --out-root (earlier invocations' too). Per run: the teacher the search chose on dev
+among all teachers (controls included: does it find the oracle?), each control's test verdict, and the clone check
+(the clone's and its original's test answers compared problem by problem, exact McNemar at alpha 0.05); per setting
+(and size), over seeds, as k/n with the exact (Clopper-Pearson) 95% interval of the rate:
   picks oracle        fraction of runs whose dev choice is control:oracle
   oracle improves     sensitivity: fraction of runs whose report says "improves" for the oracle
   corrupt degrades    sensitivity: fraction of runs whose report says "degrades" for the corrupted teacher
@@ -26,7 +33,12 @@ problem by problem, exact McNemar at alpha 0.05); per setting, over seeds:
   clone FP            false-positive rate: fraction of runs whose clone pair is called different (goal <= 5%)
   regret              the oracle's test delta minus the test delta of the teacher chosen on dev (points; 0 when the
                       oracle is chosen)
-Runs go to --out-root/<setting>/s<seed>/ (logs in --out-root/logs/), sharing one cache (--cache-dir): a run with
+A few seeds measure a rate coarsely (3 of 3 has the interval [29%, 100%]), so a last table projects it: for each run's
+oracle and shuffled control, the exact power of the exact McNemar test (stats.mcnemar_power) at that run's effect and
+discordance on its test split, at alpha / (number of controls) (Holm's strictest step, as the report adjusts the
+controls as one family), and the smallest test split at which that power reaches 80%. A projection from one measured
+effect, not a measured rate: the measured effect of a called control is biased upwards (it was called).
+Runs go to --out-root/<run>/s<seed>/ (logs in --out-root/logs/), sharing one cache (--cache-dir): a run with
 report.json is reused, a killed one resumed (benchmarks/search_vs_grid.py's ensure_run). The table is printed and
 written to --out-root/summary.md and summary.json with the CPU and each run's wall time.
 """
@@ -46,25 +58,54 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from search_vs_grid import cpu_model, default_cache, ensure_run, table  # noqa: E402 - after the path is set
 
+from cotgap_ray.stats import clopper_pearson, mcnemar_power  # noqa: E402
+
 CONFIG = "experiments/known_answers.yaml"
 SETTINGS = {
     "arithmetic": [],
     "chain_sum": ["task.name=reasoning_gym:chain_sum",
                   "task.generator_args={min_terms: 2, max_terms: 4, min_digits: 1, max_digits: 2}"],
 }
+# --sizes: the controls the whole setting calls, and nothing to generate (a size point is a third of a run)
+SIZE_TEACHERS = "teachers=[control:oracle, control:shuffled]"
 SMOKE = ["student=tiny:llama",
          "teachers=[control:oracle, control:corrupt, control:shuffled, tiny:llama@1, tiny:llama@1#clone=1]",
          "task.name=file", f"task.path={ROOT / 'tests/data/known_answers/fours.jsonl'}", "task.n_train=24",
          "task.n_dev=12", "task.n_test=20", "engine.kind=hf", "engine.batch_size=16", "engine.max_model_len=512",
          "generation.max_tokens=24", "generation.shard_size=24", "lora.batch_size=4", "lora.max_length=256",
          "search.learning_rate=[0.02, 0.02]", "search.epochs=[3]", "search.lora_rank=[4]"]
+POWER_TARGET = 0.8
+ALPHA = 0.05
+MAX_TEST_N = 2000  # the projection's search for a test size stops here ("> 2000")
 
 
-def run_overrides(setting: str, seed: int, extra: list[str], smoke: bool) -> list[str]:
+def parse_sizes(text: str | None) -> list[tuple[int, int]]:
+    """'96x2,160x1' -> [(96, 2), (160, 1)]: train problems and epochs of each size point."""
+    out = []
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        train, sep, epochs = item.partition("x")
+        if not sep or not train.isdigit() or not epochs.isdigit() or int(train) < 1 or int(epochs) < 1:
+            raise SystemExit(f"--sizes: {item!r} is not TRAINxEPOCHS (e.g. 96x2: 96 train problems, 2 epochs)")
+        out.append((int(train), int(epochs)))
+    return out
+
+
+def run_overrides(setting: str, seed: int, extra: list[str], smoke: bool,
+                  size: tuple[int, int] | None = None) -> list[str]:
     base = list(SETTINGS[setting]) + (SMOKE if smoke else [])
     if smoke and setting == "chain_sum":  # the tiny setting has one task: vary its seed only
         base = list(SMOKE)
+    if size is not None:
+        base += [SIZE_TEACHERS, f"task.n_train={size[0]}", f"search.epochs=[{size[1]}]",
+                 f"generation.shard_size={size[0]}"]
     return [*base, f"task.seed={seed}", f"generation.seed={seed}", f"search.seed={seed}", *extra]
+
+
+def run_name(setting: str, size: tuple[int, int] | None) -> str:
+    return setting if size is None else f"{setting}-n{size[0]}e{size[1]}"
 
 
 def chosen_on_dev_all(teachers: list[dict]) -> dict | None:
@@ -74,8 +115,8 @@ def chosen_on_dev_all(teachers: list[dict]) -> dict | None:
     return max(selectable, key=lambda t: t["best_dev_delta"], default=None)
 
 
-def summarize_run(report: dict) -> dict:
-    """One run's row from its report.json."""
+def summarize_run(report: dict, finals: dict[str, dict] | None = None) -> dict:
+    """One run's row from its report.json (and its final/<teacher>.json files, for each control's discordance)."""
     teachers = report["teachers"]
     by_spec = {t["spec"]: t for t in teachers}
     oracle, corrupt = by_spec.get("control:oracle"), by_spec.get("control:corrupt")
@@ -87,24 +128,73 @@ def summarize_run(report: dict) -> dict:
     if chosen is not None and oracle is not None and oracle.get("delta") is not None \
             and chosen.get("delta") is not None:
         regret = oracle["delta"] - chosen["delta"]
+    finals = finals or {}
+    sizes = (report.get("splits") or {}).get("sizes") or {}
+    epochs = sorted({(t.get("params") or {}).get("lora.epochs") for t in finals.values()} - {None})
     return {"chosen": chosen["name"] if chosen else None,
             "picks_oracle": bool(chosen and chosen["spec"] == "control:oracle"),
             "baseline_test": (report.get("baseline") or {}).get("test", {}).get("accuracy"),
-            "oracle": _verdict(oracle), "corrupt": _verdict(corrupt), "shuffled": _verdict(shuffled),
+            "task": (report.get("task") or {}).get("name"), "sizes": sizes, "epochs": epochs,
+            "n_controls": sum(1 for t in teachers if t.get("hypothesis") == "control"),
+            "oracle": _verdict(oracle, finals), "corrupt": _verdict(corrupt, finals),
+            "shuffled": _verdict(shuffled, finals),
             "clone": {"verdict": clone and clone["verdict"], "p": clone and clone.get("p_value")},
             "regret": regret, "mde_test": ((report.get("power") or {}).get("test") or {}).get("mde"),
             "recommendation": (report.get("recommendation") or {}).get("text")}
 
 
-def _verdict(t: dict | None) -> dict | None:
+def _verdict(t: dict | None, finals: dict[str, dict]) -> dict | None:
     if t is None:
         return None
+    final = finals.get(t["name"]) or {}
     return {"verdict": t.get("verdict"), "delta": t.get("delta"), "ci95": t.get("delta_ci95"),
-            "best_dev_delta": t.get("best_dev_delta")}
+            "p": t.get("p_value"), "p_adjusted": t.get("p_adjusted"), "best_dev_delta": t.get("best_dev_delta"),
+            "discordance": final.get("discordance"), "n": t.get("test_n") or final.get("n")}
 
 
-def _rate(values: list[bool]) -> str:
-    return f"{sum(values)}/{len(values)}" if values else "n/a"
+def read_run(run_dir: Path) -> dict | None:
+    """summarize_run of a finished run directory, None when it has no report.json yet."""
+    report = run_dir / "report.json"
+    if not report.exists():
+        return None
+    finals = {}
+    for path in sorted((run_dir / "final").glob("*.json")):
+        data = json.loads(path.read_text())
+        finals[data.get("teacher", path.stem)] = data
+    return summarize_run(json.loads(report.read_text()), finals)
+
+
+def projected_power(control: dict | None, n_controls: int, n: int | None = None) -> float | None:
+    """Exact power of the control's test at its measured effect and discordance on n problems (its own test size by
+    default), at Holm's strictest step over the run's controls."""
+    if not control or control.get("delta") is None or not control.get("discordance"):
+        return None
+    n = n or control.get("n")
+    if not n:
+        return None
+    return mcnemar_power(n, control["discordance"], control["delta"], ALPHA / max(1, n_controls))
+
+
+def smallest_test_n(control: dict | None, n_controls: int, target: float = POWER_TARGET, step: int = 25,
+                    max_n: int = MAX_TEST_N) -> int | None:
+    """The smallest test size (on a `step` grid) at which projected_power reaches `target`; None past max_n or
+    when the control has no measured effect. The exact test's power saw-tooths in n, so this is the first grid
+    point that reaches it, not a guarantee for every larger n."""
+    if projected_power(control, n_controls) is None:
+        return None
+    for n in range(step, max_n + 1, step):
+        if projected_power(control, n_controls, n) >= target:
+            return n
+    return None
+
+
+def rate(values: list[bool]) -> str:
+    """'k/n [lo%, hi%]': a rate with its exact 95% interval; 'n/a' when nothing was counted."""
+    if not values:
+        return "n/a"
+    k, n = sum(values), len(values)
+    lo, hi = clopper_pearson(k, n)
+    return f"{k}/{n} [{100 * lo:.0f}%, {100 * hi:.0f}%]"
 
 
 def _pts(x) -> str:
@@ -115,37 +205,80 @@ def _ci(c) -> str:
     return "" if not c else f" [{_pts(c[0])}, {_pts(c[1])}]"
 
 
+def _cell(v: dict | None) -> str:
+    if not v:
+        return "-"
+    return f"{v.get('verdict')} {_pts(v.get('delta'))}{_ci(v.get('ci95'))}"
+
+
+def _size(r: dict) -> str:
+    s = r.get("sizes") or {}
+    ep = "/".join(str(e) for e in r.get("epochs") or []) or "?"
+    return f"{s.get('train', '?')}/{s.get('dev', '?')}/{s.get('test', '?')}, {ep} ep"
+
+
 def render(summary: dict) -> list[str]:
     out = [f"Known answers ({summary['date']}, {summary['cpu']}; command: {summary['command']})", ""]
     rows = []
-    for setting, runs in summary["settings"].items():
+    for name, runs in summary["settings"].items():
         for seed, r in runs.items():
-            o, c, sh = r["oracle"] or {}, r["corrupt"] or {}, r.get("shuffled") or {}
-            rows.append([setting, seed, f"{r['wall_s']:.0f}" if r.get("wall_s") else "n/a",
+            rows.append([name, seed, _size(r), f"{r['wall_s']:.0f}" if r.get("wall_s") else "n/a",
                          "n/a" if r["baseline_test"] is None else f"{100 * r['baseline_test']:.1f}%", r["chosen"],
-                         f"{o.get('verdict')} {_pts(o.get('delta'))}{_ci(o.get('ci95'))}",
-                         f"{c.get('verdict')} {_pts(c.get('delta'))}{_ci(c.get('ci95'))}",
-                         f"{sh.get('verdict')} {_pts(sh.get('delta'))}{_ci(sh.get('ci95'))}",
+                         _cell(r["oracle"]), _cell(r["corrupt"]), _cell(r.get("shuffled")),
                          f"{r['clone']['verdict']} (p {r['clone']['p']:.2g})" if r["clone"]["p"] is not None
-                         else str(r["clone"]["verdict"]), _pts(r["regret"]), _pts(r["mde_test"])])
-    out += table(["setting", "seed", "wall s", "baseline (test)", "chosen on dev", "oracle: verdict, test delta",
-                  "corrupt: verdict, test delta", "shuffled: verdict, test delta", "clone vs original", "regret",
-                  "test MDE"], rows)
-    out += ["", "Per setting, over seeds:", ""]
+                         else str(r["clone"]["verdict"] or "-"), _pts(r["regret"]), _pts(r["mde_test"])])
+    out += table(["run", "seed", "train/dev/test, epochs", "wall s", "baseline (test)", "chosen on dev",
+                  "oracle: verdict, test delta", "corrupt: verdict, test delta", "shuffled: verdict, test delta",
+                  "clone vs original", "regret", "test MDE"], rows)
+    out += ["", "Per run setting, over seeds (k/n [exact 95% interval]):", ""]
     agg = []
-    for setting, runs in summary["settings"].items():
+    for name, runs in summary["settings"].items():
         rs = list(runs.values())
+        if not rs:
+            continue
+        has = lambda key: [r for r in rs if r.get(key)]  # noqa: E731 - a size point has no corrupt or clone
         regrets = [r["regret"] for r in rs if r["regret"] is not None]
-        agg.append([setting, len(rs), _rate([r["picks_oracle"] for r in rs]),
-                    _rate([(r["oracle"] or {}).get("verdict") == "improves" for r in rs]),
-                    _rate([(r["corrupt"] or {}).get("verdict") == "degrades" for r in rs]),
-                    _rate([(r.get("shuffled") or {}).get("verdict") == "degrades" for r in rs]),
-                    _rate([r["clone"]["verdict"] == "differ" for r in rs if r["clone"]["verdict"] is not None]),
+        agg.append([name, len(rs), rate([r["picks_oracle"] for r in rs]),
+                    rate([r["oracle"]["verdict"] == "improves" for r in has("oracle")]),
+                    rate([r["corrupt"]["verdict"] == "degrades" for r in has("corrupt")]),
+                    rate([r["shuffled"]["verdict"] == "degrades" for r in has("shuffled")]),
+                    rate([r["clone"]["verdict"] == "differ" for r in rs if r["clone"]["verdict"] is not None]),
                     _pts(sum(regrets) / len(regrets)) if regrets else "n/a"])
-    out += table(["setting", "runs", "picks oracle", "oracle improves", "corrupt degrades", "shuffled degrades",
-                  "clone FP (goal <= 5%)",
-                  "mean regret"], agg)
+    out += table(["run setting", "runs", "picks oracle", "oracle improves", "corrupt degrades", "shuffled degrades",
+                  "clone FP (goal <= 5%)", "mean regret"], agg)
+    out += ["", f"Projected sensitivity: exact McNemar power at each run's measured effect and discordance, alpha "
+                f"{ALPHA} / (controls in the run); smallest test split reaching {POWER_TARGET:.0%} (grid of 25):", ""]
+    proj = []
+    for name, runs in summary["settings"].items():
+        for seed, r in runs.items():
+            for key in ("oracle", "shuffled"):
+                c = r.get(key)
+                if not c or c.get("delta") is None:
+                    continue
+                power = projected_power(c, r["n_controls"])
+                need = smallest_test_n(c, r["n_controls"])
+                proj.append([name, seed, key, _pts(c["delta"]),
+                             "n/a" if c.get("discordance") is None else f"{100 * c['discordance']:.1f}%",
+                             c.get("n"), r["n_controls"], "n/a" if power is None else f"{power:.0%}",
+                             "n/a" if power is None else (need if need is not None else f"> {MAX_TEST_N}")])
+    out += table(["run setting", "seed", "control", "test delta", "discordance", "test n", "controls",
+                  "power at test n", f"test n for {POWER_TARGET:.0%}"], proj)
     return out
+
+
+def collect(root: Path, timings: dict) -> dict[str, dict]:
+    """Every finished run under root, {run setting: {seed: row}}, in name and seed order."""
+    found: dict[str, dict] = {}
+    for run_dir in sorted(root.glob("*/s*"), key=lambda d: (d.parent.name, int(d.name[1:]) if d.name[1:].isdigit()
+                                                              else 0)):
+        if not run_dir.name[1:].isdigit():
+            continue
+        row = read_run(run_dir)
+        if row is None:
+            continue
+        row["wall_s"] = timings.get(str(run_dir), {}).get("wall_s")
+        found.setdefault(run_dir.parent.name, {})[int(run_dir.name[1:])] = row
+    return found
 
 
 def main() -> None:
@@ -154,6 +287,8 @@ def main() -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"some of {', '.join(SETTINGS)}")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--sizes", default=None, metavar="TRAINxEPOCHS,...",
+                        help="size points run with control:oracle and control:shuffled only (e.g. 96x2,160x1)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an override for every run")
     parser.add_argument("--cache-dir", default=None,
                         help="shared cache (default: $COTGAP_CACHE or ~/.cache/cotgap_ray)")
@@ -165,30 +300,26 @@ def main() -> None:
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         raise SystemExit(f"--settings: unknown {', '.join(unknown)}; valid: {', '.join(SETTINGS)}")
+    sizes = parse_sizes(args.sizes) or [None]
     root = Path(args.out_root).resolve()
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     cache = args.cache_dir or default_cache()
     timings_path = root / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-    summary = {"date": datetime.now(UTC).date().isoformat(), "cpu": cpu_model(),
-               "command": "python benchmarks/known_answers.py " + " ".join(sys.argv[1:]), "settings": {}}
     start = time.monotonic()
-    for setting in settings:
-        summary["settings"][setting] = {}
-        for seed in range(args.first_seed, args.first_seed + args.seeds):
-            run_dir = root / setting / f"s{seed}"
-            overrides = [*run_overrides(setting, seed, args.set, args.smoke), f"cache_dir={cache}"]
-            if not args.table_only:
-                ensure_run(f"{setting}/s{seed}", run_dir, CONFIG, overrides, logs, timings, args.progress_s)
-                timings_path.write_text(json.dumps(timings, indent=1))
-            report = run_dir / "report.json"
-            if not report.exists():
-                continue
-            row = summarize_run(json.loads(report.read_text()))
-            row["wall_s"] = timings.get(str(run_dir), {}).get("wall_s")
-            summary["settings"][setting][seed] = row
-    summary["wall_s"] = time.monotonic() - start
+    if not args.table_only:
+        for setting in settings:
+            for size in sizes:
+                name = run_name(setting, size)
+                for seed in range(args.first_seed, args.first_seed + args.seeds):
+                    overrides = [*run_overrides(setting, seed, args.set, args.smoke, size), f"cache_dir={cache}"]
+                    ensure_run(f"{name}/s{seed}", root / name / f"s{seed}", CONFIG, overrides, logs, timings,
+                               args.progress_s)
+                    timings_path.write_text(json.dumps(timings, indent=1))
+    summary = {"date": datetime.now(UTC).date().isoformat(), "cpu": cpu_model(),
+               "command": "python benchmarks/known_answers.py " + " ".join(sys.argv[1:]),
+               "settings": collect(root, timings), "wall_s": time.monotonic() - start}
     lines = render(summary)
     print("\n".join(lines))
     (root / "summary.md").write_text("\n".join(lines) + "\n")

@@ -52,7 +52,9 @@ def test_the_smoke_config_s_work_stage_by_stage():
     search = work["search"]
     assert (search["trials"], search["epochs"], search["train_tokens"]) == (4, 4 * 2, 8 * 16 * example)
     confirm = work["confirm"]
-    assert (confirm["fine_tunes"], confirm["epochs_each"], confirm["train_tokens"]) == (4, 2, 2 * 2 * 2 * 16 * example)
+    # 2 teachers x 2 seeds: the first seed scores each best trial's own adapter, the second trains
+    assert (confirm["fine_tunes"], confirm["fine_tunes_if_adapters_lost"], confirm["epochs_each"],
+            confirm["train_tokens"]) == (2, 4, 2, 2 * 1 * 2 * 16 * example)
     # baseline dev + test; the evaluation engine's own baseline and its A/A rescoring on dev and on test; every trial
     # epoch on dev; every teacher's seeds on test
     assert work["evaluations"] == {"baseline": 16, "engine_baseline_aa": 32, "search_dev": 64, "confirm_test": 32,
@@ -178,6 +180,7 @@ def test_node_hours_is_wall_time_times_the_nodes_held():
     assert node_hours(36000, 10.0, parallel=4, per_node=2, count=1) == pytest.approx(0.5)  # 1800 s on the one node
     assert node_hours(36000, 10.0, parallel=1, per_node=8, count=3) == pytest.approx(1.0)  # one unit, one node
     assert node_hours(36000, None, parallel=1, per_node=1, count=1) is None
+    assert node_hours(0, None, parallel=1, per_node=1, count=1) == 0.0  # no work (confirm.seeds 1): known, free
 
 
 def test_unknown_node_types_give_the_work_and_no_estimate():

@@ -178,7 +178,9 @@ def stage_work(cfg, sizes: dict, prompt_len: int) -> dict:
     sample = sum(min(cfg.search.proxy_rationales, t["rationales"]) for t in teachers)  # proxies.nll_sample
     nll_rows = sum(t["rationales"] for t in teachers) if needs_nll else sample
     seeds, last_epoch = cfg.confirm.seeds, max(cfg.search.epochs)
-    confirm_tokens = sum(seeds * last_epoch * t["rationales"] * example for t in teachers)
+    # Seed lora.seed is each teacher's best trial itself: its adapter is scored as it is (search/confirm.py), so only
+    # the other seeds train; every seed trains only where a trial's adapter is no longer readable.
+    confirm_tokens = sum((seeds - 1) * last_epoch * t["rationales"] * example for t in teachers)
     dev, test = sizes["dev"], sizes["test"]
     evaluations = {"baseline": dev + test, "engine_baseline_aa": 2 * dev + 2 * test,
                    "search_dev": epochs * dev, "confirm_test": len(teachers) * seeds * test}
@@ -193,7 +195,8 @@ def stage_work(cfg, sizes: dict, prompt_len: int) -> dict:
         "search": {"strategy": cfg.search.strategy, "trials": trials, "trials_from": trials_from,
                    "epochs": epochs, "train_tokens": epochs * most * example,
                    "dev_evaluations": 2 * dev + epochs * dev},
-        "confirm": {"seeds": seeds, "fine_tunes": len(teachers) * seeds, "epochs_each": last_epoch,
+        "confirm": {"seeds": seeds, "fine_tunes": len(teachers) * (seeds - 1),
+                    "fine_tunes_if_adapters_lost": len(teachers) * seeds, "epochs_each": last_epoch,
                     "train_tokens": confirm_tokens, "test_evaluations": 2 * test + len(teachers) * seeds * test},
     }
 
@@ -243,6 +246,8 @@ def capacity(cfg, node_types: list[dict], work: dict) -> dict:
 def node_hours(work: float, rate: float | None, parallel: int, per_node: int, count: int | None) -> float | None:
     """Node-hours of `work` at `rate` per unit with `parallel` units wanted at once, `per_node` of them fitting on a
     node of which `count` exist (None: unbounded): wall time x the nodes it holds. None when the rate is unknown."""
+    if work == 0:  # nothing to do costs nothing, whether or not its rate is known
+        return 0.0
     if rate is None:
         return None
     units = at_once(parallel, per_node, count)
@@ -361,8 +366,9 @@ def stage_lines(plan: dict) -> list[str]:
         f"search      {search['trials']} trials ({search['strategy']}, {search['trials_from']}), <= "
         f"{_n(search['epochs'])} epochs in all, <= {_n(search['train_tokens'])} training tokens; dev scoring: "
         f"{_n(ev['search_dev'])} (each trial epoch) + {2 * s['dev']} (engine baseline + A/A)",
-        f"confirm     {len(w['teachers'])} teachers x {confirm['seeds']} seed(s) "
-        f"= <= {confirm['fine_tunes']} fine-tunes of <= {confirm['epochs_each']} epochs, <= "
+        f"confirm     {len(w['teachers'])} teachers x {confirm['seeds']} seed(s): the first seed scores each "
+        f"teacher's best trial adapter, {confirm['fine_tunes']} fine-tunes of <= {confirm['epochs_each']} epochs "
+        f"for the others ({confirm['fine_tunes_if_adapters_lost']} if the trials' adapters are gone), <= "
         f"{_n(confirm['train_tokens'])} training tokens; test scoring: {_n(ev['confirm_test'])} + {2 * s['test']} "
         f"(engine baseline + A/A)",
         "report      report.json, report.md, plots: no model work",
