@@ -67,7 +67,7 @@ SETTINGS = {
                   "task.generator_args={min_terms: 2, max_terms: 4, min_digits: 1, max_digits: 2}"],
 }
 # --sizes: the controls the whole setting calls, and nothing to generate (a size point is a third of a run)
-SIZE_TEACHERS = "teachers=[control:oracle, control:shuffled]"
+SIZE_TEACHERS = ["control:oracle", "control:shuffled"]
 SMOKE = ["student=tiny:llama",
          "teachers=[control:oracle, control:corrupt, control:shuffled, tiny:llama@1, tiny:llama@1#clone=1]",
          "task.name=file", f"task.path={ROOT / 'tests/data/known_answers/fours.jsonl'}", "task.n_train=24",
@@ -99,8 +99,9 @@ def run_overrides(setting: str, seed: int, extra: list[str], smoke: bool,
     if smoke and setting == "chain_sum":  # the tiny setting has one task: vary its seed only
         base = list(SMOKE)
     if size is not None:
-        base += [SIZE_TEACHERS, f"task.n_train={size[0]}", f"search.epochs=[{size[1]}]",
-                 f"generation.shard_size={size[0]}"]
+        # one trial per teacher, as in the whole setting (its search.trials is one per its five teachers)
+        base += [f"teachers=[{', '.join(SIZE_TEACHERS)}]", f"search.trials={len(SIZE_TEACHERS)}",
+                 f"task.n_train={size[0]}", f"search.epochs=[{size[1]}]", f"generation.shard_size={size[0]}"]
     return [*base, f"task.seed={seed}", f"generation.seed={seed}", f"search.seed={seed}", *extra]
 
 

@@ -31,8 +31,9 @@ def test_a_size_point_is_a_valid_config_with_two_controls_and_its_train_size_and
     cfg = load_config(ROOT / bench.CONFIG, overrides)
     assert list(cfg.teachers) == ["control:oracle", "control:shuffled"]
     assert (cfg.task.n_train, list(cfg.search.epochs), cfg.task.seed, cfg.search.seed) == (96, [3], 2, 2)
+    assert cfg.search.trials == 2  # one trial per teacher, as in the whole setting: no second trial of one config
     whole = load_config(ROOT / bench.CONFIG, bench.run_overrides(setting, 2, [], smoke=False))
-    assert len(whole.teachers) == 5 and whole.task.n_test == cfg.task.n_test  # the same test split, only training moves
+    assert len(whole.teachers) == whole.search.trials == 5 and whole.task.n_test == cfg.task.n_test  # the same test split, only training moves
     assert bench.run_name(setting, (96, 3)) == f"{setting}-n96e3" and bench.run_name(setting, None) == setting
 
 
