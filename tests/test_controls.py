@@ -140,7 +140,7 @@ def test_control_rationales_go_through_the_cache_without_ray(tmp_path):
 
 def _teacher(name, spec, verdict, delta=0.1, correct=None):
     return {"name": name, "spec": spec, "verdict": verdict, "delta": delta, "control": controls.describe(spec),
-            "expected": controls.expected(spec), "test_correct": correct, "selectable": True,
+            "expected": controls.expected(spec), "test_correct_by_seed": correct and [correct], "selectable": True,
             "best_dev_delta": 0.0, "delta_ci95": [0.01, 0.2], "best_config": {}}
 
 
@@ -162,8 +162,30 @@ def test_the_report_checks_each_control_against_its_known_effect_and_never_recom
     assert rec["teacher"] != "control-oracle" and "control-oracle improves (as expected)" in rec["text"]
     assert "control-corrupt no clear change (expected degrades)" in rec["text"]
     assert "called different from qwen" in rec["text"] and "a false positive" in rec["text"]
-    teachers[3]["test_correct"] = list(same)
+    assert "one adapter each" in rec["text"]  # the reason a single-seed check can call two trainings different
+    teachers[3]["test_correct_by_seed"] = [list(same)]
     assert control_check(teachers)[2]["as_expected"] is True
+
+
+def test_a_clone_check_on_several_seeds_puts_the_variation_between_trainings_in_its_interval():
+    """Two seeds each: the clone's first seed is 20 problems better than the original's, its second is not. On seed
+    0 alone the exact McNemar calls them different; over both seeds the interval (compare_runs: problems and each
+    side's seeds resampled) spans 0, as the same teacher trained twice should."""
+    from cotgap_ray.report import control_check
+    from cotgap_ray.stats import compare_runs
+
+    base = [True] * 10 + [False] * 190
+    lucky = [True] * 30 + [False] * 170
+    teachers = [_teacher("qwen", "packaged:qwen", "no clear change", 0.0, base),
+                _teacher("qwen-c1", "packaged:qwen#clone=1", "no clear change", 0.1, lucky)]
+    (one,) = control_check(teachers)
+    assert (one["verdict"], one["seeds"], one["test"]) == ("differ", [1, 1], "exact McNemar")
+    teachers[0]["test_correct_by_seed"] = [base, base]
+    teachers[1]["test_correct_by_seed"] = [lucky, base]
+    (two,) = control_check(teachers)
+    r = compare_runs([lucky, base], [base, base])
+    assert two["seeds"] == [2, 2] and two["ci95"] == r["ci95"] and two["delta"] == pytest.approx(0.05)
+    assert (two["verdict"], two["as_expected"]) == ("same", True) and r["ci95"][0] <= 0
 
 
 @pytest.mark.search
