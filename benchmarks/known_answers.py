@@ -139,7 +139,8 @@ def summarize_run(report: dict, finals: dict[str, dict] | None = None) -> dict:
             "n_controls": sum(1 for t in teachers if t.get("hypothesis") == "control"),
             "oracle": _verdict(oracle, finals), "corrupt": _verdict(corrupt, finals),
             "shuffled": _verdict(shuffled, finals),
-            "clone": {"verdict": clone and clone["verdict"], "p": clone and clone.get("p_value")},
+            "clone": {"verdict": clone and clone["verdict"], "p": clone and clone.get("p_value"),
+                      "seeds": clone and clone.get("seeds")},
             "regret": regret, "mde_test": ((report.get("power") or {}).get("test") or {}).get("mde"),
             "recommendation": (report.get("recommendation") or {}).get("text")}
 
@@ -212,6 +213,15 @@ def _cell(v: dict | None) -> str:
     return f"{v.get('verdict')} {_pts(v.get('delta'))}{_ci(v.get('ci95'))}"
 
 
+def _clone_cell(c: dict) -> str:
+    """'differ (p 0.0075)', with the seeds on each side when a check had more than one."""
+    if c.get("p") is None:
+        return str(c.get("verdict") or "-")
+    seeds = c.get("seeds")
+    many = f", {seeds[0]}+{seeds[1]} seeds" if seeds and max(seeds) > 1 else ""
+    return f"{c['verdict']} (p {c['p']:.2g}{many})"
+
+
 def _size(r: dict) -> str:
     s = r.get("sizes") or {}
     ep = "/".join(str(e) for e in r.get("epochs") or []) or "?"
@@ -226,8 +236,7 @@ def render(summary: dict) -> list[str]:
             rows.append([name, seed, _size(r), f"{r['wall_s']:.0f}" if r.get("wall_s") else "n/a",
                          "n/a" if r["baseline_test"] is None else f"{100 * r['baseline_test']:.1f}%", r["chosen"],
                          _cell(r["oracle"]), _cell(r["corrupt"]), _cell(r.get("shuffled")),
-                         f"{r['clone']['verdict']} (p {r['clone']['p']:.2g})" if r["clone"]["p"] is not None
-                         else str(r["clone"]["verdict"] or "-"), _pts(r["regret"]), _pts(r["mde_test"])])
+                         _clone_cell(r["clone"]), _pts(r["regret"]), _pts(r["mde_test"])])
     out += table(["run", "seed", "train/dev/test, epochs", "wall s", "baseline (test)", "chosen on dev",
                   "oracle: verdict, test delta", "corrupt: verdict, test delta", "shuffled: verdict, test delta",
                   "clone vs original", "regret", "test MDE"], rows)
