@@ -35,9 +35,11 @@ among all teachers (controls included: does it find the oracle?), each control's
                       oracle is chosen)
 A few seeds measure a rate coarsely (3 of 3 has the interval [29%, 100%]), so a last table projects it: for each run's
 oracle and shuffled control, the exact power of the exact McNemar test (stats.mcnemar_power) at that run's effect and
-discordance on its test split, at alpha / (number of controls) (Holm's strictest step, as the report adjusts the
-controls as one family), and the smallest test split at which that power reaches 80%. A projection from one measured
-effect, not a measured rate: the measured effect of a called control is biased upwards (it was called).
+discordance on its test split, at alpha / (the size of its Holm family: Holm's strictest step; the report adjusts the
+controls as one family beside real teachers, and in a controls-only size point tests the dev choice alone at alpha and
+the other control in the family of the rest), and the smallest test split at which that power reaches 80%. A
+projection from one measured effect, not a measured rate: the measured effect of a called control is biased upwards
+(it was called).
 Runs go to --out-root/<run>/s<seed>/ (logs in --out-root/logs/), sharing one cache (--cache-dir): a run with
 report.json is reused, a killed one resumed (benchmarks/search_vs_grid.py's ensure_run). The table is printed and
 written to --out-root/summary.md and summary.json with the CPU and each run's wall time.
@@ -136,22 +138,32 @@ def summarize_run(report: dict, finals: dict[str, dict] | None = None) -> dict:
             "picks_oracle": bool(chosen and chosen["spec"] == "control:oracle"),
             "baseline_test": (report.get("baseline") or {}).get("test", {}).get("accuracy"),
             "task": (report.get("task") or {}).get("name"), "sizes": sizes, "epochs": epochs,
-            "n_controls": sum(1 for t in teachers if t.get("hypothesis") == "control"),
-            "oracle": _verdict(oracle, finals), "corrupt": _verdict(corrupt, finals),
-            "shuffled": _verdict(shuffled, finals),
+            "n_controls": sum(1 for t in teachers if t.get("hypothesis") == "control"),  # the run's control family
+            "oracle": _verdict(oracle, finals, teachers), "corrupt": _verdict(corrupt, finals, teachers),
+            "shuffled": _verdict(shuffled, finals, teachers),
             "clone": {"verdict": clone and clone["verdict"], "p": clone and clone.get("p_value"),
                       "seeds": clone and clone.get("seeds")},
             "regret": regret, "mde_test": ((report.get("power") or {}).get("test") or {}).get("mde"),
             "recommendation": (report.get("recommendation") or {}).get("text")}
 
 
-def _verdict(t: dict | None, finals: dict[str, dict]) -> dict | None:
+def _verdict(t: dict | None, finals: dict[str, dict], teachers: list[dict]) -> dict | None:
     if t is None:
         return None
     final = finals.get(t["name"]) or {}
     return {"verdict": t.get("verdict"), "delta": t.get("delta"), "ci95": t.get("delta_ci95"),
             "p": t.get("p_value"), "p_adjusted": t.get("p_adjusted"), "best_dev_delta": t.get("best_dev_delta"),
-            "discordance": final.get("discordance"), "n": t.get("test_n") or final.get("n")}
+            "discordance": final.get("discordance"), "n": t.get("test_n") or final.get("n"),
+            "hypothesis": t.get("hypothesis"), "family": _family(t, teachers)}
+
+
+def _family(t: dict, teachers: list[dict]) -> int:
+    """How many hypotheses the report's Holm adjustment of t's p-value runs over (report.judge): 1 for the primary
+    one (the dev choice, at alpha), else the confirmed teachers that share its family (controls among themselves
+    when real teachers are in the run; every other teacher when all are controls)."""
+    if t.get("hypothesis") in (None, "primary"):
+        return 1
+    return max(1, sum(1 for u in teachers if u.get("hypothesis") == t["hypothesis"]))
 
 
 def read_run(run_dir: Path) -> dict | None:
@@ -166,26 +178,26 @@ def read_run(run_dir: Path) -> dict | None:
     return summarize_run(json.loads(report.read_text()), finals)
 
 
-def projected_power(control: dict | None, n_controls: int, n: int | None = None) -> float | None:
+def projected_power(control: dict | None, family: int, n: int | None = None) -> float | None:
     """Exact power of the control's test at its measured effect and discordance on n problems (its own test size by
-    default), at Holm's strictest step over the run's controls."""
+    default), at alpha / family: Holm's strictest step over the hypotheses its p-value was adjusted with."""
     if not control or control.get("delta") is None or not control.get("discordance"):
         return None
     n = n or control.get("n")
     if not n:
         return None
-    return mcnemar_power(n, control["discordance"], control["delta"], ALPHA / max(1, n_controls))
+    return mcnemar_power(n, control["discordance"], control["delta"], ALPHA / max(1, family))
 
 
-def smallest_test_n(control: dict | None, n_controls: int, target: float = POWER_TARGET, step: int = 25,
+def smallest_test_n(control: dict | None, family: int, target: float = POWER_TARGET, step: int = 25,
                     max_n: int = MAX_TEST_N) -> int | None:
     """The smallest test size (on a `step` grid) at which projected_power reaches `target`; None past max_n or
     when the control has no measured effect. The exact test's power saw-tooths in n, so this is the first grid
     point that reaches it, not a guarantee for every larger n."""
-    if projected_power(control, n_controls) is None:
+    if projected_power(control, family) is None:
         return None
     for n in range(step, max_n + 1, step):
-        if projected_power(control, n_controls, n) >= target:
+        if projected_power(control, family, n) >= target:
             return n
     return None
 
@@ -257,7 +269,7 @@ def render(summary: dict) -> list[str]:
     out += table(["run setting", "runs", "picks oracle", "oracle improves", "corrupt degrades", "shuffled degrades",
                   "clone FP (goal <= 5%)", "mean regret"], agg)
     out += ["", f"Projected sensitivity: exact McNemar power at each run's measured effect and discordance, alpha "
-                f"{ALPHA} / (controls in the run); smallest test split reaching {POWER_TARGET:.0%} (grid of 25):", ""]
+                f"{ALPHA} / (its Holm family); smallest test split reaching {POWER_TARGET:.0%} (grid of 25):", ""]
     proj = []
     for name, runs in summary["settings"].items():
         for seed, r in runs.items():
@@ -265,13 +277,14 @@ def render(summary: dict) -> list[str]:
                 c = r.get(key)
                 if not c or c.get("delta") is None:
                     continue
-                power = projected_power(c, r["n_controls"])
-                need = smallest_test_n(c, r["n_controls"])
+                family = c.get("family") or r["n_controls"]  # a summary from before families were read
+                power = projected_power(c, family)
+                need = smallest_test_n(c, family)
                 proj.append([name, seed, key, _pts(c["delta"]),
                              "n/a" if c.get("discordance") is None else f"{100 * c['discordance']:.1f}%",
-                             c.get("n"), r["n_controls"], "n/a" if power is None else f"{power:.0%}",
+                             c.get("n"), family, "n/a" if power is None else f"{power:.0%}",
                              "n/a" if power is None else (need if need is not None else f"> {MAX_TEST_N}")])
-    out += table(["run setting", "seed", "control", "test delta", "discordance", "test n", "controls",
+    out += table(["run setting", "seed", "control", "test delta", "discordance", "test n", "Holm family",
                   "power at test n", f"test n for {POWER_TARGET:.0%}"], proj)
     return out
 

@@ -66,8 +66,9 @@ def test_runs_are_read_from_their_directories_and_rated_with_exact_intervals(tmp
     _write_run(tmp_path / "arithmetic" / "s0", whole, {"control-oracle": 0.17, "control-corrupt": 0.1,
                                                        "control-shuffled": 0.095, "smollm2": 0.05},
                clone={"kind": "clone", "verdict": "same", "p_value": 0.34})
-    sized = [_teacher("control-oracle", "control:oracle", "no clear change", 0.04, 0.05),
-             _teacher("control-shuffled", "control:shuffled", "degrades", -0.08, -0.07)]
+    # every teacher a control: the dev choice is the primary hypothesis (alpha alone), the other its own family
+    sized = [_teacher("control-oracle", "control:oracle", "no clear change", 0.04, 0.05, "primary"),
+             _teacher("control-shuffled", "control:shuffled", "degrades", -0.08, -0.07, "secondary")]
     _write_run(tmp_path / "arithmetic-n96e2" / "s1", sized, {"control-oracle": 0.12, "control-shuffled": 0.1})
     (tmp_path / "arithmetic" / "s7").mkdir()  # started, not finished: not a row
 
@@ -78,6 +79,11 @@ def test_runs_are_read_from_their_directories_and_rated_with_exact_intervals(tmp
     assert row["regret"] == pytest.approx(0.09 - 0.025) and row["wall_s"] == 1995.0
     assert row["n_controls"] == 3 and row["epochs"] == [2] and row["oracle"]["discordance"] == 0.17
     assert runs["arithmetic-n96e2"][1]["corrupt"] is None and runs["arithmetic-n96e2"][1]["picks_oracle"]
+    assert row["oracle"]["family"] == row["shuffled"]["family"] == 3  # the controls' Holm family beside smollm2
+    assert row["corrupt"]["hypothesis"] == "control"
+
+    small = runs["arithmetic-n96e2"][1]
+    assert small["oracle"]["family"] == small["shuffled"]["family"] == 1
 
     lines = bench.render({"date": "d", "cpu": "c", "command": "x", "settings": runs})
     at = next(i for i, line in enumerate(lines) if line.startswith("Per run setting"))
