@@ -254,8 +254,10 @@ def render(summary: dict) -> list[str]:
                   "clone vs original", "regret", "test MDE"], rows)
     out += ["", "Per run setting, over seeds (k/n [exact 95% interval]):", ""]
     agg = []
-    for name, runs in summary["settings"].items():
-        rs = list(runs.values())
+    groups = [(name, list(runs.values())) for name, runs in summary["settings"].items()]
+    if len(groups) > 1:  # every run pooled: a control's sensitivity over tasks and sizes
+        groups.append(("all runs", [r for _, rs in groups for r in rs]))
+    for name, rs in groups:
         if not rs:
             continue
         has = lambda key: [r for r in rs if r.get(key)]  # noqa: E731 - a size point has no corrupt or clone

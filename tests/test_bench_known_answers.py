@@ -91,6 +91,8 @@ def test_runs_are_read_from_their_directories_and_rated_with_exact_intervals(tmp
     # a size point has no corrupt teacher and no clone: n/a there, not a 0/1 that reads as a measured rate
     assert "0/1 [0%, 97%]" in rates and rates.count("n/a") >= 2
     assert any(line.startswith("| arithmetic ") and "1/1 [3%, 100%]" in line for line in lines[at:])
+    pooled = next(line for line in lines[at:] if line.startswith("| all runs "))
+    assert "| 2 " in pooled and "1/2 [1%, 99%]" in pooled  # picks oracle: the size point yes, the whole run no
 
 
 def test_a_rate_carries_its_clopper_pearson_interval():
