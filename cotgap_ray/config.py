@@ -177,7 +177,10 @@ class LoraSettings:
 @dataclass
 class TrainConfig:
     num_workers: int = _f(1, "Ray Train workers per fine-tune (> 1 means DDP)")
-    cpus_per_worker: int = _f(1, "CPUs per Ray Train worker (also its torch thread count)")
+    cpus_per_worker: int = _f(1, "CPUs per Ray Train worker")
+    threads: int | None = _f(None, "torch threads per Ray Train worker; null: every CPU of its node when one CPU "
+                                   "worker trains alone there (one trial at once, a confirmation seed, distill), "
+                                   "else cpus_per_worker (training/threads.py)")
     use_gpu: bool = _f(False, "one GPU per Ray Train worker")
     dtype: str = _f("auto", "dtype of the student's frozen weights while training: auto (bfloat16 on CUDA and on CPUs "
                             "with native bf16, else float32) | float32 | bfloat16 | float16")
@@ -188,7 +191,8 @@ class TrainConfig:
 
     def __post_init__(self):
         _check_dtype(self.dtype)
-        _require({"num_workers": _at_least(self.num_workers, 1), "cpus_per_worker": _at_least(self.cpus_per_worker, 1)},
+        _require({"num_workers": _at_least(self.num_workers, 1), "cpus_per_worker": _at_least(self.cpus_per_worker, 1),
+                  "threads": _none_or_at_least(self.threads, 1, "every CPU of the node when a worker trains alone")},
                  "train settings")
 
 
@@ -196,9 +200,9 @@ class TrainConfig:
 ADDED_KEYS = {("search", "rule_out_alpha"): None, (None, "students"): []}
 # Keys that say where or how robustly a run executes, never what it computes: left out of the fingerprint, so a run
 # moved to another storage mount, resumed with more retries or evaluation engines, or given longer to wait for its
-# generation nodes, is the same experiment.
+# generation nodes, or trained on more torch threads (the same sums, up to float rounding), is the same experiment.
 OPERATIONAL_KEYS = {(None, "storage_path"), ("search", "eval_engines"), ("search", "max_failures"),
-                    ("generation", "node_wait_s")}
+                    ("generation", "node_wait_s"), ("train", "threads")}
 SEARCH_STRATEGIES = ("optuna", "grid")  # search.strategy: see SearchConfig.strategy's help
 
 

@@ -66,7 +66,7 @@ def test_a_key_added_later_keeps_older_run_directories_resumable():
     del before["search"]["rule_out_alpha"]  # what config.json held before the key existed
     for key in ("eval_engines", "max_failures"):  # operational keys, never hashed (below)
         del before["search"][key]
-    del before["storage_path"], before["generation"]["node_wait_s"]
+    del before["storage_path"], before["generation"]["node_wait_s"], before["train"]["threads"]
     del before["students"]  # students (pairs) came later too: empty, one `student` as before
     assert cfg.fingerprint() == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
     assert load_config(None, ["search.rule_out_alpha=0.05"]).fingerprint() != cfg.fingerprint()

@@ -89,7 +89,7 @@ DTYPE = "float32"
 def one_worker_run(local_ray, tiny_llama_dir, rationales_path, tmp_path_factory):
     return train_student(tiny_llama_dir, rationales_path, PROBLEMS, SETTINGS,
                          storage_path=str(tmp_path_factory.mktemp("train")), name="one", eval_fn=adapter_b_norm,
-                         dtype=DTYPE)
+                         dtype=DTYPE, threads="node")  # as a search that runs one trial at a time sets it
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +179,14 @@ def test_ray_run_lowers_the_loss_and_reports_every_epoch(one_worker_run):
     assert metrics[-1]["train_loss"] < metrics[0]["train_loss"] - LOSS_MARGIN
     assert one_worker_run.train_tokens == sum(m["tokens"] for m in metrics)
     assert one_worker_run.n_examples == 16
+
+
+def test_a_worker_alone_trains_on_every_cpu_of_its_node_and_ddp_workers_on_theirs(one_worker_run, two_worker_run):
+    import os
+
+    # local_ray's node counts 2 CPUs; the worker holds 1 of them (train.cpus_per_worker), Ray's OMP_NUM_THREADS = 1
+    assert {m["threads"] for m in one_worker_run.metrics_per_epoch} == {min(2, len(os.sched_getaffinity(0)))}
+    assert {m["threads"] for m in two_worker_run.metrics_per_epoch} == {1}
 
 
 def test_eval_hook_metrics_join_each_epoch_report(one_worker_run):

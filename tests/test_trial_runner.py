@@ -55,10 +55,10 @@ def fine_tunes(monkeypatch, tmp_path):
     calls = []
 
     def fake(cfg, student, rationales_path, problems, settings, *, storage_path, name, eval_fn=None, callbacks=None,
-             stop_after=None):
+             stop_after=None, at_once=1):
         assert Path(rationales_path).is_file() and isinstance(settings, LoraSettings)
         calls.append(SimpleNamespace(settings=settings, name=name, stop_after=stop_after, eval_fn=eval_fn,
-                                     storage_path=storage_path, callbacks=callbacks))
+                                     storage_path=storage_path, callbacks=callbacks, at_once=at_once))
         adapter = tmp_path / "adapters" / name
         adapter.mkdir(parents=True, exist_ok=True)
         history = []
@@ -212,12 +212,13 @@ def test_the_search_trial_runs_the_runner_scored_every_epoch(cfg, tiny_llama_dir
                         FakeScorer(split=self.split)(adapter, tag))
     context = TrialContext(config=cfg, tables={"tiny": rationales("tiny")}, teacher_names={tiny_llama_dir: "tiny"},
                            problems=PROBLEMS, baseline_dev=BASELINE, storage=str(tmp_path / "train"),
-                           student_spec=tiny_llama_dir)
+                           student_spec=tiny_llama_dir, at_once=3)
     point = {"teacher": tiny_llama_dir, "filters": "keep", "lora.rank": 4, "lora.alpha_ratio": 2.0,
              "lora.learning_rate": 1e-3, "lora.epochs": 2}
     tune_trial(point, context)
     (call,) = fine_tunes
     assert call.settings.rank == 4 and call.settings.alpha == 8.0 and call.name == point_key(point)
+    assert call.at_once == 3  # the search's trials at once: how many threads the trial's worker takes
     assert call.callbacks == ["tune-callback"] and call.eval_fn is not None
     assert scored == [("dev", "search", point_key(point))] * 2  # after every epoch, on dev
     # What each epoch report carries to the TrialRecorder (reports go through the callback, faked away here).
@@ -261,6 +262,7 @@ def test_the_confirmation_runs_the_runner_per_seed_on_test(cfg, tiny_llama_dir, 
     # seed 0 reuses the search trial's adapter; seed 1 re-trains the stopped trial's schedule cut at its epoch 1
     (call,) = fine_tunes
     assert call.settings.seed == cfg.lora.seed + 1 and call.settings.rank == 4 and call.stop_after == 1
+    assert call.at_once == 1  # seeds train one after another: each may take its whole node
     assert [s.adapter_from for s in final.seeds] == ["search trial's adapter", "trained now"]
     assert final.seeds[0].adapter_dir == str(searched)
     # every seed of one teacher is scored by one engine (routed by the teacher's name): one baseline for all seeds

@@ -35,6 +35,7 @@ class TrialContext:
     student_fingerprint: str | None = None  # what the spec resolved to where the run first resolved it
     engines: list = field(default_factory=list)  # the evaluation pool's actor names (evaluation/pool.py)
     done: dict = field(default_factory=dict)  # point key -> recorded epoch metrics of finished trials (resume)
+    at_once: int = 1  # trials that may train at the same time (resources.max_concurrent): threads per worker
 
 
 def tune_trial(point: dict, context: TrialContext) -> None:
@@ -62,7 +63,7 @@ def tune_trial(point: dict, context: TrialContext) -> None:
                               lora_settings(point, cfg.lora), scorer, context.baseline_dev,
                               context.problems, storage_path=context.storage, name=key, score_every_epoch=True,
                               report_fields={"point_key": key, "teacher": teacher},
-                              callbacks=[TuneReportCallback()])
+                              callbacks=[TuneReportCallback()], at_once=context.at_once)
     if outcome.status == "no_data":
         tune.report(no_data_report(key, teacher, outcome.rationales_kept, outcome.filter_report, outcome.error))
 

@@ -32,6 +32,7 @@ from cotgap_ray.private_api import optuna_space_of, optuna_study_of, optuna_told
 from cotgap_ray.records import EpochRecord, TeacherRef, TrialRecord, record_from_dict, record_to_dict, write_json
 from cotgap_ray.search.resources import max_concurrent, per_trial_request, trial_request
 from cotgap_ray.search.trial import TrialContext, no_data_report, tune_trial
+from cotgap_ray.training.threads import describe_threads
 
 FINAL_STATUSES = ("ok", "no_data", "stopped")
 
@@ -384,24 +385,25 @@ def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], pro
                  or [no_data_report(rec.trial_id, rec.teacher, rec.rationales_kept, rec.filter_report, rec.error)]
             for key, rec in previous.items() if rec.status in FINAL_STATUSES and rec.finished_at}
     teacher_names = {ref.spec: ref.name for ref in teachers}
+    # The grid's budget is its size: max_concurrent caps trials at once by the budget (search.trials otherwise).
+    concurrent = max_concurrent(replace(cfg, search=replace(cfg.search, trials=budget)), offered_node_types(),
+                                evaluators=max(1, len(engines or [])))  # beside the engines the pool took
     context = TrialContext(config=cfg, tables=tables, teacher_names=teacher_names, problems=problems,
                            baseline_dev=baseline_dev,
                            storage=join_storage(storage_root(cfg.train.storage_path, run_dir), "train"),
                            student_spec=cfg.student, student_fingerprint=student_fingerprint,
-                           engines=list(engines or []), done=done)
+                           engines=list(engines or []), done=done, at_once=concurrent)
     trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context), trial_request(cfg))
     tune_dir = run_dir / "tune"
-    # The grid's budget is its size: max_concurrent caps trials at once by the budget (search.trials otherwise).
-    concurrent = max_concurrent(replace(cfg, search=replace(cfg.search, trials=budget)), offered_node_types(),
-                                evaluators=max(1, len(engines or [])))  # beside the engines the pool took
     if grid is not None:
         print(f"\ngrid: {len(grid)} points, every one to its planned epochs, up to {concurrent} at once, per trial "
-              f"{per_trial_request(cfg)} (search.trials, asha, seed_from_proxies and rule_out_alpha do not apply "
+              f"{per_trial_request(cfg)}{describe_threads(cfg.train, concurrent)} (search.trials, asha, "
+              f"seed_from_proxies and rule_out_alpha do not apply "
               f"to a grid)"
               + (f"; {len(done)} finished earlier" if done else ""))
     else:
         print(f"\nsearch: {budget} trials, {budget // len(searched)} per teacher, up to {concurrent} at once, per "
-              f"trial {per_trial_request(cfg)}"
+              f"trial {per_trial_request(cfg)}{describe_threads(cfg.train, concurrent)}"
               + (f"; {len(searched)} of {len(cfg.teachers)} teachers" if len(searched) < len(cfg.teachers) else "")
               + (f"; {len(done)} finished earlier" if done else ""))
         if budget < cfg.search.trials:

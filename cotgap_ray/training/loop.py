@@ -63,10 +63,12 @@ class TrainJob:
     models_dir: str | None = None
     dtype: str = "auto"
     stop_after: int | None = None  # end after this many epochs of the schedule planned for settings.epochs
+    threads: int | str | None = None  # torch threads per worker (training/threads.py); None: Ray's OMP_NUM_THREADS
 
     def __repr__(self) -> str:  # Ray Train's run state prints the config: not megabytes of Parquet bytes
         return (f"TrainJob(student_path={self.student_path!r}, rationales=<{len(self.rationales)} bytes>, "
-                f"problems=<{len(self.problems)}>, settings={self.settings!r}, stop_after={self.stop_after})")
+                f"problems=<{len(self.problems)}>, settings={self.settings!r}, stop_after={self.stop_after}, "
+                f"threads={self.threads!r})")
 
 
 def load_student(student_path: str, settings: LoraSettings, device: torch.device,
@@ -165,7 +167,7 @@ def epoch_metrics(epoch: int, stats: EpochStats, lr: float) -> dict:
         "seconds": stats.seconds,
         "tokens_per_s": stats.tokens / stats.seconds if stats.seconds > 0 else 0.0,
         "lr": lr,
-        "threads": torch.get_num_threads(),  # per worker; Ray sets it from the CPUs a worker holds
+        "threads": torch.get_num_threads(),  # per worker (training/threads.py)
     }
 
 
@@ -224,10 +226,10 @@ def local_student(job: TrainJob) -> str:
 
 def make_job(student_path: str, rationales_path: str, problems: dict[str, str], settings: LoraSettings,
              eval_fn: EvalFn | None, student_spec: str | None = None, models_dir: str | None = None,
-             dtype: str = "auto", stop_after: int | None = None) -> TrainJob:
+             dtype: str = "auto", stop_after: int | None = None, threads: int | str | None = None) -> TrainJob:
     """The TrainJob of a fine-tune of the rationales in a Parquet file."""
     return TrainJob(str(student_path), Path(rationales_path).read_bytes(), dict(problems), settings, eval_fn,
-                    student_spec, models_dir, dtype, stop_after)
+                    student_spec, models_dir, dtype, stop_after, threads)
 
 
 def train_plain(student_path: str, rationales_path: str, problems: dict[str, str], settings: LoraSettings,

@@ -32,9 +32,12 @@ def train_loop_per_worker(config: dict) -> list[dict]:
     import ray.train
     import ray.train.torch
 
+    from cotgap_ray.training.threads import apply_threads
+
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     job = config["job"]
+    apply_threads(job.threads)  # before the first torch op: its thread pool is sized then
     eval_fn = job.eval_fn
 
     def report(metrics: dict, model) -> None:
@@ -57,7 +60,8 @@ def train_student(student_path: str, rationales_path: str, problems: dict[str, s
                   eval_fn: EvalFn | None = None, cpus_per_worker: int = 1, keep_checkpoints: int | None = 1,
                   callbacks: list | None = None, accelerator_type: str | None = None,
                   resources: dict | None = None, student_spec: str | None = None,
-                  models_dir: str | None = None, dtype: str = "auto", stop_after: int | None = None) -> TrainResult:
+                  models_dir: str | None = None, dtype: str = "auto", stop_after: int | None = None,
+                  threads: int | str | None = None) -> TrainResult:
     """LoRA fine-tune of the student on the rationales in a Parquet file, with a TorchTrainer built and fit() here.
 
     `problems` maps problem_id -> question. Raises NoTrainingData (before Ray starts) when no rationale makes an
@@ -68,7 +72,8 @@ def train_student(student_path: str, rationales_path: str, problems: dict[str, s
     stop the trial. `student_spec` (+ `models_dir`) lets a worker on another node resolve the student itself when
     `student_path` does not exist there. In a Tune trial pass
     `callbacks=[ray.tune.integration.ray_train.TuneReportCallback()]`.
-    `cpus_per_worker` is also each worker's torch thread count (Ray sets OMP_NUM_THREADS from it). Reusing a `name`
+    `threads`: each worker's torch threads (training/threads.worker_threads: a count, "node" for every CPU of its
+    node, None for Ray's OMP_NUM_THREADS, which is `cpus_per_worker`). Reusing a `name`
     starts training over: Ray Train loads the old run's checkpoint list, but this loop does not resume from it.
 
     Placement on a cluster: `accelerator_type` (e.g. "L40S") and `resources` (custom resources per worker, e.g.
@@ -91,7 +96,7 @@ def train_student(student_path: str, rationales_path: str, problems: dict[str, s
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": make_job(student_path, rationales_path, problems, settings, eval_fn, student_spec,
-                                           models_dir, dtype, stop_after)},
+                                           models_dir, dtype, stop_after, threads)},
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus_per_worker, **(resources or {})},
                                      accelerator_type=accelerator_type),

@@ -41,16 +41,20 @@ def rationale_file(table, directory: str | Path | None = None) -> Iterator[str]:
 
 def fine_tune(cfg: ExperimentConfig, student, rationales_path: str, problems: dict[str, str],
               settings: LoraSettings, *, storage_path: str, name: str, eval_fn=None, callbacks=None,
-              stop_after: int | None = None):
+              stop_after: int | None = None, at_once: int = 1):
     """LoRA fine-tune of `student` (a models.ResolvedModel) with the config's train section; returns
     training.loop.TrainResult. Raises NoTrainingData before Ray starts when no rationale makes an example.
-    `stop_after`: end after that many epochs of the schedule planned for settings.epochs (a trial ASHA stopped)."""
+    `stop_after`: end after that many epochs of the schedule planned for settings.epochs (a trial ASHA stopped).
+    `at_once`: the fine-tunes of this run that may train at the same time (the search's trials at once; 1 for a
+    confirmation seed or distill): with one, a CPU worker trains on every CPU of its node (training/threads.py)."""
     from cotgap_ray.models.remote import models_dir_setting
     from cotgap_ray.training.ray_train import train_student
+    from cotgap_ray.training.threads import worker_threads
 
     train = cfg.train
     return train_student(student.path, rationales_path, problems, settings, storage_path=storage_path, name=name,
                          num_workers=train.num_workers, use_gpu=train.use_gpu, cpus_per_worker=train.cpus_per_worker,
                          accelerator_type=train.accelerator_type, resources=train.resources,
                          student_spec=student.spec, models_dir=models_dir_setting(cfg), dtype=train.dtype,
-                         eval_fn=eval_fn, callbacks=callbacks, stop_after=stop_after)
+                         eval_fn=eval_fn, callbacks=callbacks, stop_after=stop_after,
+                         threads=worker_threads(train, at_once))

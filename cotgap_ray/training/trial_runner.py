@@ -115,7 +115,7 @@ def train_and_score(cfg: ExperimentConfig, student, teacher: str, tables: dict, 
                     settings: LoraSettings, scorer: Scorer, baseline: dict[str, bool], problems: dict[str, str], *,
                     storage_path: str, name: str, tag: str | None = None, keep_rationales: Path | None = None,
                     score_every_epoch: bool = False, report_fields: dict | None = None, callbacks: list | None = None,
-                    stop_after: int | None = None, adapter: str | None = None) -> TrialOutcome:
+                    stop_after: int | None = None, adapter: str | None = None, at_once: int = 1) -> TrialOutcome:
     """One trial of `teacher`'s rationales (tables[teacher]; `tables` holds every candidate teacher's, the context of
     cross_teacher) through `chain` (the configured steps; the generation-limit cut is added here) into a fine-tune of
     `student` (a models.ResolvedModel) with `settings`, scored by `scorer` against `baseline` (problem_id -> correct
@@ -127,7 +127,8 @@ def train_and_score(cfg: ExperimentConfig, student, teacher: str, tables: dict, 
     Tune's) then carries the scores, the trial's facts (status, rationales_kept, n_train_examples, filter_report as
     JSON text: Tune results stay flat) and `report_fields`. Otherwise the finished adapter is scored once.
     `stop_after`: end after that many epochs of the planned schedule (a trial ASHA stopped). `adapter`: an adapter
-    already trained on these rationales and settings: scored, not trained again."""
+    already trained on these rationales and settings: scored, not trained again. `at_once`: fine-tunes of this run
+    that may train at the same time (step.fine_tune: how many threads each gets)."""
     from cotgap_ray.filters import FilterContext, apply_filters
     from cotgap_ray.search.space import training_chain
     from cotgap_ray.training.examples import NoTrainingData, check_examples
@@ -153,7 +154,8 @@ def train_and_score(cfg: ExperimentConfig, student, teacher: str, tables: dict, 
                               "n_train_examples": drops.kept, "filter_report": json.dumps(report.steps)}
                     eval_fn = partial(score_epoch, scorer=scorer, baseline=baseline, tag=tag, fields=fields)
                 outcome.trained = fine_tune(cfg, student, rationales, problems, settings, storage_path=storage_path,
-                                            name=name, eval_fn=eval_fn, callbacks=callbacks, stop_after=stop_after)
+                                            name=name, eval_fn=eval_fn, callbacks=callbacks, stop_after=stop_after,
+                                            at_once=at_once)
     except NoTrainingData as e:
         if e.drops is not None and outcome.n_train_examples == 0:  # the check itself found nothing usable
             report.add_sft_drops(e.drops)
