@@ -177,6 +177,7 @@ def _teacher(ref: TeacherRef, proxy: dict | None, trials: list[TrialRecord], fin
         "delta_ci95": f.delta_ci95 if f else None, "p_value": f.p_value if f else None,
         "hypothesis": None, "p_adjusted": None,  # judge(): primary (the dev choice, at alpha) or Holm in a family
         "test": f.test if f else None, "training_variance": f.training_variance if f else None,
+        "discordance": f.discordance if f else None,  # fraction of test problems its adapter(s) changed: the power
         "degrades": None, "improves": None,
         "ruled_out": allocated if ruled_out else None,  # no trial by design: its rationales lost to another's (beaten_by)
         "no_training_data": data if no_data else None,  # no trial by design: no filter chain keeps a rationale of it

@@ -74,14 +74,25 @@ def _cell(t: dict | None, chosen: dict | None, base: float | None) -> dict:
     if t is None:
         return {"present": False, "control": None, "chosen_on_dev": False, "test_accuracy": None, "delta": None,
                 "delta_ci95": None, "p_adjusted": None, "hypothesis": None, "verdict": ABSENT,
-                "teacher_accuracy": None, "gap": None}
+                "teacher_accuracy": None, "gap": None, "discordance": None, "mde": None}
     acc = t.get("teacher_accuracy")
     return {"present": True, "control": t.get("control"), "chosen_on_dev": t is chosen,
             "test_accuracy": t.get("test_accuracy"), "delta": t.get("delta"), "delta_ci95": t.get("delta_ci95"),
             "p_adjusted": t.get("p_adjusted"), "hypothesis": t.get("hypothesis"),
             # judge()'s verdict when confirmed, else why not (not confirmed, no usable data, ruled out, ...)
             "verdict": t.get("verdict"), "teacher_accuracy": acc,
-            "gap": None if acc is None or base is None else acc - base}
+            "gap": None if acc is None or base is None else acc - base,
+            "discordance": t.get("discordance"), "mde": _mde(t)}
+
+
+def _mde(t: dict) -> float | None:
+    """The cell's minimum detectable effect on test: the smallest change the exact McNemar test detects with 80%
+    power at alpha 0.05 on the cell's test size and its own discordance (stats.min_detectable_effect; None: not
+    confirmed, or no effect up to that discordance is detectable, or a report from before discordance was kept)."""
+    from cotgap_ray.stats import min_detectable_effect
+
+    n, d = t.get("test_n"), t.get("discordance")
+    return min_detectable_effect(n, d) if n and d else None
 
 
 def _student(name: str, r: dict, chosen: dict | None) -> dict:
@@ -224,6 +235,13 @@ def build_pairs(reports: dict[str, dict], answers: dict[str, dict] | None = None
             "proxies": proxy_correlations(reports)}
 
 
+def _mde_text(c: dict) -> str:
+    if c["mde"] is not None:
+        return f"{100 * c['mde']:.1f}"
+    # no discordance: not confirmed (or an older report); with one, no effect it allows reaches 80% power
+    return "n/a" if c["discordance"] is None else "none at this n"
+
+
 def _cell_text(c: dict) -> str:
     if c["delta"] is None:
         return "absent" if not c["present"] else c["verdict"]
@@ -282,6 +300,10 @@ def render_pairs_md(pairs: dict) -> str:
                           for s in students]),
            "", f"{GAP_IS[0].upper()}{GAP_IS[1:]} (points):", "",
            _table(heads, [[row_head(s), *(_pts(cells[s["name"]][c["name"]]["gap"]) for c in cols)]
+                          for s in students]),
+           "", "What each cell's test can detect (points; 80% power, exact McNemar at alpha 0.05 on the cell's "
+           "test size and the share of problems its adapter changed; a Holm-adjusted cell needs more):", "",
+           _table(heads, [[row_head(s), *(_mde_text(cells[s["name"]][c["name"]]) for c in cols)]
                           for s in students]),
            "", "### Each student's best", "",
            _table(["student", "spec", "baseline on test [95% CI]", "chosen on dev (verdict)", "teacher used",

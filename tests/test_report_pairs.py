@@ -52,7 +52,8 @@ def student_run(root: Path, name: str, student: str, base_test: float, teachers:
         if final:
             delta, ci, p = final
             f = _final(_name(spec), f"t{i}", delta, ci, dev) | {"spec": spec, "p_value": p,
-                                                                "test_accuracy": base_test + delta}
+                                                                "test_accuracy": base_test + delta,
+                                                                "discordance": abs(delta) + 0.06}
             for seed in f["seeds"]:
                 seed["test_accuracy"] = base_test + delta
             (run / "final" / f"{_name(spec)}.json").write_text(json.dumps(f))
@@ -95,6 +96,18 @@ def test_each_cell_is_that_students_confirmed_delta_over_its_own_baseline(report
     assert large[GEMMA]["verdict"] == "not confirmed" and large[GEMMA]["present"] is True
     assert small[ORACLE]["verdict"] == "improves" and small[ORACLE]["hypothesis"] == "control"
     assert small[ORACLE]["control"].startswith("reference solutions")
+
+
+def test_each_confirmed_cell_says_what_its_test_can_detect(reports):
+    from cotgap_ray.stats import mcnemar_power, min_detectable_effect
+
+    cells = build_pairs(reports)["matrix"]["cells"]
+    q = cells["small"][QWEN]  # 200 test problems, its adapter changed 10.1% of them
+    assert q["discordance"] == pytest.approx(0.101) and q["mde"] == min_detectable_effect(200, 0.101)
+    assert mcnemar_power(200, 0.101, q["mde"]) >= 0.8 > mcnemar_power(200, 0.101, q["mde"] - 0.01)
+    assert cells["small"][SMOL]["mde"] is None and cells["large"][GEMMA]["mde"] is None  # nothing confirmed
+    md = render_pairs_md(build_pairs(reports))
+    assert f"| small (23.5%) | {100 * q['mde']:.1f} | " in md and "| large (25.0%) | " in md
 
 
 def test_a_teacher_missing_from_a_students_run_is_an_absent_cell(reports):
