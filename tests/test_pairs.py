@@ -35,6 +35,16 @@ def test_the_budget_is_split_equally_among_students_and_each_is_a_single_student
     assert load_config(SMOKE).fingerprint() == load_config(SMOKE, ["students=[]"]).fingerprint()  # old runs resume
 
 
+def test_the_pairs_experiment_is_two_packaged_students_and_three_teachers_one_trial_a_cell():
+    from cotgap_ray.models import PACKAGED
+
+    cfg = load_config(ROOT / "experiments" / "pairs.yaml")
+    check_students(cfg)
+    assert all(s.removeprefix("packaged:") in PACKAGED for s in cfg.students) and len(cfg.students) == 2
+    assert len(cfg.teachers) == 3 and "control:oracle" in cfg.teachers
+    assert all(one.search.trials == len(cfg.teachers) for _, one in student_configs(cfg))  # one trial per cell
+
+
 @pytest.mark.parametrize("overrides, words", [
     (["students=[tiny:llama, tiny:llama]"], ["listed twice"]),
     (["students=[tiny:llama, 3]"], ["list of model specs"]),
