@@ -5,6 +5,7 @@ in? Per setting, --seeds whole runs of `python -m cotgap_ray.search` with teache
     HF_HUB_OFFLINE=1 python benchmarks/known_answers.py --out-root runs/known_answers                 # 3 seeds each
     HF_HUB_OFFLINE=1 python benchmarks/known_answers.py --settings arithmetic --seeds 2 --set task.n_test=100
     HF_HUB_OFFLINE=1 python benchmarks/known_answers.py --settings arithmetic --sizes 96x2,160x1 --seeds 1
+    HF_HUB_OFFLINE=1 python benchmarks/known_answers.py --settings clone_null --seeds 10 --first-seed 0
     HF_HUB_OFFLINE=1 python benchmarks/known_answers.py --smoke --out-root /tmp/ka_smoke      # plumbing, tiny models
     python benchmarks/known_answers.py --out-root runs/known_answers --table-only             # the table again
 
@@ -14,6 +15,8 @@ Settings (experiments/known_answers.yaml and variations of it; --settings picks 
               degrade), control:shuffled (other problems' steps: should degrade), SmolLM2 itself and its clone
               (another seed: must not be told apart)
   chain_sum   the same teachers on reasoning_gym:chain_sum (sums of 2-4 numbers of 1-2 digits)
+  clone_null  (only when named) SmolLM2 and its clone alone on chain_sum, 64 train x 1 epoch, 3 confirmation seeds
+              a side: the clone false-positive rate, one null comparison a run (about 10-15 minutes on 2 cores)
 Seed s of a setting sets task.seed, generation.seed and search.seed to s: other problems, other samples, another
 search, the whole run repeated. Every teacher gets one trial with the same LoRA settings, so only rationales differ.
 
@@ -63,11 +66,19 @@ from search_vs_grid import cpu_model, default_cache, ensure_run, table  # noqa: 
 from cotgap_ray.stats import clopper_pearson, mcnemar_power  # noqa: E402
 
 CONFIG = "experiments/known_answers.yaml"
+CHAIN_SUM = ["task.name=reasoning_gym:chain_sum",
+             "task.generator_args={min_terms: 2, max_terms: 4, min_digits: 1, max_digits: 2}"]
+SMOL = "packaged:smollm2-135m-instruct"
 SETTINGS = {
     "arithmetic": [],
-    "chain_sum": ["task.name=reasoning_gym:chain_sum",
-                  "task.generator_args={min_terms: 2, max_terms: 4, min_digits: 1, max_digits: 2}"],
+    "chain_sum": CHAIN_SUM,
+    # The clone false-positive rate alone: SmolLM2's rationales and a clone drawn with another seed, nothing else,
+    # at chain_sum's smallest size that called the controls (64 x 1); three confirmation seeds a side, so the check
+    # compares two teachers, not two trainings (report.control_check; a single seed's "differ" was one lucky seed).
+    "clone_null": [*CHAIN_SUM, f"teachers=[{SMOL}, {SMOL}#clone=1]", "search.trials=2", "confirm.seeds=3",
+                   "task.n_train=64", "search.epochs=[1]", "generation.shard_size=64"],
 }
+DEFAULT_SETTINGS = ["arithmetic", "chain_sum"]  # the five-teacher settings; clone_null is asked for by name
 # --sizes: the controls the whole setting calls, and nothing to generate (a size point is a third of a run)
 SIZE_TEACHERS = ["control:oracle", "control:shuffled"]
 SMOKE = ["student=tiny:llama",
@@ -101,6 +112,8 @@ def run_overrides(setting: str, seed: int, extra: list[str], smoke: bool,
     if smoke and setting == "chain_sum":  # the tiny setting has one task: vary its seed only
         base = list(SMOKE)
     if size is not None:
+        if setting == "clone_null":
+            raise SystemExit("--sizes: clone_null has its size built in (64 train x 1 epoch); leave --sizes out")
         # one trial per teacher, as in the whole setting (its search.trials is one per its five teachers)
         base += [f"teachers=[{', '.join(SIZE_TEACHERS)}]", f"search.trials={len(SIZE_TEACHERS)}",
                  f"task.n_train={size[0]}", f"search.epochs=[{size[1]}]", f"generation.shard_size={size[0]}"]
@@ -262,7 +275,7 @@ def render(summary: dict) -> list[str]:
             continue
         has = lambda key: [r for r in rs if r.get(key)]  # noqa: E731 - a size point has no corrupt or clone
         regrets = [r["regret"] for r in rs if r["regret"] is not None]
-        agg.append([name, len(rs), rate([r["picks_oracle"] for r in rs]),
+        agg.append([name, len(rs), rate([r["picks_oracle"] for r in has("oracle")]),
                     rate([r["oracle"]["verdict"] == "improves" for r in has("oracle")]),
                     rate([r["corrupt"]["verdict"] == "degrades" for r in has("corrupt")]),
                     rate([r["shuffled"]["verdict"] == "degrades" for r in has("shuffled")]),
@@ -309,7 +322,7 @@ def collect(root: Path, timings: dict) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-root", default="runs/known_answers")
-    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"some of {', '.join(SETTINGS)}")
+    parser.add_argument("--settings", default=",".join(DEFAULT_SETTINGS), help=f"some of {', '.join(SETTINGS)}")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--sizes", default=None, metavar="TRAINxEPOCHS,...",

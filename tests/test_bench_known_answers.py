@@ -25,7 +25,7 @@ def test_sizes_parse_and_a_typo_is_refused_with_the_format():
             bench.parse_sizes(bad)
 
 
-@pytest.mark.parametrize("setting", list(bench.SETTINGS))
+@pytest.mark.parametrize("setting", bench.DEFAULT_SETTINGS)
 def test_a_size_point_is_a_valid_config_with_two_controls_and_its_train_size_and_epochs(setting):
     overrides = bench.run_overrides(setting, 2, [], smoke=False, size=(96, 3))
     cfg = load_config(ROOT / bench.CONFIG, overrides)
@@ -35,6 +35,16 @@ def test_a_size_point_is_a_valid_config_with_two_controls_and_its_train_size_and
     whole = load_config(ROOT / bench.CONFIG, bench.run_overrides(setting, 2, [], smoke=False))
     assert len(whole.teachers) == whole.search.trials == 5 and whole.task.n_test == cfg.task.n_test  # the same test split, only training moves
     assert bench.run_name(setting, (96, 3)) == f"{setting}-n96e3" and bench.run_name(setting, None) == setting
+
+
+def test_the_clone_null_setting_is_smollm2_and_its_clone_alone_with_three_seeds_a_side():
+    cfg = load_config(ROOT / bench.CONFIG, bench.run_overrides("clone_null", 4, [], smoke=False))
+    assert list(cfg.teachers) == [bench.SMOL, f"{bench.SMOL}#clone=1"] and cfg.search.trials == 2
+    assert (cfg.confirm.seeds, cfg.task.n_train, list(cfg.search.epochs)) == (3, 64, [1])
+    assert (cfg.task.name, cfg.task.seed, cfg.generation.seed) == ("reasoning_gym:chain_sum", 4, 4)
+    with pytest.raises(SystemExit, match="clone_null has its size built in"):
+        bench.run_overrides("clone_null", 0, [], smoke=False, size=(96, 2))
+    assert "clone_null" not in bench.DEFAULT_SETTINGS  # asked for by name: a run of it answers one question
 
 
 def _teacher(name, spec, verdict, delta, dev, hypothesis="control"):
@@ -93,6 +103,17 @@ def test_runs_are_read_from_their_directories_and_rated_with_exact_intervals(tmp
     assert any(line.startswith("| arithmetic ") and "1/1 [3%, 100%]" in line for line in lines[at:])
     pooled = next(line for line in lines[at:] if line.startswith("| all runs "))
     assert "| 2 " in pooled and "1/2 [1%, 99%]" in pooled  # picks oracle: the size point yes, the whole run no
+
+    # a clone-null run has no oracle: it counts toward the clone rate only, never as a run that missed the oracle
+    clones = [_teacher("smollm2", bench.SMOL, "no clear change", 0.01, 0.0, "primary"),
+              _teacher("smollm2#clone=1", f"{bench.SMOL}#clone=1", "no clear change", 0.02, 0.0, "secondary")]
+    _write_run(tmp_path / "clone_null" / "s0", clones, {"smollm2": 0.05, "smollm2#clone=1": 0.06},
+               clone={"kind": "clone", "verdict": "same", "p_value": 0.6, "seeds": [3, 3]})
+    lines = bench.render({"date": "d", "cpu": "c", "command": "x", "settings": bench.collect(tmp_path, {})})
+    at = next(i for i, line in enumerate(lines) if line.startswith("Per run setting"))
+    null = [c.strip() for c in next(line for line in lines[at:] if line.startswith("| clone_null ")).split("|")]
+    assert null[2:4] == ["1", "n/a"] and null[7] == "0/1 [0%, 97%]"  # picks oracle: n/a; clone FP: 0 of 1
+    assert any("same (p 0.6, 3+3 seeds)" in line for line in lines)
 
 
 def test_a_rate_carries_its_clopper_pearson_interval():
