@@ -398,8 +398,7 @@ def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], pro
     if grid is not None:
         print(f"\ngrid: {len(grid)} points, every one to its planned epochs, up to {concurrent} at once, per trial "
               f"{per_trial_request(cfg)}{describe_threads(cfg.train, concurrent)} (search.trials, asha, "
-              f"seed_from_proxies and rule_out_alpha do not apply "
-              f"to a grid)"
+              f"seed_from_proxies and rule_out_alpha do not apply to a grid)"
               + (f"; {len(done)} finished earlier" if done else ""))
     else:
         print(f"\nsearch: {budget} trials, {budget // len(searched)} per teacher, up to {concurrent} at once, per "
