@@ -200,9 +200,10 @@ class TrainConfig:
 ADDED_KEYS = {("search", "rule_out_alpha"): None, (None, "students"): []}
 # Keys that say where or how robustly a run executes, never what it computes: left out of the fingerprint, so a run
 # moved to another storage mount, resumed with more retries or evaluation engines, or given longer to wait for its
-# generation nodes, or trained on more torch threads (the same sums, up to float rounding), is the same experiment.
+# generation nodes, or trained on more torch threads (the same sums, up to float rounding), or with its students
+# side by side rather than one after another, is the same experiment.
 OPERATIONAL_KEYS = {(None, "storage_path"), ("search", "eval_engines"), ("search", "max_failures"),
-                    ("generation", "node_wait_s"), ("train", "threads")}
+                    ("search", "students_at_once"), ("generation", "node_wait_s"), ("train", "threads")}
 SEARCH_STRATEGIES = ("optuna", "grid")  # search.strategy: see SearchConfig.strategy's help
 
 
@@ -245,6 +246,10 @@ class SearchConfig:
     max_failures: int = _f(2, "times a trial that failed (a lost node, a dead worker) is retried before it is "
                               "recorded failed (Tune), and a confirmation seed lost with its node; --resume runs "
                               "failed trials again")
+    students_at_once: int | None = _f(None, "with `students`: students whose searches run at the same time, each on "
+                                            "its share of the cluster (null: as many as hold their evaluation "
+                                            "engines and a trial each at once, search/side_by_side.py; 1: one "
+                                            "after another)")
     seed: int = _f(0, "seed of the Optuna sampler (repeats a search whose trials run one at a time: with "
                       "concurrent trials TPE and ASHA see results in finish order; docs/statistics.md)")
     proxy_rationales: int = _f(256, "rationales per teacher scored for the student-NLL proxy (all when a chain uses "
@@ -271,6 +276,7 @@ class SearchConfig:
             "max_concurrent_trials": _none_or_at_least(self.max_concurrent_trials, 1, "what the cluster holds"),
             "eval_engines": _none_or_at_least(self.eval_engines, 1, "one per 4 trials at once"),
             "max_failures": _at_least(self.max_failures, 0),
+            "students_at_once": _none_or_at_least(self.students_at_once, 1, "as the cluster holds"),
             "proxy_rationales": _at_least(self.proxy_rationales, 1),
             "rule_out_alpha": (self.rule_out_alpha, self.rule_out_alpha is None or (
                 isinstance(self.rule_out_alpha, (int, float)) and 0 < self.rule_out_alpha < 1),

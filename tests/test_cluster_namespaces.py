@@ -192,3 +192,63 @@ def test_search_survives_node_loss_and_head_loss():
         assert json.loads((run / "report.json").read_text())["complete"]
         _head_wrote_no_model(c, "head2")
     assert c.leftover_processes() == [] and not c.base.exists()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Issue #34: the students of a pairs run search side by side on a cluster.
+
+# One teacher, one trial a student: what is tested is two students at once, not the search (tests/test_pairs.py runs
+# two teachers); it halves the test's time, the tier's slowest (200 s with two teachers on a Zen 4 EPYC).
+STUDENTS = ("students=[tiny:llama, tiny:llama@3]", "teachers=[tiny:llama@1]", "search.trials=2",
+            "search.epochs=[1]", "search.filter_chains={all: []}")
+
+
+@pytest.mark.search
+@pytest.mark.timeout(2400)
+def test_students_of_a_pairs_run_search_side_by_side_on_two_workers():
+    """A pairs run (two tiny students x one of the smoke's teachers, one trial a cell) sent with `ray job submit` to a
+    head and two fine-tune workers that share only storage: the cluster holds both students' evaluation engines and a
+    trial each, so both students' drivers run at once (each a Ray job of its own, its lines marked with its name),
+    after every teacher's rationales were generated once; each student ends with its report and the parent with the
+    matrix; `--resume` of the finished run retrains nothing. On one laptop node the students run one after another
+    (tests/test_side_by_side.py)."""
+    with _cluster() as c:
+        run = c.storage / "runs" / "smoke"
+        c.start_head()
+        c.add_worker("w1", num_cpus=3)
+        c.add_worker("w2", num_cpus=3)
+        job = c.submit(*SEARCH, *SEARCH_OVERRIDES, *STUDENTS)
+        c.wait_job(job, timeout_s=2400)
+        logs = c.job_logs(job)
+        assert "students side by side: 2 of 2 at once" in logs, logs[-4000:]
+        events = [line for line in logs.splitlines() if line.startswith("student tiny-llama@")]
+        # both drivers started before either ended: they ran at the same time
+        assert [e.split(":")[1].split()[0] for e in events[:2]] == ["started", "started"], events
+        assert sorted(e.split(":")[0] for e in events[2:]) == ["student tiny-llama@1234", "student tiny-llama@3"]
+        assert all(e.split(":")[1].split()[0] == "done" for e in events[2:]), events
+        assert "[tiny-llama@3] " in logs and "[tiny-llama@1234] " in logs  # every child line marked
+        spans = {}
+        for name in ("tiny-llama@1234", "tiny-llama@3"):
+            sub = run / "students" / name
+            assert json.loads((sub / "report.json").read_text())["complete"]
+            records = _records(sub)
+            assert [r["teacher"] for r in records.values()] == ["tiny-llama@1"]
+            spans[name] = (min(r["finished_at"] - r["seconds"] for r in records.values()),
+                           max(r["finished_at"] for r in records.values()))
+        assert json.loads((run / "report.json").read_text())["pairs"]["students"]
+        # every teacher's rationales generated once, before the students: no student generated a shard
+        for manifest in c.storage.glob("cache/rationales/*/manifest.json"):
+            runs = json.loads(manifest.read_text())["runs"]
+            assert sum(1 for r in runs if r.get("generated_shards")) == 1, runs
+        _head_wrote_no_model(c, "head")
+        # --resume of the finished run: both students side by side again, nothing retrained
+        finished = {name: {k: r["finished_at"] for k, r in _records(run / "students" / name).items()}
+                    for name in spans}
+        again = c.submit(*SEARCH, "--resume", *SEARCH_OVERRIDES, *STUDENTS)
+        c.wait_job(again, timeout_s=1200)
+        assert "students side by side: 2 of 2 at once" in c.job_logs(again)
+        assert {name: {k: r["finished_at"] for k, r in _records(run / "students" / name).items()}
+                for name in spans} == finished
+        print(f"search spans (s from the first trial's start): "
+              f"{ {k: [round(t - min(a for a, _ in spans.values())) for t in v] for k, v in spans.items()} }")
+    assert c.leftover_processes() == [] and not c.base.exists()

@@ -64,7 +64,7 @@ def test_a_key_added_later_keeps_older_run_directories_resumable():
     cfg = load_config(None)
     before = cfg.to_dict()
     del before["search"]["rule_out_alpha"]  # what config.json held before the key existed
-    for key in ("eval_engines", "max_failures"):  # operational keys, never hashed (below)
+    for key in ("eval_engines", "max_failures", "students_at_once"):  # operational keys, never hashed
         del before["search"][key]
     del before["storage_path"], before["generation"]["node_wait_s"], before["train"]["threads"]
     del before["students"]  # students (pairs) came later too: empty, one `student` as before

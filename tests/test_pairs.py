@@ -93,19 +93,50 @@ def test_a_multi_student_run_checks_the_list_once_and_each_student_s_stage_1_onc
     monkeypatch.setattr(preflight, "preflight", lambda *a, **k: calls.append("preflight"))
     monkeypatch.setattr(search, "validate", validating)
     monkeypatch.setattr(search, "run", student_run)
+    monkeypatch.setattr(search, "students_share", lambda one, n: calls.append(("share", n)))  # one after another
     monkeypatch.setattr(report_pairs, "render_pairs", lambda run_dir: {"answer": {"text": "the matrix"}})
     try:
         assert search.main(["--config", str(SMOKE), "--out", str(tmp_path / "run"), *TWO]) == 0
     finally:
         release_run_dir(tmp_path / "run")
-    assert calls == ["check", "preflight", ("validate", "tiny:llama"), ("validate", "tiny:llama@3"),
+    assert calls == ["check", "preflight", ("validate", "tiny:llama"), ("validate", "tiny:llama@3"), ("share", 2),
                      ("run", "tiny:llama", True), ("run", "tiny:llama@3", True)]
 
 
-def _cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def test_students_side_by_side_get_the_rationales_generated_first_then_a_process_each(tmp_path, monkeypatch):
+    """When the cluster holds two students at once (students_share returns a Share), every teacher's rationales are
+    generated once in the parent, then both students' runs are handed to the process runner with their own
+    directories, stage-1 results and the share. No Ray: the share, the generation and the runner are stubs."""
+    from cotgap_ray import preflight, report_pairs
+    from cotgap_ray.search import run as search
+    from cotgap_ray.search import student_process
+    from cotgap_ray.search.lock import release_run_dir
+    from cotgap_ray.search.side_by_side import Share
+
+    calls, part = [], Share(students=2, trials=1, engines=1)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(preflight, "preflight", lambda *a, **k: None)
+    monkeypatch.setattr(search, "students_share", lambda one, n: part)
+    monkeypatch.setattr(search, "shared_generation",
+                        lambda one, validated, run_dir: calls.append(("generate", one.student)))
+    monkeypatch.setattr(search, "run", lambda *a, **k: calls.append("run in this process"))
+    monkeypatch.setattr(student_process, "run_side_by_side",
+                        lambda jobs, share, run_dir, target: calls.append(("side by side", [(j.name, j.config.student,
+                                                                    j.run_dir.name, j.resume) for j in jobs], share)))
+    monkeypatch.setattr(report_pairs, "render_pairs", lambda run_dir: {"answer": {"text": "the matrix"}})
+    try:
+        assert search.main(["--config", str(SMOKE), "--out", str(tmp_path / "run"), *TWO]) == 0
+    finally:
+        release_run_dir(tmp_path / "run")
+    assert calls == [("generate", "tiny:llama"),
+                     ("side by side", [("tiny-llama@1234", "tiny:llama", "tiny-llama@1234", False),
+                                       ("tiny-llama@3", "tiny:llama@3", "tiny-llama@3", False)], part)]
+
+
+def _cli(*args: str, cwd: Path, timeout: float = 300, **env_vars: str) -> subprocess.CompletedProcess:
     # RAY_ADDRESS=local: --plan sizes this machine instead of joining a cluster someone left running
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_DEDUP_LOGS": "0", "PYTHONFAULTHANDLER": "1",
-           "RAY_ADDRESS": "local"}
+           "RAY_ADDRESS": "local", **env_vars}
     return subprocess.run([sys.executable, "-m", "cotgap_ray.search", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=cwd)
 
@@ -116,6 +147,19 @@ def test_plan_prints_one_plan_per_student_and_a_bad_list_exits_2(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     plans = json.loads(done.stdout)["students"]
     assert list(plans) == ["tiny-llama@1234", "tiny-llama@3"]
+    # this machine sized as 2 CPUs (RAY_OVERRIDE_RESOURCES, which a local Ray honours): one student after another;
+    # as 8: side by side, each plan sized on its student's share (2 trials: search.trials 4 over 2 students)
+    laptop = _cli("--config", str(SMOKE), "--plan", "--json", *TWO, cwd=tmp_path,
+                  RAY_OVERRIDE_RESOURCES='{"CPU": 2}')
+    assert laptop.returncode == 0, laptop.stderr[-3000:]
+    assert "students one after another" in laptop.stderr
+    assert [p["side_by_side"] for p in json.loads(laptop.stdout)["students"].values()] == [None, None]
+    eight = _cli("--config", str(SMOKE), "--plan", "--json", *TWO, cwd=tmp_path, RAY_OVERRIDE_RESOURCES='{"CPU": 8}')
+    assert eight.returncode == 0, eight.stderr[-3000:]
+    assert "students side by side: 2 of 2 at once" in eight.stderr
+    for plan in json.loads(eight.stdout)["students"].values():
+        assert plan["side_by_side"] == {"students": 2, "trials": 2, "engines": 1}
+        assert (plan["cluster"]["trials_at_once"], plan["cluster"]["evaluation_engines"]) == (2, 1)
     bad = _cli("--config", str(SMOKE), "--plan", "students=[tiny:llama, control:oracle]", cwd=tmp_path)
     assert bad.returncode == 2 and "students[1]" in bad.stderr and "control teacher" in bad.stderr, bad.stderr
 

@@ -136,7 +136,8 @@ def test_proxies_stage_rescores_a_cached_teacher_that_lacks_student_rsr(tmp_path
                 .append_column("student_rsr", pa.array([5.0] * table.num_rows))
                 .append_column("student_local_nll", pa.array([1.5] * table.num_rows)))
 
-    def fake_task(cfg, student, tables, questions):  # the Ray task's body, in process, with the fake scorer
+    def fake_task(cfg, student, tables, questions, threads):  # the Ray task's body, in process, the fake scorer
+        assert threads == "node"  # a single-student run waits for its proxies: the task takes the whole node
         return {teacher: sft.with_student_scores(table, None, None, questions) for teacher, table in tables.items()}
 
     monkeypatch.setattr(run, "_score_students", fake_task)

@@ -34,8 +34,9 @@ def best_trial(records: dict[str, TrialRecord], teacher: str) -> TrialRecord | N
 
 def confirm_all(run_dir: Path, cfg, records: dict[str, TrialRecord], tables: dict, problems: dict,
                 baseline_test: dict, teachers: list[TeacherRef], engines: list[str],
-                student_fingerprint: str | None = None) -> dict[str, FinalRecord]:
-    """Stage 6 for every teacher; returns {teacher name: final record}."""
+                student_fingerprint: str | None = None, at_once: int = 1) -> dict[str, FinalRecord]:
+    """Stage 6 for every teacher; returns {teacher name: final record}. `at_once`: fine-tunes of the whole run
+    that may train at the same time (1; a pairs run's students side by side: each may confirm at once)."""
     finals = {}
     for ref in teachers:
         path = run_dir / "final" / f"{ref.name}.json"
@@ -47,7 +48,7 @@ def confirm_all(run_dir: Path, cfg, records: dict[str, TrialRecord], tables: dic
             print(f"confirm: {ref.name} has no finished trial with training data; nothing to confirm")
             continue
         final = confirm_teacher(run_dir, cfg, ref, best, tables, problems, baseline_test, engines,
-                                student_fingerprint)
+                                student_fingerprint, at_once=at_once)
         write_json(path, final)  # atomic: --resume must never read half a confirmation
         finals[ref.name] = final
     return finals
@@ -77,7 +78,8 @@ def run_seed(cfg, student_fingerprint: str | None, **kwargs):
 
 
 def confirm_teacher(run_dir: Path, cfg, ref: TeacherRef, best: TrialRecord, tables: dict, problems: dict,
-                    baseline_test: dict, engines: list[str], student_fingerprint: str | None = None) -> FinalRecord:
+                    baseline_test: dict, engines: list[str], student_fingerprint: str | None = None,
+                    at_once: int = 1) -> FinalRecord:
     """One teacher's confirmation: its best trial's point through the trial runner once per seed, scored on test by
     one engine of the pool (routed by the teacher's name: every seed pairs with that engine's baseline)."""
     from cotgap_ray.cluster import join_storage, storage_root
@@ -100,7 +102,7 @@ def confirm_teacher(run_dir: Path, cfg, ref: TeacherRef, best: TrialRecord, tabl
             problems=problems, storage_path=storage, name=f"final-{best.trial_id}-seed{seed}",
             tag=f"final:{ref.name}:seed{seed}",
             # A trial ASHA stopped stands for its schedule cut at the epochs it reached: re-train exactly that.
-            stop_after=len(best.epochs) if best.status == "stopped" else None, adapter=reuse)
+            stop_after=len(best.epochs) if best.status == "stopped" else None, adapter=reuse, at_once=at_once)
         if outcome.status == "no_data":  # the search trained on these very rationales: something changed under it
             raise RuntimeError(f"confirm: {ref.name}'s best trial {best.trial_id} no longer has training data: "
                                f"{outcome.error}")

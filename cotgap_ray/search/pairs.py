@@ -14,10 +14,11 @@ never by the student, so every student after the first finds each teacher's shar
 student, its NLL of the rationales, are the student's own). The budget is the run's: search.trials is split equally
 among the students, a remainder unspent, and each student's share equally among its searched teachers
 (search/tuning.py, equal budgets), so no cell of the matrix wins by having more trials; a teacher the proxies rule
-out for a student (search/usable.py, search/allocation.py) gets no trial in that student's row. Students run one
-after another in one driver on one Ray cluster: each student's trials run side by side as the cluster allows, two
-students' do not yet (search/run.py, run_students). `--resume` continues each student where it stopped; a finished
-student redoes nothing. This module decides and checks (no Ray); run.py runs.
+out for a student (search/usable.py, search/allocation.py) gets no trial in that student's row. Students run side by
+side as the cluster holds them, each on its share (search/side_by_side.py, search/student_process.py: every teacher's
+rationales generated first, then a driver process per student), else one after another in one driver (a laptop);
+search/run.py, run_students. `--resume` continues each student where it stopped; a finished student redoes nothing.
+This module decides and checks (no Ray); run.py runs.
 """
 
 from __future__ import annotations

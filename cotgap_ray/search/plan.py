@@ -204,9 +204,10 @@ def stage_work(cfg, sizes: dict, prompt_len: int) -> dict:
 # --------------------------------------------------------------------------------------------- where (pure)
 
 
-def capacity(cfg, node_types: list[dict], work: dict) -> dict:
+def capacity(cfg, node_types: list[dict], work: dict, share=None) -> dict:
     """Per node type: generation engines (per teacher: tensor parallel changes an engine's size), whether the
-    evaluation engine fits, fine-tune workers and trials; and what runs at once on the whole cluster."""
+    evaluation engine fits, fine-tune workers and trials; and what runs at once on the whole cluster (a student
+    searching beside others: its share, search/side_by_side.Share)."""
     from cotgap_ray.cluster import fits, full_request, slots
     from cotgap_ray.evaluation.evaluator import evaluator_request
     from cotgap_ray.generation.placement import Placement, actor_count, actor_cpus, actor_gpus
@@ -235,6 +236,8 @@ def capacity(cfg, node_types: list[dict], work: dict) -> dict:
                       "finetune_workers": workers, "trials": workers // cfg.train.num_workers})
     budget = work["search"]["trials"]  # a grid's budget is its size, as tuning.run_search counts it
     trials, evaluation_engines = concurrency(replace(cfg, search=replace(cfg.search, trials=budget)), node_types)
+    if share is not None:
+        trials, evaluation_engines = min(share.trials, budget), share.engines
     return {"node_types": types, "generation_engines_at_once": engines_at_once, "trials_at_once": trials,
             "evaluation_engines": evaluation_engines,
             "generation_gpu": {spec: e["gpu"] for spec, e in engines.items()}}
@@ -317,13 +320,14 @@ def totals(rows: list[dict]) -> list[dict]:
 
 
 def make_plan(cfg, sizes: dict, node_types: list[dict] | None, *, prompt_len: int = TEMPLATE_TOKENS,
-              rates: dict[str, Rate] | None = None, engine: str = "hf", where: str = "") -> dict:
+              rates: dict[str, Rate] | None = None, engine: str = "hf", where: str = "", share=None) -> dict:
     """The whole plan as a JSON-able dict. node_types None: unknown (the cost then covers nothing but the work);
-    engine: the engine kind engine.kind resolves to (vllm | hf); where: how the node types were found."""
+    engine: the engine kind engine.kind resolves to (vllm | hf); where: how the node types were found; share: a
+    student's part of the cluster beside other students (search/side_by_side.Share; None: the whole cluster)."""
     rates = RATES if rates is None else rates
     engine = "vllm" if engine == "vllm" else "hf"  # hf-loop generates as hf does
     work = stage_work(cfg, sizes, prompt_len)
-    cap = capacity(cfg, node_types, work) if node_types else None
+    cap = capacity(cfg, node_types, work, share) if node_types else None
     rows = estimate(cfg, work, cap, node_types, rates, engine) if node_types else []
     return {"experiment": cfg.name, "student": cfg.student, "teachers": list(cfg.teachers), "task": cfg.task.name,
             "sizes": dict(sizes), "engine": engine, "work": work, "where": where, "cluster": cap,
@@ -458,19 +462,29 @@ def find_node_types() -> tuple[list[dict] | None, str]:
     return show.node_types(address), f"the running Ray cluster ({address}): alive nodes + autoscaler node types"
 
 
-def print_plan(cfg, splits, *, rates_file: str | None = None, as_json: bool = False) -> dict:
+def print_plan(cfg, splits, *, rates_file: str | None = None, as_json: bool = False, students: int = 1) -> dict:
     """The --plan command: rates read (a bad file is refused first), node types found, every stage's request checked
-    against them as the run would check it, then the plan printed (a table, or JSON)."""
+    against them as the run would check it, then the plan printed (a table, or JSON). students: a pairs run's
+    student count (cfg is one student's config): the plan is that student's share when they run side by side."""
+    from dataclasses import asdict
+
     from cotgap_ray.engines import vllm_available
     from cotgap_ray.search.resources import check_resources
+    from cotgap_ray.search.side_by_side import describe, share
 
     rates = load_rates(rates_file)
     node_types, where = find_node_types()
+    part = None
     if node_types is not None:
         check_resources(cfg, node_types)  # an impossible request is refused here, as the run would refuse it
+        if students > 1:
+            part = share(cfg, students, node_types)
+            print(describe(part, students))
     # auto: what this machine has (the engines' own rule); an explicit kind as given (a cluster's nodes may have it)
     engine = cfg.engine.kind if cfg.engine.kind != "auto" else ("vllm" if vllm_available() else "hf")
     plan = make_plan(cfg, splits.sizes(), node_types, prompt_len=prompt_tokens([p.question for p in splits.train]),
-                     rates=rates, engine=engine, where=where)
+                     rates=rates, engine=engine, where=where, share=part)
+    if students > 1:
+        plan["side_by_side"] = asdict(part) if part else None
     print(json.dumps(plan, indent=2) if as_json else render(plan))
     return plan

@@ -32,18 +32,24 @@ def per_trial_request(cfg) -> dict:
     return request
 
 
+def worker_request(cfg) -> dict:
+    """One Train worker of a trial as Ray places it, with its share of the trial driver's sliver."""
+    from cotgap_ray.cluster import full_request
+
+    return full_request({"CPU": cfg.train.cpus_per_worker + TRIAL_DRIVER["CPU"] / cfg.train.num_workers,
+                         "GPU": 1.0 if cfg.train.use_gpu else 0.0, **cfg.train.resources}, cfg.train.accelerator_type)
+
+
 def max_concurrent(cfg, node_types: list[dict], evaluators: int = 1) -> int:
     """Trials at once: how many trials' workers the cluster's node types hold (alive nodes, plus the types an
     autoscaler may launch, up to their max_workers), after `evaluators` evaluation engines (one per node, on the
     first nodes that hold one: evaluation/pool.py) take their share; at least 1, at most the budget. `node_types` as
     cluster.offered_node_types() returns them."""
-    from cotgap_ray.cluster import fits, full_request, slots
+    from cotgap_ray.cluster import fits, slots
 
     if cfg.search.max_concurrent_trials:
         return cfg.search.max_concurrent_trials
-    worker = full_request({"CPU": cfg.train.cpus_per_worker + TRIAL_DRIVER["CPU"] / cfg.train.num_workers,
-                           "GPU": 1.0 if cfg.train.use_gpu else 0.0, **cfg.train.resources},
-                          cfg.train.accelerator_type)
+    worker = worker_request(cfg)
     evaluator = evaluator_request(cfg)
     workers, left = 0, evaluators
     for node_type in node_types:

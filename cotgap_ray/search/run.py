@@ -47,6 +47,7 @@ from cotgap_ray.cli import load, parse, verb_parser, work_output
 from cotgap_ray.config import ConfigError, ExperimentConfig
 from cotgap_ray.errors import RunFailure, run_cli
 from cotgap_ray.records import TeacherRef, record_to_dict, write_json
+from cotgap_ray.training.threads import WHOLE_NODE
 from cotgap_ray.search.noise import describe
 
 
@@ -193,7 +194,8 @@ def baseline_stage(run_dir: Path, cfg, student, splits, lora_rank: int) -> dict:
     return baseline
 
 
-def proxies_stage(run_dir: Path, cfg, student, splits, generations: dict) -> tuple[dict, dict]:
+def proxies_stage(run_dir: Path, cfg, student, splits, generations: dict, threads: int | str | None = WHOLE_NODE
+                  ) -> tuple[dict, dict]:
     """Stage 4: proxies per teacher (cached in proxies.json) and the tables trials filter (with the student columns
     of sft.with_student_scores when a chain uses the student_nll filter). Returns (proxies by teacher name, rationale
     tables by teacher name). A cached entry without one of the student proxies (an older run's) is scored again."""
@@ -216,7 +218,7 @@ def proxies_stage(run_dir: Path, cfg, student, splits, generations: dict) -> tup
         inputs = {g.teacher: tables[g.teacher] if needs_nll else nll_sample(tables[g.teacher],
                                                                              cfg.search.proxy_rationales)
                   for g in todo}
-        scored_by_teacher = _score_students(cfg, student, inputs, questions)
+        scored_by_teacher = _score_students(cfg, student, inputs, questions, threads)
         for g in todo:
             scored = scored_by_teacher[g.teacher]
             # Each proxy is the mean over the same hash sample of correct rationales whether or not a chain needed
@@ -288,26 +290,31 @@ def allocation_stage(run_dir: Path, cfg: ExperimentConfig, tables: dict, refs: l
     return [ref.spec for ref in refs if ref.name in kept and ref.name in allocation["kept"]]
 
 
-def _score_students(cfg, student, tables: dict, questions: dict) -> dict:
+def _score_students(cfg, student, tables: dict, questions: dict, threads: int | str | None = WHOLE_NODE) -> dict:
     """student_scores_task on a node of the evaluation engine's type; {teacher: scored table}."""
     import ray
 
     task = ray.remote(student_scores_task).options(name="cotgap-student-proxies", **evaluator_task_options(cfg))
-    return ray.get(task.remote(cfg, student.model.spec, student.model.fingerprint, tables, questions))
+    return ray.get(task.remote(cfg, student.model.spec, student.model.fingerprint, tables, questions, threads))
 
 
-def student_scores_task(cfg, spec: str, fingerprint: str | None, tables: dict, questions: dict) -> dict:
+def student_scores_task(cfg, spec: str, fingerprint: str | None, tables: dict, questions: dict,
+                        threads: int | str | None = None) -> dict:
     """The student's per-row NLL, RSR and local NLL of each teacher's rationales (sft.with_student_scores), as a Ray
     task with the evaluation engine's resources: the student is resolved and loaded on that node, never in the
     driver. The local NLL costs a pass per later step, so only the proxies' sample gets it (proxies.nll_sample_rows:
-    every row when only the sample was sent, that sample's rows when a student_nll filter sent every row)."""
+    every row when only the sample was sent, that sample's rows when a student_nll filter sent every row).
+    threads: training/threads.apply_threads' setting; WHOLE_NODE where nothing else of the run computes meanwhile (the
+    run waits for this task), None (Ray's: the task's CPUs) where another student may train on the node."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cotgap_ray.models.remote import local_model, models_dir_setting
     from cotgap_ray.proxies import nll_sample_rows
     from cotgap_ray.sft import with_student_scores
+    from cotgap_ray.training.threads import apply_threads
 
+    print(f"student proxies: {apply_threads(threads)} torch thread(s)")
     student = local_model(spec, fingerprint, models_dir_setting(cfg))
     model = AutoModelForCausalLM.from_pretrained(student.path, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(student.path)
@@ -341,12 +348,13 @@ def _engines_alive(names: list[str], run_dir: Path, stage: str) -> None:
 # -------------------------------------------------------------------------------------------------------- run
 
 
-def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False, validated=None) -> Path:
+def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False, validated=None, share=None) -> Path:
     """All stages (see the module docstring); returns the run directory. The driver does no model work: it validates,
     plans, schedules and records; every model is resolved and run in Ray tasks and actors that declare their
     resources (models/remote.py), and everything durable goes to the run directory and caches on the storage root.
     validated: what validate(cfg) returned, when the caller has just run it (run_students, for every student before
-    the first starts); None: stage 1 runs here."""
+    the first starts); None: stage 1 runs here. share: this student's part of the cluster when students of a pairs
+    run search side by side (search/side_by_side.Share); None: the run sizes itself on the whole cluster."""
     from dataclasses import replace
 
     from cotgap_ray.storage import storage_root
@@ -372,12 +380,7 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False, val
     from cotgap_ray.search import tuning
     from cotgap_ray.search.resources import check_resources
 
-    if not ray.is_initialized():
-        from cotgap_ray.cluster.local import second_cluster_warning
-
-        if warning := second_cluster_warning():  # two local clusters on one machine break Ray Train's cleanup
-            print(warning, file=sys.stderr)
-        ray.init()  # joins a running cluster (ray up / ray start) when there is one, else starts a local one
+    _ray_init()
     # Every stage's request (generation engines, the evaluation engine, fine-tune workers) is checked here, before
     # the first model is resolved (a packaged model is converted on first use) and before the baseline.
     check_resources(cfg)
@@ -399,14 +402,16 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False, val
     generations = dict(zip(cfg.teachers, generate_teachers(teachers, splits, cfg, split="train",
                                                            task=cfg.task.name)))
     _status(run_dir, cfg, "proxies", notes)
-    proxies, tables = proxies_stage(run_dir, cfg, student, splits, generations)
+    # the whole node while the run waits for the proxies, unless another student may train there
+    proxies, tables = proxies_stage(run_dir, cfg, student, splits, generations, threads=None if share else WHOLE_NODE)
 
     _status(run_dir, cfg, "search", notes)
     from cotgap_ray.cluster import offered_node_types
     from cotgap_ray.evaluation.pool import close_pool, merge_logs, start_pool
     from cotgap_ray.search.resources import concurrency
 
-    _, size = concurrency(cfg, offered_node_types())  # trials at once and the engines that score them, together
+    # trials at once and the engines that score them, together (a student beside others: its share of them)
+    size = share.engines if share else concurrency(cfg, offered_node_types())[1]
     engines = start_pool(student, {"dev": splits.dev, "test": splits.test}, cfg, lora_rank, run_dir, size,
                          {split: correct for split, (_, correct) in baseline.items()})
     try:
@@ -417,7 +422,7 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False, val
         baseline_dev = _any_baseline(engines, "dev")
         records = tuning.run_search(run_dir, cfg, tables, refs, {p.id: p.question for p in splits.train},
                                     baseline_dev, proxies, resume, searched=searched, engines=engines,
-                                    student_fingerprint=student.model.fingerprint)
+                                    student_fingerprint=student.model.fingerprint, share=share)
         _status(run_dir, cfg, "confirm", notes)
         _engines_alive(engines, run_dir, "search")  # dead engines fail trials, which Tune only records
         ray.get([ray.get_actor(name).open_test.remote() for name in engines])
@@ -427,7 +432,8 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False, val
         baseline_test = _any_baseline(engines, "test")
         try:
             confirm.confirm_all(run_dir, cfg, records, tables, {p.id: p.question for p in splits.train},
-                                baseline_test, refs, engines, student.model.fingerprint)
+                                baseline_test, refs, engines, student.model.fingerprint,
+                                at_once=share.students if share else 1)
         except ray.exceptions.RayActorError as e:
             _engines_alive(engines, run_dir, "confirmation")
             raise RunFailure(f"a Ray actor of the confirmation died ({_first_line(e)}); the confirmations "
@@ -444,11 +450,14 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False, val
 
 
 def run_students(cfg: ExperimentConfig, out: str | None = None, resume: bool = False) -> Path:
-    """Several students (search/pairs.py): every student's run, one after another, each a whole single-student run
-    under RUN_DIR/students/<name>/, then the matrix (report_pairs.py); returns the parent run directory. The students
+    """Several students (search/pairs.py): every student's run, each a whole single-student run under
+    RUN_DIR/students/<name>/, side by side as the cluster holds them (search/side_by_side.py; each in a driver
+    process of its own, search/student_process.py, after every teacher's rationales are generated once here) or one
+    after another in this process, then the matrix (report_pairs.py); returns the parent run directory. The students
     list must have passed pairs.check_students: _main, its only caller, checks it before preflight and Ray."""
     from cotgap_ray.report_pairs import render_pairs, student_dir
     from cotgap_ray.search.pairs import student_configs
+    from cotgap_ray.search.side_by_side import describe
 
     # No check_students here: _main ran it on this very config before preflight (and --plan), the one way in.
     configs = student_configs(cfg)
@@ -462,14 +471,68 @@ def run_students(cfg: ExperimentConfig, out: str | None = None, resume: bool = F
           + ("" if cfg.search.strategy == "grid" else
              f"; search.trials={cfg.search.trials}: {share} per student"
              + (f", {unspent} unspent (not a multiple of the students)" if unspent else "")))
-    for i, (name, one) in enumerate(configs, 1):
-        sub = student_dir(run_dir, name)
-        print(f"\n=== student {i} of {len(configs)}: {one.student} ({sub}) ===")
-        run(one, str(sub), resume=resume and (sub / "config.json").exists(),  # a student not begun starts fresh
-            validated=validated[name])
+    part = students_share(configs[0][1], len(configs))
+    print(describe(part, len(configs)))
+    jobs = [(name, one, student_dir(run_dir, name)) for name, one in configs]
+    if part is None:
+        for i, (name, one, sub) in enumerate(jobs, 1):
+            print(f"\n=== student {i} of {len(configs)}: {one.student} ({sub}) ===")
+            run(one, str(sub), resume=resume and (sub / "config.json").exists(),  # a student not begun starts fresh
+                validated=validated[name])
+    else:
+        from cotgap_ray.search.student_process import StudentJob, run_side_by_side
+
+        shared_generation(configs[0][1], validated[configs[0][0]], run_dir)  # before students all generate
+        run_side_by_side([StudentJob(name, one, sub, resume and (sub / "config.json").exists(), validated[name])
+                          for name, one, sub in jobs], part, run_dir, run)
     report = render_pairs(run_dir)
     print(f"\n{report['answer']['text']}\nreport: {run_dir / 'report.md'}")
     return run_dir
+
+
+def students_share(one: ExperimentConfig, students: int):
+    """Connect to Ray (start a local cluster when none runs) and decide how `students` students run: their share of
+    the cluster side by side (search/side_by_side.Share), or None (one after another). `one`: a student's config."""
+    from cotgap_ray.cluster import offered_node_types
+    from cotgap_ray.search.resources import check_resources
+    from cotgap_ray.search.side_by_side import share
+
+    _ray_init()
+    check_resources(one)  # an impossible request is refused before any student starts
+    return share(one, students, offered_node_types())
+
+
+def shared_generation(one: ExperimentConfig, validated, run_dir: Path) -> None:
+    """Every teacher's train rationales, generated once before students run side by side (each student's
+    generation stage then finds every shard cached; the cache is never keyed by the student). `one`: the first
+    student's config (its student is resolved too: the context lengths are checked against it)."""
+    from dataclasses import replace
+
+    from cotgap_ray.cluster import alive_node_ids
+    from cotgap_ray.generation.pipeline import generate_teachers
+    from cotgap_ray.storage import check_shared, storage_root
+
+    root = storage_root(one)
+    if root is not None:
+        one = replace(one, storage_path=str(root))
+    if len(alive_node_ids()) > 1:  # generation nodes write the shards where every student's driver reads them
+        check_shared(root or run_dir)
+    splits, refs = validated
+    print(f"\n=== rationales: {len(one.teachers)} teachers, generated once for every student ===")
+    _, teachers = resolve_stage(one, refs)
+    generate_teachers(teachers, splits, one, split="train", task=one.task.name)
+
+
+def _ray_init() -> None:
+    """Join the running cluster (ray up / ray start), else start a local one; nothing when Ray is up."""
+    import ray
+
+    if not ray.is_initialized():
+        from cotgap_ray.cluster.local import second_cluster_warning
+
+        if warning := second_cluster_warning():  # two local clusters on one machine break Ray Train's cleanup
+            print(warning, file=sys.stderr)
+        ray.init()  # joins a running cluster (ray up / ray start) when there is one, else starts a local one
 
 
 def resolve_stage(cfg: ExperimentConfig, refs: list[TeacherRef]):
@@ -551,7 +614,7 @@ def _main(argv: list[str] | None) -> int:
                 splits, _ = validate(one)
                 print(f"\n=== student {one.student} (search.trials {one.search.trials} of {cfg.search.trials}; "
                       f"rationales shared with the other students) ===")
-                plans[name] = print_plan(one, splits, rates_file=args.rates)
+                plans[name] = print_plan(one, splits, rates_file=args.rates, students=len(cfg.students))
         if args.json:
             print(json.dumps({"students": plans}, indent=2))
         return 0

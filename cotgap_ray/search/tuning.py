@@ -366,10 +366,11 @@ def study_storage(run_dir: Path):
 
 def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], problems: dict, baseline_dev: dict,
                proxies: dict, resume: bool, searched: list[str] | None = None, engines: list[str] | None = None,
-               student_fingerprint: str | None = None) -> dict[str, TrialRecord]:
+               student_fingerprint: str | None = None, share=None) -> dict[str, TrialRecord]:
     """Stage 5: the Tune search; returns the trial records by point key (finished ones from earlier runs too).
     `searched`: the teacher specs the search may choose (run.allocation_stage; default every teacher); a grid
-    always runs every teacher."""
+    always runs every teacher. `share`: this student's part of the cluster beside other students
+    (search/side_by_side.Share; None: the whole cluster)."""
     from ray.tune.schedulers import FIFOScheduler
 
     from cotgap_ray.cluster import join_storage, offered_node_types, storage_root
@@ -386,23 +387,27 @@ def run_search(run_dir: Path, cfg, tables: dict, teachers: list[TeacherRef], pro
             for key, rec in previous.items() if rec.status in FINAL_STATUSES and rec.finished_at}
     teacher_names = {ref.spec: ref.name for ref in teachers}
     # The grid's budget is its size: max_concurrent caps trials at once by the budget (search.trials otherwise).
-    concurrent = max_concurrent(replace(cfg, search=replace(cfg.search, trials=budget)), offered_node_types(),
-                                evaluators=max(1, len(engines or [])))  # beside the engines the pool took
+    if share is not None:  # beside other students: its own part, and every student's trials count for threads
+        concurrent, at_once = min(share.trials, budget), min(share.trials, budget) * share.students
+    else:
+        concurrent = max_concurrent(replace(cfg, search=replace(cfg.search, trials=budget)), offered_node_types(),
+                                    evaluators=max(1, len(engines or [])))  # beside the engines the pool took
+        at_once = concurrent
     context = TrialContext(config=cfg, tables=tables, teacher_names=teacher_names, problems=problems,
                            baseline_dev=baseline_dev,
                            storage=join_storage(storage_root(cfg.train.storage_path, run_dir), "train"),
                            student_spec=cfg.student, student_fingerprint=student_fingerprint,
-                           engines=list(engines or []), done=done, at_once=concurrent)
+                           engines=list(engines or []), done=done, at_once=at_once)
     trainable = tune.with_resources(tune.with_parameters(tune_trial, context=context), trial_request(cfg))
     tune_dir = run_dir / "tune"
     if grid is not None:
         print(f"\ngrid: {len(grid)} points, every one to its planned epochs, up to {concurrent} at once, per trial "
-              f"{per_trial_request(cfg)}{describe_threads(cfg.train, concurrent)} (search.trials, asha, "
+              f"{per_trial_request(cfg)}{describe_threads(cfg.train, at_once)} (search.trials, asha, "
               f"seed_from_proxies and rule_out_alpha do not apply to a grid)"
               + (f"; {len(done)} finished earlier" if done else ""))
     else:
         print(f"\nsearch: {budget} trials, {budget // len(searched)} per teacher, up to {concurrent} at once, per "
-              f"trial {per_trial_request(cfg)}{describe_threads(cfg.train, concurrent)}"
+              f"trial {per_trial_request(cfg)}{describe_threads(cfg.train, at_once)}"
               + (f"; {len(searched)} of {len(cfg.teachers)} teachers" if len(searched) < len(cfg.teachers) else "")
               + (f"; {len(done)} finished earlier" if done else ""))
         if budget < cfg.search.trials:
