@@ -225,7 +225,7 @@ class FinalRecord:
     discordance: float | None = None
     degrades: bool | None = None  # this teacher's own test (before the report's adjustment across teachers)
     improves: bool | None = None
-    test: str | None = None  # the test behind p_value: "exact McNemar" (one seed) or "sign-flip permutation"
+    test: str | None = None  # the test behind p_value: "exact McNemar" (one seed) or stats.HULL_TEST
     interval: str | None = None  # how delta_ci95 was built (stats.compare / compare_seeds)
     training_variance: str | None = None  # "not measured (one seed)" or "measured (N seeds)"
     train_seconds: float = 0.0

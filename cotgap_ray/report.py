@@ -236,8 +236,8 @@ def judge(teachers: list[dict], alpha: float = ALPHA) -> None:
     hypothesis, tested at alpha on its own p-value: the answer's verdict does not depend on how many other teachers
     were confirmed. The other real teachers' rows are **secondary**, Holm-adjusted among themselves; control teachers
     (controls.py), checks of the protocol, are their own Holm family. A verdict needs both the (adjusted) test to
-    reject and the teacher's own interval to exclude zero (compare_seeds guarantees that exclusion implies its test
-    rejects), so a row never says "improves" beside an interval that includes zero. Engine noise (noise.json's A/A
+    reject and the teacher's own interval to exclude zero (compare_seeds' test rejects exactly when its interval
+    excludes zero; before Holm), so a row never says "improves" beside an interval that includes zero. Engine noise (noise.json's A/A
     flips) is no threshold here: it adds discordant pairs in both directions alike, which the exact McNemar test
     already counts; it costs power, it does not bias the test (docs/statistics.md)."""
     from cotgap_ray.stats import holm

@@ -15,8 +15,8 @@ equal): the difference of their final test accuracies (first minus second). rend
 each student's per-problem answers behind its final (student_answers: with a teacher, final/<teacher>.json's
 test_correct_by_seed; alone, its baseline stage's test rows, which baseline.json's rows_path names), and the two
 finals are paired by problem id and tested as every delta of the report is: stats.compare_runs, compare_seeds'
-test and interval (exact McNemar test and interval for one run a side; with seeds, the sign-flip permutation test
-and the hull interval), so the interval excludes zero only if the test rejects. Holm over the tested comparisons of
+test and interval (exact McNemar test and interval for one run a side; with seeds, the hull interval and its own
+test), so the interval excludes zero exactly when the test rejects. Holm over the tested comparisons of
 the run, and a verdict of the first against the second at ALPHA as judge() gives one (the Holm p below alpha and
 the interval off zero): "higher", "lower" or "not told apart" (never "reaches": an untold difference is no
 equality). Holm over every pair holds whichever pair is then read, so the best pair against the runner-up (the
@@ -200,7 +200,7 @@ def comparisons_md(answer: dict, students: list[dict]) -> list[str]:
     m = sum(c["p_value"] is not None for c in comparisons)
     return [f"Between students: each two students' finals on their shared test problems, paired by problem id, "
             "the first (lower baseline) minus the second, points [95% CI], tested as every delta of this report "
-            "(exact McNemar, one run a side; sign-flip permutation with the hull interval when a side has seeds), "
+            "(exact McNemar, one run a side; the seed-aware hull interval and its own test when a side has seeds), "
             f"Holm over the {m} tested comparison{'' if m == 1 else 's'}; a verdict needs the Holm p below "
             f"{ALPHA} and the interval off zero, else \"not told apart\"; {SELECTION}.",
             *(["", *(f"- {_tested_sentence(c, by_name)}" for c in comparisons)] if comparisons else [])]

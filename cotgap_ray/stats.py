@@ -284,15 +284,38 @@ def _sign_flip_interval(mean: float, shifted: np.ndarray, signs: np.ndarray, alp
     return lo, hi
 
 
+# The test of compare_seeds / compare_runs with seeds: the hull interval's own (the largest of its parts' p-values).
+HULL_TEST = "hull test (sign-flip, two-level bootstrap, exact per pair)"
+
+
+def _exclusion_p(interval_at, sign: float) -> float:
+    """A p-value for one part of a hull interval: the smallest level a at which interval_at(a) (an interval that
+    widens as a falls) lies wholly on `sign`'s side of 0, found by bisection; 1.0 when no level puts it there (or
+    sign is 0). So the part excludes 0 at level a exactly when this p is below a (up to the bisection's 2^-50)."""
+    def excluded(a: float) -> bool:
+        lo, hi = interval_at(a)
+        return bool(lo > 0) if sign > 0 else bool(hi < 0)
+
+    top = 1 - 1e-9
+    if sign == 0 or not excluded(top):
+        return 1.0
+    inside, outside = top, 0.0  # excluded at `inside`, not at `outside` (level 0: an infinitely wide interval)
+    for _ in range(50):
+        mid = (inside + outside) / 2
+        if excluded(mid):
+            inside = mid
+        else:
+            outside = mid
+    return float(inside)
+
+
 def compare_seeds(before: list[bool], afters: list[list[bool]], n_boot: int = 10000, seed: int = 0,
                   alpha: float = 0.05) -> dict:
     """compare() for several fine-tunes (seeds) of one config scored on the same problems.
 
     One seed: exactly compare() (exact McNemar test and interval), plus after_accuracy_per_seed.
     Two or more seeds: per problem, diff = mean over seeds of after - before (a fraction in [-1, 1]); delta = mean
-    diff. The verdict comes from a two-sided sign-flip permutation test of the per-problem diffs (n_boot random sign
-    vectors, fixed RNG seed; valid for paired data: under no effect each diff is symmetric about 0) at `alpha`. The
-    interval ("ci95") is the hull (union's span) of three intervals:
+    diff. The interval ("ci95") is the hull (union's span) of three intervals:
       1. a two-level percentile bootstrap: each replicate resamples problems AND, independently, seeds (a seed is a
          whole training run, so one seed draw applies to all problems of the replicate). Resampling problems only
          treats the seeds as fixed and leaves training variance out; this puts it in (slightly conservatively: the
@@ -300,10 +323,14 @@ def compare_seeds(before: list[bool], afters: list[list[bool]], n_boot: int = 10
       2. the inversion of the sign-flip test (every delta0 it does not reject at alpha);
       3. the mean over seeds of each seed's exact one-seed interval (mcnemar_interval): 1 and 2 both condition on
          the problems that changed and collapse to [0, 0] when none did (false certainty); this does not.
-    A hull only widens, so the interval excludes 0 only if interval 2 does, i.e. only if the test rejects:
-    improves (lo > 0) and degrades (hi < 0) never contradict the p-value. The converse does not hold on purpose: a
-    rejection that the seed-to-seed spread (1) or the small-sample bound (3) does not support stays "no clear
-    change" (one seed fixing 10 problems of 60 and another none: p 0.002, interval [-1.4, +23.3] points).
+    2 inverts a two-sided sign-flip permutation test of the per-problem diffs (n_boot random sign vectors, fixed RNG
+    seed; valid for paired data: under no effect each diff is symmetric about 0), which holds the seeds fixed.
+    The test ("p_value") is the hull's own: the largest of the three parts' p-values (an intersection-union test:
+    it rejects only when every part does, and each part is a valid test), each part's p the level at which its
+    interval stops containing 0 ("p_parts"; 2's is the sign-flip p). So p < alpha exactly when the hull excludes 0:
+    improves (lo > 0) and degrades (hi < 0) are the test's rejections, and a p that the seed-to-seed spread (1) or
+    the small-sample bound (3) does not support is not reported (one seed fixing 10 problems of 60 and another
+    none: sign-flip p 0.002, but the hull [-1.4, +23.3] points and p >= 0.05).
     Coverage: the hull covers whenever any part does, so at least the largest part's (each a 95% interval; 3's
     covers the seed-mean delta when every seed's interval covers its own; the bootstrap's is approximate).
     Cost: 3 keeps the interval about as wide as one seed's exact interval (n = 1319: ~40% wider than 1 alone);
@@ -330,6 +357,7 @@ def compare_seeds(before: list[bool], afters: list[list[bool]], n_boot: int = 10
         "ci95": r["ci95"],
         "ci95_parts": r["ci95_parts"],
         "p_value": r["p_value"],
+        "p_parts": r["p_parts"],
         "discordance": r["discordance"],
         "degrades": r["degrades"],
         "improves": r["improves"],
@@ -348,11 +376,12 @@ def compare_runs(x_runs: list[list[bool]], y_runs: list[list[bool]], n_boot: int
     delta = mean over problems of (mean over x's runs - mean over y's runs). One run each: compare(y, x), the exact
     McNemar test and interval of a paired difference of two proportions (b = problems only y gets right, c = only
     x). Several runs on either side: compare_seeds' machinery over the crossed pairs (j, k), whose changes x_j - y_k
-    (each -1, 0 or +1 per problem) average to the per-problem diff: the sign-flip test of the diffs, and the hull of
-    the two-level bootstrap (problems, and each side's runs resampled independently: the two sides are separate
-    trainings), the sign-flip inversion and the mean over pairs of each pair's exact interval. So the interval
-    excludes 0 only if the test rejects. The sign-flip test assumes each diff symmetric about 0 under no difference,
-    exact when the two sides have as many runs (then they are exchangeable), approximate otherwise.
+    (each -1, 0 or +1 per problem) average to the per-problem diff: the hull of the two-level bootstrap (problems,
+    and each side's runs resampled independently: the two sides are separate trainings), the inversion of the
+    sign-flip test of the diffs and the mean over pairs of each pair's exact interval, and the hull's own test (the
+    largest of the parts' p-values), so the interval excludes 0 exactly when the test rejects. The sign-flip part
+    assumes each diff symmetric about 0 under no difference, exact when the two sides have as many runs (then they
+    are exchangeable), approximate otherwise; the bootstrap part is approximate (a percentile bootstrap).
     x=[[T, T, F], [T, F, F]], y=[[F, F, F], [F, T, F]] -> diffs [1, 0, 0], delta 1/3."""
     if not x_runs or not y_runs:
         raise ValueError("compare_runs needs at least one run on each side")
@@ -384,16 +413,37 @@ def compare_runs(x_runs: list[list[bool]], y_runs: list[list[bool]], n_boot: int
         # One run on y's side (compare_seeds' baseline) has nothing to resample: no draw, so the stream is unchanged
         wy = boot_rng.multinomial(sy, np.full(sy, 1 / sy), size=size) / sy if sy > 1 else np.ones((size, 1))
         boot.append((per_pair * (wx[:, :, None] * wy[:, None, :]).reshape(size, sx * sy)).sum(axis=1))
-    boot_lo, boot_hi = (float(v) for v in np.quantile(np.concatenate(boot), [alpha / 2, 1 - alpha / 2]))
+
+    boot = np.sort(np.concatenate(boot))
+    boot_lo, boot_hi = (float(v) for v in np.quantile(boot, [alpha / 2, 1 - alpha / 2]))
 
     shifted, signs = _sign_flip_null(diff, n_boot, flip_rng)
-    p = _sign_flip_p(0.0, delta, shifted, signs)
+    p_flip = _sign_flip_p(0.0, delta, shifted, signs)
     inv_lo, inv_hi = _sign_flip_interval(delta, shifted, signs, alpha)
 
-    exact = [mcnemar_interval(int(np.sum(ch < 0)), int(np.sum(ch > 0)), n, alpha) for ch in changes]
-    exact_lo, exact_hi = float(np.mean([e[0] for e in exact])), float(np.mean([e[1] for e in exact]))
+    counts = [(int(np.sum(ch < 0)), int(np.sum(ch > 0))) for ch in changes]  # (broken, fixed) of each pair
 
+    def exact_at(level: float) -> tuple[float, float]:
+        ends = [mcnemar_interval(b, c, n, level) for b, c in counts]
+        return float(np.mean([e[0] for e in ends])), float(np.mean([e[1] for e in ends]))
+
+    exact_lo, exact_hi = exact_at(alpha)
     lo, hi = min(boot_lo, inv_lo, exact_lo, delta), max(boot_hi, inv_hi, exact_hi, delta)
+
+    # The test is the hull's own: its p is the largest of the parts' (an intersection-union test, valid as each part
+    # is), each part's p the level at which its interval stops containing 0. So p < alpha exactly when the hull
+    # excludes 0. The sign-flip p alone holds the runs fixed: two trainings of one teacher that differ by training
+    # noise get p 0.003 beside a hull [-0.3, +12.1] (benchmarks/results/2026-12-known-answers.md), a test and an
+    # interval that disagree.
+    sign = float(np.sign(delta))
+    # keyed as ci95_parts: p_parts[k] < alpha exactly when ci95_parts[k] excludes 0
+    parts = {"two_level_bootstrap": _exclusion_p(lambda a: np.quantile(boot, [a / 2, 1 - a / 2]), sign),
+             "sign_flip_inversion": p_flip if (inv_lo > 0 or inv_hi < 0) or p_flip >= alpha else alpha,
+             "mean_exact_per_seed": _exclusion_p(exact_at, sign)}
+    p = max(parts.values())
+    excludes = lo > 0 or hi < 0
+    if excludes != (p < alpha):  # only at the bisection's resolution: the hull at alpha is the authority
+        p = float(np.nextafter(alpha, 0.0)) if excludes else max(p, alpha)
     return {
         "n": n,
         "runs": [sx, sy],
@@ -402,10 +452,11 @@ def compare_runs(x_runs: list[list[bool]], y_runs: list[list[bool]], n_boot: int
         "ci95_parts": {"two_level_bootstrap": [boot_lo, boot_hi], "sign_flip_inversion": [inv_lo, inv_hi],
                        "mean_exact_per_seed": [exact_lo, exact_hi]},
         "p_value": p,
+        "p_parts": parts,
         "discordance": float(np.mean([np.mean(ch != 0) for ch in changes])),  # per pair: fraction of problems changed
         "degrades": bool(hi < 0),
         "improves": bool(lo > 0),
-        "test": "sign-flip permutation",
+        "test": HULL_TEST,
         "interval": "hull: two-level bootstrap (problems; each side's runs), sign-flip inversion, mean exact per pair "
                     "of runs",
     }

@@ -212,11 +212,11 @@ def regret(better: FinalRecord, chosen: FinalRecord, notes: list[str], what: str
                          f"(of {len(a)} and {len(b)})")
         if len(set(out["seeds"])) > 1:
             notes.append(f"{what}: the confirmations have {out['seeds'][0]} and {out['seeds'][1]} seeds: the "
-                         "interval's sign-flip test is approximate (exact for equal counts)")
+                         "interval's sign-flip part is approximate (exact for equal counts)")
         r = compare_runs([[a[i][s] for i in common] for s in range(out["seeds"][0])],
                          [[b[i][s] for i in common] for s in range(out["seeds"][1])])
         measured = {"value": r["delta"], "ci95": r["ci95"], "p_value": r["p_value"], "n_problems": r["n"],
-                    "test": r["test"], "interval": r["interval"]}
+                    "test": r["test"], "interval": r["interval"], "p_parts": r.get("p_parts")}
     if measured is None and None not in (better.test_accuracy, chosen.test_accuracy) and better.n == chosen.n:
         measured = {"value": better.test_accuracy - chosen.test_accuracy, "n_problems": better.n}
     if same_configuration:

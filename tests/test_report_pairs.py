@@ -20,6 +20,7 @@ import pytest
 from cotgap_ray import report
 from cotgap_ray.report_pairs import ABSENT, build_pairs, plot_pairs_map, render_pairs_md
 from cotgap_ray.report_pairs_compare import NOT_TESTED, student_answers
+from cotgap_ray.stats import HULL_TEST
 from tests.test_report import GEMMA, PNG_MAGIC, QWEN, SMOL, _final, _proxy, _trial, write_run
 
 ORACLE, CORRUPT = "control-oracle", "control-corrupt"  # controls.name of control:oracle, control:corrupt
@@ -401,7 +402,7 @@ def test_a_final_with_seeds_is_tested_as_a_multi_seed_delta_is(reports):
     answers = {"small": {"baseline": None, "teachers": {QWEN: _runs(SMALL, second)}},
                "large": {"baseline": _runs(LARGE), "teachers": {}}}
     [c] = build_pairs(_literal(reports, 41 / 80), answers)["answer"]["comparisons"]
-    assert (c["test"], c["runs"], c["difference"]) == ("sign-flip permutation", [2, 1], pytest.approx(41 / 80 - 0.25))
+    assert (c["test"], c["runs"], c["difference"]) == (HULL_TEST, [2, 1], pytest.approx(41 / 80 - 0.25))
     assert c["interval"].startswith("hull: two-level bootstrap") and c["ci95"][0] > 0 and c["p_value"] < 0.01
     assert c["verdict"] == "higher"
 

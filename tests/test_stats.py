@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cotgap_ray.stats import (
+    HULL_TEST,
     clopper_pearson,
     compare,
     compare_runs,
@@ -225,7 +226,7 @@ def test_compare_seeds_averages_seeds_per_problem():
     assert r["after_accuracy_per_seed"] == pytest.approx([2 / 3, 1.0])
     lo, hi = r["ci95"]
     assert lo <= 0.5 <= hi and 0 < r["p_value"] <= 1
-    assert r["test"] == "sign-flip permutation" and r["training_variance"] == "measured (2 seeds)"
+    assert r["test"] == HULL_TEST and r["training_variance"] == "measured (2 seeds)"
 
 
 def test_compare_seeds_covers_seed_to_seed_variation():
@@ -246,8 +247,9 @@ def test_compare_seeds_covers_seed_to_seed_variation():
     assert not r["improves"] and not r["degrades"]
     # The two-level bootstrap alone reaches 0: half its replicates draw the seed that changed nothing twice or ...
     assert r["ci95_parts"]["two_level_bootstrap"][0] == 0.0
-    # ... while the sign-flip test (conditional on these two runs) rejects: rejection is necessary, not sufficient.
-    assert r["p_value"] < 0.01
+    # ... while the sign-flip test (conditional on these two runs) rejects; the p reported is the hull's, which
+    # does not: the test and the interval agree.
+    assert r["p_parts"]["sign_flip_inversion"] < 0.01 and r["p_value"] >= 0.05
     assert _points(r["ci95"]) == [-1.39, 23.33]
 
 
@@ -270,10 +272,9 @@ def test_compare_seeds_interval_excludes_zero_only_when_the_test_rejects():
         r = compare_seeds(list(before), afters, n_boot=2000)
         lo, hi = r["ci95"]
         assert lo <= r["delta"] <= hi and lo < hi
-        if lo > 0 or hi < 0:
-            assert r["p_value"] < 0.05
-            rejected += 1
-    assert rejected > 0  # the implication was tested on real rejections
+        assert (lo > 0 or hi < 0) == (r["p_value"] < 0.05) and r["p_value"] == max(r["p_parts"].values())
+        rejected += lo > 0 or hi < 0
+    assert rejected > 0  # the equivalence was tested on real rejections
 
 
 def test_compare_seeds_flags_degradation_and_no_change():
@@ -334,13 +335,50 @@ def test_compare_runs_p_agrees_with_the_exact_sign_test(k):
     r = compare_runs(x, [none, none])
     exact = 2 * math.comb(k, 0) / 2**k
     assert r["delta"] == pytest.approx(k * 0.5 / 100) and r["runs"] == [2, 2]
-    assert abs(r["p_value"] - exact) < 0.012
-    assert r["ci95"][0] <= r["delta"] <= r["ci95"][1] and (r["ci95"][0] <= 0 or r["p_value"] < 0.05)
+    assert abs(r["p_parts"]["sign_flip_inversion"] - exact) < 0.012
+    assert r["ci95"][0] <= r["delta"] <= r["ci95"][1] and (r["ci95"][0] > 0) == (r["p_value"] < 0.05)
     assert k != 4 or r["ci95"][0] < 0 < r["ci95"][1]
     # the problem-only bootstrap the old regret used would exclude 0 even at k = 4 (p 0.125)
     diff = np.array([0.5] * k + [0.0] * (100 - k))
     means = diff[np.random.default_rng(0).integers(0, 100, size=(2000, 100))].mean(axis=1)
     assert np.quantile(means, 0.025) > 0
+
+
+def test_two_trainings_of_one_teacher_are_not_called_different_by_a_p_the_interval_denies():
+    """The clone control's case (benchmarks/results/2026-12-known-answers.md, clone_null seed 1): 3 seeds a side of
+    the same teacher, one seed of x lucky on 12 problems. Holding the runs fixed, the sign-flip test rejects (the
+    12 problems all move one way); the hull, whose bootstrap resamples each side's runs, contains 0. The p reported
+    is the hull's, so the two agree: "same", not p 0.003 beside an interval through 0."""
+    n = 200
+    base = [i < 20 for i in range(n)]
+    lucky = [i < 20 or 100 <= i < 112 for i in range(n)]
+    r = compare_runs([lucky, base, base], [base, base, base])
+    assert r["p_parts"]["sign_flip_inversion"] < 0.01
+    assert r["ci95"][0] < 0 < r["ci95"][1] and not (r["improves"] or r["degrades"])
+    assert r["p_value"] >= 0.05 and r["p_value"] == max(r["p_parts"].values())
+
+
+def test_the_hull_tests_parts_each_agree_with_their_own_interval():
+    """Each part's p is the level at which its interval stops containing 0: below alpha exactly when the part's
+    interval at alpha excludes 0, at any alpha; and with every seed alike the exact part is the exact McNemar p."""
+    rng = np.random.default_rng(5)
+    for trial in range(12):
+        n, sx, sy = 60, 1 + trial % 3, 2 + trial % 2
+        base = rng.random(n) < 0.3
+        x = [list(np.where(rng.random(n) < rng.uniform(0, 0.3), True, base)) for _ in range(sx)]
+        y = [list(np.where(rng.random(n) < 0.05, ~base, base)) for _ in range(sy)]
+        for alpha in (0.05, 0.2):
+            r = compare_runs(x, y, n_boot=1000, alpha=alpha)
+            for part in ("two_level_bootstrap", "sign_flip_inversion", "mean_exact_per_seed"):
+                lo, hi = r["ci95_parts"][part]
+                assert (lo > 0 or hi < 0) == (r["p_parts"][part] < alpha), (trial, alpha, part)
+            assert (r["improves"] or r["degrades"]) == (r["p_value"] < alpha)
+    # Identical seeds: every pair is one McNemar table (b 0, c 10 of 60); scipy 1.17.1 (not a dependency):
+    # binomtest(10, 10).pvalue = 0.001953125, the exact test the part's interval inverts.
+    before, fixes = [False] * 60, [True] * 10 + [False] * 50
+    r = compare_seeds(before, [fixes, list(fixes)])
+    assert r["p_parts"]["mean_exact_per_seed"] == pytest.approx(0.001953125, rel=1e-6)
+    assert mcnemar_exact_p(before, fixes) == pytest.approx(0.001953125)
 
 
 def test_compare_runs_with_unequal_seed_counts_averages_each_side():
