@@ -291,7 +291,7 @@ HULL_TEST = "hull test (sign-flip, two-level bootstrap, exact per pair)"
 def _exclusion_p(interval_at, sign: float) -> float:
     """A p-value for one part of a hull interval: the smallest level a at which interval_at(a) (an interval that
     widens as a falls) lies wholly on `sign`'s side of 0, found by bisection; 1.0 when no level puts it there (or
-    sign is 0). So the part excludes 0 at level a exactly when this p is below a (up to the bisection's 2^-50)."""
+    sign is 0). So the part excludes 0 at level a exactly when this p is below a (up to the bisection's 2^-32)."""
     def excluded(a: float) -> bool:
         lo, hi = interval_at(a)
         return bool(lo > 0) if sign > 0 else bool(hi < 0)
@@ -300,7 +300,7 @@ def _exclusion_p(interval_at, sign: float) -> float:
     if sign == 0 or not excluded(top):
         return 1.0
     inside, outside = top, 0.0  # excluded at `inside`, not at `outside` (level 0: an infinitely wide interval)
-    for _ in range(50):
+    for _ in range(32):  # 2^-32 of the level: far below the 3 digits a p is read to (the caller settles alpha)
         mid = (inside + outside) / 2
         if excluded(mid):
             inside = mid
