@@ -8,13 +8,12 @@ it each one gets. Decisions only (no Ray); search/student_process.py runs them.
 The rule: k students run at once when the cluster holds, at the same time, k students' evaluation engines
 (search.eval_engines each, else one) and at least one trial per student beside them (the largest such k, at most the
 number of students, or search.students_at_once when set). A student's run needs its engine for its whole search, so
-a layout that holds the engines but no trial beside them would stall every student at once. Each student then gets an
-equal part of the trials that fit beside all k students' engines (at least one, at most its share of search.trials;
-a grid's budget is its size)
-and its own engines: no student's search is sized as if it had the cluster to itself, and two students' trials never
-queue behind each other's engines. Engines are placed one per node first, like the pool (evaluation/pool.py), then
-stacked where a node holds several. The share is a runtime fact like the cluster's size, never part of a student's
-fingerprint: a run resumed on another cluster goes on.
+a layout that holds the engines but no trial beside them would stall every student at once. Each student then gets
+an equal part of the trials that fit beside all k students' engines (at least one, at most its share of
+search.trials; a grid's budget is its size) and its own engines: no student's search is sized as if it had the
+cluster to itself, and two students' trials never queue behind each other's engines. Engines are placed one per node
+first, like the pool (evaluation/pool.py), then stacked where a node holds several. The share is a runtime fact like
+the cluster's size, never part of a student's fingerprint: a run resumed on another cluster goes on.
 """
 
 from __future__ import annotations
