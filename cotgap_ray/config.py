@@ -70,7 +70,7 @@ class TaskConfig:
     n_train: int | None = _f(1000, "train problems (null: all that remain; reasoning_gym needs a number)")
     n_dev: int = _f(100, "dev problems: the search selects on these")
     n_test: int = _f(100, "test problems: only the final confirmation sees these")
-    seed: int = _f(0, "seed of the split (and of reasoning_gym generation)")
+    seed: int = _f(0, "seed of the split (and of reasoning_gym generation: each seed draws its own problems)")
 
     def __post_init__(self):
         _require({"n_train": _none_or_at_least(self.n_train, 1, "all that remain"),

@@ -46,6 +46,22 @@ def test_seed_changes_the_split():
     assert a.fingerprint("test") != b.fingerprint("test")
 
 
+def test_another_task_seed_draws_other_problems_not_the_same_ones_shifted():
+    """reasoning_gym seeds item i with seed + i: passing task.seed through, seed 1's 30 test problems were 29 of
+    seed 0's (measured before the fix; the known-answers runs' seeds shared 199 of 200). Each seed has a block of
+    its own now; chain_sum's sums rarely repeat by chance."""
+    from cotgap_ray.tasks.reasoning_gym import SEED_STRIDE, generator_seed
+
+    splits = [load_splits(TaskConfig(name="reasoning_gym:chain_sum", n_train=10, n_dev=10, n_test=30, seed=s))
+              for s in (0, 1, 2)]
+    questions = [{p.question for p in sp.train + sp.dev + sp.test} for sp in splits]
+    for i, j in ((0, 1), (1, 2), (0, 2)):
+        assert len(questions[i] & questions[j]) <= 3, (i, j)
+    assert (generator_seed(0), generator_seed(1), SEED_STRIDE) == (0, 2**20, 2**20)
+    with pytest.raises(ValueError, match="more than one task seed's 1048576; lower task.n_train"):
+        load_splits(TaskConfig(name="reasoning_gym:chain_sum", n_train=SEED_STRIDE, n_dev=10, n_test=10))
+
+
 def test_unknown_generator_suggests():
     with pytest.raises(ValueError, match="basic_arithmetic"):
         check_task_name("reasoning_gym:basic_arithmetc")
@@ -226,9 +242,10 @@ def test_reasoning_gym_dedupes_on_the_expression_in_its_metadata():
 
 def test_reasoning_gym_default_format_keeps_its_fingerprint():
     # Exact-text de-duplication and expression de-duplication agree on the default format: the split is unchanged.
-    cfg = TaskConfig(name="reasoning_gym:basic_arithmetic", n_train=40, n_dev=20, n_test=20, seed=3)
+    # Seed 0: its problems did not move when each task seed got a block of its own (tasks/reasoning_gym.py).
+    cfg = TaskConfig(name="reasoning_gym:basic_arithmetic", n_train=40, n_dev=20, n_test=20, seed=0)
     splits = load_splits(cfg)
-    assert splits.fingerprint() == "92770905f3fdd1de" and splits.duplicates_dropped == 0
+    assert splits.fingerprint() == "298e11796e5f0fe4" and splits.duplicates_dropped == 0
 
 
 def test_duplicates_are_announced(tmp_path, capsys):

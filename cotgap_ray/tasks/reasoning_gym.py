@@ -22,6 +22,17 @@ from cotgap_ray.tasks.splits import RawProblem, normalize_question
 # Procedural generators repeat questions; generate this much more than asked, then drop duplicates.
 _OVERSAMPLE = 1.5
 
+# reasoning_gym draws item i of a dataset seeded s from Random(s + i) (most generators), so seed s + 1 is seed s
+# shifted by one item: task.seed 0 and 1 shared 199 of their 200 test problems, and "another seed" of a run was the
+# same problems again. Each task seed gets a block of SEED_STRIDE items of its own instead; seed 0 keeps its problems
+# (block 0), so every seed-0 split, and its fingerprint, is what it was.
+SEED_STRIDE = 2**20
+
+
+def generator_seed(task_seed: int) -> int:
+    """The reasoning_gym seed of task.seed: the first item of its own block. generator_seed(1) -> 1048576."""
+    return task_seed * SEED_STRIDE
+
 # Generators whose whole problem is metadata["expression"] (the question is a fixed or random template around it, the
 # answer its value): checked in reasoning_gym 0.1.x. Not every generator's "expression" is the problem (circuit_logic's
 # is the circuit, its inputs are elsewhere), hence a list rather than any item that has one.
@@ -70,10 +81,13 @@ def load_pools(cfg, generator: str) -> tuple[dict[str, list[RawProblem]], int]:
     if cfg.n_train is None:
         raise InputError(f"task reasoning_gym:{generator} is unbounded: set task.n_train to a number")
     wanted = cfg.n_train + cfg.n_dev + cfg.n_test
+    size = int(wanted * _OVERSAMPLE) + 10
+    if size > SEED_STRIDE:  # the items would run into the next task seed's block
+        raise InputError(f"task reasoning_gym:{generator}: {wanted} problems need {size} generated items, more than "
+                         f"one task seed's {SEED_STRIDE}; lower task.n_train, n_dev or n_test")
     try:
-        dataset = reasoning_gym.create_dataset(
-            generator, size=int(wanted * _OVERSAMPLE) + 10, seed=cfg.seed, **cfg.generator_args
-        )
+        dataset = reasoning_gym.create_dataset(generator, size=size, seed=generator_seed(cfg.seed),
+                                               **cfg.generator_args)
     except TypeError as e:
         raise InputError(f"task.generator_args for reasoning_gym:{generator}: {e}") from e
     seen, problems, duplicates = set(), [], 0
