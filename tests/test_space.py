@@ -95,6 +95,26 @@ def test_run_dir_holding_another_experiment_is_refused(tmp_path):
     assert prepare_run_dir(cfg, str(tmp_path / "run"), resume=True) == tmp_path / "run"
 
 
+def test_a_run_dir_begun_on_other_problems_does_not_continue_on_new_ones(tmp_path):
+    """Same config, other problems (here: task.seed 1's before each reasoning_gym seed drew its own): resuming would
+    put trials scored on the old dev split beside confirmations on the new test split. Refused, naming both."""
+    from cotgap_ray.search.run import check_same_problems
+    from cotgap_ray.tasks import load_splits
+
+    splits = load_splits(load_config(None, ["task.seed=1"]).task)
+    run = tmp_path / "run"
+    run.mkdir()
+    check_same_problems(run, splits)  # nothing recorded yet: a new run
+    (run / "splits.json").write_text(json.dumps({"fingerprint": splits.fingerprint()}))
+    check_same_problems(run, splits)  # the same problems: continues
+    (run / "splits.json").write_text(json.dumps({"fingerprint": "0123456789abcdef"}))
+    with pytest.raises(ConfigError, match=rf"began on other problems .*split 0123456789abcdef, now "
+                                          rf"{splits.fingerprint()}.*choose another --out"):
+        check_same_problems(run, splits)
+    (run / "splits.json").write_text("{not json")
+    check_same_problems(run, splits)  # damaged: integrity.check_run_dir's to handle, the run rewrites it
+
+
 def test_concurrency_comes_from_the_node_types_and_the_per_trial_request():
     from cotgap_ray.evaluation.evaluator import evaluator_request
     from cotgap_ray.search.resources import max_concurrent

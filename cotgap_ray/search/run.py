@@ -348,6 +348,25 @@ def _engines_alive(names: list[str], run_dir: Path, stage: str) -> None:
 # -------------------------------------------------------------------------------------------------------- run
 
 
+def check_same_problems(run_dir: Path, splits) -> None:
+    """A run directory continues only on the problems it began with: the config's fingerprint cannot tell when the
+    same config yields other problems (a new reasoning_gym, an edited data file, the task seeds' blocks of
+    tasks/reasoning_gym.py), and trials scored on the old dev split beside confirmations on a new test split would
+    be one report of two samples. Refused, naming both fingerprints, before any compute."""
+    saved = run_dir / "splits.json"
+    if not saved.exists():
+        return
+    try:
+        before = json.loads(saved.read_text()).get("fingerprint")
+    except (ValueError, AttributeError):
+        before = None  # unreadable: integrity.check_run_dir owns damaged files; the run rewrites it below
+    if before and before != splits.fingerprint():
+        raise ConfigError(f"{run_dir} began on other problems than this config now yields (split {before}, now "
+                          f"{splits.fingerprint()}): the task's data or its generator changed (since 2026-12-06 a "
+                          f"reasoning_gym task.seed other than 0 draws problems of its own); its records are kept: "
+                          f"choose another --out to run this config on today's problems")
+
+
 def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False, validated=None, share=None) -> Path:
     """All stages (see the module docstring); returns the run directory. The driver does no model work: it validates,
     plans, schedules and records; every model is resolved and run in Ray tasks and actors that declare their
@@ -367,6 +386,7 @@ def run(cfg: ExperimentConfig, out: str | None = None, resume: bool = False, val
     from cotgap_ray.search.integrity import check_run_dir
 
     notes = check_run_dir(run_dir)  # damaged files: set aside and rebuilt, or refused by name, before any compute
+    check_same_problems(run_dir, splits)
     if len(cfg.teachers) == 1:
         notes.append(f"one teacher ({cfg.teachers[0]}): nothing to select between; the search tunes its filters "
                      f"and LoRA settings and the report says whether it helps the student at all")
